@@ -1,0 +1,225 @@
+//! CPUID as data: leaf 0xD (all 64 subleaves) as typed views, the other leaves a consumer may
+//! want (vendor, feature bits), and readers for dump formats.
+//!
+//! Nothing here executes CPUID: the host reader lives in the hardware crate and produces the
+//! same [`CpuidData`] the dump readers do.
+
+mod aida;
+mod json;
+mod leaf0d;
+mod tool;
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use core::fmt;
+
+pub use aida::parse_aida;
+pub use json::{parse_json, to_json_value};
+pub use leaf0d::{ComponentLeaf, Leaf0d, XsaveFeatures};
+pub use tool::parse_cpuid_tool;
+
+use crate::component::{FeatureBit, Reg};
+
+/// The four output registers of one CPUID query.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Regs {
+    /// EAX
+    pub eax: u32,
+    /// EBX
+    pub ebx: u32,
+    /// ECX
+    pub ecx: u32,
+    /// EDX
+    pub edx: u32,
+}
+
+impl Regs {
+    /// Builds from the four registers in EAX, EBX, ECX, EDX order.
+    pub const fn new(eax: u32, ebx: u32, ecx: u32, edx: u32) -> Regs {
+        Regs { eax, ebx, ecx, edx }
+    }
+
+    /// True if all four registers are zero.
+    pub const fn is_zero(&self) -> bool {
+        self.eax | self.ebx | self.ecx | self.edx == 0
+    }
+
+    /// One register by name.
+    pub const fn get(&self, reg: Reg) -> u32 {
+        match reg {
+            Reg::Eax => self.eax,
+            Reg::Ebx => self.ebx,
+            Reg::Ecx => self.ecx,
+            Reg::Edx => self.edx,
+        }
+    }
+}
+
+/// Where a [`CpuidData`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// AIDA64 / InstLatX64 text dump (`CPUID 0000000D: ...-...-...-... [SL 00]`).
+    Aida,
+    /// Output of the Linux `cpuid -r` tool (`0x0000000d 0x00: eax=0x... ebx=...`).
+    CpuidTool,
+    /// The project's JSON (see [`parse_json`]).
+    Json,
+    /// The CPUID instruction on the running CPU.
+    Host,
+    /// Built in code.
+    Synthetic,
+}
+
+/// The CPUID leaves of one logical CPU, as read from some source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuidData {
+    /// Where it came from.
+    pub format: Format,
+    entries: BTreeMap<(u32, u32), Regs>,
+    leaf0d: Leaf0d,
+}
+
+impl CpuidData {
+    /// An empty set of leaves.
+    pub fn new(format: Format) -> CpuidData {
+        CpuidData { format, entries: BTreeMap::new(), leaf0d: Leaf0d::new() }
+    }
+
+    /// Builds from a leaf 0xD alone (no vendor or feature leaves).
+    pub fn from_leaf0d(format: Format, leaf0d: Leaf0d) -> CpuidData {
+        let mut d = CpuidData::new(format);
+        d.leaf0d = leaf0d;
+        d
+    }
+
+    /// Records one query's result. Leaf 0xD goes into [`CpuidData::leaf0d`]; subleaves above
+    /// 63 of leaf 0xD are ignored (the architecture defines none).
+    pub fn insert(&mut self, leaf: u32, subleaf: u32, regs: Regs) {
+        if leaf == 0xD {
+            if subleaf < 64 {
+                self.leaf0d.set(subleaf as u8, regs);
+            }
+        } else {
+            self.entries.insert((leaf, subleaf), regs);
+        }
+    }
+
+    /// The result of a query other than leaf 0xD, if the source recorded it.
+    pub fn get(&self, leaf: u32, subleaf: u32) -> Option<Regs> {
+        if leaf == 0xD {
+            return (subleaf < 64 && self.leaf0d.recorded(subleaf as u8)).then(|| self.leaf0d.get(subleaf as u8));
+        }
+        self.entries.get(&(leaf, subleaf)).copied()
+    }
+
+    /// Leaf 0xD.
+    pub fn leaf0d(&self) -> &Leaf0d {
+        &self.leaf0d
+    }
+
+    /// Mutable leaf 0xD.
+    pub fn leaf0d_mut(&mut self) -> &mut Leaf0d {
+        &mut self.leaf0d
+    }
+
+    /// Every recorded query other than leaf 0xD, ascending.
+    pub fn entries(&self) -> impl Iterator<Item = ((u32, u32), Regs)> + '_ {
+        self.entries.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// The 12-byte vendor string of leaf 0 (`GenuineIntel`), if recorded.
+    pub fn vendor(&self) -> Option<String> {
+        let r = self.get(0, 0)?;
+        let mut s = String::new();
+        for w in [r.ebx, r.edx, r.ecx] {
+            for b in w.to_le_bytes() {
+                s.push(if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' });
+            }
+        }
+        Some(s)
+    }
+
+    /// The brand string of leaves 0x8000_0002..4, trimmed, if recorded.
+    pub fn brand(&self) -> Option<String> {
+        let mut bytes = alloc::vec::Vec::new();
+        for leaf in 0x8000_0002..=0x8000_0004u32 {
+            let r = self.get(leaf, 0)?;
+            for w in [r.eax, r.ebx, r.ecx, r.edx] {
+                bytes.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        let s: String = bytes
+            .iter()
+            .take_while(|&&b| b != 0)
+            .map(|&b| if b.is_ascii() { b as char } else { '?' })
+            .collect();
+        let t = s.trim();
+        (!t.is_empty()).then(|| String::from(t))
+    }
+
+    /// The value of a feature bit, or `None` if its leaf was not recorded.
+    pub fn feature(&self, f: FeatureBit) -> Option<bool> {
+        self.get(f.leaf, f.subleaf).map(|r| r.get(f.reg) >> f.bit & 1 != 0)
+    }
+}
+
+/// A dump that could not be read: the 1-based line (where there is one) and what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line number of the offending line, if the problem has one.
+    pub line: Option<usize>,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl ParseError {
+    pub(crate) fn at(line: usize, message: impl Into<String>) -> ParseError {
+        ParseError { line: Some(line), message: message.into() }
+    }
+    pub(crate) fn whole(message: impl Into<String>) -> ParseError {
+        ParseError { line: None, message: message.into() }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl core::error::Error for ParseError {}
+
+/// Reads a CPUID dump in any supported format, recognised by its content: JSON (starts with
+/// `{`), `cpuid -r` (lines `0x... 0x..: eax=...`), or AIDA64/InstLatX64 text.
+pub fn parse(text: &str) -> Result<CpuidData, ParseError> {
+    let t = text.trim_start_matches('\u{feff}').trim_start();
+    if t.starts_with('{') || t.starts_with('[') {
+        return parse_json(t);
+    }
+    if tool::looks_like_cpuid_tool(text) {
+        return parse_cpuid_tool(text);
+    }
+    parse_aida(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendor_and_brand() {
+        let mut d = CpuidData::new(Format::Synthetic);
+        d.insert(0, 0, Regs::new(0xd, 0x756E6547, 0x6C65746E, 0x49656E69));
+        assert_eq!(d.vendor().as_deref(), Some("GenuineIntel"));
+        assert_eq!(d.brand(), None);
+        let b = b"  Intel(R) Xeon(R) Processor\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+        for (i, leaf) in (0x8000_0002..=0x8000_0004u32).enumerate() {
+            let w = |k: usize| u32::from_le_bytes(b[i * 16 + k * 4..i * 16 + k * 4 + 4].try_into().unwrap());
+            d.insert(leaf, 0, Regs::new(w(0), w(1), w(2), w(3)));
+        }
+        assert_eq!(d.brand().as_deref(), Some("Intel(R) Xeon(R) Processor"));
+    }
+}
