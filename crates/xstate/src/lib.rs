@@ -12,6 +12,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod aligned;
 pub mod component;
 pub mod cpuid;
 pub mod fixtures;
