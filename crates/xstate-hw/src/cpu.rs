@@ -8,8 +8,8 @@
 use core::arch::asm;
 use core::arch::x86_64::__cpuid_count;
 
-use xstate::cpuid::{CpuidData, Format, Regs};
 use xstate::Xfeatures;
+use xstate::cpuid::{CpuidData, Format, Regs};
 
 /// Executes CPUID with EAX = `leaf`, ECX = `subleaf`.
 pub fn cpuid(leaf: u32, subleaf: u32) -> Regs {
@@ -57,7 +57,7 @@ pub fn host_cpuid() -> CpuidData {
     d
 }
 
-/// CPUID.1:ECX.OSXSAVE[27]: the OS has set CR4.OSXSAVE, so XGETBV and the XSAVE family work.
+/// CPUID.1:ECX.OSXSAVE\[27\]: the OS has set CR4.OSXSAVE, so XGETBV and the XSAVE family work.
 pub fn osxsave() -> bool {
     cpuid(1, 0).ecx >> 27 & 1 != 0
 }

@@ -5,7 +5,7 @@
 //! instruction the CPU or kernel refuses is #UD or an XFD #NM the kernel turns into SIGILL.
 //!
 //! The protocol: code that may fault runs inside one `asm!` block that loads a recovery address
-//! into R12 and [`COOKIE`] into R13 first. The handler recognises the cookie in the interrupted
+//! into R12 and a cookie value into R13 first. The handler recognises the cookie in the interrupted
 //! context, writes the signal number, si_code and si_addr into RAX, RDX and RSI, and resumes at
 //! R12. Any other signal goes to the handler that was installed before ours (Rust's stack
 //! overflow handler, for one), or to the default action.

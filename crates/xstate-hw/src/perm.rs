@@ -1,7 +1,7 @@
 //! Linux `arch_prctl` permissions for dynamically enabled components (AMX TILEDATA).
 //!
 //! Linux arms XFD for TILEDATA until a process asks for it: a tile instruction or an XRSTOR
-//! with XSTATE_BV[18] = 1 before `ARCH_REQ_XCOMP_PERM` kills the process with SIGILL.
+//! with XSTATE_BV\[18\] = 1 before `ARCH_REQ_XCOMP_PERM` kills the process with SIGILL.
 //! Permission is per process, inherited on fork and reset on exec.
 
 use std::io;

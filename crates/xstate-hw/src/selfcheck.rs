@@ -173,7 +173,8 @@ pub fn live_check(host: &Host, seed: u64) -> Vec<Check> {
     let std_size = l.standard_size(xcr0).unwrap_or(0) as usize;
 
     // XSAVE: every RFBM component at its standard offset, legacy region, XSTATE_BV.
-    let runs: Vec<_> = [0xAA, 0x55].iter().map(|&f| host.xrstor_then_save(&image, xcr0, SaveInstr::Xsave, xcr0, f)).collect();
+    let runs: Vec<_> =
+        [0xAA, 0x55].iter().map(|&f| host.xrstor_then_save(&image, xcr0, SaveInstr::Xsave, xcr0, f)).collect();
     match (&runs[0], &runs[1]) {
         (Ok(a), Ok(b)) => {
             let w = written(a, b, n);
@@ -186,7 +187,12 @@ pub fn live_check(host: &Host, seed: u64) -> Vec<Check> {
                     must[r].fill(true);
                 }
             }
-            checks.push(compare(&format!("XSAVE writes exactly the standard extents of XCR0 {xcr0} ({std_size} bytes)"), &w, &must, &may));
+            checks.push(compare(
+                &format!("XSAVE writes exactly the standard extents of XCR0 {xcr0} ({std_size} bytes)"),
+                &w,
+                &must,
+                &may,
+            ));
             let bad: Vec<String> = xcr0
                 .iter()
                 .filter(|c| !c.is_legacy() && *c != Component::TILECFG)
@@ -197,7 +203,11 @@ pub fn live_check(host: &Host, seed: u64) -> Vec<Check> {
             checks.push(Check {
                 name: "XSAVE returns the loaded state at the standard offsets".into(),
                 ok: bad.is_empty() && a[160..416] == image[160..416],
-                detail: if bad.is_empty() { "component bytes equal".into() } else { format!("differ: {}", bad.join(", ")) },
+                detail: if bad.is_empty() {
+                    "component bytes equal".into()
+                } else {
+                    format!("differ: {}", bad.join(", "))
+                },
             });
         }
         (Err(f), _) | (_, Err(f)) => checks.push(Check {
@@ -231,7 +241,10 @@ pub fn live_check(host: &Host, seed: u64) -> Vec<Check> {
                 must[*off as usize..(*off + *size) as usize].fill(true);
             }
             checks.push(compare(
-                &format!("XSAVEC writes exactly the compacted extents of XCOMP_BV {} ({cmp_size} bytes)", xcr0 | Xfeatures::BIT63),
+                &format!(
+                    "XSAVEC writes exactly the compacted extents of XCOMP_BV {} ({cmp_size} bytes)",
+                    xcr0 | Xfeatures::BIT63
+                ),
                 &w,
                 &must,
                 &may,
@@ -248,7 +261,11 @@ pub fn live_check(host: &Host, seed: u64) -> Vec<Check> {
             checks.push(Check {
                 name: "XSAVEC returns the loaded state at the compacted offsets".into(),
                 ok: bad.is_empty(),
-                detail: if bad.is_empty() { "component bytes equal".into() } else { format!("differ: {}", bad.join(", ")) },
+                detail: if bad.is_empty() {
+                    "component bytes equal".into()
+                } else {
+                    format!("differ: {}", bad.join(", "))
+                },
             });
             let hdr = |o: usize| u64::from_le_bytes(a[o..o + 8].try_into().unwrap());
             let (bv, comp) = (hdr(XSTATE_BV), hdr(XSTATE_BV + 8));

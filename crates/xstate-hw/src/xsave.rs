@@ -132,7 +132,7 @@ impl Host {
     }
 
     /// XRSTOR64 of `image` with RFBM = `rfbm` (the CPU ANDs it with XCR0); the form (standard or
-    /// compacted) is the image's XCOMP_BV[63]. Bytes past the end of `image` read as zero.
+    /// compacted) is the image's XCOMP_BV\[63\]. Bytes past the end of `image` read as zero.
     /// Returns the fault, if XRSTOR raised one; the thread's own state is restored either way.
     pub fn xrstor(&self, image: &[u8], rfbm: Xfeatures) -> Result<(), Fault> {
         let img = self.staged(image);
@@ -221,7 +221,7 @@ impl Host {
         }
     }
 
-    /// Convenience: XCOMP_BV[63] of an image, i.e. the form XRSTOR will use.
+    /// Convenience: XCOMP_BV\[63\] of an image, i.e. the form XRSTOR will use.
     pub fn is_compacted(image: &[u8]) -> bool {
         image
             .get(XCOMP_BV..XCOMP_BV + 8)
@@ -248,7 +248,14 @@ enum Op {
 /// bytes as XRSTOR may read, or be followed by memory whose access faults (a guard page);
 /// `out` must be writable for as many bytes as the save may write (not touched for
 /// `Op::Restore`).
-unsafe fn run(op: Op, scratch: *mut u8, image: *const u8, rfbm: u64, out: *mut u8, save_rfbm: u64) -> Result<(), Fault> {
+unsafe fn run(
+    op: Op,
+    scratch: *mut u8,
+    image: *const u8,
+    rfbm: u64,
+    out: *mut u8,
+    save_rfbm: u64,
+) -> Result<(), Fault> {
     let mut res = [0u64; 3];
     macro_rules! guarded {
         ($save:literal) => {
@@ -307,9 +314,5 @@ unsafe fn run(op: Op, scratch: *mut u8, image: *const u8, rfbm: u64, out: *mut u
         Op::Xsaveopt => guarded!("xsaveopt64 [{out}]"),
         Op::Xsavec => guarded!("xsavec64 [{out}]"),
     }
-    if res[0] == 0 {
-        Ok(())
-    } else {
-        Err(Fault { signal: res[0] as i32, code: res[1] as i32, addr: res[2] })
-    }
+    if res[0] == 0 { Ok(()) } else { Err(Fault { signal: res[0] as i32, code: res[1] as i32, addr: res[2] }) }
 }

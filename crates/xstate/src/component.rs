@@ -20,9 +20,9 @@ pub struct Component(u8);
 /// Whether a component is enabled through XCR0 or IA32_XSS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Class {
-    /// Enabled in XCR0; has a standard-format offset (CPUID 0xD.i ECX[0] = 0).
+    /// Enabled in XCR0; has a standard-format offset (CPUID 0xD.i ECX\[0\] = 0).
     User,
-    /// Enabled in IA32_XSS; lives only in compacted images written by XSAVES (ECX[0] = 1).
+    /// Enabled in IA32_XSS; lives only in compacted images written by XSAVES (ECX\[0\] = 1).
     Supervisor,
 }
 
@@ -97,13 +97,7 @@ static CATALOGUE: [Option<ComponentInfo>; 64] = {
     t[3] = info("bndregs", "MPX bounds registers BND0-3", U, Some(64), fb(7, 0, Ebx, 14, "mpx"));
     t[4] = info("bndcsr", "MPX BNDCFGU and BNDSTATUS", U, Some(64), fb(7, 0, Ebx, 14, "mpx"));
     t[5] = info("opmask", "AVX-512 opmask registers k0-7", U, Some(64), fb(7, 0, Ebx, 16, "avx512f"));
-    t[6] = info(
-        "zmm_hi256",
-        "AVX-512 upper halves of ZMM0-15",
-        U,
-        Some(512),
-        fb(7, 0, Ebx, 16, "avx512f"),
-    );
+    t[6] = info("zmm_hi256", "AVX-512 upper halves of ZMM0-15", U, Some(512), fb(7, 0, Ebx, 16, "avx512f"));
     t[7] = info("hi16_zmm", "AVX-512 ZMM16-31", U, Some(1024), fb(7, 0, Ebx, 16, "avx512f"));
     t[8] = info("pt", "Processor Trace", S, Some(128), fb(7, 0, Ebx, 25, "intel_pt"));
     t[9] = info("pkru", "Protection-key rights register", U, Some(8), fb(7, 0, Ecx, 3, "pku"));
@@ -199,13 +193,11 @@ impl Component {
         if let Some(rest) = lower.strip_prefix("component ") {
             return rest.trim().parse::<u8>().ok().and_then(Component::new);
         }
-        (0..63u8)
-            .filter_map(Component::new)
-            .find(|c| c.info().is_some_and(|i| i.id.eq_ignore_ascii_case(lower)))
+        (0..63u8).filter_map(Component::new).find(|c| c.info().is_some_and(|i| i.id.eq_ignore_ascii_case(lower)))
     }
 
     /// The catalogue class, if the component is known. The class a CPU gives a component comes
-    /// from CPUID 0xD.i ECX[0]; see [`crate::layout::Layout`].
+    /// from CPUID 0xD.i ECX\[0\]; see [`crate::layout::Layout`].
     pub fn class(self) -> Option<Class> {
         self.info().map(|i| i.class)
     }

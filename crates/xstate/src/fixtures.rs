@@ -95,7 +95,8 @@ pub const AMD_ZEN2: Rows =
     &[(0, 0x207, 0x340, 0x380, 0), (1, 0xF, 0x340, 0, 0), (2, 0x100, 0x240, 0, 0), (9, 0x40, 0x340, 0, 0)];
 
 /// AMD Opteron 6238 (family 15h): LWP (bit 62) at 0x340, directly after AVX.
-pub const AMD_FAM15H_LWP: Rows = &[(0, 0x7, 0x340, 0x3C0, 0x4000_0000), (2, 0x100, 0x240, 0, 0), (62, 0x80, 0x340, 0, 0)];
+pub const AMD_FAM15H_LWP: Rows =
+    &[(0, 0x7, 0x340, 0x3C0, 0x4000_0000), (2, 0x100, 0x240, 0, 0), (62, 0x80, 0x340, 0, 0)];
 
 /// A plain AVX CPU (Sandy Bridge .. Broadwell, Zen 1): standard size 832.
 pub const AVX_ONLY: Rows = &[(0, 0x7, 0x340, 0x340, 0), (1, 0x1, 0, 0, 0), (2, 0x100, 0x240, 0, 0)];

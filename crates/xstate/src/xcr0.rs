@@ -15,19 +15,19 @@ use crate::xfeatures::Xfeatures;
 /// The rule a mask breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Rule {
-    /// XCR0[0] (x87) must be 1.
+    /// XCR0\[0\] (x87) must be 1.
     X87Required,
-    /// XCR0[2] (AVX) requires XCR0[1] (SSE).
+    /// XCR0\[2\] (AVX) requires XCR0\[1\] (SSE).
     AvxRequiresSse,
-    /// XCR0[7:5] (AVX-512) must be all set or all clear.
+    /// XCR0\[7:5\] (AVX-512) must be all set or all clear.
     Avx512Together,
-    /// XCR0[7:5] (AVX-512) requires XCR0[2] (AVX).
+    /// XCR0\[7:5\] (AVX-512) requires XCR0\[2\] (AVX).
     Avx512RequiresAvx,
-    /// XCR0[3] (BNDREGS) must equal XCR0[4] (BNDCSR).
+    /// XCR0\[3\] (BNDREGS) must equal XCR0\[4\] (BNDCSR).
     MpxTogether,
-    /// XCR0[17] (TILECFG) must equal XCR0[18] (TILEDATA).
+    /// XCR0\[17\] (TILECFG) must equal XCR0\[18\] (TILEDATA).
     AmxTogether,
-    /// XCR0[19] (APX) excludes XCR0[4:3] (MPX): they share standard-format space.
+    /// XCR0\[19\] (APX) excludes XCR0\[4:3\] (MPX): they share standard-format space.
     ApxExcludesMpx,
     /// Bit 63 is reserved in XCR0 and IA32_XSS.
     Bit63Reserved,
@@ -111,10 +111,7 @@ fn err(register: Register, rule: Rule, value: Xfeatures, bits: u64) -> Result<()
 
 /// The known supervisor components of the catalogue.
 pub fn catalogue_supervisor() -> Xfeatures {
-    (0..63u8)
-        .filter_map(Component::new)
-        .filter(|c| c.class() == Some(Class::Supervisor))
-        .collect()
+    (0..63u8).filter_map(Component::new).filter(|c| c.class() == Some(Class::Supervisor)).collect()
 }
 
 /// Checks the CPU-independent XCR0 rules (see the module documentation). Supervisor bits are
@@ -188,10 +185,8 @@ pub fn check_xss(
     if v & (1 << 63) != 0 {
         return err(r, Rule::Bit63Reserved, value, 1 << 63);
     }
-    let catalogue_user: u64 = (0..63u8)
-        .filter_map(Component::new)
-        .filter(|c| c.class() == Some(Class::User))
-        .fold(0, |m, c| m | c.bit());
+    let catalogue_user: u64 =
+        (0..63u8).filter_map(Component::new).filter(|c| c.class() == Some(Class::User)).fold(0, |m, c| m | c.bit());
     let user = v & (user_supported.bits() | catalogue_user);
     if user != 0 {
         return err(r, Rule::UserInXss, value, user);
@@ -287,14 +282,8 @@ mod tests {
         let user = Xfeatures(0x2E7);
         let sup = Xfeatures(0x1800);
         assert!(check_xcr0_supported(Xfeatures(0x2E7), user, sup).is_ok());
-        assert_eq!(
-            check_xcr0_supported(Xfeatures(0x600E7), user, sup).unwrap_err().rule,
-            Rule::Unsupported
-        );
-        assert_eq!(
-            check_xcr0_supported(Xfeatures(0x807), user, sup).unwrap_err().rule,
-            Rule::SupervisorInXcr0
-        );
+        assert_eq!(check_xcr0_supported(Xfeatures(0x600E7), user, sup).unwrap_err().rule, Rule::Unsupported);
+        assert_eq!(check_xcr0_supported(Xfeatures(0x807), user, sup).unwrap_err().rule, Rule::SupervisorInXcr0);
         assert!(check_xss(Xfeatures(0x800), user, sup).is_ok());
         assert!(check_xss(Xfeatures(0), user, sup).is_ok());
         assert_eq!(check_xss(Xfeatures(0x4), user, sup).unwrap_err().rule, Rule::UserInXss);

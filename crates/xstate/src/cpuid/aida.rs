@@ -10,11 +10,7 @@ use alloc::vec::Vec;
 use super::{CpuidData, Format, ParseError, Regs};
 
 fn hex8(s: &str) -> Option<u32> {
-    if s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        u32::from_str_radix(s, 16).ok()
-    } else {
-        None
-    }
+    if s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit()) { u32::from_str_radix(s, 16).ok() } else { None }
 }
 
 /// One data line: leaf, registers, and the `[SL nn]` subleaf if labelled.
@@ -34,7 +30,10 @@ fn parse_line(rest: &str, lineno: usize) -> Result<(u32, Regs, Option<u32>), Par
     let mut r = [0u32; 4];
     for (k, p) in parts.iter().enumerate() {
         r[k] = hex8(p).ok_or_else(|| {
-            ParseError::at(lineno, format!("leaf {leaf:08X}: register {} is not 8 hex digits: {p:?}", ["EAX", "EBX", "ECX", "EDX"][k]))
+            ParseError::at(
+                lineno,
+                format!("leaf {leaf:08X}: register {} is not 8 hex digits: {p:?}", ["EAX", "EBX", "ECX", "EDX"][k]),
+            )
         })?;
     }
     let tail = &after[35..];
@@ -44,9 +43,7 @@ fn parse_line(rest: &str, lineno: usize) -> Result<(u32, Regs, Option<u32>), Par
     let sl = match tail.find("[SL ") {
         Some(p) => {
             let t = &tail[p + 4..];
-            let end = t
-                .find(']')
-                .ok_or_else(|| ParseError::at(lineno, "unterminated [SL ..] label"))?;
+            let end = t.find(']').ok_or_else(|| ParseError::at(lineno, "unterminated [SL ..] label"))?;
             let v = u32::from_str_radix(t[..end].trim(), 16)
                 .map_err(|_| ParseError::at(lineno, format!("bad subleaf label [SL {}]", &t[..end])))?;
             Some(v)
@@ -93,7 +90,10 @@ pub fn parse_aida(text: &str) -> Result<CpuidData, ParseError> {
             Some(s) => {
                 if let Some((_, old)) = labelled.iter().find(|(k, _)| *k == (leaf, s)) {
                     if *old != regs {
-                        return Err(ParseError::at(lineno, format!("leaf {leaf:08X} subleaf {s:02X} given twice with different values")));
+                        return Err(ParseError::at(
+                            lineno,
+                            format!("leaf {leaf:08X} subleaf {s:02X} given twice with different values"),
+                        ));
                     }
                     continue;
                 }

@@ -45,20 +45,15 @@ fn regs(o: &Map<String, Value>, what: &str) -> Result<Regs, ParseError> {
 
 /// Reads the project's JSON form (see the module documentation).
 pub fn parse_json(text: &str) -> Result<CpuidData, ParseError> {
-    let v: Value = serde_json::from_str(text).map_err(|e| ParseError {
-        line: Some(e.line()),
-        message: format!("invalid JSON: {e}"),
-    })?;
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| ParseError { line: Some(e.line()), message: format!("invalid JSON: {e}") })?;
     let Value::Object(o) = v else {
         return Err(ParseError::whole(
             "expected a JSON object with \"leaf0d\" (an array such as corpus.json holds many CPUs: pick one entry)",
         ));
     };
     let mut data = CpuidData::new(Format::Json);
-    let sub = o
-        .get("leaf0d")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ParseError::whole("missing \"leaf0d\" array"))?;
+    let sub = o.get("leaf0d").and_then(Value::as_array).ok_or_else(|| ParseError::whole("missing \"leaf0d\" array"))?;
     for (k, e) in sub.iter().enumerate() {
         let what = format!("leaf0d[{k}]");
         let e = e.as_object().ok_or_else(|| ParseError::whole(format!("{what}: expected an object")))?;
@@ -144,7 +139,8 @@ mod tests {
         assert!(e.message.contains("leaf0d[0].eax"), "{e}");
         let e = parse_json(r#"{"leaf0d": [{"index": 70, "eax": 0, "ebx": 0, "ecx": 0, "edx": 0}]}"#).unwrap_err();
         assert!(e.message.contains("index"), "{e}");
-        let e = parse_json(r#"{"leaf0d": [{"index": 0, "eax": 4294967296, "ebx": 0, "ecx": 0, "edx": 0}]}"#).unwrap_err();
+        let e =
+            parse_json(r#"{"leaf0d": [{"index": 0, "eax": 4294967296, "ebx": 0, "ecx": 0, "edx": 0}]}"#).unwrap_err();
         assert!(e.message.contains("32-bit"), "{e}");
     }
 }

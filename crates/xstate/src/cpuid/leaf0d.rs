@@ -39,23 +39,23 @@ impl core::fmt::Debug for Leaf0d {
 pub struct XsaveFeatures(pub u32);
 
 impl XsaveFeatures {
-    /// EAX[0]: XSAVEOPT.
+    /// EAX\[0\]: XSAVEOPT.
     pub const fn xsaveopt(self) -> bool {
         self.0 & 1 != 0
     }
-    /// EAX[1]: XSAVEC and the compacted form of XRSTOR.
+    /// EAX\[1\]: XSAVEC and the compacted form of XRSTOR.
     pub const fn xsavec(self) -> bool {
         self.0 & 2 != 0
     }
-    /// EAX[2]: XGETBV with ECX = 1 (XCR0 & XINUSE).
+    /// EAX\[2\]: XGETBV with ECX = 1 (XCR0 & XINUSE).
     pub const fn xgetbv1(self) -> bool {
         self.0 & 4 != 0
     }
-    /// EAX[3]: XSAVES/XRSTORS and IA32_XSS.
+    /// EAX\[3\]: XSAVES/XRSTORS and IA32_XSS.
     pub const fn xsaves(self) -> bool {
         self.0 & 8 != 0
     }
-    /// EAX[4]: extended feature disable (IA32_XFD, IA32_XFD_ERR).
+    /// EAX\[4\]: extended feature disable (IA32_XFD, IA32_XFD_ERR).
     pub const fn xfd(self) -> bool {
         self.0 & 16 != 0
     }
@@ -80,13 +80,13 @@ pub struct ComponentLeaf {
     pub size: u32,
     /// EBX: offset in the standard format (0 for supervisor components).
     pub offset: u32,
-    /// ECX[0]: the component is a supervisor component (IA32_XSS).
+    /// ECX\[0\]: the component is a supervisor component (IA32_XSS).
     pub supervisor: bool,
-    /// ECX[1]: in the compacted format the component starts on a 64-byte boundary.
+    /// ECX\[1\]: in the compacted format the component starts on a 64-byte boundary.
     pub align64: bool,
-    /// ECX[2]: the component can be armed in IA32_XFD.
+    /// ECX\[2\]: the component can be armed in IA32_XFD.
     pub xfd: bool,
-    /// ECX[31:3] and EDX, which are reserved and read zero on every CPU seen.
+    /// ECX\[31:3\] and EDX, which are reserved and read zero on every CPU seen.
     pub reserved: u64,
 }
 
@@ -196,6 +196,9 @@ mod tests {
         let t = l.component(Component::TILEDATA);
         assert_eq!((t.size, t.offset, t.supervisor, t.align64, t.xfd), (0x2000, 0xB00, false, true, true));
         assert!(l.recorded(18) && !l.recorded(17));
-        assert_eq!(l.features().names().collect::<alloc::vec::Vec<_>>(), ["xsaveopt", "xsavec", "xgetbv1", "xsaves", "xfd"]);
+        assert_eq!(
+            l.features().names().collect::<alloc::vec::Vec<_>>(),
+            ["xsaveopt", "xsavec", "xgetbv1", "xsaves", "xfd"]
+        );
     }
 }

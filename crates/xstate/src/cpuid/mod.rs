@@ -148,11 +148,8 @@ impl CpuidData {
                 bytes.extend_from_slice(&w.to_le_bytes());
             }
         }
-        let s: String = bytes
-            .iter()
-            .take_while(|&&b| b != 0)
-            .map(|&b| if b.is_ascii() { b as char } else { '?' })
-            .collect();
+        let s: String =
+            bytes.iter().take_while(|&&b| b != 0).map(|&b| if b.is_ascii() { b as char } else { '?' }).collect();
         let t = s.trim();
         (!t.is_empty()).then(|| String::from(t))
     }

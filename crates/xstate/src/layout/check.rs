@@ -216,8 +216,12 @@ pub(super) fn cross_check(l: &Layout, xcr0: Option<Xfeatures>, xss: Option<Xfeat
         }
         None => {
             // Largest valid XCR0 first: the greedy choice.
-            xcr0_candidates =
-                valid.iter().rev().copied().filter(|m| l.standard_size(*m) == Some(rep.standard_size_enabled)).collect();
+            xcr0_candidates = valid
+                .iter()
+                .rev()
+                .copied()
+                .filter(|m| l.standard_size(*m) == Some(rep.standard_size_enabled))
+                .collect();
             out.push(SizeCheck {
                 field: SizeField::StandardEnabled,
                 reported: rep.standard_size_enabled,

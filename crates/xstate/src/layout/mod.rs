@@ -25,11 +25,11 @@ pub struct Geometry {
     pub size: u32,
     /// Standard-format offset (CPUID 0xD.i EBX); 0 for supervisor components, which have none.
     pub offset: u32,
-    /// Supervisor component (ECX[0]).
+    /// Supervisor component (ECX\[0\]).
     pub supervisor: bool,
-    /// Starts on a 64-byte boundary in the compacted format (ECX[1]).
+    /// Starts on a 64-byte boundary in the compacted format (ECX\[1\]).
     pub align64: bool,
-    /// Can be armed in IA32_XFD (ECX[2]).
+    /// Can be armed in IA32_XFD (ECX\[2\]).
     pub xfd: bool,
 }
 
@@ -55,7 +55,7 @@ pub enum Anomaly {
     /// Two supported user components overlap in the standard format (APX and MPX do by design;
     /// they are never enabled together).
     Overlap(Component, Component),
-    /// Reserved bits (ECX[31:3], EDX) set in a component's subleaf.
+    /// Reserved bits (ECX\[31:3\], EDX) set in a component's subleaf.
     ReservedBits(Component),
     /// A subleaf of a component the CPU does not enumerate holds data (Centaur CNS reports CET
     /// subleaves it does not support). The data is ignored.
@@ -85,7 +85,7 @@ impl fmt::Display for Anomaly {
 pub enum LayoutError {
     /// CPUID 0xD.0 is all zero: no XSAVE, or a broken enumeration.
     XsaveNotEnumerated,
-    /// 0xD.0 EAX[0] (x87) is clear, which no XSAVE CPU does.
+    /// 0xD.0 EAX\[0\] (x87) is clear, which no XSAVE CPU does.
     X87NotSupported,
     /// Bit 63 is set in 0xD.0 EDX or 0xD.1 EDX; it never names a component.
     Bit63 {
@@ -107,11 +107,11 @@ pub enum LayoutError {
         /// The component.
         component: Component,
     },
-    /// ECX[0] disagrees with the mask that enumerates the component.
+    /// ECX\[0\] disagrees with the mask that enumerates the component.
     ClassFlag {
         /// The component.
         component: Component,
-        /// True if it is in the IA32_XSS mask (so ECX[0] should be 1).
+        /// True if it is in the IA32_XSS mask (so ECX\[0\] should be 1).
         in_xss: bool,
     },
     /// A user component's standard offset falls inside the legacy region or header.
@@ -138,7 +138,9 @@ pub enum LayoutError {
 impl fmt::Display for LayoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LayoutError::XsaveNotEnumerated => f.write_str("CPUID leaf 0xD subleaf 0 is all zero: XSAVE is not enumerated"),
+            LayoutError::XsaveNotEnumerated => {
+                f.write_str("CPUID leaf 0xD subleaf 0 is all zero: XSAVE is not enumerated")
+            }
             LayoutError::X87NotSupported => f.write_str("CPUID 0xD.0 EAX bit 0 (x87) is clear"),
             LayoutError::Bit63 { register } => write!(f, "the supported {register} mask has bit 63 set"),
             LayoutError::MissingSubleaf { component } => write!(
@@ -217,7 +219,13 @@ impl fmt::Debug for Layout {
             let g = self.geometry[c.index() as usize];
             d.field(
                 &alloc::format!("{}", c.index()),
-                &format_args!("{}@{:#x}{}{}", g.size, g.offset, if g.align64 { " a64" } else { "" }, if g.xfd { " xfd" } else { "" }),
+                &format_args!(
+                    "{}@{:#x}{}{}",
+                    g.size,
+                    g.offset,
+                    if g.align64 { " a64" } else { "" },
+                    if g.xfd { " xfd" } else { "" }
+                ),
             );
         }
         d.finish()
@@ -314,8 +322,10 @@ impl Layout {
                 }
             }
         }
-        let mut by_end: Vec<(u8, u32)> =
-            users.iter().map(|c| (c.index(), geometry[c.index() as usize].offset + geometry[c.index() as usize].size)).collect();
+        let mut by_end: Vec<(u8, u32)> = users
+            .iter()
+            .map(|c| (c.index(), geometry[c.index() as usize].offset + geometry[c.index() as usize].size))
+            .collect();
         by_end.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
         let max_standard = by_end.first().map_or(EXTENDED_OFFSET as u32, |e| e.1.max(EXTENDED_OFFSET as u32));
         // Compacted sizes must fit in u32 too.
@@ -598,7 +608,7 @@ impl Layout {
         check::cross_check(self, xcr0, xss)
     }
 
-    /// The supported components with align64 set (CPUID 0xD.i ECX[1]).
+    /// The supported components with align64 set (CPUID 0xD.i ECX\[1\]).
     pub fn align64_components(&self) -> Xfeatures {
         Xfeatures(self.align64)
     }

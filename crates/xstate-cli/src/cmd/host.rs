@@ -1,0 +1,106 @@
+//! `xstate host [--json]`: this machine's layout, checked against the hardware.
+//!
+//! Reads CPUID leaf 0xD, XCR0 (XGETBV 0) and XINUSE (XGETBV 1), asks Linux for AMX permission
+//! where the kernel offers it, cross-checks the sizes CPUID reports against the computed ones,
+//! and runs the live check: XSAVE and XSAVEC of a fully used state into sentinel-filled buffers
+//! must write exactly the extents the layout predicts. Exit 0 only if every check agrees.
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::cmd::layout::{check_json, layout_json, print_table};
+use crate::common::{CliError, CliResult, print_json};
+
+/// Arguments of `xstate host`.
+#[derive(Args, Debug)]
+pub struct HostArgs {
+    /// Print JSON (it includes the CPUID leaves, so it can be fed back with --cpuid).
+    #[arg(long)]
+    pub json: bool,
+    /// Seed for the random state of the live check.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Runs `xstate host`.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub fn run(args: &HostArgs) -> CliResult {
+    use xstate::{Component, Xfeatures};
+    use xstate_hw::{Host, cpu, perm, selfcheck};
+
+    let host = Host::probe().map_err(|e| CliError::usage(format!("this host: {e}")))?;
+    let layout = host.layout();
+    let xcr0 = host.xcr0();
+    // AMX: TILEDATA is usable only after ARCH_REQ_XCOMP_PERM; ask before the live check.
+    let amx = if xcr0.contains(Component::TILEDATA) {
+        match perm::ensure_amx() {
+            Ok(p) if p.contains(Component::TILEDATA) => Some(Ok(p)),
+            Ok(p) => Some(Err(format!("kernel did not grant TILEDATA (permitted {p})"))),
+            Err(e) => Some(Err(format!("ARCH_REQ_XCOMP_PERM: {e}"))),
+        }
+    } else {
+        None
+    };
+    let xinuse = cpu::xinuse();
+    let sizes = layout.cross_check(Some(xcr0), None);
+    let live = selfcheck::live_check(&host, args.seed);
+    let amx_ok = !matches!(amx, Some(Err(_)));
+    let ok = amx_ok && sizes.iter().all(|c| c.outcome.is_ok()) && live.iter().all(|c| c.ok);
+    let data = host.cpuid();
+    if args.json {
+        let mut v = layout_json(layout, xcr0, Xfeatures::EMPTY);
+        let cpuid_json = xstate::cpuid::to_json_value(data);
+        v["format"] = json!("xstate-host");
+        v["vendor"] = json!(data.vendor());
+        v["brand"] = json!(data.brand());
+        v["xinuse"] = json!(xinuse.map(|x| x.bits()));
+        v["amx_permission"] = match &amx {
+            None => Value::Null,
+            Some(Ok(p)) => json!({"granted": true, "permitted": p.bits()}),
+            Some(Err(e)) => json!({"granted": false, "error": e}),
+        };
+        v["size_checks"] = Value::from(sizes.iter().map(check_json).collect::<Vec<_>>());
+        v["live_checks"] = Value::from(
+            live.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
+        );
+        v["ok"] = json!(ok);
+        v["leaf0d"] = cpuid_json["leaf0d"].clone();
+        v["leaves"] = cpuid_json["leaves"].clone();
+        print_json(&v)?;
+    } else {
+        println!(
+            "host: {} {}",
+            data.vendor().unwrap_or_default(),
+            data.brand().map(|b| format!("({b})")).unwrap_or_default()
+        );
+        print_table(layout, xcr0, Xfeatures::EMPTY);
+        match xinuse {
+            Some(x) => println!("XINUSE & XCR0 (XGETBV 1, this thread now): {x} ({})", x.names()),
+            None => println!("XINUSE: XGETBV(1) not supported"),
+        }
+        match &amx {
+            None => {}
+            Some(Ok(p)) => println!("AMX permission: granted (permitted {p})"),
+            Some(Err(e)) => println!("AMX permission: FAILED: {e}"),
+        }
+        println!();
+        println!("sizes CPUID reports, against the computed ones:");
+        for c in &sizes {
+            println!("  {} {c}", if c.outcome.is_ok() { "ok  " } else { "FAIL" });
+        }
+        println!();
+        println!("live check (XRSTOR of a fully used state, then saves into sentinel-filled buffers):");
+        for c in &live {
+            println!("  {} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+        }
+        println!();
+        println!("{}", if ok { "host: every check agrees" } else { "host: CHECKS FAILED" });
+    }
+    if ok { Ok(()) } else { Err(CliError::invalid("host: a check disagrees with the hardware (see above)")) }
+}
+
+/// Runs `xstate host` (unsupported platform).
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+pub fn run(_args: &HostArgs) -> CliResult {
+    Err(CliError::usage("xstate host needs x86_64 Linux"))
+}

@@ -1,0 +1,191 @@
+//! `xstate layout [--cpuid FILE] [--xcr0 MASK] [--xss MASK] [--json]`: one CPU's geometry.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::{Value, json};
+use xstate::layout::{Outcome, SizeCheck};
+use xstate::xcr0::{check_xcr0_supported, check_xss};
+use xstate::{Layout, Xfeatures};
+
+use crate::common::{CliError, CliResult, hex, parse_mask, print_json, source};
+
+/// Arguments of `xstate layout`.
+#[derive(Args, Debug)]
+pub struct LayoutArgs {
+    /// CPUID dump to read (AIDA64/InstLatX64 text, `cpuid -r` output, or xstate JSON); default:
+    /// this host.
+    #[arg(long, value_name = "FILE")]
+    pub cpuid: Option<PathBuf>,
+    /// XCR0 to size for (hex 0x… or decimal); default: XGETBV(0) on the host, every supported
+    /// user component for a dump.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub xcr0: Option<Xfeatures>,
+    /// IA32_XSS to size the compacted format for; default 0.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub xss: Option<Xfeatures>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Checks XCR0/XSS arguments against the layout and the rules (exit 1 naming the rule).
+pub fn checked_masks(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> CliResult<(Xfeatures, Xfeatures)> {
+    check_xcr0_supported(xcr0, layout.user_supported(), layout.supervisor_supported()).map_err(CliError::invalid)?;
+    check_xss(xss, layout.user_supported(), layout.supervisor_supported()).map_err(CliError::invalid)?;
+    Ok((xcr0, xss))
+}
+
+/// The layout as JSON, with the keys of the command-line contract plus details.
+pub fn layout_json(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> Value {
+    let enabled = xcr0 | xss;
+    let components: Vec<Value> = layout
+        .supported()
+        .iter()
+        .map(|c| {
+            let g = layout.geometry(c).unwrap_or_default();
+            json!({
+                "index": c.index(),
+                "name": layout.name(c),
+                "size": g.size,
+                "offset": if g.supervisor { Value::Null } else { json!(g.offset) },
+                "compacted_offset": layout.compacted_offset(c, enabled).map_or(Value::Null, |o| json!(o)),
+                "supervisor": g.supervisor,
+                "align64": g.align64,
+                "xfd": g.xfd,
+                "enabled": enabled.contains(c),
+            })
+        })
+        .collect();
+    let holes: Vec<Value> =
+        layout.holes(xcr0).unwrap_or_default().iter().map(|r| json!({"start": r.start, "end": r.end})).collect();
+    json!({
+        "xcr0_supported": layout.user_supported().bits(),
+        "xss_supported": layout.supervisor_supported().bits(),
+        "xsave_features": layout.features().names().collect::<Vec<_>>(),
+        "xcr0": xcr0.bits(),
+        "xss": xss.bits(),
+        "standard_size_max": layout.standard_size_max(),
+        "standard_size": layout.standard_size(xcr0),
+        "compacted_size": layout.compacted_size(enabled),
+        "holes": holes,
+        "components": components,
+        "anomalies": layout.anomalies().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+/// A size cross-check as JSON.
+pub fn check_json(c: &SizeCheck) -> Value {
+    let (verdict, why) = match &c.outcome {
+        Outcome::Agrees => ("agrees", None),
+        Outcome::Explained => ("explained", None),
+        Outcome::NotApplicable(w) => ("not_applicable", Some((*w).to_string())),
+        Outcome::Mismatch(w) => ("mismatch", Some(w.clone())),
+    };
+    json!({
+        "field": c.field.register(),
+        "what": c.field.description(),
+        "reported": c.reported,
+        "computed": c.computed,
+        "mask": c.mask.map(|m| m.bits()),
+        "ok": c.outcome.is_ok(),
+        "verdict": verdict,
+        "reason": why,
+    })
+}
+
+/// Prints the component table and sizes.
+pub fn print_table(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) {
+    let enabled = xcr0 | xss;
+    let sup = layout.supervisor_supported();
+    println!(
+        "supported XCR0 {} ({})  IA32_XSS {} ({})",
+        layout.user_supported(),
+        layout.user_supported().names(),
+        sup,
+        sup.names()
+    );
+    println!("XSAVE features: {}", layout.features().names().collect::<Vec<_>>().join(" "));
+    println!("XCR0 {} ({}), IA32_XSS {}", xcr0, xcr0.names(), xss);
+    println!();
+    println!("{:>5}  {:<14} {:>6}  {:>8}  {:>9}  flags", "index", "component", "size", "offset", "compacted");
+    for c in layout.supported() {
+        let g = layout.geometry(c).unwrap_or_default();
+        let mut flags = Vec::new();
+        if g.supervisor {
+            flags.push("supervisor");
+        }
+        if g.align64 {
+            flags.push("align64");
+        }
+        if g.xfd {
+            flags.push("xfd");
+        }
+        if !enabled.contains(c) {
+            flags.push("(not enabled)");
+        }
+        println!(
+            "{:>5}  {:<14} {:>6}  {:>8}  {:>9}  {}",
+            c.index(),
+            layout.name(c),
+            g.size,
+            if g.supervisor { "-".to_string() } else { hex(g.offset) },
+            layout.compacted_offset(c, enabled).map_or("-".to_string(), hex),
+            flags.join(" ")
+        );
+    }
+    println!();
+    let std = layout.standard_size(xcr0).unwrap_or(0);
+    println!(
+        "standard size for XCR0 {xcr0}: {std} ({std:#x}); maximum {} ({:#x})",
+        layout.standard_size_max(),
+        layout.standard_size_max()
+    );
+    match layout.compacted_size(enabled) {
+        Some(s) if layout.features().compaction() => println!("compacted size for XCR0|XSS {enabled}: {s} ({s:#x})"),
+        Some(s) => println!("compacted size for XCR0|XSS {enabled}: {s} ({s:#x}) (this CPU has no XSAVEC/XSAVES)"),
+        None => {}
+    }
+    let holes = layout.holes(xcr0).unwrap_or_default();
+    if !holes.is_empty() {
+        let h: Vec<String> =
+            holes.iter().map(|r| format!("{:#x}..{:#x} ({} bytes)", r.start, r.end, r.end - r.start)).collect();
+        println!("holes in the standard format: {}", h.join(", "));
+    }
+    for a in layout.anomalies() {
+        println!("note: {a}");
+    }
+}
+
+/// Runs `xstate layout`.
+pub fn run(args: &LayoutArgs) -> CliResult {
+    let src = source(args.cpuid.as_ref())?;
+    let (xcr0, xss) = checked_masks(&src.layout, args.xcr0.unwrap_or(src.default_xcr0), args.xss.unwrap_or_default())?;
+    // The XCR0 in force when the data was read: known on the host (XGETBV), inferred for a dump.
+    let known_xcr0 = args.cpuid.is_none().then_some(src.default_xcr0);
+    let checks = src.layout.cross_check(known_xcr0, None);
+    if args.json {
+        let mut v = layout_json(&src.layout, xcr0, xss);
+        v["source"] = json!(src.name);
+        v["vendor"] = json!(src.cpuid.vendor());
+        v["brand"] = json!(src.cpuid.brand());
+        v["reported_checks"] = Value::from(checks.iter().map(check_json).collect::<Vec<_>>());
+        print_json(&v)
+    } else {
+        println!(
+            "source: {}{}",
+            src.name,
+            src.cpuid
+                .vendor()
+                .map(|v| format!(" ({v}{})", src.cpuid.brand().map(|b| format!(", {b}")).unwrap_or_default()))
+                .unwrap_or_default()
+        );
+        print_table(&src.layout, xcr0, xss);
+        println!();
+        println!("sizes the source reported, against the computed ones:");
+        for c in &checks {
+            println!("  {c}");
+        }
+        Ok(())
+    }
+}

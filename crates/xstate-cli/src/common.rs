@@ -1,0 +1,135 @@
+//! What every subcommand shares: the error type and its exit codes, reading CPUID sources,
+//! mask arguments, JSON printing and atomic output files.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use xstate::cpuid::{self, CpuidData};
+use xstate::{Layout, Xfeatures};
+
+/// A failure that ends the command: exit 1 for invalid or incompatible input, 2 for usage and
+/// I/O problems. The message is printed as one line on stderr.
+#[derive(Debug)]
+pub struct CliError {
+    /// 1 or 2.
+    pub code: u8,
+    /// One line.
+    pub message: String,
+}
+
+impl CliError {
+    /// The input is invalid or incompatible (exit 1).
+    pub fn invalid(message: impl fmt::Display) -> CliError {
+        CliError { code: 1, message: message.to_string() }
+    }
+    /// Usage, unreadable file, I/O (exit 2).
+    pub fn usage(message: impl fmt::Display) -> CliError {
+        CliError { code: 2, message: message.to_string() }
+    }
+}
+
+/// Result of a subcommand.
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+/// Parses a mask argument: hex with `0x` or decimal.
+pub fn parse_mask(s: &str) -> Result<Xfeatures, String> {
+    s.parse::<Xfeatures>().map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Reads a file, mapping failures to exit 2 with the path in the message.
+pub fn read_file(path: &Path) -> CliResult<Vec<u8>> {
+    std::fs::read(path).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))
+}
+
+/// Reads a CPUID dump (AIDA64/InstLatX64 text, `cpuid -r` output or the project's JSON).
+/// A file that is not a dump is invalid input (exit 1), naming file and line.
+pub fn read_cpuid(path: &Path) -> CliResult<CpuidData> {
+    let bytes = read_file(path)?;
+    let text = String::from_utf8_lossy(&bytes);
+    cpuid::parse(&text).map_err(|e| CliError::invalid(format!("{}: {e}", path.display())))
+}
+
+/// The layout of a CPUID source, failing with the file named.
+pub fn layout_of(data: &CpuidData, what: &str) -> CliResult<Layout> {
+    Layout::from_leaf0d(data.leaf0d()).map_err(|e| CliError::invalid(format!("{what}: {e}")))
+}
+
+/// Where a layout came from.
+pub struct Source {
+    /// The CPUID data.
+    pub cpuid: CpuidData,
+    /// Its layout.
+    pub layout: Layout,
+    /// XCR0 to assume when the user gives none: XGETBV on the host, every supported user
+    /// component for a dump.
+    pub default_xcr0: Xfeatures,
+    /// How to name it in messages.
+    pub name: String,
+}
+
+/// The layout of `--cpuid FILE`, or of this host.
+pub fn source(cpuid_file: Option<&PathBuf>) -> CliResult<Source> {
+    match cpuid_file {
+        Some(p) => {
+            let cpuid = read_cpuid(p)?;
+            let name = p.display().to_string();
+            let layout = layout_of(&cpuid, &name)?;
+            let default_xcr0 = layout.user_supported();
+            Ok(Source { cpuid, layout, default_xcr0, name })
+        }
+        None => host_source(),
+    }
+}
+
+/// This machine as a [`Source`].
+pub fn host_source() -> CliResult<Source> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        if !xstate_hw::cpu::osxsave() {
+            return Err(CliError::usage(
+                "this host has no OS-enabled XSAVE (CPUID.1:ECX.OSXSAVE = 0); pass --cpuid FILE",
+            ));
+        }
+        let cpuid = xstate_hw::cpu::host_cpuid();
+        let layout = layout_of(&cpuid, "this host's CPUID")?;
+        let default_xcr0 = xstate_hw::cpu::xcr0().unwrap_or(layout.user_supported());
+        Ok(Source { cpuid, layout, default_xcr0, name: "this host".into() })
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    Err(CliError::usage("reading this host needs x86_64 Linux; pass --cpuid FILE"))
+}
+
+/// Prints a JSON value, pretty, with a trailing newline.
+pub fn print_json(v: &serde_json::Value) -> CliResult {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v).map_err(|e| CliError::usage(format!("stdout: {e}")))?;
+    writeln!(out).map_err(|e| CliError::usage(format!("stdout: {e}")))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed and
+/// renamed over the target. On failure nothing is left behind.
+#[allow(dead_code)] // first user: `xstate convert`
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> CliResult {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| CliError::usage(format!("{}: not a file name", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        CliError::usage(format!("{}: {e}", path.display()))
+    })
+}
+
+/// `0x…` formatting used in tables.
+pub fn hex(v: u32) -> String {
+    format!("{v:#x}")
+}
