@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod fault;
+pub mod kvm;
 pub mod perm;
 pub mod selfcheck;
 pub mod xsave;
