@@ -24,6 +24,24 @@ enum Command {
     Host(cmd::host::HostArgs),
     /// One CPU's XSAVE geometry, from this host or a CPUID dump.
     Layout(cmd::layout::LayoutArgs),
+    /// Would a consumer (the CPU, Linux, KVM, Xen) accept this XSAVE image?
+    Validate(cmd::validate::ValidateArgs),
+    /// Converts an XSAVE image between standard and compacted formats, layouts and records.
+    Convert(cmd::convert::ConvertArgs),
+    /// Shows an XSAVE image or record: header, components, registers.
+    Inspect(cmd::inspect::InspectArgs),
+    /// Derives a guest's CPUID leaf 0xD from a host and a feature selection.
+    Policy(cmd::policy::PolicyArgs),
+    /// Can state move from one CPU or policy to another?
+    Compat(cmd::compat::CompatArgs),
+    /// Reads the extended state notes of an ELF core dump.
+    Core(cmd::core::CoreArgs),
+    /// Reads a live process's extended state (ptrace).
+    Capture(cmd::capture::CaptureArgs),
+    /// Writes a live process's extended state (ptrace).
+    Restore(cmd::restore::RestoreArgs),
+    /// KVM's XSAVE capabilities and a guest round trip.
+    Kvm(cmd::kvm::KvmArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +49,15 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Host(a) => cmd::host::run(a),
         Command::Layout(a) => cmd::layout::run(a),
+        Command::Validate(a) => cmd::validate::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Policy(a) => cmd::policy::run(a),
+        Command::Compat(a) => cmd::compat::run(a),
+        Command::Core(a) => cmd::core::run(a),
+        Command::Capture(a) => cmd::capture::run(a),
+        Command::Restore(a) => cmd::restore::run(a),
+        Command::Kvm(a) => cmd::kvm::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,10 +13,15 @@ extern crate alloc;
 extern crate std;
 
 pub mod aligned;
+pub mod area;
+pub mod compat;
 pub mod component;
 pub mod cpuid;
 pub mod fixtures;
+pub mod image;
 pub mod layout;
+pub mod policy;
+pub mod record;
 pub mod xcr0;
 pub mod xfeatures;
 

@@ -1,4 +1,13 @@
 //! One module per subcommand.
 
+pub mod capture;
+pub mod compat;
+pub mod convert;
+pub mod core;
 pub mod host;
+pub mod inspect;
+pub mod kvm;
 pub mod layout;
+pub mod policy;
+pub mod restore;
+pub mod validate;

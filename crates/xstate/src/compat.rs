@@ -1,0 +1,3 @@
+//! Migration compatibility between CPUs and policies.
+//!
+//! Not implemented yet: issue 5.

@@ -1,0 +1,3 @@
+//! XSAVE images: views, validation profiles, conversion, register decoding.
+//!
+//! Not implemented yet: issue 3.
