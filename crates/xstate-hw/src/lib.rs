@@ -9,7 +9,9 @@ pub mod cpu;
 pub mod fault;
 pub mod kvm;
 pub mod perm;
+pub mod ptrace;
 pub mod selfcheck;
+pub mod tracee;
 pub mod xsave;
 
 pub use fault::Fault;

@@ -1,0 +1,63 @@
+//! A child holding a known state, read and changed through ptrace, and dumped to a core.
+
+use xstate::Component;
+use xstate_hw::selfcheck::{Rng, crafted_image};
+use xstate_hw::tracee::{self, Ending};
+use xstate_hw::{Host, ptrace};
+
+#[test]
+fn ptrace_reads_and_writes_a_known_state() {
+    let host = Host::probe().unwrap();
+    let l = host.layout().clone();
+    let xcr0 = host.xcr0();
+    let img = crafted_image(&l, xcr0, &mut Rng::new(7));
+    let mut child = tracee::spawn(&host, &img, Ending::StopThenReport, None).unwrap();
+    child.wait_stopped().unwrap();
+    let got = match ptrace::get_xstate(child.pid()) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("SKIP: PTRACE_GETREGSET refused: {e}");
+            return;
+        }
+    };
+    assert_eq!(got.len(), l.standard_size(xcr0).unwrap() as usize, "kernel user size");
+    assert_eq!(u64::from_le_bytes(got[464..472].try_into().unwrap()), xcr0.bits(), "XCR0 at 464");
+    for c in xcr0.iter().filter(|c| !c.is_legacy() && *c != Component::TILECFG) {
+        let r = l.standard_range(c).unwrap();
+        assert_eq!(got[r.clone()], img[r], "{c} as the child loaded it");
+    }
+    assert_eq!(got[160..416], img[160..416], "XMM");
+    // Change the upper YMM halves and write them back.
+    let mut changed = got.clone();
+    let ymm = l.standard_range(Component::AVX).unwrap();
+    for b in &mut changed[ymm.clone()] {
+        *b ^= 0x5A;
+    }
+    ptrace::set_xstate(child.pid(), &changed).unwrap();
+    let seen = child.resume_and_report().unwrap();
+    assert_eq!(seen[ymm.clone()], changed[ymm], "the child sees the new YMM state");
+}
+
+#[test]
+fn abort_leaves_a_core_with_the_state() {
+    let host = Host::probe().unwrap();
+    let xcr0 = host.xcr0();
+    let img = crafted_image(host.layout(), xcr0, &mut Rng::new(9));
+    let dir = std::env::temp_dir().join(format!("xstate-core-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = tracee::spawn(&host, &img, Ending::Abort, Some(&dir)).unwrap();
+    match child.wait_core().unwrap() {
+        Some(p) => {
+            let len = std::fs::metadata(&p).unwrap().len();
+            println!("core dump {} ({len} bytes)", p.display());
+            assert!(len > 0);
+        }
+        None => println!(
+            "SKIP: the kernel wrote no core (core_pattern {:?})",
+            std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default().trim()
+        ),
+    }
+    if std::env::var_os("XSTATE_KEEP_CORE").is_none() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
