@@ -194,3 +194,5 @@ impl Vcpu {
         (&self.vm, &mut self.vcpu)
     }
 }
+
+pub mod guest;
