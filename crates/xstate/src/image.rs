@@ -1,3 +1,0 @@
-//! XSAVE images: views, validation profiles, conversion, register decoding.
-//!
-//! Not implemented yet: issue 3.

@@ -1,0 +1,153 @@
+use alloc::vec::Vec;
+
+use super::*;
+use crate::fixtures::{AMD_ZEN2, AMD_ZEN4, INTEL_ICELAKE, INTEL_SKYLAKE_SP, layout};
+use crate::image::state::State;
+
+const BIT63: u64 = 1 << 63;
+
+/// A standard image with every component of `bv` filled with a pattern.
+fn filled(l: &Layout, xcr0: Xfeatures, bv: Xfeatures, mxcsr: u32) -> ImageBuf {
+    let mut b = ImageBuf::init(l.standard_size(xcr0).unwrap() as usize, Xfeatures(0));
+    for c in bv.iter() {
+        let ranges: Vec<core::ops::Range<usize>> =
+            if c.is_legacy() { c.legacy_ranges().to_vec() } else { alloc::vec![l.standard_range(c).unwrap()] };
+        for r in ranges {
+            for i in r {
+                b[i] = (i as u8).wrapping_mul(7).wrapping_add(c.index());
+            }
+        }
+    }
+    b[24..28].copy_from_slice(&mxcsr.to_le_bytes());
+    b[28..32].copy_from_slice(&0xFFFFu32.to_le_bytes());
+    b.set_xstate_bv(bv);
+    b
+}
+
+fn values(b: &[u8], l: &Layout, rfbm: Xfeatures) -> crate::image::state::Values {
+    State::new(Image::new(b).unwrap(), l, rfbm).values().unwrap()
+}
+
+#[test]
+fn standard_compacted_standard() {
+    let l = layout(INTEL_SKYLAKE_SP);
+    let xcr0 = Xfeatures(0x2FF);
+    for bv in [0x0u64, 0x1, 0x3, 0x7, 0x2E7, 0x2FF, 0x18, 0x200] {
+        let src = filled(&l, xcr0, Xfeatures(bv), 0x1F80);
+        let c = convert(&src, &l, &l, xcr0, Target::Compacted { mask: xcr0 }).unwrap();
+        assert_eq!(c.len(), 2568);
+        assert_eq!(c.header().xcomp_bv, Xfeatures(BIT63 | 0x2FF));
+        let back = convert(&c, &l, &l, xcr0, Target::Standard).unwrap();
+        assert_eq!(back.len(), 2696);
+        assert_eq!(values(&back, &l, xcr0), values(&src, &l, xcr0), "XSTATE_BV {bv:#x}");
+        assert_eq!(values(&c, &l, xcr0), values(&src, &l, xcr0));
+        assert_eq!(back.header().xstate_bv, Xfeatures(bv));
+        // Minimal mask: just what is in use.
+        let m = convert(&src, &l, &l, xcr0, Target::Compacted { mask: Xfeatures(bv) }).unwrap();
+        assert_eq!(values(&m, &l, xcr0), values(&src, &l, xcr0));
+    }
+}
+
+#[test]
+fn mxcsr_rules() {
+    let l = layout(AMD_ZEN4);
+    let xcr0 = Xfeatures(0xE7);
+    // Standard, SSE clear, MXCSR not init: the compacted image must carry SSE with zero XMM.
+    let src = filled(&l, xcr0, Xfeatures(0x5), 0x7F80);
+    let c = convert(&src, &l, &l, xcr0, Target::Compacted { mask: xcr0 }).unwrap();
+    assert_eq!(c.header().xstate_bv, Xfeatures(0x7));
+    assert_eq!(u32::from_le_bytes(c[24..28].try_into().unwrap()), 0x7F80);
+    assert!(c[160..416].iter().all(|&b| b == 0));
+    assert_eq!(values(&c, &l, xcr0), values(&src, &l, xcr0));
+    assert_eq!(
+        convert(&src, &l, &l, xcr0, Target::Compacted { mask: Xfeatures(0x5) }),
+        Err(ConvertError::MxcsrNeedsSse { mxcsr: 0x7F80 })
+    );
+    // Compacted, SSE clear: MXCSR is 0x1F80 whatever the field says.
+    let mut c = ImageBuf::init(832, Xfeatures(BIT63 | 0x7));
+    c[24..28].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+    c.set_xstate_bv(Xfeatures(0x4));
+    let s = convert(&c, &l, &l, xcr0, Target::Standard).unwrap();
+    assert_eq!(u32::from_le_bytes(s[24..28].try_into().unwrap()), 0x1F80);
+    assert_eq!(values(&s, &l, xcr0).mxcsr, Some(0x1F80));
+}
+
+#[test]
+fn init_values_and_gaps() {
+    let l = layout(INTEL_ICELAKE);
+    let xcr0 = Xfeatures(0x2E7);
+    // Garbage in clear components, the hole and 416..511 does not survive.
+    let mut src = filled(&l, xcr0, Xfeatures(0x2E7), 0x1F80);
+    src.set_xstate_bv(Xfeatures(0x4));
+    src[900] = 0xAA; // hole 0x340..0x440
+    src[470] = 0xBB;
+    let out = convert(&src, &l, &l, xcr0, Target::Standard).unwrap();
+    assert_eq!(&out[0..2], &0x037Fu16.to_le_bytes());
+    assert!(out[2..24].iter().all(|&b| b == 0));
+    assert!(out[32..576].iter().all(|&b| b == 0) || out[512..520] == 4u64.to_le_bytes());
+    assert!(out[416..512].iter().all(|&b| b == 0));
+    assert_eq!(out[900], 0);
+    assert!(out[1088..2696].iter().all(|&b| b == 0));
+    assert_eq!(&out[576..832], &src[576..832]);
+}
+
+#[test]
+fn relayout_between_vendors() {
+    let intel = layout(INTEL_ICELAKE);
+    let amd = layout(AMD_ZEN4);
+    let xcr0 = Xfeatures(0x2E7);
+    let src = filled(&intel, xcr0, xcr0, 0x1F80);
+    let a = convert(&src, &intel, &amd, xcr0, Target::Standard).unwrap();
+    assert_eq!(a.len(), 2440);
+    assert_eq!(&a[2432..2440], &src[2688..2696]);
+    assert_eq!(&a[1408..2432], &src[1664..2688]);
+    let back = convert(&a, &amd, &intel, xcr0, Target::Standard).unwrap();
+    assert_eq!(values(&back, &intel, xcr0), values(&src, &intel, xcr0));
+    let ac = convert(&src, &intel, &amd, xcr0, Target::Compacted { mask: xcr0 }).unwrap();
+    assert_eq!(values(&ac, &amd, xcr0), values(&a, &amd, xcr0));
+    // MPX in use cannot go to AMD; init MPX can.
+    let sky = layout(INTEL_SKYLAKE_SP);
+    let mpx = filled(&sky, Xfeatures(0x2FF), Xfeatures(0x1F), 0x1F80);
+    assert_eq!(
+        convert(&mpx, &sky, &amd, Xfeatures(0x2FF), Target::Standard),
+        Err(ConvertError::Missing { component: Component::BNDREGS })
+    );
+    let no_mpx = filled(&sky, Xfeatures(0x2FF), Xfeatures(0x7), 0x1F80);
+    let moved = convert(&no_mpx, &sky, &amd, Xfeatures(0x2FF), Target::Standard).unwrap();
+    assert_eq!(moved.len(), 2440);
+    // Zen 2's 64-byte bit 9 is not PKRU.
+    let zen2 = layout(AMD_ZEN2);
+    let pk = filled(&intel, xcr0, Xfeatures(0x203), 0x1F80);
+    assert_eq!(
+        convert(&pk, &intel, &zen2, xcr0, Target::Standard),
+        Err(ConvertError::SizeDiffers { component: Component::PKRU, from: 8, to: 64 })
+    );
+}
+
+#[test]
+fn refusals() {
+    let l = layout(AMD_ZEN4);
+    let xcr0 = Xfeatures(0xE7);
+    let src = filled(&l, xcr0, Xfeatures(0x27), 0x1F80);
+    assert_eq!(
+        convert(&src, &l, &l, xcr0, Target::Compacted { mask: Xfeatures(0x7) }),
+        Err(ConvertError::NotInMask { component: Component::OPMASK, mask: Xfeatures(0x7) })
+    );
+    assert_eq!(
+        convert(&src, &l, &l, xcr0, Target::Compacted { mask: Xfeatures(0x2E7) }),
+        Err(ConvertError::MaskOutsideRfbm { bits: Xfeatures(0x200) })
+    );
+    let mut bad = src.clone();
+    bad[520] = 1;
+    assert!(matches!(convert(&bad, &l, &l, xcr0, Target::Standard), Err(ConvertError::Invalid(_))));
+    assert!(matches!(convert(&src[..100], &l, &l, xcr0, Target::Standard), Err(ConvertError::Invalid(_))));
+    // Supervisor state in use has no place in a standard image.
+    let mut s = ImageBuf::init(l.compacted_size(Xfeatures(0x8E7)).unwrap() as usize, Xfeatures(BIT63 | 0x8E7));
+    s.set_xstate_bv(Xfeatures(0x803));
+    assert_eq!(
+        convert(&s, &l, &l, Xfeatures(0x8E7), Target::Standard),
+        Err(ConvertError::Supervisor { component: Component::CET_U })
+    );
+    let cc = convert(&s, &l, &l, Xfeatures(0x8E7), Target::Compacted { mask: Xfeatures(0x803) }).unwrap();
+    assert_eq!(cc.header().xcomp_bv, Xfeatures(BIT63 | 0x803));
+}

@@ -1,0 +1,464 @@
+//! Would a consumer accept this image? One entry point, [`validate()`], four profiles:
+//!
+//! - [`Profile::Hardware`]: XRSTOR with RFBM = XCR0 (XRSTORS with RFBM = XCR0 | XSS when the
+//!   context has XSS bits), exactly the #GP conditions of the SDM (Vol. 1 §13.8.1, §13.12) as
+//!   measured on Intel and AMD (docs/HARDWARE.md), plus the rule that an image shorter than what
+//!   the restore reads is invalid.
+//! - [`Profile::Linux`]: what the kernel checks before copying a user buffer into a task's
+//!   state (ptrace NT_X86_XSTATE, KVM_SET_XSAVE): `-EINVAL` for XSTATE_BV outside the task's
+//!   user features, XCOMP_BV ≠ 0, non-zero reserved header bytes, or MXCSR reserved bits when
+//!   x87, SSE or AVX is in use.
+//! - [`Profile::Kvm`]: KVM_SET_XSAVE: the Linux rules with XSTATE_BV bounded by the
+//!   KVM-supported XCR0.
+//! - [`Profile::Xen`]: Xen's `validate_xstate()` (`-EINVAL`, `-EOPNOTSUPP`, `-EIO`, in that
+//!   order) and its callers' size rule.
+//!
+//! Each failure is a [`ValidationError`] naming the [`Rule`], the offending bits, byte offset or
+//! value. The image may be of any length; a short one is an error, never a panic.
+
+use core::fmt;
+
+use super::header::{Form, Header, RESERVED_OFFSET};
+use super::{Image, MIN_SIZE};
+use crate::component::Component;
+use crate::layout::Layout;
+use crate::xcr0::{MaskError, check_xcr0};
+use crate::xfeatures::Xfeatures;
+
+/// The consumer whose rules apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Profile {
+    /// XRSTOR (or XRSTORS) on the CPU the layout describes.
+    Hardware,
+    /// The Linux kernel's user-buffer rules (ptrace, KVM's common path).
+    Linux,
+    /// KVM_SET_XSAVE.
+    Kvm,
+    /// Xen's `validate_xstate()` and its callers.
+    Xen,
+}
+
+impl Profile {
+    /// Every profile.
+    pub const ALL: [Profile; 4] = [Profile::Hardware, Profile::Linux, Profile::Kvm, Profile::Xen];
+
+    /// `"hardware"`, `"linux"`, `"kvm"` or `"xen"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Profile::Hardware => "hardware",
+            Profile::Linux => "linux",
+            Profile::Kvm => "kvm",
+            Profile::Xen => "xen",
+        }
+    }
+
+    /// The profile of a name.
+    pub fn from_name(s: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Xen's view of a vCPU: the values `validate_xstate()` checks besides the header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct XenContext {
+    /// The accumulated XCR0 the image describes; default: the context's XCR0.
+    pub xcr0_accum: Option<Xfeatures>,
+    /// The domain policy's maximum XCR0; default: every user component the layout supports.
+    pub policy_max: Option<Xfeatures>,
+    /// The host's enabled `xfeature_mask`; default: every user component the layout supports.
+    pub host: Option<Xfeatures>,
+}
+
+/// What the consumer knows besides the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Context {
+    /// XCR0 of the restoring context; for [`Profile::Linux`] the task's user features.
+    pub xcr0: Xfeatures,
+    /// IA32_XSS. Non-empty means the hardware profile models XRSTORS (compacted only, RFBM =
+    /// XCR0 | XSS); the other profiles never carry supervisor state in images.
+    pub xss: Xfeatures,
+    /// The restoring CPU's MXCSR mask: the MXCSR_MASK field XSAVE/FXSAVE writes there (0 means
+    /// 0xFFBF). Intel parts report 0xFFFF, AMD Zen 4 0x2FFFF. Default 0xFFFF.
+    pub mxcsr_mask: u32,
+    /// KVM's supported XCR0 (KVM_GET_SUPPORTED_CPUID 0xD.0); default: `xcr0`.
+    pub kvm_supported: Option<Xfeatures>,
+    /// Xen's values.
+    pub xen: XenContext,
+}
+
+impl Context {
+    /// A context for XCR0 `xcr0`, XSS 0, MXCSR mask 0xFFFF.
+    pub const fn new(xcr0: Xfeatures) -> Context {
+        Context {
+            xcr0,
+            xss: Xfeatures(0),
+            mxcsr_mask: 0xFFFF,
+            kvm_supported: None,
+            xen: XenContext { xcr0_accum: None, policy_max: None, host: None },
+        }
+    }
+
+    /// The same context with a MXCSR mask as read from an MXCSR_MASK field (0 means 0xFFBF,
+    /// SDM Vol. 1 §11.6.6).
+    pub const fn with_mxcsr_mask_field(mut self, field: u32) -> Context {
+        self.mxcsr_mask = if field == 0 { 0xFFBF } else { field };
+        self
+    }
+}
+
+/// The rule an image breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// Shorter than the 576 bytes of legacy region and header.
+    TooShort,
+    /// Shorter than the bytes the consumer reads (the restore footprint or the data it copies).
+    Truncated,
+    /// Standard form with a non-zero XCOMP_BV (hardware: #GP, SDM §13.8.1).
+    XcompBvNonZero,
+    /// Compacted image where the consumer only takes the standard form (Linux, KVM, Xen).
+    CompactedNotAccepted,
+    /// Reserved header bytes not zero (hardware: 528..535 in the standard form, 528..575 in
+    /// the compacted form; Linux, KVM and Xen: 528..575).
+    ReservedHeader,
+    /// XSTATE_BV has a bit outside XCR0 (standard-form XRSTOR, bit 63 included) or outside the
+    /// task's user features (Linux).
+    XstateBvOutsideXcr0,
+    /// Compacted XRSTOR on a CPU without compaction (CPUID 0xD.1 EAX\[1\] = 0).
+    CompactionUnsupported,
+    /// XCOMP_BV\[62:0\] has a bit outside XCR0 (XRSTOR) or XCR0 | XSS (XRSTORS).
+    XcompBvOutsideRfbm,
+    /// XSTATE_BV has a bit outside XCOMP_BV\[62:0\] (bits 0, 1 and 63 included).
+    XstateBvOutsideXcompBv,
+    /// XRSTORS restores only compacted images.
+    XrstorsStandardForm,
+    /// The MXCSR value to be loaded sets bits outside the CPU's MXCSR mask.
+    MxcsrReserved,
+    /// KVM: XSTATE_BV has a bit outside the KVM-supported XCR0.
+    KvmUnsupported,
+    /// Xen: XSTATE_BV has a bit outside xcr0_accum.
+    XenXstateBvOutsideAccum,
+    /// Xen: xcr0 has a bit outside xcr0_accum.
+    XenXcr0OutsideAccum,
+    /// Xen: xcr0_accum has a bit outside the domain policy's maximum.
+    XenAccumOutsidePolicy,
+    /// Xen: xcr0 or xcr0_accum breaks an XCR0 rule (`valid_xcr0()`, so 0 fails).
+    XenInvalidXcr0,
+    /// Xen: xcr0_accum has a bit the host has not enabled.
+    XenAccumOutsideHost,
+    /// A mask names a component the layout does not enumerate, so no size can be computed.
+    UnknownComponent,
+}
+
+impl Rule {
+    /// A short statement of the rule.
+    pub const fn text(self) -> &'static str {
+        match self {
+            Rule::TooShort => "an image holds at least the 576 bytes of legacy region and header",
+            Rule::Truncated => "the image must hold every byte the consumer reads",
+            Rule::XcompBvNonZero => "XCOMP_BV must be 0 in a standard-format image",
+            Rule::CompactedNotAccepted => "only standard-format images (XCOMP_BV = 0) are accepted",
+            Rule::ReservedHeader => "reserved header bytes must be zero",
+            Rule::XstateBvOutsideXcr0 => "XSTATE_BV must be a subset of XCR0",
+            Rule::CompactionUnsupported => "compacted XRSTOR needs CPUID 0xD.1 EAX[1] (XSAVEC)",
+            Rule::XcompBvOutsideRfbm => "XCOMP_BV[62:0] must be a subset of the enabled components",
+            Rule::XstateBvOutsideXcompBv => "XSTATE_BV must be a subset of XCOMP_BV[62:0]",
+            Rule::XrstorsStandardForm => "XRSTORS needs a compacted image (XCOMP_BV[63] = 1)",
+            Rule::MxcsrReserved => "MXCSR must not set bits outside the CPU's MXCSR mask",
+            Rule::KvmUnsupported => "XSTATE_BV must be a subset of the KVM-supported XCR0",
+            Rule::XenXstateBvOutsideAccum => "XSTATE_BV must be a subset of xcr0_accum",
+            Rule::XenXcr0OutsideAccum => "xcr0 must be a subset of xcr0_accum",
+            Rule::XenAccumOutsidePolicy => "xcr0_accum must be a subset of the policy's maximum XCR0",
+            Rule::XenInvalidXcr0 => "xcr0 and xcr0_accum must be valid XCR0 values",
+            Rule::XenAccumOutsideHost => "xcr0_accum must be a subset of the host's enabled xfeatures",
+            Rule::UnknownComponent => "every component named must be enumerated by the layout",
+        }
+    }
+}
+
+/// The errno a Linux or Xen consumer returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Errno {
+    /// EINVAL.
+    Einval,
+    /// EFAULT (the kernel cannot read the bytes).
+    Efault,
+    /// EOPNOTSUPP (Xen).
+    Eopnotsupp,
+    /// EIO (Xen, reserved header bytes).
+    Eio,
+}
+
+impl Errno {
+    /// The symbolic name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Errno::Einval => "EINVAL",
+            Errno::Efault => "EFAULT",
+            Errno::Eopnotsupp => "EOPNOTSUPP",
+            Errno::Eio => "EIO",
+        }
+    }
+}
+
+/// What is at fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Detail {
+    /// Offending bits of a mask (`value` is the whole mask).
+    Bits {
+        /// The field: `"XSTATE_BV"`, `"XCOMP_BV"`, `"xcr0"`, ...
+        field: &'static str,
+        /// Its value.
+        value: Xfeatures,
+        /// The bits at fault.
+        bits: Xfeatures,
+    },
+    /// A byte at an image offset.
+    Byte {
+        /// Image offset.
+        offset: usize,
+        /// Its value.
+        value: u8,
+    },
+    /// MXCSR and the mask it was checked against.
+    Mxcsr {
+        /// The value that would be loaded.
+        value: u32,
+        /// The mask.
+        mask: u32,
+    },
+    /// Image length and the bytes needed.
+    Length {
+        /// The image's length.
+        len: usize,
+        /// Bytes the consumer reads.
+        needed: usize,
+    },
+    /// An XCR0 value breaking a rule.
+    Mask(MaskError),
+}
+
+/// Why a consumer would refuse an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ValidationError {
+    /// The consumer.
+    pub profile: Profile,
+    /// The rule broken.
+    pub rule: Rule,
+    /// The offending bits, bytes or values.
+    pub detail: Detail,
+}
+
+impl ValidationError {
+    /// The errno a Linux, KVM or Xen consumer returns; for the hardware profile `None` (the CPU
+    /// raises #GP, or #PF for a truncated image).
+    pub fn errno(&self) -> Option<Errno> {
+        match self.profile {
+            Profile::Hardware => None,
+            Profile::Linux | Profile::Kvm => {
+                Some(if self.rule == Rule::Truncated { Errno::Efault } else { Errno::Einval })
+            }
+            Profile::Xen => Some(match self.rule {
+                Rule::XenAccumOutsideHost | Rule::CompactedNotAccepted => Errno::Eopnotsupp,
+                Rule::ReservedHeader => Errno::Eio,
+                _ => Errno::Einval,
+            }),
+        }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.profile, self.rule.text())?;
+        match self.detail {
+            Detail::Bits { field, value, bits } => write!(f, ": {field} {value} has bits {bits} ({})", bits.names())?,
+            Detail::Byte { offset, value } => write!(f, ": byte {offset} is {value:#04x}")?,
+            Detail::Mxcsr { value, mask } => {
+                write!(f, ": MXCSR {value:#x} has bits {:#x} outside mask {mask:#x}", value & !mask)?
+            }
+            Detail::Length { len, needed } => write!(f, ": {len} bytes, {needed} needed")?,
+            Detail::Mask(m) => write!(f, ": {m}")?,
+        }
+        match self.errno() {
+            Some(e) => write!(f, " ({})", e.name()),
+            None if self.profile == Profile::Hardware
+                && self.rule != Rule::Truncated
+                && self.rule != Rule::TooShort =>
+            {
+                f.write_str(" (XRSTOR raises #GP)")
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl core::error::Error for ValidationError {}
+
+const SSE_AVX: Xfeatures = Xfeatures(0x6);
+const X87_SSE_AVX: Xfeatures = Xfeatures(0x7);
+
+struct Check<'a> {
+    profile: Profile,
+    img: Image<'a>,
+}
+
+impl Check<'_> {
+    fn fail(&self, rule: Rule, detail: Detail) -> Result<(), ValidationError> {
+        Err(ValidationError { profile: self.profile, rule, detail })
+    }
+
+    /// `value` must be a subset of `allowed`.
+    fn subset(
+        &self,
+        rule: Rule,
+        field: &'static str,
+        value: Xfeatures,
+        allowed: Xfeatures,
+    ) -> Result<(), ValidationError> {
+        let bits = value - allowed;
+        if bits.is_empty() { Ok(()) } else { self.fail(rule, Detail::Bits { field, value, bits }) }
+    }
+
+    fn reserved(&self, range: core::ops::Range<usize>) -> Result<(), ValidationError> {
+        match self.img.header().first_reserved_nonzero_in(range) {
+            Some((offset, value)) => self.fail(Rule::ReservedHeader, Detail::Byte { offset, value }),
+            None => Ok(()),
+        }
+    }
+
+    fn mxcsr(&self, mask: u32) -> Result<(), ValidationError> {
+        let value = self.img.mxcsr();
+        if value & !mask != 0 { self.fail(Rule::MxcsrReserved, Detail::Mxcsr { value, mask }) } else { Ok(()) }
+    }
+
+    fn length(&self, needed: Option<u32>, mask_field: &'static str, mask: Xfeatures) -> Result<(), ValidationError> {
+        let Some(needed) = needed else {
+            return self.fail(Rule::UnknownComponent, Detail::Bits { field: mask_field, value: mask, bits: mask });
+        };
+        let needed = (needed as usize).max(MIN_SIZE);
+        let len = self.img.len();
+        if len < needed { self.fail(Rule::Truncated, Detail::Length { len, needed }) } else { Ok(()) }
+    }
+}
+
+/// Checks `image` as `profile`'s consumer would, for a CPU with `layout` and the values in
+/// `ctx`. `Ok(())` means the consumer accepts it.
+pub fn validate(image: &[u8], layout: &Layout, profile: Profile, ctx: &Context) -> Result<(), ValidationError> {
+    let Ok(img) = Image::new(image) else {
+        return Err(ValidationError {
+            profile,
+            rule: Rule::TooShort,
+            detail: Detail::Length { len: image.len(), needed: MIN_SIZE },
+        });
+    };
+    let c = Check { profile, img };
+    match profile {
+        Profile::Hardware => hardware(&c, layout, ctx),
+        Profile::Linux => linux(&c, layout, ctx, ctx.xcr0),
+        Profile::Kvm => {
+            let supported = ctx.kvm_supported.unwrap_or(ctx.xcr0);
+            c.subset(Rule::KvmUnsupported, "XSTATE_BV", img.xstate_bv(), supported)?;
+            linux(&c, layout, ctx, supported)
+        }
+        Profile::Xen => xen(&c, layout, ctx),
+    }
+}
+
+/// XRSTOR/XRSTORS #GP conditions (SDM Vol. 1 §13.8.1, §13.12; docs/HARDWARE.md for what Intel
+/// and AMD did where the manual is silent: standard-form header bytes 536..575 are not checked,
+/// compacted-form XSTATE_BV bits 0 and 1 must be in XCOMP_BV, XSTATE_BV\[63\] faults).
+fn hardware(c: &Check<'_>, layout: &Layout, ctx: &Context) -> Result<(), ValidationError> {
+    let h: &Header = c.img.header();
+    let xrstors = !ctx.xss.is_empty();
+    let rfbm = if xrstors { ctx.xcr0 | ctx.xss } else { ctx.xcr0 };
+    match h.form() {
+        Form::Standard => {
+            if xrstors {
+                return c.fail(
+                    Rule::XrstorsStandardForm,
+                    Detail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: Xfeatures::BIT63 },
+                );
+            }
+            // Header bytes 8..23 (XCOMP_BV and the first reserved qword) must be zero.
+            if !h.xcomp_bv.is_empty() {
+                return c.fail(
+                    Rule::XcompBvNonZero,
+                    Detail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: h.xcomp_bv },
+                );
+            }
+            c.reserved(RESERVED_OFFSET..RESERVED_OFFSET + 8)?;
+            c.subset(Rule::XstateBvOutsideXcr0, "XSTATE_BV", h.xstate_bv, ctx.xcr0)?;
+            // The standard form loads MXCSR whenever RFBM[1] or RFBM[2] is set.
+            if !(rfbm & SSE_AVX).is_empty() {
+                c.mxcsr(ctx.mxcsr_mask)?;
+            }
+            c.length(layout.standard_size(rfbm & layout.user_supported()), "XCR0", rfbm)
+        }
+        Form::Compacted => {
+            if !(layout.features().xsavec() || xrstors && layout.features().xsaves()) {
+                return c.fail(
+                    Rule::CompactionUnsupported,
+                    Detail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: Xfeatures::BIT63 },
+                );
+            }
+            let laid_out = h.compacted_components();
+            c.subset(Rule::XcompBvOutsideRfbm, "XCOMP_BV", laid_out, rfbm)?;
+            c.subset(Rule::XstateBvOutsideXcompBv, "XSTATE_BV", h.xstate_bv, laid_out)?;
+            c.reserved(RESERVED_OFFSET..RESERVED_OFFSET + 48)?;
+            // The compacted form loads MXCSR only with XSTATE_BV[1] (RFBM[1] is implied).
+            if h.xstate_bv.contains(Component::SSE) && rfbm.contains(Component::SSE) {
+                c.mxcsr(ctx.mxcsr_mask)?;
+            }
+            c.length(layout.compacted_size(laid_out & rfbm), "XCOMP_BV", h.xcomp_bv)
+        }
+    }
+}
+
+/// The Linux kernel's checks of a user buffer (validate_user_xstate_header and the MXCSR check
+/// of copy_uabi_to_xstate), with `features` the task's (or KVM's) user features. The kernel
+/// copies only the components in XSTATE_BV, so that is the length needed.
+fn linux(c: &Check<'_>, layout: &Layout, ctx: &Context, features: Xfeatures) -> Result<(), ValidationError> {
+    let h = c.img.header();
+    c.subset(Rule::XstateBvOutsideXcr0, "XSTATE_BV", h.xstate_bv, features)?;
+    if !h.xcomp_bv.is_empty() {
+        return c
+            .fail(Rule::CompactedNotAccepted, Detail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: h.xcomp_bv });
+    }
+    c.reserved(RESERVED_OFFSET..RESERVED_OFFSET + 48)?;
+    if !(h.xstate_bv & X87_SSE_AVX).is_empty() {
+        c.mxcsr(ctx.mxcsr_mask)?;
+    }
+    let copied = h.xstate_bv | Xfeatures::LEGACY;
+    c.length(layout.standard_size(copied & layout.supported()), "XSTATE_BV", h.xstate_bv)
+}
+
+/// Xen's `validate_xstate()` in its order (-EINVAL, -EOPNOTSUPP, -EIO), then the callers' rule
+/// that the image holds standard_size(xcr0_accum) bytes. Xen does not check MXCSR here.
+fn xen(c: &Check<'_>, layout: &Layout, ctx: &Context) -> Result<(), ValidationError> {
+    let h = c.img.header();
+    let xcr0 = ctx.xcr0;
+    let accum = ctx.xen.xcr0_accum.unwrap_or(xcr0);
+    c.subset(Rule::XenXstateBvOutsideAccum, "XSTATE_BV", h.xstate_bv, accum)?;
+    c.subset(Rule::XenXcr0OutsideAccum, "xcr0", xcr0, accum)?;
+    c.subset(Rule::XenAccumOutsidePolicy, "xcr0_accum", accum, ctx.xen.policy_max.unwrap_or(layout.user_supported()))?;
+    for v in [xcr0, accum] {
+        if let Err(m) = check_xcr0(v) {
+            return c.fail(Rule::XenInvalidXcr0, Detail::Mask(m));
+        }
+    }
+    c.subset(Rule::XenAccumOutsideHost, "xcr0_accum", accum, ctx.xen.host.unwrap_or(layout.user_supported()))?;
+    if !h.xcomp_bv.is_empty() {
+        return c
+            .fail(Rule::CompactedNotAccepted, Detail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: h.xcomp_bv });
+    }
+    c.reserved(RESERVED_OFFSET..RESERVED_OFFSET + 48)?;
+    c.length(layout.standard_size(accum), "xcr0_accum", accum)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+use super::*;
+use crate::fixtures::{AMD_ZEN4, AVX_ONLY, INTEL_ICELAKE, layout};
+use crate::image::ImageBuf;
+use alloc::string::ToString;
+
+const XCR0: Xfeatures = Xfeatures(0xE7);
+const BIT63: u64 = 1 << 63;
+
+fn img(xstate_bv: u64, xcomp_bv: u64, len: usize) -> ImageBuf {
+    let mut b = ImageBuf::init(len, Xfeatures(xcomp_bv));
+    b.set_xstate_bv(Xfeatures(xstate_bv));
+    b
+}
+
+fn rule(r: Result<(), ValidationError>) -> Option<Rule> {
+    r.err().map(|e| e.rule)
+}
+
+#[test]
+fn hardware_standard_rules() {
+    let l = layout(AMD_ZEN4);
+    let ctx = Context::new(XCR0);
+    let v = |b: &[u8]| rule(validate(b, &l, Profile::Hardware, &ctx));
+    let good = img(0xE7, 0, 2432);
+    assert_eq!(v(&good), None);
+    assert_eq!(v(&good[..100]), Some(Rule::TooShort));
+    assert_eq!(v(&good[..2431]), Some(Rule::Truncated));
+    let mut b = good.clone();
+    b[520] = 1;
+    assert_eq!(v(&b), Some(Rule::XcompBvNonZero));
+    let mut b = good.clone();
+    b[535] = 1;
+    let e = validate(&b, &l, Profile::Hardware, &ctx).unwrap_err();
+    assert_eq!(e.detail, Detail::Byte { offset: 535, value: 1 });
+    assert!(e.to_string().contains("byte 535"), "{e}");
+    // Bytes 536..575 are not checked by the standard form (Intel and AMD measured).
+    let mut b = good.clone();
+    b[575] = 0x80;
+    assert_eq!(v(&b), None);
+    assert_eq!(rule(validate(&b, &l, Profile::Linux, &ctx)), Some(Rule::ReservedHeader));
+    assert_eq!(v(&img(BIT63 | 0x3, 0, 2432)), Some(Rule::XstateBvOutsideXcr0));
+    assert_eq!(v(&img(0x203, 0, 2432)), Some(Rule::XstateBvOutsideXcr0));
+    // MXCSR: loaded whatever XSTATE_BV says in the standard form.
+    let mut b = img(0, 0, 2432);
+    b[24..28].copy_from_slice(&0x2_0000u32.to_le_bytes());
+    assert_eq!(v(&b), Some(Rule::MxcsrReserved));
+    assert_eq!(rule(validate(&b, &l, Profile::Hardware, &ctx.with_mxcsr_mask_field(0x2FFFF))), None);
+    assert_eq!(rule(validate(&b, &l, Profile::Hardware, &Context::new(Xfeatures(1)))), None);
+    // Linux checks MXCSR only with x87, SSE or AVX in XSTATE_BV.
+    assert_eq!(rule(validate(&b, &l, Profile::Linux, &ctx)), None);
+    b.set_xstate_bv(Xfeatures(0x4));
+    assert_eq!(rule(validate(&b, &l, Profile::Linux, &ctx)), Some(Rule::MxcsrReserved));
+    b.set_xstate_bv(Xfeatures(0x20));
+    assert_eq!(rule(validate(&b, &l, Profile::Linux, &ctx)), None);
+}
+
+#[test]
+fn hardware_compacted_rules() {
+    let l = layout(AMD_ZEN4);
+    let ctx = Context::new(XCR0);
+    let v = |b: &[u8]| rule(validate(b, &l, Profile::Hardware, &ctx));
+    assert_eq!(v(&img(0xE7, BIT63 | 0xE7, 2432)), None);
+    assert_eq!(v(&img(0, BIT63, 576)), None);
+    assert_eq!(v(&img(0x3, BIT63, 576)), Some(Rule::XstateBvOutsideXcompBv));
+    assert_eq!(v(&img(0x1, BIT63 | 0x4, 832)), Some(Rule::XstateBvOutsideXcompBv));
+    assert_eq!(v(&img(BIT63 | 0x3, BIT63 | 0x3, 576)), Some(Rule::XstateBvOutsideXcompBv));
+    assert_eq!(v(&img(0, BIT63 | 0x8, 576)), Some(Rule::XcompBvOutsideRfbm));
+    assert_eq!(v(&img(0, BIT63 | 1 << 62, 576)), Some(Rule::XcompBvOutsideRfbm));
+    let mut b = img(0x3, BIT63 | 0x3, 576);
+    b[574] = 1;
+    assert_eq!(v(&b), Some(Rule::ReservedHeader));
+    // MXCSR only with XSTATE_BV[1].
+    for bv in 0..8u64 {
+        let mut b = img(bv, BIT63 | 0x7, 832);
+        b[24..28].copy_from_slice(&0xFFFF_0000u32.to_le_bytes());
+        assert_eq!(v(&b), (bv & 2 != 0).then_some(Rule::MxcsrReserved), "XSTATE_BV {bv}");
+    }
+    // Footprint: the Intel rule, compacted_size(XCOMP_BV & RFBM), whatever XSTATE_BV says.
+    assert_eq!(v(&img(0, BIT63 | 0xE7, 2431)), Some(Rule::Truncated));
+    // No compaction on the CPU.
+    let old = layout(AVX_ONLY);
+    let e = validate(&img(0, BIT63 | 0x7, 832), &old, Profile::Hardware, &Context::new(Xfeatures(7))).unwrap_err();
+    assert_eq!(e.rule, Rule::CompactionUnsupported);
+    // Linux, KVM and Xen take no compacted image.
+    for p in [Profile::Linux, Profile::Kvm] {
+        let e = validate(&img(0x3, BIT63 | 0x3, 4096), &l, p, &ctx).unwrap_err();
+        assert_eq!((e.rule, e.errno()), (Rule::CompactedNotAccepted, Some(Errno::Einval)));
+    }
+    let e = validate(&img(0x3, BIT63 | 0x3, 4096), &l, Profile::Xen, &ctx).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::CompactedNotAccepted, Some(Errno::Eopnotsupp)));
+}
+
+#[test]
+fn xrstors_needs_compacted_and_takes_xss() {
+    let l = layout(AMD_ZEN4);
+    let mut ctx = Context::new(XCR0);
+    ctx.xss = Xfeatures(0x800);
+    assert_eq!(rule(validate(&img(0, 0, 4096), &l, Profile::Hardware, &ctx)), Some(Rule::XrstorsStandardForm));
+    assert_eq!(rule(validate(&img(0x803, BIT63 | 0x8E7, 4096), &l, Profile::Hardware, &ctx)), None);
+    assert_eq!(
+        rule(validate(&img(0x803, BIT63 | 0x8E7, 4096), &l, Profile::Hardware, &Context::new(XCR0))),
+        Some(Rule::XcompBvOutsideRfbm)
+    );
+}
+
+#[test]
+fn kvm_and_linux() {
+    let l = layout(INTEL_ICELAKE);
+    let mut ctx = Context::new(Xfeatures(0x2E7));
+    ctx.kvm_supported = Some(XCR0);
+    let b = img(0x203, 0, 4096);
+    assert_eq!(rule(validate(&b, &l, Profile::Linux, &ctx)), None);
+    let e = validate(&b, &l, Profile::Kvm, &ctx).unwrap_err();
+    assert_eq!(e.rule, Rule::KvmUnsupported);
+    assert_eq!(e.detail, Detail::Bits { field: "XSTATE_BV", value: Xfeatures(0x203), bits: Xfeatures(0x200) });
+    // The data the kernel copies must be there: PKRU ends at 2696.
+    assert_eq!(rule(validate(&b[..2695], &l, Profile::Linux, &ctx)), Some(Rule::Truncated));
+    assert_eq!(validate(&b[..2695], &l, Profile::Linux, &ctx).unwrap_err().errno(), Some(Errno::Efault));
+    assert_eq!(
+        rule(validate(&b[..1000], &l, Profile::Linux, &Context::new(Xfeatures(0x3)))),
+        Some(Rule::XstateBvOutsideXcr0)
+    );
+    assert_eq!(rule(validate(&img(0x3, 0, 1000), &l, Profile::Linux, &ctx)), None);
+}
+
+#[test]
+fn xen_order_and_errnos() {
+    let l = layout(INTEL_ICELAKE);
+    let b = img(0x7, 0, 2696);
+    let mut ctx = Context::new(Xfeatures(0x7));
+    ctx.xen.xcr0_accum = Some(Xfeatures(0x2E7));
+    assert_eq!(rule(validate(&b, &l, Profile::Xen, &ctx)), None);
+    assert_eq!(rule(validate(&b[..2600], &l, Profile::Xen, &ctx)), Some(Rule::Truncated));
+    let e = validate(&img(0x7, 0, 2696), &l, Profile::Xen, &Context::new(Xfeatures(0x3))).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::XenXstateBvOutsideAccum, Some(Errno::Einval)));
+    let e = validate(&b, &l, Profile::Xen, &Context::new(Xfeatures(0))).unwrap_err();
+    assert_eq!(e.rule, Rule::XenXstateBvOutsideAccum);
+    let e = validate(&img(0, 0, 2696), &l, Profile::Xen, &Context::new(Xfeatures(0))).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::XenInvalidXcr0, Some(Errno::Einval)));
+    let mut c2 = ctx;
+    c2.xen.host = Some(Xfeatures(0xE7));
+    let e = validate(&b, &l, Profile::Xen, &c2).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::XenAccumOutsideHost, Some(Errno::Eopnotsupp)));
+    let mut c3 = ctx;
+    c3.xen.policy_max = Some(Xfeatures(0x7));
+    assert_eq!(rule(validate(&b, &l, Profile::Xen, &c3)), Some(Rule::XenAccumOutsidePolicy));
+    let mut r = b.clone();
+    r[560] = 1;
+    let e = validate(&r, &l, Profile::Xen, &ctx).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::ReservedHeader, Some(Errno::Eio)));
+    // Xen does not check MXCSR.
+    let mut m = b.clone();
+    m[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(rule(validate(&m, &l, Profile::Xen, &ctx)), None);
+}
