@@ -20,13 +20,15 @@ fn check(r: libc::c_long) -> io::Result<libc::c_long> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
 }
 
-/// A seized, interrupted tracee; detached on drop.
-struct Seized {
+/// A process seized with PTRACE_SEIZE and stopped with PTRACE_INTERRUPT; detached on drop. Use
+/// it to read or write the state many times without re-attaching.
+pub struct Seized {
     pid: libc::pid_t,
 }
 
 impl Seized {
-    fn new(pid: libc::pid_t) -> io::Result<Seized> {
+    /// Seizes and interrupts process `pid`, waiting until it is stopped.
+    pub fn new(pid: libc::pid_t) -> io::Result<Seized> {
         // SAFETY: PTRACE_SEIZE and PTRACE_INTERRUPT take no memory arguments (addr and data are
         // null/0); waitpid writes into a local int.
         unsafe {
@@ -51,8 +53,16 @@ impl Seized {
         }
     }
 
-    fn get(&self) -> io::Result<Vec<u8>> {
+    /// PTRACE_GETREGSET(NT_X86_XSTATE): the tracee's standard-format image.
+    pub fn get(&self) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; MAX_XSTATE];
+        let n = self.get_into(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// PTRACE_GETREGSET into `buf`; returns the number of bytes the kernel wrote.
+    pub fn get_into(&self, buf: &mut [u8]) -> io::Result<usize> {
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
         // SAFETY: the iovec describes `buf`, which lives across the call; the kernel writes at
         // most iov_len bytes and updates iov_len to the amount written.
@@ -64,11 +74,11 @@ impl Seized {
                 &mut iov,
             ))?;
         }
-        buf.truncate(iov.iov_len);
-        Ok(buf)
+        Ok(iov.iov_len)
     }
 
-    fn set(&self, image: &[u8]) -> io::Result<()> {
+    /// PTRACE_SETREGSET(NT_X86_XSTATE); the kernel wants exactly the task's user size.
+    pub fn set(&self, image: &[u8]) -> io::Result<()> {
         let mut copy = image.to_vec();
         let mut iov = libc::iovec { iov_base: copy.as_mut_ptr() as *mut libc::c_void, iov_len: copy.len() };
         // SAFETY: the iovec describes `copy`, which lives across the call; SETREGSET only reads

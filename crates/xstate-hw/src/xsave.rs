@@ -170,6 +170,64 @@ impl Host {
         Ok(out)
     }
 
+    /// The CPU as a converter, for benchmarks: XRSTOR64 of `image` (RFBM `rfbm`) followed by
+    /// `save` (same RFBM) into one output buffer, `iterations` times, inside a single save/restore
+    /// of the thread's own state. The image is first tried once with faults caught; an image the
+    /// CPU refuses returns that fault and the loop does not run.
+    pub fn restore_save_loop(
+        &self,
+        image: &[u8],
+        rfbm: Xfeatures,
+        save: SaveInstr,
+        iterations: u64,
+    ) -> Result<(), Fault> {
+        self.xrstor_then_save(image, rfbm, save, rfbm, 0)?;
+        let img = self.staged(image);
+        let mut scratch = AlignedBuf::zeroed(self.area);
+        let mut out = AlignedBuf::zeroed(self.area);
+        let (sp, ip, op, r) = (scratch.as_mut_ptr(), img.as_ptr(), out.as_mut_ptr(), rfbm.bits());
+        macro_rules! looped {
+            ($save:literal) => {
+                // SAFETY: the buffers are 64-byte aligned and `self.area` bytes long (see
+                // `xrstor_then_save`); the same image and RFBM just completed without a fault,
+                // and XRSTOR/XSAVE* are deterministic for the same input, so the loop cannot
+                // fault. The thread's own state is saved first and restored last.
+                unsafe {
+                    asm!(
+                        "mov eax, -1",
+                        "mov edx, -1",
+                        "xsave64 [{scratch}]",
+                        "2:",
+                        "mov rax, {r}",
+                        "mov rdx, {r}",
+                        "shr rdx, 32",
+                        "xrstor64 [{img}]",
+                        $save,
+                        "dec r14",
+                        "jnz 2b",
+                        "mov eax, -1",
+                        "mov edx, -1",
+                        "xrstor64 [{scratch}]",
+                        scratch = in(reg) sp,
+                        img = in(reg) ip,
+                        out = in(reg) op,
+                        r = in(reg) r,
+                        inout("r14") iterations.max(1) => _,
+                        out("rax") _,
+                        out("rdx") _,
+                        clobber_abi("C"),
+                    )
+                }
+            };
+        }
+        match save {
+            SaveInstr::Xsave => looped!("xsave64 [{out}]"),
+            SaveInstr::Xsaveopt => looped!("xsaveopt64 [{out}]"),
+            SaveInstr::Xsavec => looped!("xsavec64 [{out}]"),
+        }
+        Ok(())
+    }
+
     /// How many bytes XRSTOR64 of `image` with RFBM = `rfbm` reads: the smallest multiple of 64,
     /// B, such that the instruction completes with everything from B on made inaccessible (a
     /// PROT_NONE page). A fault other than #PF (the image is invalid) is returned as such.

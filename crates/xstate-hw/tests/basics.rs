@@ -86,3 +86,19 @@ fn live_check_agrees() {
     assert!(checks.iter().all(|c| c.ok));
     assert!(checks.len() >= 2);
 }
+
+#[test]
+fn the_cpu_as_a_converter_loops_without_faulting() {
+    let h = host();
+    let xcr0 = h.xcr0();
+    let size = h.layout().standard_size(xcr0).unwrap() as usize;
+    let img = empty_image(size);
+    let t = std::time::Instant::now();
+    h.restore_save_loop(&img, xcr0, SaveInstr::Xsave, 1000).unwrap();
+    println!("XRSTOR+XSAVE x1000: {:?}", t.elapsed());
+    let mut bad = img.clone();
+    bad[520] = 1;
+    assert!(h.restore_save_loop(&bad, xcr0, SaveInstr::Xsave, 1000).unwrap_err().is_general_protection());
+    let x: f64 = std::hint::black_box(2.5);
+    assert_eq!(x * 2.0, 5.0);
+}

@@ -20,6 +20,20 @@ fn errno(e: kvm_ioctls::Error) -> io::Error {
     io::Error::from_raw_os_error(e.errno())
 }
 
+/// The bytes of a run of u32 words (x86 is little-endian, so this is the wire layout).
+fn words_as_bytes(w: &[u32]) -> &[u8] {
+    // SAFETY: u32 has no padding and every byte pattern is a valid u8; the returned slice covers
+    // exactly the words' memory and borrows it for the same lifetime.
+    unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u8, std::mem::size_of_val(w)) }
+}
+
+/// Mutable form of [`words_as_bytes`].
+fn words_as_bytes_mut(w: &mut [u32]) -> &mut [u8] {
+    // SAFETY: as in `words_as_bytes`; every byte pattern is also a valid u32, so writes through
+    // the byte view cannot create an invalid value.
+    unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut u8, std::mem::size_of_val(w)) }
+}
+
 /// An open `/dev/kvm`.
 pub struct KvmSystem {
     kvm: Kvm,
@@ -138,15 +152,16 @@ impl Vcpu {
     pub fn get_xsave(&self) -> io::Result<Vec<u8>> {
         if self.xsave2_size() == 0 {
             let x = self.vcpu.get_xsave().map_err(errno)?;
-            return Ok(x.region.iter().flat_map(|w| w.to_le_bytes()).collect());
+            return Ok(words_as_bytes(&x.region).to_vec());
         }
         let mut x = self.fam()?;
         // SAFETY: `x` was allocated for KVM_CAP_XSAVE2 bytes, queried on this VM after its vCPU
         // exists; guest permissions cannot grow once a vCPU exists (EBUSY), so the size KVM
         // copies cannot exceed it.
         unsafe { self.vcpu.get_xsave2(&mut x) }.map_err(errno)?;
-        let mut out: Vec<u8> = x.as_fam_struct_ref().xsave.region.iter().flat_map(|w| w.to_le_bytes()).collect();
-        out.extend(x.as_slice().iter().flat_map(|w| w.to_le_bytes()));
+        let mut out = Vec::with_capacity(self.xsave_buffer_size());
+        out.extend_from_slice(words_as_bytes(&x.as_fam_struct_ref().xsave.region));
+        out.extend_from_slice(words_as_bytes(x.as_slice()));
         out.truncate(self.xsave_buffer_size());
         Ok(out)
     }
@@ -160,16 +175,13 @@ impl Vcpu {
             return Err(io::Error::from_raw_os_error(libc::E2BIG));
         }
         let mut x = self.fam()?;
-        let mut bytes = vec![0u8; KVM_XSAVE_SIZE + x.as_slice().len() * 4];
-        bytes[..image.len()].copy_from_slice(image);
-        // SAFETY: `as_mut_fam_struct` only hands out the header; we fill the fixed region and the
-        // FAM entries within their own lengths.
-        let region = unsafe { &mut x.as_mut_fam_struct().xsave.region };
-        for (w, b) in region.iter_mut().zip(bytes.chunks_exact(4)) {
-            *w = u32::from_le_bytes(b.try_into().expect("4 bytes"));
-        }
-        for (w, b) in x.as_mut_slice().iter_mut().zip(bytes[KVM_XSAVE_SIZE..].chunks_exact(4)) {
-            *w = u32::from_le_bytes(b.try_into().expect("4 bytes"));
+        let head = image.len().min(KVM_XSAVE_SIZE);
+        // SAFETY: `as_mut_fam_struct` hands out the header struct; we write only its fixed
+        // region, within its length.
+        words_as_bytes_mut(unsafe { &mut x.as_mut_fam_struct().xsave.region })[..head].copy_from_slice(&image[..head]);
+        if image.len() > KVM_XSAVE_SIZE {
+            words_as_bytes_mut(x.as_mut_slice())[..image.len() - KVM_XSAVE_SIZE]
+                .copy_from_slice(&image[KVM_XSAVE_SIZE..]);
         }
         // SAFETY: `x` holds KVM_CAP_XSAVE2 bytes (at least 4096), the most KVM reads for this
         // vCPU, for the reason given in `get_xsave`.
