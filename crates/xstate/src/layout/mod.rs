@@ -204,6 +204,9 @@ pub struct Layout {
     align64: u64,
     /// Components that match the catalogue's size (or have no fixed size).
     recognised: u64,
+    /// `nibble_sums[k][n]`: total size of the components 4k+j for the bits j set in nibble n
+    /// (legacy components count 0). Sums sizes over a mask in one lookup per non-zero nibble.
+    nibble_sums: [[u32; 16]; 16],
     /// Supported user components ordered by standard end, largest first.
     by_end: Vec<(u8, u32)>,
     max_standard: u32,
@@ -337,7 +340,17 @@ impl Layout {
                 return Err(LayoutError::Overflow { component: c });
             }
         }
+        let mut nibble_sums = [[0u32; 16]; 16];
+        for (k, row) in nibble_sums.iter_mut().enumerate() {
+            for n in 1..16usize {
+                let j = n.trailing_zeros() as usize;
+                let i = 4 * k + j;
+                let size = if i < 2 { 0 } else { geometry[i].size };
+                row[n] = row[n & (n - 1)] + size;
+            }
+        }
         Ok(Layout {
+            nibble_sums,
             user,
             supervisor,
             features: leaf.features(),
@@ -508,27 +521,38 @@ impl Layout {
         if c.is_legacy() {
             return Some(self.geometry[c.index() as usize].offset);
         }
+        let end = self.packed_end(m & (c.bit() - 1));
+        Some(if self.align64 & c.bit() != 0 { round64(end) } else { end })
+    }
+
+    /// Total size of the components in `m` (supported, above SSE assumed), without alignment.
+    #[inline]
+    fn sum_sizes(&self, mut m: u64) -> u32 {
+        let mut total = 0;
+        while m != 0 {
+            let k = (m.trailing_zeros() / 4) as usize;
+            total += self.nibble_sums[k][((m >> (4 * k)) & 0xF) as usize];
+            m &= !(0xF << (4 * k));
+        }
+        total
+    }
+
+    /// End of the last of the components in `m` when packed from 576 in ascending order with
+    /// align64 rounding: the compacted size of `m` (SDM Vol. 1 §13.4.3).
+    #[inline]
+    fn packed_end(&self, m: u64) -> u32 {
+        let mut rest = m & !0b11;
+        let mut aligned = rest & self.align64;
         let mut off = EXTENDED_OFFSET as u32;
-        let mut below = m & (c.bit() - 1) & !0b11;
-        if self.align64 & m == 0 {
-            while below != 0 {
-                off += self.geometry[below.trailing_zeros() as usize].size;
-                below &= below - 1;
-            }
-            return Some(off);
+        // Sizes add up between align64 components; each of those rounds the running offset.
+        while aligned != 0 {
+            let i = aligned.trailing_zeros();
+            let before = rest & ((1u64 << i) - 1);
+            off = round64(off + self.sum_sizes(before)) + self.geometry[i as usize].size;
+            rest &= !((2u64 << i) - 1);
+            aligned &= aligned - 1;
         }
-        while below != 0 {
-            let i = below.trailing_zeros() as usize;
-            if self.align64 >> i & 1 != 0 {
-                off = round64(off);
-            }
-            off += self.geometry[i].size;
-            below &= below - 1;
-        }
-        if self.align64 & c.bit() != 0 {
-            off = round64(off);
-        }
-        Some(off)
+        off + self.sum_sizes(rest)
     }
 
     /// Size of a compacted image whose XCOMP_BV is `xcomp_bv` (bit 63 ignored): the end of the
@@ -540,17 +564,7 @@ impl Layout {
         if m & !self.supported().bits() != 0 {
             return None;
         }
-        let mut off = EXTENDED_OFFSET as u32;
-        let mut rest = m & !0b11;
-        while rest != 0 {
-            let i = rest.trailing_zeros() as usize;
-            if self.align64 >> i & 1 != 0 {
-                off = round64(off);
-            }
-            off += self.geometry[i].size;
-            rest &= rest - 1;
-        }
-        Some(off)
+        Some(self.packed_end(m))
     }
 
     /// The compacted placement of every component of `xcomp_bv` above SSE, ascending:

@@ -1,0 +1,18 @@
+//! Quick mode: every figure once, one line each: `<name> ns=<median> ratio_vs_<baseline>=<x.xx>`.
+//! Finishes in seconds; for careful numbers use `cargo bench -p xstate-bench`.
+
+use std::time::Duration;
+
+use xstate_bench::{cases, measure};
+
+fn main() {
+    let filter: Vec<String> = std::env::args().skip(1).collect();
+    for mut c in cases::all() {
+        if !filter.is_empty() && !filter.iter().any(|f| c.name.contains(f.as_str())) {
+            continue;
+        }
+        let f =
+            measure::compare(&c.name, &mut c.op, c.per_call, &c.baseline, &mut c.base, 21, Duration::from_millis(3));
+        println!("{}", f.line());
+    }
+}
