@@ -11,6 +11,7 @@ pub mod kvm;
 pub mod perm;
 pub mod ptrace;
 pub mod selfcheck;
+pub mod stategen;
 pub mod tracee;
 pub mod xsave;
 

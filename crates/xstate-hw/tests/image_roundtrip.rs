@@ -1,0 +1,133 @@
+//! Conversions held against the processor: random states are loaded with XRSTOR and saved with
+//! XSAVE and XSAVEC under varied RFBM; each saved image is converted (standard, compacted with
+//! XCOMP_BV = XCR0 and with other masks, compacted to compacted, re-laid out to another CPU's
+//! layout and back), and XRSTOR + XSAVE of every conversion must give the same state as XRSTOR
+//! + XSAVE of the saved image itself (see `common::same_state` for what "same" means).
+
+mod common;
+
+use xstate::fixtures::{AMD_ZEN4, INTEL_ICELAKE, layout as fixture};
+use xstate::image::validate::Context;
+use xstate::image::{Profile, Target, convert, validate};
+use xstate::{Component, Layout, Xfeatures};
+use xstate_hw::SaveInstr;
+use xstate_hw::selfcheck::Rng;
+use xstate_hw::stategen::StateGen;
+
+use common::{footprint_len, host, mxcsr_mask, same_state, shuffled_layout};
+
+const CASES: usize = 600;
+
+/// Another vendor's real layout holding every XCR0 component at the same size, if the corpus
+/// fixtures have one (Intel Ice Lake on AMD hosts, AMD Zen 4 on Intel hosts without AMX).
+fn other_vendor(l: &Layout, xcr0: Xfeatures) -> Option<(&'static str, Layout)> {
+    [("Intel Ice Lake", fixture(INTEL_ICELAKE)), ("AMD Zen 4", fixture(AMD_ZEN4))].into_iter().find(|(_, f)| {
+        (xcr0 - f.user_supported()).is_empty()
+            && xcr0.iter().all(|c| c.is_legacy() || f.geometry(c).map(|g| g.size) == l.geometry(c).map(|g| g.size))
+            && xcr0.iter().any(|c| !c.is_legacy() && f.geometry(c).map(|g| g.offset) != l.geometry(c).map(|g| g.offset))
+    })
+}
+
+#[test]
+fn conversions_restore_the_same_state() {
+    let h = host();
+    let l = h.layout().clone();
+    let xcr0 = h.xcr0();
+    let mask = mxcsr_mask(&h);
+    let ctx = Context::new(xcr0).with_mxcsr_mask_field(mask);
+    let has_xsavec = h.has(SaveInstr::Xsavec);
+    if !has_xsavec {
+        println!("SKIP: no XSAVEC (CPUID 0xD.1 EAX[1] = 0): only XSAVE images and standard conversions are checked");
+    }
+    if !xcr0.contains(Component::TILEDATA) {
+        println!("SKIP: AMX: XCR0 {xcr0} has no TILECFG/TILEDATA, so tiles are not part of the states");
+    }
+    let shuffled = shuffled_layout(&l, xcr0);
+    let vendor = other_vendor(&l, xcr0);
+    match &vendor {
+        Some((name, _)) => println!("re-layout through {name} and through a shuffled synthetic layout"),
+        None => println!("re-layout through a shuffled synthetic layout only (no corpus CPU holds XCR0 {xcr0})"),
+    }
+    let foreign: Vec<&Layout> = std::iter::once(&shuffled).chain(vendor.as_ref().map(|(_, f)| f)).collect();
+    let g = StateGen::new(&l, xcr0, mask);
+    let mut rng = Rng::new(0x1234_5678);
+    let reference = |img: &[u8]| -> Vec<u8> {
+        h.xrstor_then_save(img, xcr0, SaveInstr::Xsave, xcr0, 0)
+            .unwrap_or_else(|f| panic!("XRSTOR faulted: {f}"))
+            .to_vec()
+    };
+    let (mut compared, mut mxcsr_fixes, mut by_instr) = (0usize, 0usize, [0usize; 2]);
+    for case in 0..CASES {
+        let state = g.standard(&mut rng);
+        let instr = if has_xsavec && case % 2 == 1 { SaveInstr::Xsavec } else { SaveInstr::Xsave };
+        let save_rfbm = if rng.next_u64() % 2 == 0 { xcr0 } else { g.random_mask(&mut rng) | Xfeatures::X87 };
+        let saved =
+            h.xrstor_then_save(&state, xcr0, instr, save_rfbm, 0).unwrap_or_else(|f| panic!("case {case}: {f}"));
+        let mut img = saved[..footprint_len(&saved, &l, xcr0)].to_vec();
+        by_instr[usize::from(instr == SaveInstr::Xsavec)] += 1;
+        // Bytes no restore reads for this image: the software area, clear components, and in the
+        // compacted form the MXCSR field when SSE is clear (its reserved bits are then ignored).
+        rng.fill(&mut img[464..512]);
+        let v = xstate::image::Image::new(&img).unwrap();
+        let bv = v.xstate_bv();
+        let compacted = v.form() == xstate::image::Form::Compacted;
+        let clear: Vec<_> =
+            (xcr0 - bv).iter().filter(|c| !c.is_legacy()).filter_map(|c| v.component_range(&l, c)).collect();
+        for r in clear {
+            rng.fill(&mut img[r]);
+        }
+        if compacted && !bv.contains(Component::SSE) {
+            rng.fill(&mut img[24..28]);
+            rng.fill(&mut img[160..416]);
+        }
+        if compacted && !bv.contains(Component::X87) {
+            rng.fill(&mut img[0..24]);
+        }
+        validate(&img, &l, Profile::Hardware, &ctx).unwrap_or_else(|e| panic!("case {case}: saved image refused: {e}"));
+        let want = reference(&img);
+        let in_use = bv & xcr0;
+        let extra = Xfeatures(rng.next_u64()) & xcr0;
+        let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut conv = |name: String, r: Result<xstate::image::ImageBuf, xstate::image::ConvertError>| match r {
+            Ok(b) => outputs.push((name, b.to_vec())),
+            Err(e) => panic!("case {case}: {name}: {e}"),
+        };
+        conv("standard".into(), convert(&img, &l, &l, xcr0, Target::Standard));
+        if has_xsavec {
+            let full = convert(&img, &l, &l, xcr0, Target::Compacted { mask: xcr0 });
+            if let Ok(b) = &full {
+                let c2 = convert(b, &l, &l, xcr0, Target::Compacted { mask: in_use | Xfeatures::LEGACY | extra });
+                conv("compacted(XCR0) -> compacted(other mask)".into(), c2);
+                if Xfeatures(u64::from_le_bytes(b[512..520].try_into().unwrap())) != in_use {
+                    mxcsr_fixes += 1;
+                }
+            }
+            conv("compacted(XCR0)".into(), full);
+            conv(
+                "compacted(in use | SSE)".into(),
+                convert(&img, &l, &l, xcr0, Target::Compacted { mask: in_use | Xfeatures(0x2) }),
+            );
+        }
+        for f in &foreign {
+            let there = if has_xsavec && case % 3 == 0 { Target::Compacted { mask: xcr0 } } else { Target::Standard };
+            let back = if has_xsavec && case % 4 == 1 { Target::Compacted { mask: xcr0 } } else { Target::Standard };
+            let moved = convert(&img, &l, f, xcr0, there).and_then(|x| convert(&x, f, &l, xcr0, back));
+            conv(format!("re-layout {there:?} and back {back:?}"), moved);
+        }
+        for (name, out) in &outputs {
+            validate(out, &l, Profile::Hardware, &ctx)
+                .unwrap_or_else(|e| panic!("case {case}: {name}: converted image refused: {e}"));
+            let got = reference(out);
+            if let Err(d) = same_state(&want, &got, &l, xcr0) {
+                panic!("case {case} ({} saved with RFBM {save_rfbm}), {name}: state differs: {d}", instr.name());
+            }
+            compared += 1;
+        }
+    }
+    println!(
+        "{CASES} states ({} XSAVE, {} XSAVEC images), {compared} conversions restored the same state; \
+         {mxcsr_fixes} needed the MXCSR fix (XSTATE_BV[1] set in compacted form)",
+        by_instr[0], by_instr[1]
+    );
+    assert!(CASES >= 500 && compared >= CASES);
+}

@@ -1,0 +1,80 @@
+//! The `hardware` validation profile against XRSTOR's own verdict (#GP caught as SIGSEGV) on
+//! mutated images: XSTATE_BV and XCOMP_BV bits inside and outside XCR0, bit 63, reserved header
+//! bytes, MXCSR reserved bits, XSTATE_BV not within XCOMP_BV, garbage in bytes 464..511.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use xstate::Xfeatures;
+use xstate::image::validate::Context;
+use xstate::image::{Profile, validate};
+use xstate_hw::SaveInstr;
+use xstate_hw::selfcheck::Rng;
+use xstate_hw::stategen::StateGen;
+
+use common::{bv, host, mutate, mxcsr_mask};
+
+const CASES: usize = 1500;
+
+#[test]
+fn hardware_profile_agrees_with_xrstor() {
+    let h = host();
+    let l = h.layout().clone();
+    let xcr0 = h.xcr0();
+    let mask = mxcsr_mask(&h);
+    println!("XCR0 {xcr0}, MXCSR mask {mask:#x} (from an XSAVE'd MXCSR_MASK field)");
+    let ctx = Context::new(xcr0).with_mxcsr_mask_field(mask);
+    let has_xsavec = h.has(SaveInstr::Xsavec);
+    if !has_xsavec {
+        println!("SKIP: no XSAVEC: bases are XSAVE images only (mutations still reach the compacted form)");
+    }
+    let g = StateGen::new(&l, xcr0, mask);
+    let mut rng = Rng::new(0xC0FFEE);
+    let n = h.area_size();
+    let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut disagreements = Vec::new();
+    for case in 0..CASES {
+        let state = g.standard(&mut rng);
+        let instr = if has_xsavec && case % 2 == 1 { SaveInstr::Xsavec } else { SaveInstr::Xsave };
+        let save_rfbm = if rng.next_u64() % 2 == 0 { xcr0 } else { g.random_mask(&mut rng) | Xfeatures::X87 };
+        let base = h.xrstor_then_save(&state, xcr0, instr, save_rfbm, 0).unwrap();
+        // The CPU sees the image followed by zeros up to the area size; so does the library.
+        let mut img = base[..n].to_vec();
+        let mut what = Vec::new();
+        for _ in 0..1 + rng.next_u64() % 3 {
+            let k = mutate(&mut img, xcr0, mask, &mut rng);
+            *kinds.entry(k).or_default() += 1;
+            what.push(k);
+        }
+        let lib = validate(&img, &l, Profile::Hardware, &ctx);
+        let cpu = h.xrstor(&img, xcr0);
+        if let Err(f) = &cpu {
+            assert!(f.is_general_protection(), "case {case}: XRSTOR raised {f}, not #GP");
+        }
+        let key = match &lib {
+            Ok(()) => "valid".to_string(),
+            Err(e) => format!("{:?}", e.rule),
+        };
+        *verdicts.entry(key).or_default() += 1;
+        if lib.is_ok() != cpu.is_ok() {
+            disagreements.push(format!(
+                "case {case} [{}] XSTATE_BV {:#x} XCOMP_BV {:#x} MXCSR {:#x}: library {:?}, CPU {:?}",
+                what.join(", "),
+                bv(&img, 512),
+                bv(&img, 520),
+                u32::from_le_bytes(img[24..28].try_into().unwrap()),
+                lib.map_err(|e| e.to_string()),
+                cpu.map_err(|f| f.to_string())
+            ));
+        }
+    }
+    println!("{CASES} mutated images; library verdicts: {verdicts:?}");
+    println!("mutations applied: {kinds:?}");
+    for d in disagreements.iter().take(10) {
+        println!("DISAGREE {d}");
+    }
+    assert!(disagreements.is_empty(), "{} of {CASES} verdicts disagree with XRSTOR", disagreements.len());
+    assert!(verdicts.get("valid").copied().unwrap_or(0) > CASES / 10, "too few valid images to mean anything");
+}
