@@ -60,7 +60,7 @@ fn conversions_restore_the_same_state() {
     for case in 0..CASES {
         let state = g.standard(&mut rng);
         let instr = if has_xsavec && case % 2 == 1 { SaveInstr::Xsavec } else { SaveInstr::Xsave };
-        let save_rfbm = if rng.next_u64() % 2 == 0 { xcr0 } else { g.random_mask(&mut rng) | Xfeatures::X87 };
+        let save_rfbm = if rng.next_u64().is_multiple_of(2) { xcr0 } else { g.random_mask(&mut rng) | Xfeatures::X87 };
         let saved =
             h.xrstor_then_save(&state, xcr0, instr, save_rfbm, 0).unwrap_or_else(|f| panic!("case {case}: {f}"));
         let mut img = saved[..footprint_len(&saved, &l, xcr0)].to_vec();

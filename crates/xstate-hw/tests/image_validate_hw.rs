@@ -38,7 +38,7 @@ fn hardware_profile_agrees_with_xrstor() {
     for case in 0..CASES {
         let state = g.standard(&mut rng);
         let instr = if has_xsavec && case % 2 == 1 { SaveInstr::Xsavec } else { SaveInstr::Xsave };
-        let save_rfbm = if rng.next_u64() % 2 == 0 { xcr0 } else { g.random_mask(&mut rng) | Xfeatures::X87 };
+        let save_rfbm = if rng.next_u64().is_multiple_of(2) { xcr0 } else { g.random_mask(&mut rng) | Xfeatures::X87 };
         let base = h.xrstor_then_save(&state, xcr0, instr, save_rfbm, 0).unwrap();
         // The CPU sees the image followed by zeros up to the area size; so does the library.
         let mut img = base[..n].to_vec();

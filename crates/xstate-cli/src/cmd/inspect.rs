@@ -1,18 +1,199 @@
-//! `xstate inspect`: Shows an XSAVE image's header, components and registers. Not implemented yet: issue 3.
+//! `xstate inspect IMAGE [--regs] [--json] [--format F]`: the header, the components and where
+//! they lie, whether XRSTOR would load the image, and with `--regs` the register values it
+//! loads (gdb's names, hex).
+
+use std::path::PathBuf;
 
 use clap::Args;
+use serde_json::{Map, Value, json};
+use xstate::image::regs::{Decoded, Kind, decode};
+use xstate::image::state::effective_mxcsr;
+use xstate::image::validate::{Context, Profile, validate};
+use xstate::image::{Form, Image};
+use xstate::{Layout, Xfeatures};
 
-use crate::common::{CliError, CliResult};
+use std::fmt::Write as _;
+
+use crate::cmd::imageio::{ImageFormat, emit, host_mxcsr_mask, load, need_header};
+use crate::common::{CliResult, parse_mask, print_json, source};
 
 /// Arguments of `xstate inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Arguments, until the command is implemented.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub rest: Vec<String>,
+    /// The image file.
+    pub image: PathBuf,
+    /// Decode the registers.
+    #[arg(long)]
+    pub regs: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// File format of IMAGE.
+    #[arg(long, value_enum, default_value = "raw")]
+    pub format: ImageFormat,
+    /// CPUID dump of the CPU the image belongs to; default: this host.
+    #[arg(long, value_name = "FILE")]
+    pub cpuid: Option<PathBuf>,
+    /// XCR0 the image is restored with; default: XGETBV(0) on the host, every supported user
+    /// component for a dump.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub xcr0: Option<Xfeatures>,
+    /// IA32_XSS, for compacted images holding supervisor state; default 0.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub xss: Option<Xfeatures>,
+}
+
+struct ComponentRow {
+    index: u8,
+    name: String,
+    offset: Option<usize>,
+    size: u32,
+    in_use: bool,
+    in_image: bool,
+}
+
+fn rows(img: &Image<'_>, l: &Layout, rfbm: Xfeatures) -> Vec<ComponentRow> {
+    let laid_out = match img.form() {
+        Form::Standard => rfbm & l.user_supported(),
+        Form::Compacted => img.header().compacted_components() | Xfeatures::LEGACY,
+    };
+    (laid_out | img.xstate_bv() - Xfeatures::BIT63)
+        .iter()
+        .map(|c| {
+            let range = xstate::image::component_range(l, img.xcomp_bv(), c);
+            ComponentRow {
+                index: c.index(),
+                name: l.name(c),
+                offset: range.as_ref().map(|r| r.start),
+                size: l.geometry(c).map_or(0, |g| g.size),
+                in_use: img.xstate_bv().contains(c),
+                in_image: range.is_some_and(|r| r.end <= img.len()),
+            }
+        })
+        .collect()
+}
+
+fn register_value(r: &xstate::image::regs::Register) -> Value {
+    let mut o = Map::new();
+    o.insert("hex".into(), json!(r.hex()));
+    o.insert("component".into(), json!(r.component.to_string()));
+    if let Some(f) = r.as_f64().filter(|f| f.is_finite()) {
+        o.insert("float".into(), json!(f));
+    }
+    if r.kind == Kind::Int
+        && let Some(v) = r.as_u64()
+    {
+        o.insert("value".into(), json!(v));
+    }
+    Value::Object(o)
 }
 
 /// Runs `xstate inspect`.
-pub fn run(_args: &InspectArgs) -> CliResult {
-    Err(CliError::usage("xstate inspect: not implemented yet (issue 3)"))
+pub fn run(args: &InspectArgs) -> CliResult {
+    let src = source(args.cpuid.as_ref())?;
+    let loaded = load(&args.image, args.format)?;
+    let img = need_header(&loaded.image, &args.image)?;
+    let l = &src.layout;
+    let xcr0 = args.xcr0.or(loaded.xcr0).unwrap_or(src.default_xcr0);
+    let xss = args.xss.unwrap_or_default();
+    let rfbm = if img.form() == Form::Compacted { xcr0 | xss } else { xcr0 };
+    let mut ctx =
+        Context::new(xcr0).with_mxcsr_mask_field(if args.cpuid.is_none() { host_mxcsr_mask() } else { 0xFFFF });
+    if img.form() == Form::Compacted {
+        ctx.xss = xss;
+    }
+    let verdict = validate(img.bytes(), l, Profile::Hardware, &ctx);
+    let h = img.header();
+    let reserved: Vec<(usize, u8)> =
+        (0..48).filter_map(|i| h.reserved.get(i).filter(|&&b| b != 0).map(|&b| (528 + i, b))).collect();
+    let rows = rows(&img, l, rfbm);
+    let decoded: Option<Decoded> = args.regs.then(|| decode(&img, l, rfbm));
+    let software_nonzero = img.bytes().get(464..512).is_some_and(|b| b.iter().any(|&x| x != 0));
+    if args.json {
+        let mut v = json!({
+            "file": args.image.display().to_string(),
+            "size": img.len(),
+            "form": img.form().name(),
+            "xstate_bv": h.xstate_bv.bits(),
+            "xstate_bv_names": h.xstate_bv.names().to_string(),
+            "xcomp_bv": h.xcomp_bv.bits(),
+            "reserved_nonzero": reserved.iter().map(|(o, b)| json!({"offset": o, "value": b})).collect::<Vec<_>>(),
+            "mxcsr": img.mxcsr(),
+            "mxcsr_loaded": effective_mxcsr(&img, rfbm),
+            "mxcsr_mask": img.mxcsr_mask(),
+            "software_bytes_nonzero": software_nonzero,
+            "xcr0": xcr0.bits(),
+            "xss": xss.bits(),
+            "hardware": json!({"valid": verdict.is_ok(), "error": verdict.as_ref().err().map(|e| e.to_string())}),
+            "components": rows.iter().map(|r| json!({
+                "index": r.index, "name": r.name, "offset": r.offset, "size": r.size,
+                "in_use": r.in_use, "in_image": r.in_image,
+            })).collect::<Vec<_>>(),
+        });
+        if let Some(d) = &decoded {
+            let regs: Map<String, Value> = d.registers.iter().map(|r| (r.name.clone(), register_value(r))).collect();
+            v["registers"] = Value::Object(regs);
+            v["undecoded"] = json!(d.undecoded.iter().map(|c| l.name(*c)).collect::<Vec<_>>());
+            v["truncated"] = json!(d.truncated.iter().map(|c| l.name(*c)).collect::<Vec<_>>());
+        }
+        return print_json(&v);
+    }
+    let mut out = String::new();
+    writeln!(out, "{}: {} bytes, {} form", args.image.display(), img.len(), img.form()).ok();
+    writeln!(out, "XSTATE_BV {} ({})", h.xstate_bv, h.xstate_bv.names()).ok();
+    writeln!(out, "XCOMP_BV  {} ({})", h.xcomp_bv, h.xcomp_bv.names()).ok();
+    if reserved.is_empty() {
+        writeln!(out, "reserved header bytes 528..575: zero").ok();
+    } else {
+        let list: Vec<String> = reserved.iter().map(|(o, b)| format!("{o}={b:#04x}")).collect();
+        writeln!(out, "reserved header bytes 528..575: non-zero at {}", list.join(" ")).ok();
+    }
+    let loaded_mxcsr = effective_mxcsr(&img, rfbm).map_or("not loaded".to_string(), |m| format!("{m:#x}"));
+    writeln!(out, "MXCSR field {:#x} (loaded: {loaded_mxcsr}), MXCSR_MASK {:#x}", img.mxcsr(), img.mxcsr_mask()).ok();
+    if software_nonzero {
+        writeln!(out, "bytes 464..511 (software area): non-zero").ok();
+    }
+    match &verdict {
+        Ok(()) => writeln!(out, "XRSTOR with RFBM {rfbm}: loads without #GP ({})", src.name),
+        Err(e) => writeln!(out, "XRSTOR with RFBM {rfbm}: refused: {e}"),
+    }
+    .ok();
+    writeln!(out).ok();
+    writeln!(out, "{:>5}  {:<14} {:>8}  {:>6}  state", "index", "component", "offset", "size").ok();
+    for r in &rows {
+        writeln!(
+            out,
+            "{:>5}  {:<14} {:>8}  {:>6}  {}{}",
+            r.index,
+            r.name,
+            r.offset.map_or("-".to_string(), |o| format!("{o:#x}")),
+            r.size,
+            if r.in_use { "in use" } else { "init" },
+            if r.in_image { "" } else { " (beyond the image's end)" }
+        )
+        .ok();
+    }
+    if let Some(d) = &decoded {
+        writeln!(out).ok();
+        for r in &d.registers {
+            match r.as_f64() {
+                Some(f) => writeln!(out, "{:<12} {}  ({f})", r.name, r.hex()),
+                None => writeln!(out, "{:<12} {}", r.name, r.hex()),
+            }
+            .ok();
+        }
+        for c in &d.undecoded {
+            writeln!(
+                out,
+                "{:<12} not decoded: the catalogue has no decoder for this CPU's component {}",
+                l.name(*c),
+                c.index()
+            )
+            .ok();
+        }
+        for c in &d.truncated {
+            writeln!(out, "{:<12} not decoded: beyond the image's end", l.name(*c)).ok();
+        }
+    }
+    emit(&out)
 }

@@ -5,6 +5,7 @@ pub mod compat;
 pub mod convert;
 pub mod core;
 pub mod host;
+pub mod imageio;
 pub mod inspect;
 pub mod kvm;
 pub mod layout;

@@ -1,18 +1,112 @@
-//! `xstate validate`: Validates an XSAVE image as a consumer would. Not implemented yet: issue 3.
+//! `xstate validate IMAGE [--xcr0 MASK] [--xss MASK] [--cpuid FILE] [--profile P]`: would a
+//! consumer accept this image? Exit 0 and one line on stdout if so; exit 1 and one line on
+//! stderr naming the rule and the offending bits or bytes if not.
 
-use clap::Args;
+use std::path::PathBuf;
 
-use crate::common::{CliError, CliResult};
+use clap::{Args, ValueEnum};
+use xstate::Xfeatures;
+use xstate::image::validate::{Context, Profile, validate};
+
+use crate::cmd::imageio::{ImageFormat, emit, host_mxcsr_mask, load};
+use crate::cmd::layout::checked_masks;
+use crate::common::{CliError, CliResult, parse_mask, source};
+
+/// The consumers `--profile` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// XRSTOR (XRSTORS with --xss) with RFBM = XCR0: would it raise #GP?
+    Hardware,
+    /// The Linux kernel's ptrace/KVM user-buffer rules.
+    Linux,
+    /// KVM_SET_XSAVE.
+    Kvm,
+    /// Xen's validate_xstate() and its callers' size rule.
+    Xen,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Profile {
+        match p {
+            ProfileArg::Hardware => Profile::Hardware,
+            ProfileArg::Linux => Profile::Linux,
+            ProfileArg::Kvm => Profile::Kvm,
+            ProfileArg::Xen => Profile::Xen,
+        }
+    }
+}
 
 /// Arguments of `xstate validate`.
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    /// Arguments, until the command is implemented.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub rest: Vec<String>,
+    /// The image file.
+    pub image: PathBuf,
+    /// XCR0 of the restoring context (Linux: the task's user features); default: XGETBV(0) on
+    /// the host, every supported user component for a dump.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub xcr0: Option<Xfeatures>,
+    /// IA32_XSS; non-zero makes the hardware profile model XRSTORS. Default 0.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub xss: Option<Xfeatures>,
+    /// CPUID dump of the consumer's CPU; default: this host.
+    #[arg(long, value_name = "FILE")]
+    pub cpuid: Option<PathBuf>,
+    /// Whose rules apply.
+    #[arg(long, value_enum, default_value = "hardware")]
+    pub profile: ProfileArg,
+    /// The CPU's MXCSR mask; default: this host's (from XSAVE) or 0xFFFF with --cpuid.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub mxcsr_mask: Option<Xfeatures>,
+    /// kvm: KVM's supported XCR0; default: --xcr0.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub kvm_supported: Option<Xfeatures>,
+    /// xen: xcr0_accum; default: --xcr0.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub xcr0_accum: Option<Xfeatures>,
+    /// xen: the domain policy's maximum XCR0; default: every supported user component.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub xen_policy: Option<Xfeatures>,
+    /// xen: the host's enabled xfeatures; default: every supported user component.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub xen_host: Option<Xfeatures>,
+    /// File format of IMAGE.
+    #[arg(long, value_enum, default_value = "raw")]
+    pub format: ImageFormat,
 }
 
 /// Runs `xstate validate`.
-pub fn run(_args: &ValidateArgs) -> CliResult {
-    Err(CliError::usage("xstate validate: not implemented yet (issue 3)"))
+pub fn run(args: &ValidateArgs) -> CliResult {
+    let src = source(args.cpuid.as_ref())?;
+    let loaded = load(&args.image, args.format)?;
+    let profile = Profile::from(args.profile);
+    let xcr0 = args.xcr0.or(loaded.xcr0).unwrap_or(src.default_xcr0);
+    let xss = args.xss.unwrap_or_default();
+    if profile != Profile::Xen {
+        checked_masks(&src.layout, xcr0, xss)?;
+    }
+    let mxcsr_mask = match args.mxcsr_mask {
+        Some(m) => u32::try_from(m.bits()).map_err(|_| CliError::usage("--mxcsr-mask: more than 32 bits"))?,
+        None if args.cpuid.is_none() => host_mxcsr_mask(),
+        None => 0xFFFF,
+    };
+    let mut ctx = Context::new(xcr0).with_mxcsr_mask_field(mxcsr_mask);
+    ctx.xss = xss;
+    ctx.kvm_supported = args.kvm_supported;
+    ctx.xen.xcr0_accum = args.xcr0_accum;
+    ctx.xen.policy_max = args.xen_policy;
+    ctx.xen.host = args.xen_host;
+    let img = &loaded.image;
+    validate(img, &src.layout, profile, &ctx)
+        .map_err(|e| CliError::invalid(format!("{}: invalid: {e}", args.image.display())))?;
+    let h = xstate::image::Header::read(img).unwrap_or(xstate::image::Header::EMPTY);
+    emit(&format!(
+        "{}: valid ({profile}): {} image, {} bytes, XSTATE_BV {} ({}), XCOMP_BV {}, XCR0 {}\n",
+        args.image.display(),
+        h.form(),
+        img.len(),
+        h.xstate_bv,
+        h.xstate_bv.names(),
+        h.xcomp_bv,
+        xcr0
+    ))
 }

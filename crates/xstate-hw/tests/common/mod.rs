@@ -137,7 +137,7 @@ pub fn mutate(img: &mut [u8], xcr0: Xfeatures, mask: u32, rng: &mut Rng) -> &'st
         }
         5 => {
             let mut c = bv(img, 520) ^ 1 << 63;
-            if c >> 63 == 1 && r % 2 == 0 {
+            if c >> 63 == 1 && r.is_multiple_of(2) {
                 c |= xcr0.bits();
             }
             set(img, 520, c);
