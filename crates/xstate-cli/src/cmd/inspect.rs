@@ -57,7 +57,7 @@ fn rows(img: &Image<'_>, l: &Layout, rfbm: Xfeatures) -> Vec<ComponentRow> {
         Form::Standard => rfbm & l.user_supported(),
         Form::Compacted => img.header().compacted_components() | Xfeatures::LEGACY,
     };
-    (laid_out | img.xstate_bv() - Xfeatures::BIT63)
+    (laid_out | (img.xstate_bv() - Xfeatures::BIT63))
         .iter()
         .map(|c| {
             let range = xstate::image::component_range(l, img.xcomp_bv(), c);
