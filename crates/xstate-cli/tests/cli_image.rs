@@ -59,7 +59,7 @@ fn known_state(h: &Host, save: SaveInstr) -> Vec<u8> {
         for i in 0..64 {
             img[r.start + 64 + i] = 0x80 + i as u8; // zmm17
         }
-        bv = bv | Xfeatures(0xA0);
+        bv |= Xfeatures(0xA0); // opmask and Hi16_ZMM; ZMM_Hi256 stays init
     }
     img[512..520].copy_from_slice(&bv.bits().to_le_bytes());
     let out = h.xrstor_then_save(&img, xcr0, save, xcr0, 0).expect("XRSTOR of the known state");

@@ -22,6 +22,7 @@ use super::{Form, Header, Image, ImageBuf, component_range};
 use crate::component::Component;
 use crate::component::legacy::{COMPACTED, MXCSR, MXCSR_INIT, MXCSR_MASK};
 use crate::layout::Layout;
+use crate::xcr0::{MaskError, check_xcr0};
 use crate::xfeatures::Xfeatures;
 
 /// The form to produce.
@@ -79,6 +80,8 @@ pub enum ConvertError {
     },
     /// The target CPU has no compacted form (CPUID 0xD.1 EAX\[1\] = 0 and no XSAVES).
     NoCompaction,
+    /// The XCR0 part of RFBM breaks an XCR0 rule (no CPU restores with it).
+    BadXcr0(MaskError),
 }
 
 impl fmt::Display for ConvertError {
@@ -118,6 +121,7 @@ impl fmt::Display for ConvertError {
                 write!(f, "MXCSR {mxcsr:#x} is not the init value 0x1f80 but the compaction mask lacks SSE (bit 1)")
             }
             ConvertError::NoCompaction => f.write_str("the target CPU has no compacted form (no XSAVEC/XSAVES)"),
+            ConvertError::BadXcr0(m) => write!(f, "{m}"),
         }
     }
 }
@@ -135,6 +139,7 @@ pub fn convert(
     rfbm: Xfeatures,
     target: Target,
 ) -> Result<ImageBuf, ConvertError> {
+    check_xcr0(rfbm & from.user_supported()).map_err(ConvertError::BadXcr0)?;
     let form = Header::read(image).map_or(Form::Standard, |h| h.form());
     let mut ctx = Context::new(rfbm & from.user_supported());
     if form == Form::Compacted {
