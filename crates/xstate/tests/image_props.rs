@@ -34,9 +34,9 @@ fn standard_image(l: &Layout, xcr0: Xfeatures, seed: u64) -> Vec<u8> {
     let mut r = Rng(seed | 1);
     let mut img = vec![0u8; l.standard_size(xcr0).unwrap() as usize];
     r.fill(&mut img);
-    let mxcsr = if r.next() % 3 == 0 { 0x1F80 } else { r.next() as u32 & 0xFFFF };
+    let mxcsr = if r.next().is_multiple_of(3) { 0x1F80 } else { r.next() as u32 & 0xFFFF };
     img[24..28].copy_from_slice(&mxcsr.to_le_bytes());
-    if r.next() % 4 == 0 {
+    if r.next().is_multiple_of(4) {
         img[160..416].fill(0);
     }
     let bv = r.next() & xcr0.bits();
