@@ -131,3 +131,50 @@ fn conversions_restore_the_same_state() {
     );
     assert!(CASES >= 500 && compared >= CASES);
 }
+
+/// The MXCSR corner conversions rely on (SDM Vol. 1 §13.8; docs/HARDWARE.md): with zero XMM
+/// registers and MXCSR ≠ 0x1F80, a compacted image must carry XSTATE_BV\[1\] for MXCSR to
+/// survive. Asks what XSAVE and XSAVEC write here, and checks the library's compacted
+/// conversion of the XSAVE image restores MXCSR where a verbatim XSTATE_BV copy would not.
+#[test]
+fn mxcsr_with_zero_xmm() {
+    let h = host();
+    let l = h.layout().clone();
+    let xcr0 = h.xcr0();
+    if !h.has(SaveInstr::Xsavec) {
+        println!("SKIP: no XSAVEC");
+        return;
+    }
+    let n = l.standard_size(xcr0).unwrap() as usize;
+    let mut img = vec![0u8; n];
+    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    img[24..28].copy_from_slice(&0x7F80u32.to_le_bytes());
+    // XSTATE_BV = 0: everything init except MXCSR, which the standard form loads anyway.
+    let xsave = h.xrstor_then_save(&img, xcr0, SaveInstr::Xsave, xcr0, 0).unwrap();
+    let xsavec = h.xrstor_then_save(&img, xcr0, SaveInstr::Xsavec, xcr0, 0).unwrap();
+    let bv = |b: &[u8]| u64::from_le_bytes(b[512..520].try_into().unwrap());
+    let mx = |b: &[u8]| u32::from_le_bytes(b[24..28].try_into().unwrap());
+    println!(
+        "after XRSTOR (XSTATE_BV 0, MXCSR 0x7f80): XSAVE wrote XSTATE_BV {:#x} MXCSR {:#x}; XSAVEC wrote XSTATE_BV {:#x} MXCSR {:#x}",
+        bv(&xsave),
+        mx(&xsave),
+        bv(&xsavec),
+        mx(&xsavec)
+    );
+    assert_eq!(mx(&xsave), 0x7F80);
+    let want = h.xrstor_then_save(&xsave[..n], xcr0, SaveInstr::Xsave, xcr0, 0).unwrap();
+    // The library's compacted form restores MXCSR ...
+    let c = convert(&xsave[..n], &l, &l, xcr0, Target::Compacted { mask: xcr0 }).unwrap();
+    assert!(bv(&c) & 2 != 0, "the conversion sets XSTATE_BV[1]");
+    let got = h.xrstor_then_save(&c, xcr0, SaveInstr::Xsave, xcr0, 0).unwrap();
+    same_state(&want, &got, &l, xcr0).unwrap();
+    // ... where a verbatim copy of XSTATE_BV would lose it (the CPU loads 0x1F80).
+    let mut naive = c.to_vec();
+    naive[512..520].copy_from_slice(&(bv(&c) & !2).to_le_bytes());
+    let lost = h.xrstor_then_save(&naive, xcr0, SaveInstr::Xsave, xcr0, 0).unwrap();
+    assert_eq!(mx(&lost), 0x1F80, "compacted XRSTOR with XSTATE_BV[1] = 0 loads MXCSR 0x1F80");
+    // XSAVEC's own image restores MXCSR (it marks SSE itself, or the CPU would lose state).
+    let cl = footprint_len(&xsavec, &l, xcr0);
+    let from_c = h.xrstor_then_save(&xsavec[..cl], xcr0, SaveInstr::Xsave, xcr0, 0).unwrap();
+    assert_eq!(mx(&from_c), 0x7F80);
+}
