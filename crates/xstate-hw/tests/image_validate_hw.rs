@@ -78,3 +78,67 @@ fn hardware_profile_agrees_with_xrstor() {
     assert!(disagreements.is_empty(), "{} of {CASES} verdicts disagree with XRSTOR", disagreements.len());
     assert!(verdicts.get("valid").copied().unwrap_or(0) > CASES / 10, "too few valid images to mean anything");
 }
+
+/// The rules the manual leaves open, one case each, asked of the CPU and held against the
+/// library; the CPU's answers are printed for docs/HARDWARE.md.
+#[test]
+fn xrstor_rules_case_by_case() {
+    let h = host();
+    let l = h.layout().clone();
+    let xcr0 = h.xcr0();
+    let mask = mxcsr_mask(&h);
+    let ctx = Context::new(xcr0).with_mxcsr_mask_field(mask);
+    let n = h.area_size();
+    let base = {
+        let mut v = vec![0u8; n];
+        v[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+        v[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+        v
+    };
+    const C: u64 = 1 << 63;
+    let with = |bvv: u64, comp: u64, f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = base.clone();
+        v[512..520].copy_from_slice(&bvv.to_le_bytes());
+        v[520..528].copy_from_slice(&comp.to_le_bytes());
+        f(&mut v);
+        v
+    };
+    let none = |_: &mut Vec<u8>| {};
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("standard, XSTATE_BV 0".into(), with(0, 0, &none)),
+        ("standard, MXCSR reserved bit 31, XSTATE_BV 0".into(), with(0, 0, &|v| v[27] = 0x80)),
+        ("standard, XSTATE_BV bit 63".into(), with(C | 3, 0, &none)),
+        ("compacted, XCOMP_BV bit63 only, XSTATE_BV 0".into(), with(0, C, &none)),
+        ("compacted, XCOMP_BV bit63 only, XSTATE_BV x87|SSE".into(), with(3, C, &none)),
+        ("compacted, XCOMP_BV bit63|AVX, XSTATE_BV x87".into(), with(1, C | 4, &none)),
+        ("compacted, XSTATE_BV bit 63".into(), with(C | 3, C | 3, &none)),
+        ("compacted, XCOMP_BV bit 62".into(), with(0, C | 1 << 62, &none)),
+        ("compacted, XCOMP_BV = XCR0, XSTATE_BV 0".into(), with(0, C | xcr0.bits(), &none)),
+    ];
+    for off in [520usize, 528, 535, 536, 550, 575] {
+        cases.push((format!("standard, header byte {off} = 1"), with(3, 0, &|v| v[off] = 1)));
+    }
+    for off in [528usize, 536, 575] {
+        cases.push((format!("compacted, header byte {off} = 1"), with(3, C | 3, &|v| v[off] = 1)));
+    }
+    for bvv in 0..8u64 {
+        cases.push((
+            format!("compacted XCOMP_BV x87|SSE|AVX, XSTATE_BV {bvv:#x}, MXCSR 0xffff0000"),
+            with(bvv, C | 7, &|v| v[24..28].copy_from_slice(&0xFFFF_0000u32.to_le_bytes())),
+        ));
+    }
+    cases.push((
+        "standard, MXCSR bit 17 (MM)".into(),
+        with(3, 0, &|v| v[24..28].copy_from_slice(&0x2_1F80u32.to_le_bytes())),
+    ));
+    for (name, img) in &cases {
+        let cpu = h.xrstor(img, xcr0);
+        let lib = validate(img, &l, Profile::Hardware, &ctx);
+        println!(
+            "{name}: CPU {}, library {}",
+            cpu.map_or_else(|f| f.to_string(), |_| "loads".into()),
+            lib.as_ref().map_or_else(|e| format!("{:?}", e.rule), |_| "valid".into())
+        );
+        assert_eq!(lib.is_ok(), cpu.is_ok(), "{name}");
+    }
+}
