@@ -323,3 +323,114 @@ impl TileConfig {
         Some(TileConfig { palette: b[0], start_row: b[1], colsb, rows })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpuid::XsaveFeatures;
+    use crate::fixtures::{AMD_ZEN2, AMD_ZEN4, INTEL_SKYLAKE_SP, layout};
+    use crate::image::ImageBuf;
+    use crate::layout::Geometry;
+
+    const ONE_AND_HALF: [u8; 10] = [0, 0, 0, 0, 0, 0, 0, 0xC0, 0xFF, 0x3F];
+
+    #[test]
+    fn x87_values_and_tags() {
+        assert_eq!(f80_to_f64(&ONE_AND_HALF), 1.5);
+        assert_eq!(f80_to_f64(&[0, 0, 0, 0, 0, 0, 0, 0x80, 0x00, 0xC0]), -2.0);
+        assert_eq!(f80_to_f64(&[0; 10]), 0.0);
+        assert_eq!(f80_to_f64(&[0, 0, 0, 0, 0, 0, 0, 0x80, 0xFF, 0x7F]), f64::INFINITY);
+        assert!(f80_to_f64(&[1, 0, 0, 0, 0, 0, 0, 0xC0, 0xFF, 0x7F]).is_nan());
+        let mut st = [0u8; 128];
+        st[..10].copy_from_slice(&ONE_AND_HALF);
+        assert_eq!(full_tag_word(0x01, 0, &st), 0xFFFC);
+        assert_eq!(full_tag_word(0x03, 0, &st), 0xFFF4, "ST1 = +0 is tagged zero");
+        // TOP = 7: ST0 is physical register 7.
+        assert_eq!(full_tag_word(0x80, 7 << 11, &st), 0x3FFF);
+        st[8] = 0;
+        st[9] = 0; // exponent 0, mantissa non-zero: denormal, special
+        assert_eq!(full_tag_word(0x01, 0, &st), 0xFFFE);
+    }
+
+    #[test]
+    fn decodes_at_each_vendors_offsets() {
+        for (rows, xcr0) in [(INTEL_SKYLAKE_SP, 0x2FFu64), (AMD_ZEN4, 0x2E7)] {
+            let l = layout(rows);
+            let xcr0 = Xfeatures(xcr0);
+            let mut b = ImageBuf::init(l.standard_size(xcr0).unwrap() as usize, Xfeatures(0));
+            b[32..42].copy_from_slice(&ONE_AND_HALF);
+            b[4] = 1;
+            let hi16 = l.standard_range(Component::HI16_ZMM).unwrap();
+            b[hi16.start + 64] = 0x17; // zmm17 byte 0
+            let k = l.standard_range(Component::OPMASK).unwrap();
+            b[k.start + 8] = 0x42; // k1
+            let p = l.standard_range(Component::PKRU).unwrap();
+            b[p.start..p.start + 4].copy_from_slice(&0x5555_5554u32.to_le_bytes());
+            b.set_xstate_bv(xcr0);
+            let d = decode(&b.image(), &l, xcr0);
+            assert_eq!(d.get("st0").unwrap().as_f64(), Some(1.5));
+            assert_eq!(d.get("ftag").unwrap().as_u64(), Some(0xFFFC));
+            assert_eq!(d.get("fctrl").unwrap().as_u64(), Some(0x037F));
+            assert_eq!(d.get("mxcsr").unwrap().as_u64(), Some(0x1F80));
+            assert_eq!(d.get("k1").unwrap().as_u64(), Some(0x42));
+            assert_eq!(d.get("zmm17").unwrap().bytes[0], 0x17);
+            assert_eq!(d.get("zmm17").unwrap().bytes.len(), 64);
+            assert_eq!(d.get("zmm0").unwrap().bytes.len(), 64);
+            assert_eq!(d.get("pkru").unwrap().hex(), "0x55555554");
+            assert!(d.undecoded.is_empty() && d.truncated.is_empty());
+            if xcr0.contains(Component::BNDREGS) {
+                assert!(d.get("bnd3raw").is_some() && d.get("bndstatus").is_some());
+            }
+            // Clear bits decode as init values, whatever the bytes hold.
+            b.set_xstate_bv(Xfeatures(0));
+            let d = decode(&b.image(), &l, xcr0);
+            assert_eq!(d.get("st0").unwrap().as_f64(), Some(0.0));
+            assert_eq!(d.get("pkru").unwrap().as_u64(), Some(0));
+        }
+    }
+
+    #[test]
+    fn refuses_what_the_layout_does_not_recognise() {
+        let l = layout(AMD_ZEN2);
+        let xcr0 = Xfeatures(0x207);
+        let b = ImageBuf::init(l.standard_size(xcr0).unwrap() as usize, Xfeatures(0));
+        let d = decode(&b.image(), &l, xcr0);
+        assert_eq!(d.undecoded, [Component::PKRU]);
+        assert!(d.get("pkru").is_none());
+        // Too short: the components beyond the end are named, not decoded.
+        let short = ImageBuf::from_bytes(&b[..600]).unwrap();
+        let mut s = short.clone();
+        s.set_xstate_bv(Xfeatures(0x4));
+        assert_eq!(decode(&s.image(), &l, xcr0).truncated, [Component::AVX]);
+    }
+
+    #[test]
+    fn cet_and_apx() {
+        let l = layout(AMD_ZEN4);
+        let m = Xfeatures(0x8E7);
+        let mut b = ImageBuf::init(l.compacted_size(m).unwrap() as usize, Xfeatures(1 << 63 | m.bits()));
+        let r = b.image().component_range(&l, Component::CET_U).unwrap();
+        b[r.start + 8..r.start + 16].copy_from_slice(&0x7fff_f000u64.to_le_bytes());
+        b.set_xstate_bv(Xfeatures(0x800));
+        let d = decode(&b.image(), &l, m);
+        assert_eq!(d.get("pl3_ssp").unwrap().as_u64(), Some(0x7fff_f000));
+        let g = |size, offset| Geometry { size, offset, ..Geometry::default() };
+        let apx = Layout::from_components(
+            XsaveFeatures(0xF),
+            [
+                (Component::X87, g(0, 0)),
+                (Component::SSE, g(0, 0)),
+                (Component::AVX, g(256, 576)),
+                (Component::APX, g(128, 960)),
+            ],
+        )
+        .unwrap();
+        let x = Xfeatures(0x80007);
+        let mut b = ImageBuf::init(1088, Xfeatures(0));
+        b[960 + 8 * 15..960 + 8 * 16].copy_from_slice(&0x3131u64.to_le_bytes());
+        b.set_xstate_bv(Xfeatures(0x80000));
+        let d = decode(&b.image(), &apx, x);
+        assert_eq!(d.get("r31").unwrap().as_u64(), Some(0x3131));
+        assert_eq!(d.get("r16").unwrap().as_u64(), Some(0));
+    }
+}
