@@ -1,0 +1,171 @@
+//! The forward-compatible extended-state blob proposed on xen-devel in May 2021 (XSAVE-FACTS
+//! §6.2; byte-exact specification in docs/FORMATS.md):
+//!
+//! ```text
+//! 0   u64 xstates        the active states, XCR0 | IA32_XSS
+//! 8   u64 xstates_accum  every state ever active (the accumulated XCR0 | XSS)
+//! 16  image              standard or compacted (XCOMP_BV[63]); absent when xstates_accum = 0
+//! ```
+//!
+//! Size parsing is split by form. A standard image holds no supervisor state and is exactly
+//! standard_size(xstates_accum) bytes; a compacted image is exactly compacted_size(XCOMP_BV)
+//! bytes with XSTATE_BV ⊆ XCOMP_BV\[62:0\] ⊆ xstates_accum. Every blob the old rules
+//! ([`super::xen::DomctlBlob`]) accept is accepted here with the same meaning (XSS = 0); a blob
+//! only this reader understands (a compacted image, supervisor state) is refused by the old
+//! rules with [`super::Rule::CompactedNotAccepted`] before anything else is read.
+
+use alloc::vec::Vec;
+
+use super::error::SizeOf;
+use super::le::u64_at;
+use super::xen::{BLOB_HEADER, XenHost};
+use super::{Detail, Format, RecordError, Rule, SizeBasis};
+use crate::image::validate::{Context, Profile, Rule as ImageRule, XenContext};
+use crate::image::{Form, Header, MIN_SIZE, RESERVED_OFFSET, validate};
+use crate::layout::Layout;
+use crate::xcr0::{check_xcr0, check_xss};
+use crate::xfeatures::Xfeatures;
+
+/// The forward-compatible blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blob<'a> {
+    /// The active states, XCR0 | XSS; 0 in the "no xsave state" form.
+    pub xstates: Xfeatures,
+    /// The accumulated states; 0 in the "no xsave state" form.
+    pub xstates_accum: Xfeatures,
+    /// The image, standard or compacted; `None` in the "no xsave state" form.
+    pub image: Option<&'a [u8]>,
+}
+
+impl<'a> Blob<'a> {
+    /// The 16-byte "no xsave state" blob.
+    pub const NO_STATE: Blob<'static> = Blob { xstates: Xfeatures(0), xstates_accum: Xfeatures(0), image: None };
+
+    /// XCR0: the user part of the active states under `layout`.
+    pub fn xcr0(&self, layout: &Layout) -> Xfeatures {
+        self.xstates & layout.user_supported()
+    }
+
+    /// IA32_XSS: the supervisor part of the active states under `layout`.
+    pub fn xss(&self, layout: &Layout) -> Xfeatures {
+        self.xstates & layout.supervisor_supported()
+    }
+
+    /// The image's form, if there is one.
+    pub fn form(&self) -> Option<Form> {
+        self.image.and_then(Header::read).map(|h| h.form())
+    }
+
+    /// Parses a blob for the CPU of `layout`. `host` bounds the accumulated states (its masks
+    /// may hold supervisor bits; [`XenHost::of`] allows user states only, use
+    /// [`Blob::host_of`] for XCR0 | XSS).
+    pub fn parse(bytes: &'a [u8], layout: &Layout, host: &XenHost) -> Result<Blob<'a>, RecordError> {
+        let f = Format::Blob;
+        let len = bytes.len();
+        let (Some(active), Some(accum)) = (u64_at(bytes, 0), u64_at(bytes, 8)) else {
+            return Err(RecordError::size(f, Rule::Truncated, len, BLOB_HEADER, SizeBasis::Fixed));
+        };
+        let (active, accum) = (Xfeatures(active), Xfeatures(accum));
+        if accum.is_empty() {
+            if !active.is_empty() {
+                return Err(RecordError::bits(f, Rule::NoStateNotEmpty, 0, "xstates", active, active));
+            }
+            if len != BLOB_HEADER {
+                return Err(RecordError::size(f, Rule::NoStateNotEmpty, len, BLOB_HEADER, SizeBasis::Fixed));
+            }
+            return Ok(Blob::NO_STATE);
+        }
+        let unknown = accum - layout.supported();
+        if !unknown.is_empty() {
+            return Err(RecordError::bits(f, Rule::UnknownComponent, 8, "xstates_accum", accum, unknown));
+        }
+        let outside = accum - (host.host & host.policy_max);
+        if !outside.is_empty() {
+            return Err(RecordError::bits(f, Rule::Oversized, 8, "xstates_accum", accum, outside));
+        }
+        let outside = active - accum;
+        if !outside.is_empty() {
+            return Err(RecordError::bits(f, Rule::ActiveOutsideAccum, 0, "xstates", active, outside));
+        }
+        let (user, sup) = (layout.user_supported(), layout.supervisor_supported());
+        for (off, v) in [(0, active), (8, accum)] {
+            let m = check_xcr0(v & user).and_then(|()| check_xss(v & sup, user, sup));
+            if let Err(m) = m {
+                return Err(RecordError::new(f, Rule::InvalidMask, Some(off), Detail::Mask(m)));
+            }
+        }
+        let Some(image) = bytes.get(BLOB_HEADER..).filter(|i| i.len() >= MIN_SIZE) else {
+            return Err(RecordError::size(f, Rule::Truncated, len, BLOB_HEADER + MIN_SIZE, SizeBasis::Fixed));
+        };
+        let h = Header::read(image).unwrap_or(Header::EMPTY);
+        let (expected, basis) = match h.form() {
+            Form::Standard => {
+                let s = accum & sup;
+                if !s.is_empty() {
+                    return Err(RecordError::bits(f, Rule::SupervisorInStandard, 8, "xstates_accum", accum, s));
+                }
+                // The old rules: validate_xstate(xcr0, xcr0_accum, header).
+                let mut ctx = Context::new(active);
+                ctx.xen = XenContext { xcr0_accum: Some(accum), policy_max: Some(accum), host: Some(accum) };
+                match validate(image, layout, Profile::Xen, &ctx) {
+                    Err(e) if e.rule != ImageRule::Truncated => return Err(RecordError::image(f, BLOB_HEADER, e)),
+                    _ => {}
+                }
+                let size = layout.standard_size(accum).unwrap_or(0) as usize;
+                (
+                    size,
+                    SizeBasis::Plus { fixed: BLOB_HEADER, of: SizeOf::Standard, field: "xstates_accum", mask: accum },
+                )
+            }
+            Form::Compacted => {
+                let laid_out = h.compacted_components();
+                let outside = laid_out - accum;
+                if !outside.is_empty() {
+                    return Err(RecordError::bits(
+                        f,
+                        Rule::XcompOutsideAccum,
+                        BLOB_HEADER + 520,
+                        "XCOMP_BV",
+                        h.xcomp_bv,
+                        outside,
+                    ));
+                }
+                let size = layout.compacted_size(laid_out).unwrap_or(0) as usize;
+                let basis =
+                    SizeBasis::Plus { fixed: BLOB_HEADER, of: SizeOf::Compacted, field: "XCOMP_BV", mask: h.xcomp_bv };
+                if let Some((off, v)) = h.first_reserved_nonzero(RESERVED_OFFSET) {
+                    return Err(RecordError::value(f, Rule::Reserved, BLOB_HEADER + off, "header byte", v.into(), 0));
+                }
+                // XRSTOR(S) with RFBM = the accumulated states: XSTATE_BV within XCOMP_BV,
+                // compaction supported. MXCSR is not checked here (Xen's rules do not).
+                let mut ctx = Context::new(accum & user);
+                ctx.xss = accum & sup;
+                ctx.mxcsr_mask = u32::MAX;
+                match validate(image, layout, Profile::Hardware, &ctx) {
+                    Err(e) if e.rule != ImageRule::Truncated => return Err(RecordError::image(f, BLOB_HEADER, e)),
+                    _ => {}
+                }
+                (size, basis)
+            }
+        };
+        if len != BLOB_HEADER + expected {
+            return Err(RecordError::size(f, Rule::SizeMismatch, len, BLOB_HEADER + expected, basis));
+        }
+        Ok(Blob { xstates: active, xstates_accum: accum, image: Some(image) })
+    }
+
+    /// A host enabling every user and supervisor state of `layout`.
+    pub fn host_of(layout: &Layout) -> XenHost {
+        XenHost { host: layout.supported(), policy_max: layout.supported() }
+    }
+
+    /// The blob's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let img = self.image.unwrap_or(&[]);
+        let mut out = Vec::with_capacity(BLOB_HEADER + img.len());
+        out.extend_from_slice(&self.xstates.bits().to_le_bytes());
+        out.extend_from_slice(&self.xstates_accum.bits().to_le_bytes());
+        out.extend_from_slice(img);
+        out
+    }
+}

@@ -1,0 +1,95 @@
+//! The extended-state notes of an x86-64 Linux ELF core dump, read with the `object` crate
+//! (XSAVE-FACTS §6.6): per thread an NT_PRSTATUS (name "CORE", `pr_pid` at byte 32) followed by
+//! that thread's NT_X86_XSTATE (name "LINUX", type 0x202); once per process, on Linux 6.12+,
+//! NT_X86_XSAVE_LAYOUT (type 0x205). gdb's `gcore` writes the same notes but no layout note.
+//!
+//! Only the framing is read here; [`super::linux::NtXstate`] and [`super::linux::LayoutNote`]
+//! check the contents against a layout.
+
+use alloc::vec::Vec;
+
+use object::LittleEndian;
+use object::elf::{FileHeader64, PT_NOTE};
+use object::read::elf::{FileHeader, ProgramHeader};
+
+use super::linux::{NT_X86_XSAVE_LAYOUT, NT_X86_XSTATE};
+use super::{Detail, Format, RecordError, Rule};
+
+const ET_CORE: u16 = 4;
+const EM_X86_64: u16 = 62;
+const NT_PRSTATUS: u32 = 1;
+const PR_PID: usize = 32;
+
+/// One thread's extended state in a core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadXstate<'a> {
+    /// The thread id from the preceding NT_PRSTATUS, if there was one.
+    pub tid: Option<u32>,
+    /// The NT_X86_XSTATE descriptor.
+    pub xstate: &'a [u8],
+}
+
+/// The extended-state notes of a core.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoreNotes<'a> {
+    /// Every thread's NT_X86_XSTATE, in note order (the dumping thread first).
+    pub threads: Vec<ThreadXstate<'a>>,
+    /// The NT_X86_XSAVE_LAYOUT descriptor, if the kernel wrote one.
+    pub layout: Option<&'a [u8]>,
+}
+
+fn elf_error(_: object::Error) -> RecordError {
+    RecordError::new(
+        Format::ElfCore,
+        Rule::Unrecognised,
+        None,
+        Detail::Text("not a well-formed 64-bit little-endian ELF file"),
+    )
+}
+
+/// Reads the notes of a little-endian x86-64 ELF core (`ET_CORE`, `EM_X86_64`).
+pub fn read_core(data: &[u8]) -> Result<CoreNotes<'_>, RecordError> {
+    let f = Format::ElfCore;
+    let header = FileHeader64::<LittleEndian>::parse(data).map_err(elf_error)?;
+    let endian = header.endian().map_err(elf_error)?;
+    if header.e_type(endian).0 != ET_CORE {
+        return Err(RecordError::value(
+            f,
+            Rule::TypeCode,
+            16,
+            "e_type (ET_CORE)",
+            header.e_type(endian).0.into(),
+            ET_CORE.into(),
+        ));
+    }
+    if header.e_machine(endian).0 != EM_X86_64 {
+        return Err(RecordError::value(
+            f,
+            Rule::TypeCode,
+            18,
+            "e_machine (EM_X86_64)",
+            header.e_machine(endian).0.into(),
+            EM_X86_64.into(),
+        ));
+    }
+    let mut out = CoreNotes::default();
+    let mut tid = None;
+    for ph in header.program_headers(endian, data).map_err(elf_error)? {
+        if ph.p_type(endian) != PT_NOTE {
+            continue;
+        }
+        let Some(mut notes) = ph.notes(endian, data).map_err(elf_error)? else { continue };
+        while let Some(note) = notes.next().map_err(elf_error)? {
+            let ty = note.n_type(endian).0;
+            match (note.name(), ty) {
+                (b"CORE", NT_PRSTATUS) => {
+                    tid = super::le::u32_at(note.desc(), PR_PID);
+                }
+                (b"LINUX", NT_X86_XSTATE) => out.threads.push(ThreadXstate { tid, xstate: note.desc() }),
+                (b"LINUX", NT_X86_XSAVE_LAYOUT) => out.layout = Some(note.desc()),
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}

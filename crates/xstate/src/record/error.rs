@@ -1,0 +1,281 @@
+//! The one error type of every record parser and writer: format, rule, byte offset, detail.
+
+use core::fmt;
+
+use super::Format;
+use crate::image::{ConvertError, ValidationError};
+use crate::layout::LayoutError;
+use crate::xcr0::MaskError;
+use crate::xfeatures::Xfeatures;
+
+/// The rule a record breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// Shorter than the record's fixed part (a header or descriptor cannot be read).
+    Truncated,
+    /// The length differs from the one the record's own fields fix (Xen: `-EINVAL`).
+    SizeMismatch,
+    /// Longer than the consumer's maximum.
+    Oversized,
+    /// A record longer than its fields say, whose extra bytes are not all zero (Xen HVM:
+    /// `-EOPNOTSUPP`).
+    TailNotZero,
+    /// The "no xsave state" form (accumulated states 0) with a non-zero first word or an image.
+    NoStateNotEmpty,
+    /// The active states are not a subset of the accumulated states.
+    ActiveOutsideAccum,
+    /// A magic number is wrong.
+    Magic,
+    /// A version this reader does not understand.
+    Version,
+    /// A reserved field or flag is not zero.
+    Reserved,
+    /// A type code names another record.
+    TypeCode,
+    /// A length field disagrees with the bytes present.
+    LengthField,
+    /// Supervisor state where only a compacted image can hold it.
+    SupervisorInStandard,
+    /// A compacted image lays out components outside the accumulated states.
+    XcompOutsideAccum,
+    /// A compacted image where these rules accept only the standard form (Xen: `-EOPNOTSUPP`).
+    CompactedNotAccepted,
+    /// A mask names a component the layout does not enumerate, so no size follows from it.
+    UnknownComponent,
+    /// A layout descriptor cannot describe a CPU (order, class, size, offset).
+    LayoutDescriptor,
+    /// An XCR0 or XSS value breaks the architectural rules.
+    InvalidMask,
+    /// The embedded image is refused by the consumer's validation profile.
+    Image,
+    /// The checksum does not match the bytes.
+    Checksum,
+    /// The format carries no XSAVE image (kvm_xcrs, a layout note), so it cannot be converted.
+    NoImage,
+    /// The image cannot be put into the form or layout the target format needs.
+    Conversion,
+    /// The bytes are not in any format this reader knows.
+    Unrecognised,
+}
+
+impl Rule {
+    /// A short statement of the rule.
+    pub const fn text(self) -> &'static str {
+        match self {
+            Rule::Truncated => "the record must hold its fixed part",
+            Rule::SizeMismatch => "the record's size must be exactly what its fields fix",
+            Rule::Oversized => "the record must not exceed the consumer's maximum size",
+            Rule::TailNotZero => "bytes beyond the image the fields describe must be zero",
+            Rule::NoStateNotEmpty => "with no accumulated state the record is 16 zero bytes",
+            Rule::ActiveOutsideAccum => "the active states must be a subset of the accumulated states",
+            Rule::Magic => "magic number",
+            Rule::Version => "version not understood by this reader",
+            Rule::Reserved => "reserved fields must be zero",
+            Rule::TypeCode => "record type",
+            Rule::LengthField => "the length field must match the bytes present",
+            Rule::SupervisorInStandard => "supervisor states exist only in compacted images",
+            Rule::XcompOutsideAccum => "XCOMP_BV[62:0] must be a subset of the accumulated states",
+            Rule::CompactedNotAccepted => "only standard-format images (XCOMP_BV[63] = 0) are accepted",
+            Rule::UnknownComponent => "every component named must be enumerated by the layout",
+            Rule::LayoutDescriptor => "the layout descriptor must describe a CPU",
+            Rule::InvalidMask => "XCR0/XSS must obey the architectural rules",
+            Rule::Image => "the embedded image must be valid",
+            Rule::Checksum => "the checksum must match",
+            Rule::NoImage => "the format carries no XSAVE image",
+            Rule::Conversion => "the image must fit the target format",
+            Rule::Unrecognised => "not a known record format",
+        }
+    }
+}
+
+/// Which size function an exact-size rule uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SizeOf {
+    /// `standard_size(mask)`: the largest offset + size over the mask's user components.
+    Standard,
+    /// `compacted_size(mask)`: the components packed from 576 with align64 rounding.
+    Compacted,
+}
+
+/// How the expected size of a record follows from its fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SizeBasis {
+    /// A fixed size or minimum of the format.
+    Fixed,
+    /// `fixed + size_of(field mask)`.
+    Plus {
+        /// Bytes before the image.
+        fixed: usize,
+        /// The size function.
+        of: SizeOf,
+        /// The field whose mask decides (`"xcr0_accum"`, `"XCOMP_BV"`, ...).
+        field: &'static str,
+        /// Its value.
+        mask: Xfeatures,
+    },
+    /// A length field of the record.
+    Field(&'static str),
+}
+
+/// What is at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Nothing more to say.
+    None,
+    /// The length present and the length the rule requires.
+    Size {
+        /// Bytes present.
+        len: usize,
+        /// Bytes required (exact, or the minimum/maximum for [`Rule::Truncated`]/[`Rule::Oversized`]).
+        expected: usize,
+        /// Where `expected` comes from.
+        basis: SizeBasis,
+    },
+    /// Offending bits of a mask field.
+    Bits {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: Xfeatures,
+        /// The bits at fault.
+        bits: Xfeatures,
+    },
+    /// A field's value and what was expected.
+    Value {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The value the rule wants.
+        expected: u64,
+    },
+    /// The image layer's verdict.
+    Image(ValidationError),
+    /// An XCR0/XSS rule.
+    Mask(MaskError),
+    /// Why a carried layout is unusable.
+    Layout(LayoutError),
+    /// Why the image cannot be converted.
+    Convert(ConvertError),
+    /// Free text (which format would have been needed, ...).
+    Text(&'static str),
+}
+
+/// A record that cannot be read or written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError {
+    /// The format.
+    pub format: Format,
+    /// The rule broken.
+    pub rule: Rule,
+    /// Byte offset in the record of the field at fault, when there is one.
+    pub offset: Option<usize>,
+    /// The offending values.
+    pub detail: Detail,
+}
+
+impl RecordError {
+    pub(crate) fn new(format: Format, rule: Rule, offset: Option<usize>, detail: Detail) -> RecordError {
+        RecordError { format, rule, offset, detail }
+    }
+
+    pub(crate) fn size(format: Format, rule: Rule, len: usize, expected: usize, basis: SizeBasis) -> RecordError {
+        RecordError::new(format, rule, None, Detail::Size { len, expected, basis })
+    }
+
+    pub(crate) fn bits(
+        format: Format,
+        rule: Rule,
+        offset: usize,
+        field: &'static str,
+        value: Xfeatures,
+        bits: Xfeatures,
+    ) -> RecordError {
+        RecordError::new(format, rule, Some(offset), Detail::Bits { field, value, bits })
+    }
+
+    pub(crate) fn value(
+        format: Format,
+        rule: Rule,
+        offset: usize,
+        field: &'static str,
+        value: u64,
+        expected: u64,
+    ) -> RecordError {
+        RecordError::new(format, rule, Some(offset), Detail::Value { field, value, expected })
+    }
+
+    pub(crate) fn image(format: Format, offset: usize, e: ValidationError) -> RecordError {
+        RecordError::new(format, Rule::Image, Some(offset), Detail::Image(e))
+    }
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.format.name())?;
+        let at = |f: &mut fmt::Formatter<'_>| match self.offset {
+            Some(o) => write!(f, " at byte {o}"),
+            None => Ok(()),
+        };
+        match &self.detail {
+            Detail::Size { len, expected, basis } => {
+                let op = match self.rule {
+                    Rule::Truncated => "<",
+                    Rule::Oversized => ">",
+                    _ => "!=",
+                };
+                write!(f, "size {len} {op} ")?;
+                match basis {
+                    SizeBasis::Fixed => write!(f, "{expected}")?,
+                    SizeBasis::Plus { fixed, of, field, mask } => {
+                        let func = match of {
+                            SizeOf::Standard => "standard_size",
+                            SizeOf::Compacted => "compacted_size",
+                        };
+                        write!(f, "{fixed} + {func}({field} {mask}) = {expected}")?
+                    }
+                    SizeBasis::Field(name) => write!(f, "{expected} (from {name})")?,
+                }
+                write!(f, ": {}", self.rule.text())?;
+                at(f)
+            }
+            Detail::Bits { field, value, bits } => {
+                write!(f, "{}", self.rule.text())?;
+                at(f)?;
+                write!(f, ": {field} {value} has bits {bits} ({})", bits.names())
+            }
+            Detail::Value { field, value, expected } => {
+                write!(f, "{}", self.rule.text())?;
+                at(f)?;
+                write!(f, ": {field} is {value:#x}, expected {expected:#x}")
+            }
+            Detail::Image(e) => {
+                write!(f, "embedded image")?;
+                at(f)?;
+                write!(f, ": {e}")
+            }
+            Detail::Mask(m) => {
+                write!(f, "{}", self.rule.text())?;
+                at(f)?;
+                write!(f, ": {m}")
+            }
+            Detail::Layout(e) => {
+                write!(f, "{}", self.rule.text())?;
+                at(f)?;
+                write!(f, ": {e}")
+            }
+            Detail::Convert(e) => write!(f, "{}: {e}", self.rule.text()),
+            Detail::Text(t) => {
+                write!(f, "{}", self.rule.text())?;
+                at(f)?;
+                write!(f, ": {t}")
+            }
+            Detail::None => {
+                write!(f, "{}", self.rule.text())?;
+                at(f)
+            }
+        }
+    }
+}
+
+impl core::error::Error for RecordError {}

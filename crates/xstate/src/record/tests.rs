@@ -1,0 +1,515 @@
+//! Round trips, exact size rules, typed errors and old-vs-new blob compatibility.
+
+use alloc::string::ToString;
+use alloc::vec::Vec;
+
+use super::blob::Blob;
+use super::kvm::{KVM_XSAVE_SIZE, KvmXcrs, KvmXsave};
+use super::linux::{LayoutNote, NtXstate, SigFrame};
+use super::portable::Portable;
+use super::xen::{DomctlBlob, HvmCpuXsave, PvVcpuXsave, XenHost};
+use super::*;
+use crate::component::Component;
+use crate::fixtures::{self, AMD_ZEN4, INTEL_AMX_GUEST, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP};
+use crate::image::state::State;
+use crate::image::{Image, ImageBuf, Target, convert};
+use crate::layout::Layout;
+use crate::xfeatures::Xfeatures;
+
+/// A standard image for `xcr0` with every component of `bv` filled with a pattern.
+fn standard(l: &Layout, xcr0: Xfeatures, bv: Xfeatures, seed: u8) -> ImageBuf {
+    let mut img = ImageBuf::init(l.standard_size(xcr0).unwrap() as usize, Xfeatures(0));
+    let mut k = seed;
+    for c in bv.iter() {
+        let ranges: Vec<::core::ops::Range<usize>> = if c == Component::X87 {
+            alloc::vec![8..24, 32..160]
+        } else if c == Component::SSE {
+            alloc::vec![160..416]
+        } else {
+            alloc::vec![l.standard_range(c).unwrap()]
+        };
+        for r in ranges {
+            for b in &mut img[r] {
+                k = k.wrapping_mul(31).wrapping_add(7);
+                *b = k;
+            }
+        }
+    }
+    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    img[28..32].copy_from_slice(&0xFFFFu32.to_le_bytes());
+    img.set_xstate_bv(bv);
+    img
+}
+
+fn values(img: &[u8], l: &Layout, rfbm: Xfeatures) -> crate::image::state::Values {
+    State::new(Image::new(img).unwrap(), l, rfbm).values().unwrap()
+}
+
+fn skx() -> Layout {
+    fixtures::layout(INTEL_SKYLAKE_SP)
+}
+fn zen4() -> Layout {
+    fixtures::layout(AMD_ZEN4)
+}
+
+#[test]
+fn domctl_blob_round_trip_and_exact_size() {
+    let l = skx();
+    let accum = Xfeatures(0x2FF);
+    let img = standard(&l, accum, Xfeatures(0xE3), 1);
+    assert_eq!(img.len(), 2696);
+    let bytes = DomctlBlob { xcr0: Xfeatures(0x2E7), xcr0_accum: accum, image: Some(&img) }.to_bytes();
+    assert_eq!(bytes.len(), 16 + 2696);
+    let host = XenHost::of(&l);
+    let b = DomctlBlob::parse(&bytes, &l, &host).unwrap();
+    assert_eq!((b.xcr0, b.xcr0_accum, b.image.unwrap()), (Xfeatures(0x2E7), accum, &img[..]));
+    // 0x2e7 and 0x2ff have the same standard size on Skylake-SP (PKRU ends both).
+    let mut same = bytes.clone();
+    same[8..16].copy_from_slice(&0x2E7u64.to_le_bytes());
+    assert!(DomctlBlob::parse(&same, &l, &host).is_ok());
+    assert_eq!(b.to_bytes(), bytes);
+
+    // The "no xsave state" form.
+    let none = DomctlBlob::NO_STATE.to_bytes();
+    assert_eq!(none, [0u8; 16]);
+    assert_eq!(DomctlBlob::parse(&none, &l, &host).unwrap(), DomctlBlob::NO_STATE);
+    // xcr0 != 0 with xcr0_accum = 0, or extra bytes: refused.
+    let mut bad = none.clone();
+    bad[0] = 3;
+    assert_eq!(DomctlBlob::parse(&bad, &l, &host).unwrap_err().rule, Rule::NoStateNotEmpty);
+    let mut long = none.clone();
+    long.extend_from_slice(&[0; 8]);
+    assert_eq!(DomctlBlob::parse(&long, &l, &host).unwrap_err().rule, Rule::NoStateNotEmpty);
+
+    // Truncated, one byte short, one byte long, oversized.
+    assert_eq!(DomctlBlob::parse(&bytes[..15], &l, &host).unwrap_err().rule, Rule::Truncated);
+    assert_eq!(DomctlBlob::parse(&bytes[..591], &l, &host).unwrap_err().rule, Rule::Truncated);
+    let e = DomctlBlob::parse(&bytes[..bytes.len() - 1], &l, &host).unwrap_err();
+    assert_eq!(e.rule, Rule::SizeMismatch);
+    assert_eq!(
+        e.to_string(),
+        "xen-domctl: size 2711 != 16 + standard_size(xcr0_accum 0x2ff) = 2712: the record's size must be exactly what its fields fix"
+    );
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(DomctlBlob::parse(&longer, &l, &host).unwrap_err().rule, Rule::Oversized);
+    // A smaller accumulated mask makes the same bytes the wrong size.
+    let mut small = bytes.clone();
+    small[0..8].copy_from_slice(&0xFFu64.to_le_bytes());
+    small[8..16].copy_from_slice(&0xFFu64.to_le_bytes());
+    let e = DomctlBlob::parse(&small, &l, &host).unwrap_err();
+    assert_eq!(e.rule, Rule::SizeMismatch, "{e}");
+    assert!(e.to_string().contains("size 2712 != 16 + standard_size(xcr0_accum 0xff) = 2704"), "{e}");
+
+    // validate_xstate: xcr0 = 0 with accum != 0, XSTATE_BV outside accum, reserved bytes.
+    let mut z = bytes.clone();
+    z[0..8].fill(0);
+    assert_eq!(DomctlBlob::parse(&z, &l, &host).unwrap_err().rule, Rule::Image);
+    let mut r = bytes.clone();
+    r[16 + 540] = 1;
+    let e = DomctlBlob::parse(&r, &l, &host).unwrap_err();
+    assert_eq!(e.rule, Rule::Image);
+    assert!(e.to_string().contains("EIO"), "{e}");
+    let mut c = bytes.clone();
+    c[16 + 527] = 0x80;
+    let e = DomctlBlob::parse(&c, &l, &host).unwrap_err();
+    assert_eq!(e.rule, Rule::CompactedNotAccepted);
+    assert_eq!(e.offset, Some(16 + 520));
+}
+
+#[test]
+fn hvm_record_rules() {
+    let l = skx();
+    let host = XenHost::of(&l);
+    let img = standard(&l, Xfeatures(0x7), Xfeatures(0x7), 3);
+    let rec = HvmCpuXsave {
+        vcpu: 3,
+        xfeature_mask: Xfeatures(0x2FF),
+        xcr0: Xfeatures(7),
+        xcr0_accum: Xfeatures(7),
+        image: &img,
+    };
+    let bytes = rec.to_bytes();
+    assert_eq!(bytes.len(), 8 + 24 + 832);
+    assert_eq!(HvmCpuXsave::parse(&bytes, &l, &host).unwrap(), rec);
+    // A longer record with a zero tail (Xen <= 4.3) is accepted; a non-zero tail is not.
+    let mut long = bytes.clone();
+    long.extend_from_slice(&[0; 64]);
+    long[4..8].copy_from_slice(&((24 + 832 + 64) as u32).to_le_bytes());
+    assert_eq!(HvmCpuXsave::parse(&long, &l, &host).unwrap().image, &img[..]);
+    long[8 + 24 + 832 + 5] = 1;
+    let e = HvmCpuXsave::parse(&long, &l, &host).unwrap_err();
+    assert_eq!((e.rule, e.offset), (Rule::TailNotZero, Some(8 + 24 + 832 + 5)));
+    // Shorter: -EINVAL; below 600: truncated; wrong typecode; length field.
+    let mut short = bytes[..bytes.len() - 8].to_vec();
+    short[4..8].copy_from_slice(&((24 + 824) as u32).to_le_bytes());
+    assert_eq!(HvmCpuXsave::parse(&short, &l, &host).unwrap_err().rule, Rule::SizeMismatch);
+    let mut tiny = bytes[..8 + 599].to_vec();
+    tiny[4..8].copy_from_slice(&599u32.to_le_bytes());
+    assert_eq!(HvmCpuXsave::parse(&tiny, &l, &host).unwrap_err().rule, Rule::Truncated);
+    let mut ty = bytes.clone();
+    ty[0] = 2;
+    assert_eq!(HvmCpuXsave::parse(&ty, &l, &host).unwrap_err().rule, Rule::TypeCode);
+    assert_eq!(HvmCpuXsave::parse(&bytes[..bytes.len() - 1], &l, &host).unwrap_err().rule, Rule::LengthField);
+    // xcr0 = 0 is invalid in a record (pre-4.12 empty records are refused).
+    let mut z = bytes.clone();
+    z[16..24].fill(0);
+    assert_eq!(HvmCpuXsave::parse(&z, &l, &host).unwrap_err().rule, Rule::Image);
+}
+
+#[test]
+fn pv_record_rules() {
+    let l = skx();
+    let host = XenHost::of(&l);
+    let img = standard(&l, Xfeatures(0x7), Xfeatures(0x5), 4);
+    let blob = DomctlBlob { xcr0: Xfeatures(7), xcr0_accum: Xfeatures(7), image: Some(&img) };
+    let rec = PvVcpuXsave { vcpu: 2, reserved: 0, blob: Some(blob) };
+    let bytes = rec.to_bytes();
+    assert_eq!(bytes.len() % 8, 0);
+    assert_eq!(bytes.len(), 8 + 8 + 16 + 832);
+    assert_eq!(PvVcpuXsave::parse(&bytes, &l, &host).unwrap(), rec);
+    // Zero-length blob (Xen 4.6-4.8) is skipped.
+    let empty = PvVcpuXsave { vcpu: 1, reserved: 0, blob: None }.to_bytes();
+    assert_eq!(empty.len(), 16);
+    assert_eq!(PvVcpuXsave::parse(&empty, &l, &host).unwrap().blob, None);
+    // A blob shorter than 16 bytes; an inner error carries the record offset.
+    let mut short = empty.clone();
+    short[4..8].copy_from_slice(&12u32.to_le_bytes());
+    short.extend_from_slice(&[0; 8]);
+    assert_eq!(PvVcpuXsave::parse(&short, &l, &host).unwrap_err().rule, Rule::Truncated);
+    let mut bad = bytes.clone();
+    bad[16 + 16 + 530] = 9;
+    let e = PvVcpuXsave::parse(&bad, &l, &host).unwrap_err();
+    assert_eq!((e.format, e.rule, e.offset), (Format::XenPv, Rule::Image, Some(32)));
+    assert_eq!(PvVcpuXsave::parse(&bytes[..bytes.len() - 8], &l, &host).unwrap_err().rule, Rule::LengthField);
+}
+
+#[test]
+fn blob_old_and_new_rules_both_ways() {
+    let l = fixtures::layout(INTEL_SAPPHIRE_RAPIDS);
+    let old_host = XenHost::of(&l);
+    let new_host = Blob::host_of(&l);
+    // Every valid old blob is a valid new blob with the same meaning.
+    for (accum, bv) in [(0x3u64, 0x3u64), (0x7, 0x4), (0xE7, 0xE3), (0x2E7, 0x207), (0x602E7, 0x60003)] {
+        let img = standard(&l, Xfeatures(accum), Xfeatures(bv), accum as u8);
+        let bytes = DomctlBlob { xcr0: Xfeatures(accum), xcr0_accum: Xfeatures(accum), image: Some(&img) }.to_bytes();
+        let old = DomctlBlob::parse(&bytes, &l, &old_host).unwrap();
+        let new = Blob::parse(&bytes, &l, &new_host).unwrap();
+        assert_eq!(
+            (new.xcr0(&l), new.xss(&l), new.xstates_accum, new.image),
+            (old.xcr0, Xfeatures(0), old.xcr0_accum, old.image)
+        );
+        assert_eq!(new.to_bytes(), bytes);
+    }
+    let none = DomctlBlob::NO_STATE.to_bytes();
+    assert_eq!(Blob::parse(&none, &l, &new_host).unwrap(), Blob::NO_STATE);
+
+    // A compacted blob: valid only under the new rules, sized from XCOMP_BV.
+    let accum = Xfeatures(0x602E7);
+    let std_img = standard(&l, accum, Xfeatures(0x20207), 9);
+    let comp = convert(&std_img, &l, &l, accum, Target::Compacted { mask: Xfeatures(0x20207) }).unwrap();
+    assert_eq!(comp.len(), l.compacted_size(Xfeatures(0x20207)).unwrap() as usize);
+    let bytes = Blob { xstates: accum, xstates_accum: accum, image: Some(&comp) }.to_bytes();
+    let b = Blob::parse(&bytes, &l, &new_host).unwrap();
+    assert_eq!(b.form(), Some(crate::image::Form::Compacted));
+    let e = DomctlBlob::parse(&bytes, &l, &old_host).unwrap_err();
+    assert_eq!((e.rule, e.offset), (Rule::CompactedNotAccepted, Some(16 + 520)));
+    assert!(e.to_string().contains("only standard-format images"), "{e}");
+    // Size cross-checked from XCOMP_BV: one byte short or long.
+    let e = Blob::parse(&bytes[..bytes.len() - 1], &l, &new_host).unwrap_err();
+    assert_eq!(e.rule, Rule::SizeMismatch);
+    assert!(e.to_string().contains("16 + compacted_size(XCOMP_BV 0x8000000000020207)"), "{e}");
+    // XSTATE_BV outside XCOMP_BV; XCOMP_BV outside the accumulated states.
+    let mut x = bytes.clone();
+    x[16 + 512 + 2] |= 0x04; // XSTATE_BV bit 18 (TILEDATA), not laid out
+    assert_eq!(Blob::parse(&x, &l, &new_host).unwrap_err().rule, Rule::Image);
+    let mut y = bytes.clone();
+    y[8..16].copy_from_slice(&0x2E7u64.to_le_bytes());
+    y[0..8].copy_from_slice(&0x2E7u64.to_le_bytes());
+    assert_eq!(Blob::parse(&y, &l, &new_host).unwrap_err().rule, Rule::XcompOutsideAccum);
+
+    // Supervisor state (PT, bit 8) in a compacted image: new rules only; old rules refuse it.
+    let xstates = Xfeatures(0x2E7 | 0x100);
+    let sup_img = {
+        let mut i = convert(
+            &standard(&l, Xfeatures(0x2E7), Xfeatures(0x207), 5),
+            &l,
+            &l,
+            Xfeatures(0x2E7),
+            Target::Compacted { mask: Xfeatures(0x2E7) },
+        )
+        .unwrap();
+        // Re-lay with PT in XCOMP_BV (init, not in XSTATE_BV): same offsets below bit 8 grow.
+        let mut full = ImageBuf::init(l.compacted_size(xstates).unwrap() as usize, Xfeatures(xstates.bits() | 1 << 63));
+        full[..576].copy_from_slice(&i[..576]);
+        let pkru_src = l.compacted_offset(Component::PKRU, Xfeatures(0x2E7)).unwrap() as usize;
+        let pkru_dst = l.compacted_offset(Component::PKRU, xstates).unwrap() as usize;
+        let ymm = l.compacted_offset(Component::AVX, xstates).unwrap() as usize;
+        full[ymm..ymm + 256].copy_from_slice(&i[576..832]);
+        full[pkru_dst..pkru_dst + 8].copy_from_slice(&i[pkru_src..pkru_src + 8]);
+        i.resize(0);
+        full.set_xcomp_bv(Xfeatures(xstates.bits() | 1 << 63));
+        full
+    };
+    let bytes = Blob { xstates, xstates_accum: xstates, image: Some(&sup_img) }.to_bytes();
+    let b = Blob::parse(&bytes, &l, &new_host).unwrap();
+    assert_eq!((b.xcr0(&l), b.xss(&l)), (Xfeatures(0x2E7), Xfeatures(0x100)));
+    assert_eq!(DomctlBlob::parse(&bytes, &l, &old_host).unwrap_err().rule, Rule::CompactedNotAccepted);
+    // Supervisor state claimed with a standard image: refused by the new rules.
+    let std_bytes =
+        Blob { xstates, xstates_accum: xstates, image: Some(&standard(&l, Xfeatures(0x2E7), Xfeatures(3), 1)) }
+            .to_bytes();
+    let e = Blob::parse(&std_bytes, &l, &new_host).unwrap_err();
+    assert_eq!((e.rule, e.offset), (Rule::SupervisorInStandard, Some(8)));
+    // Active outside accumulated, invalid masks.
+    let mut a = bytes.clone();
+    a[8..16].copy_from_slice(&0x2E7u64.to_le_bytes());
+    assert!(matches!(
+        Blob::parse(&a, &l, &new_host).unwrap_err().rule,
+        Rule::ActiveOutsideAccum | Rule::XcompOutsideAccum
+    ));
+    let mut m = bytes.clone();
+    m[0..8].copy_from_slice(&0x167u64.to_le_bytes()); // AVX-512 incomplete
+    assert_eq!(Blob::parse(&m, &l, &new_host).unwrap_err().rule, Rule::InvalidMask);
+}
+
+#[test]
+fn kvm_structures() {
+    let l = zen4();
+    let img = standard(&l, Xfeatures(0x2E7), Xfeatures(0x2E7), 11);
+    let buf = KvmXsave::build(&img, KVM_XSAVE_SIZE).unwrap();
+    let k = KvmXsave::parse(Format::KvmXsave, &buf, KVM_XSAVE_SIZE, &l, Xfeatures(0x2E7), 0xFFFF).unwrap();
+    assert_eq!(&k.image[..img.len()], &img[..]);
+    assert_eq!(
+        KvmXsave::parse(Format::KvmXsave, &buf[..4095], 4096, &l, Xfeatures(0x2E7), 0xFFFF).unwrap_err().rule,
+        Rule::Truncated
+    );
+    // KVM_SET_XSAVE refuses XSTATE_BV outside the supported mask.
+    let e = KvmXsave::parse(Format::KvmXsave, &buf, 4096, &l, Xfeatures(0xE7), 0xFFFF).unwrap_err();
+    assert_eq!(e.rule, Rule::Image);
+    assert!(e.to_string().contains("KVM-supported"), "{e}");
+    // The AMX image does not fit kvm_xsave.
+    let amx = fixtures::layout(INTEL_AMX_GUEST);
+    assert_eq!(super::kvm::cap_xsave2(&amx, Xfeatures(0x600E7)), Some(11008));
+    assert_eq!(super::kvm::cap_xsave2(&l, Xfeatures(0x2E7)), Some(4096));
+    let big = standard(&amx, Xfeatures(0x600E7), Xfeatures(0x400E7), 2);
+    assert!(KvmXsave::build(&big, 4096).is_none());
+    let c = Contents {
+        format: Format::Image,
+        image: Some(big.clone()),
+        xcr0: Xfeatures(0x600E7),
+        xss: Xfeatures(0),
+        accum: Xfeatures(0x600E7),
+        vcpu: None,
+        layout: None,
+    };
+    let e = write(Format::KvmXsave, &c, &amx, &amx, &Options::default()).unwrap_err();
+    assert_eq!(e.rule, Rule::Oversized);
+    let x2 = write(Format::KvmXsave2, &c, &amx, &amx, &Options::default()).unwrap();
+    assert_eq!(x2.len(), 11008);
+    let back = read(Format::KvmXsave2, &x2, &amx, &Options::default()).unwrap();
+    assert_eq!(back.xcr0, Xfeatures(0x600E7));
+
+    let xcrs = KvmXcrs::with_xcr0(Xfeatures(0x2E7));
+    let b = xcrs.to_bytes();
+    assert_eq!(b.len(), 392);
+    assert_eq!(KvmXcrs::parse(&b, &l, l.user_supported()).unwrap(), xcrs);
+    let mut bad = b.clone();
+    bad[16..24].copy_from_slice(&0x27u64.to_le_bytes());
+    assert_eq!(KvmXcrs::parse(&bad, &l, l.user_supported()).unwrap_err().rule, Rule::InvalidMask);
+    let mut n = b.clone();
+    n[0] = 17;
+    assert_eq!(KvmXcrs::parse(&n, &l, l.user_supported()).unwrap_err().rule, Rule::LengthField);
+    let mut fl = b.clone();
+    fl[4] = 1;
+    assert_eq!(KvmXcrs::parse(&fl, &l, l.user_supported()).unwrap_err().rule, Rule::Reserved);
+    assert_eq!(KvmXcrs::parse(&b[..391], &l, l.user_supported()).unwrap_err().rule, Rule::Truncated);
+}
+
+#[test]
+fn linux_notes_and_signal_frames() {
+    let l = skx();
+    let img = standard(&l, Xfeatures(0x2FF), Xfeatures(0x2E3), 6);
+    let note = NtXstate::build(&img, Xfeatures(0x2FF), &l).unwrap();
+    assert_eq!(note.len(), 2696);
+    assert_eq!(u64::from_le_bytes(note[464..472].try_into().unwrap()), 0x2FF);
+    let n = NtXstate::parse(&note, &l).unwrap();
+    assert_eq!(n.xcr0, Xfeatures(0x2FF));
+    let e = NtXstate::parse(&note[..2688], &l).unwrap_err();
+    assert_eq!(e.rule, Rule::Truncated);
+    assert!(e.to_string().contains("size 2688 < 0 + standard_size(XCR0 at byte 464 0x2ff) = 2696"), "{e}");
+    // The same note read with the AMD layout: 2696 != 2440.
+    assert_eq!(NtXstate::parse(&note, &zen4()).unwrap_err().rule, Rule::UnknownComponent);
+
+    let ln = LayoutNote::of_layout(&l, Xfeatures(0x2FF));
+    let lb = ln.to_bytes();
+    assert_eq!(lb.len(), 16 * 7);
+    assert_eq!(LayoutNote::parse(&lb).unwrap(), ln);
+    let carried = ln.to_layout(l.features()).unwrap();
+    assert_eq!(carried.standard_size(Xfeatures(0x2FF)), Some(2696));
+    assert_eq!(carried.geometry(Component::OPMASK).unwrap().offset, 0x440);
+    assert_eq!(LayoutNote::parse(&lb[..20]).unwrap_err().rule, Rule::SizeMismatch);
+    let mut unordered = lb.clone();
+    unordered[16] = 2;
+    assert_eq!(LayoutNote::parse(&unordered).unwrap_err().rule, Rule::LayoutDescriptor);
+    let mut flags = lb.clone();
+    flags[12] = 1;
+    assert_eq!(LayoutNote::parse(&flags).unwrap_err().offset, Some(12));
+
+    let frame = SigFrame::build(&img, Xfeatures(0x2FF), &l).unwrap();
+    assert_eq!(frame.len(), 2700);
+    let s = SigFrame::parse(&frame, &l).unwrap();
+    assert_eq!((s.sw.xstate_size, s.sw.extended_size, s.sw.xfeatures), (2696, 2700, Xfeatures(0x2FF)));
+    // Forced FP|SSE keep the same state.
+    assert_eq!(values(s.image, &l, Xfeatures(0x2FF)), values(&img, &l, Xfeatures(0x2FF)));
+    let mut m2 = frame.clone();
+    m2[2696] ^= 1;
+    let e = SigFrame::parse(&m2, &l).unwrap_err();
+    assert_eq!((e.rule, e.offset), (Rule::Magic, Some(2696)));
+    let mut m1 = frame.clone();
+    m1[464] = 0;
+    assert_eq!(SigFrame::parse(&m1, &l).unwrap_err().offset, Some(464));
+    let mut xs = frame.clone();
+    xs[480..484].copy_from_slice(&1000u32.to_le_bytes());
+    assert_eq!(SigFrame::parse(&xs, &l).unwrap_err().rule, Rule::LengthField);
+}
+
+#[test]
+fn portable_round_trip_and_relayout() {
+    let from = skx();
+    let to = zen4();
+    let accum = Xfeatures(0x2E7);
+    let img = standard(&from, accum, Xfeatures(0x2E7), 21);
+    let p = Portable {
+        xcr0: accum,
+        xss: Xfeatures(0),
+        xstates_accum: accum,
+        mxcsr_mask: 0xFFFF,
+        layout: from.clone(),
+        image: &img,
+    };
+    let bytes = p.to_bytes();
+    let q = Portable::parse(&bytes).unwrap();
+    assert_eq!((q.xcr0, q.xstates_accum, q.image), (accum, accum, &img[..]));
+    assert_eq!(q.layout.geometry(Component::OPMASK).unwrap().offset, 0x440);
+    assert_eq!(q.to_bytes(), bytes);
+    // Read on an AMD host: re-laid out with the carried layout.
+    let c = read(Format::Portable, &bytes, &to, &Options::default()).unwrap();
+    let out = write(Format::NtXstate, &c, c.layout.as_ref().unwrap(), &to, &Options::default()).unwrap();
+    assert_eq!(out.len(), 2440);
+    let relaid = NtXstate::parse(&out, &to).unwrap();
+    let ra = values(relaid.image, &to, accum);
+    let rb = values(&img, &from, accum);
+    assert_eq!(ra, rb, "same registers after re-layout");
+    // Corruption is caught by the checksum; versions and magic by their own rules.
+    for (off, rule) in [
+        (0usize, Rule::Magic),
+        (8, Rule::Version),
+        (12, Rule::Reserved),
+        (100, Rule::Checksum),
+        (bytes.len() - 1, Rule::Checksum),
+    ] {
+        let mut b = bytes.clone();
+        b[off] ^= 0x40;
+        assert_eq!(Portable::parse(&b).unwrap_err().rule, rule, "offset {off}");
+    }
+    assert_eq!(Portable::parse(&bytes[..bytes.len() - 1]).unwrap_err().rule, Rule::Truncated);
+    // Compacted with supervisor state round-trips too.
+    let spr = fixtures::layout(INTEL_SAPPHIRE_RAPIDS);
+    let s_img = standard(&spr, Xfeatures(0x602E7), Xfeatures(0x60207), 1);
+    let comp = convert(&s_img, &spr, &spr, Xfeatures(0x602E7), Target::Compacted { mask: Xfeatures(0x602E7) }).unwrap();
+    let p = Portable {
+        xcr0: Xfeatures(0x602E7),
+        xss: Xfeatures(0),
+        xstates_accum: Xfeatures(0x602E7),
+        mxcsr_mask: 0,
+        layout: spr.clone(),
+        image: &comp,
+    };
+    let b = p.to_bytes();
+    assert_eq!(Portable::parse(&b).unwrap().image, &comp[..]);
+}
+
+#[test]
+fn convert_between_every_format() {
+    let l = skx();
+    let accum = Xfeatures(0x2FF);
+    let img = standard(&l, accum, Xfeatures(0x2E7), 33);
+    let src = Contents {
+        format: Format::Image,
+        image: Some(img.clone()),
+        xcr0: accum,
+        xss: Xfeatures(0),
+        accum,
+        vcpu: Some(1),
+        layout: None,
+    };
+    let opts = Options::default();
+    let want = values(&img, &l, accum);
+    for f in Format::ALL.into_iter().filter(|f| f.writable()) {
+        let bytes = write(f, &src, &l, &l, &opts).unwrap_or_else(|e| panic!("{f}: {e}"));
+        // A forward-compatible blob with a standard image is byte for byte an old blob.
+        let seen = detect(&bytes, &l);
+        // So is a 4096-byte KVM_GET_XSAVE2 buffer a kvm_xsave.
+        let same = (f == Format::Blob && seen == Some(Format::XenDomctl))
+            || (f == Format::KvmXsave2 && bytes.len() == 4096 && seen == Some(Format::KvmXsave));
+        assert!(seen == Some(f) || same, "detect {f}: {seen:?}");
+        let c = read(f, &bytes, &l, &opts).unwrap_or_else(|e| panic!("{f}: {e}"));
+        if let Some(i) = &c.image {
+            let lay = c.layout.clone().unwrap_or_else(|| l.clone());
+            assert_eq!(values(i, &lay, c.rfbm()), want, "{f}");
+            // And back again, byte-exact.
+            let again = write(f, &c, &lay, &l, &opts).unwrap();
+            assert_eq!(again, bytes, "{f} round trip");
+        }
+        for g in Format::ALL.into_iter().filter(|g| g.writable()) {
+            let lay = c.layout.clone().unwrap_or_else(|| l.clone());
+            match write(g, &c, &lay, &l, &opts) {
+                Ok(b) => {
+                    let d = read(g, &b, &l, &opts).unwrap();
+                    if let (Some(i), Some(_)) = (&d.image, &c.image) {
+                        let lay2 = d.layout.clone().unwrap_or_else(|| l.clone());
+                        assert_eq!(values(i, &lay2, accum), want, "{f} -> {g}");
+                    }
+                }
+                Err(e) => assert!(c.image.is_none() || g == Format::KvmXsave, "{f} -> {g}: {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn truncation_and_corruption_never_panic() {
+    let l = skx();
+    let accum = Xfeatures(0x2FF);
+    let img = standard(&l, accum, Xfeatures(0x2E7), 5);
+    let src = Contents {
+        format: Format::Image,
+        image: Some(img),
+        xcr0: accum,
+        xss: Xfeatures(0),
+        accum,
+        vcpu: None,
+        layout: None,
+    };
+    let opts = Options::default();
+    for f in Format::ALL.into_iter().filter(|f| f.writable() && *f != Format::Image) {
+        let bytes = write(f, &src, &l, &l, &opts).unwrap();
+        for cut in (0..bytes.len()).step_by(7).chain([bytes.len() - 1]) {
+            if f == Format::XsaveLayout && cut % 16 == 0 {
+                continue; // fewer entries is a valid note
+            }
+            let r = read(f, &bytes[..cut], &l, &opts);
+            assert!(r.is_err(), "{f} truncated to {cut} accepted");
+        }
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&[0xAA; 64]);
+        assert!(read(f, &longer, &l, &opts).is_err(), "{f} oversized accepted");
+        for i in 0..bytes.len().min(700) {
+            let mut b = bytes.clone();
+            b[i] ^= 0xFF;
+            let _ = read(f, &b, &l, &opts);
+            let _ = detect(&b, &l);
+        }
+    }
+}
