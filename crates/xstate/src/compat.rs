@@ -1,3 +1,504 @@
-//! Migration compatibility between CPUs and policies.
+//! Migration compatibility: can extended state saved on one CPU (or under one guest policy) be
+//! restored on another, and if not, why and what to mask.
 //!
-//! Not implemented yet: issue 5.
+//! The verdict is Layout-only (plus, optionally, one concrete image, whose components in use
+//! are then the only ones that matter):
+//!
+//! - **compatible as is**: every state the source may use exists on the destination with the
+//!   same size, standard offset and (where both compact) 64-byte alignment, and the
+//!   destination's largest standard image is at least the source's, so a raw image or record
+//!   moves byte for byte;
+//! - **compatible after re-layout**: every state exists with the same size, but offsets,
+//!   alignment or sizes of whole images differ, so standard-format consumers (kvm_xsave, Xen's
+//!   blob, NT_X86_XSTATE) need the image moved component by component
+//!   ([`crate::image::convert()`]; the portable record carries its own layout for that);
+//! - **incompatible**: a state in use is missing on the destination or has another size
+//!   (rr's rule), or supervisor state cannot be restored there.
+//!
+//! Each [`Reason`] names the component and both values. [`Report::mask`] lists the source
+//! components (whole policy feature groups, with what depends on them: AVX-512 goes with AVX)
+//! to remove from the source policy to reach "after re-layout", [`Report::mask_as_is`] those to
+//! reach "as is". The hypervisors' and tools' rules mirrored: rr (size/offset/alignment per
+//! enabled feature), CRIU (`xsave_size` equality), KVM (TILEDATA needs the guest AMX permission
+//! of `arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM)`), XSAVE-FACTS §4.3 and §8.5.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::component::Component;
+use crate::image::validate::{Context, Profile, validate};
+use crate::image::{Form, Image, ValidationError};
+use crate::layout::Layout;
+use crate::policy::Feature;
+use crate::xfeatures::Xfeatures;
+
+/// One side of a migration: a layout and the states enabled (or allowed) there.
+#[derive(Clone, Copy, Debug)]
+pub struct Side<'a> {
+    /// The CPU's (or policy's) layout.
+    pub layout: &'a Layout,
+    /// XCR0: on the source the states the guest may use, on the destination the states it can
+    /// enable.
+    pub xcr0: Xfeatures,
+    /// IA32_XSS, likewise.
+    pub xss: Xfeatures,
+}
+
+impl<'a> Side<'a> {
+    /// Every user state of the layout, no supervisor state.
+    pub fn user_max(layout: &'a Layout) -> Side<'a> {
+        Side { layout, xcr0: layout.user_supported(), xss: Xfeatures(0) }
+    }
+}
+
+/// The three answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verdict {
+    /// Raw images and records move byte for byte.
+    Compatible,
+    /// The state moves once re-laid out component by component.
+    AfterRelayout,
+    /// Some state cannot be restored on the destination.
+    Incompatible,
+}
+
+impl Verdict {
+    /// `"compatible"`, `"compatible after re-layout"`, `"incompatible"`.
+    pub const fn text(self) -> &'static str {
+        match self {
+            Verdict::Compatible => "compatible",
+            Verdict::AfterRelayout => "compatible after re-layout",
+            Verdict::Incompatible => "incompatible",
+        }
+    }
+
+    /// A short key: `"compatible"`, `"relayout"`, `"incompatible"`.
+    pub const fn key(self) -> &'static str {
+        match self {
+            Verdict::Compatible => "compatible",
+            Verdict::AfterRelayout => "relayout",
+            Verdict::Incompatible => "incompatible",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+/// Why a migration is not compatible as is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A user state the source uses does not exist (or is not enabled) on the destination.
+    Missing {
+        /// The component.
+        component: Component,
+    },
+    /// A state has another size on the destination (rr refuses; e.g. Zen 2's 64-byte bit 9
+    /// against an 8-byte PKRU).
+    SizeDiffers {
+        /// The component.
+        component: Component,
+        /// Size on the source.
+        from: u32,
+        /// Size on the destination.
+        to: u32,
+    },
+    /// A user state sits at another standard offset (Intel keeps MPX space that AMD does not:
+    /// opmask 0x440 vs 0x340, ...). Standard-format consumers need a re-layout.
+    OffsetDiffers {
+        /// The component.
+        component: Component,
+        /// Standard offset on the source.
+        from: u32,
+        /// Standard offset on the destination.
+        to: u32,
+    },
+    /// The 64-byte alignment flag differs, so compacted offsets differ (both CPUs compact).
+    AlignDiffers {
+        /// The component.
+        component: Component,
+        /// align64 on the source.
+        from: bool,
+        /// align64 on the destination.
+        to: bool,
+    },
+    /// The destination's largest standard image is smaller than the source's image, so a raw
+    /// source image does not fit its buffers (CRIU compares `xsave_size`; Xen refuses blobs
+    /// over 16 + its maximum).
+    DestinationSmaller {
+        /// Standard size of the source's states on the source.
+        from: u32,
+        /// The destination's largest standard size.
+        to: u32,
+    },
+    /// The standard image sizes differ (CRIU requires equality because glibc caches the size
+    /// at startup); informational when the destination is larger.
+    StandardSizeDiffers {
+        /// Standard size on the source.
+        from: u32,
+        /// Standard size on the destination for the same states.
+        to: u32,
+    },
+    /// TILEDATA is in use: the destination VMM must hold the guest AMX permission
+    /// (`arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM, 18)`) before creating vCPUs, and KVM_GET_XSAVE2
+    /// buffers of 11008+ bytes.
+    AmxPermission,
+    /// A supervisor state the source uses is not supported (or not enabled in XSS) on the
+    /// destination.
+    SupervisorUnsupported {
+        /// The component.
+        component: Component,
+    },
+    /// Supervisor state needs XSAVES/XRSTORS, which the destination lacks.
+    NoXsaves,
+    /// The source uses the compacted form but the destination has no XSAVEC/XSAVES: images must
+    /// be converted to the standard form.
+    NoCompaction,
+}
+
+impl Reason {
+    /// The verdict this reason alone forces.
+    pub const fn severity(&self) -> Verdict {
+        match self {
+            Reason::Missing { .. }
+            | Reason::SizeDiffers { .. }
+            | Reason::SupervisorUnsupported { .. }
+            | Reason::NoXsaves => Verdict::Incompatible,
+            Reason::OffsetDiffers { .. }
+            | Reason::AlignDiffers { .. }
+            | Reason::DestinationSmaller { .. }
+            | Reason::NoCompaction => Verdict::AfterRelayout,
+            Reason::StandardSizeDiffers { .. } | Reason::AmxPermission => Verdict::Compatible,
+        }
+    }
+
+    /// A short machine-readable kind.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Reason::Missing { .. } => "component_missing",
+            Reason::SizeDiffers { .. } => "size_differs",
+            Reason::OffsetDiffers { .. } => "offset_differs",
+            Reason::AlignDiffers { .. } => "align_differs",
+            Reason::DestinationSmaller { .. } => "destination_maximum_smaller",
+            Reason::StandardSizeDiffers { .. } => "standard_size_differs",
+            Reason::AmxPermission => "amx_permission_needed",
+            Reason::SupervisorUnsupported { .. } => "supervisor_state_unsupported",
+            Reason::NoXsaves => "supervisor_state_unsupported",
+            Reason::NoCompaction => "compaction_unsupported",
+        }
+    }
+
+    /// The component concerned, if one.
+    pub const fn component(&self) -> Option<Component> {
+        match *self {
+            Reason::Missing { component }
+            | Reason::SizeDiffers { component, .. }
+            | Reason::OffsetDiffers { component, .. }
+            | Reason::AlignDiffers { component, .. }
+            | Reason::SupervisorUnsupported { component } => Some(component),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Reason::Missing { component: c } => {
+                write!(f, "{} ({}) is missing on the destination", c.name(), c.index())
+            }
+            Reason::SizeDiffers { component: c, from, to } => {
+                write!(f, "{} ({}) is {from} bytes on the source, {to} on the destination", c.name(), c.index())
+            }
+            Reason::OffsetDiffers { component: c, from, to } => write!(
+                f,
+                "{} ({}) is at standard offset {from:#x} on the source, {to:#x} on the destination",
+                c.name(),
+                c.index()
+            ),
+            Reason::AlignDiffers { component: c, from, to } => write!(
+                f,
+                "{} ({}) is {}64-byte aligned in compacted images on the source, {}on the destination",
+                c.name(),
+                c.index(),
+                if from { "" } else { "not " },
+                if to { "" } else { "not " }
+            ),
+            Reason::DestinationSmaller { from, to } => {
+                write!(f, "the source's standard image is {from} bytes, the destination's largest is {to}")
+            }
+            Reason::StandardSizeDiffers { from, to } => {
+                write!(f, "standard image size {from} on the source, {to} on the destination for the same states")
+            }
+            Reason::AmxPermission => {
+                f.write_str("TILEDATA needs the guest AMX permission (ARCH_REQ_XCOMP_GUEST_PERM) on the destination")
+            }
+            Reason::SupervisorUnsupported { component: c } => {
+                write!(f, "supervisor state {} ({}) is not supported on the destination", c.name(), c.index())
+            }
+            Reason::NoXsaves => f.write_str("supervisor state needs XSAVES, which the destination lacks"),
+            Reason::NoCompaction => {
+                f.write_str("the source image is compacted and the destination has no XSAVEC/XSAVES")
+            }
+        }
+    }
+}
+
+/// The answer with its reasons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The verdict: the worst severity among the reasons.
+    pub verdict: Verdict,
+    /// Every reason found, components ascending.
+    pub reasons: Vec<Reason>,
+    /// The states that matter: the source's XCR0 | XSS, or with an image its components in use.
+    pub considered: Xfeatures,
+    /// Source components to mask (whole feature groups and dependents) to reach at least
+    /// "compatible after re-layout".
+    pub mask: Xfeatures,
+    /// Source components to mask to reach "compatible as is".
+    pub mask_as_is: Xfeatures,
+}
+
+impl Report {
+    /// The policy features behind [`Report::mask`] (`avx512`, `mpx`, `pku`, ...).
+    pub fn mask_features(&self) -> Vec<Feature> {
+        features_of(self.mask)
+    }
+
+    /// The policy features behind [`Report::mask_as_is`].
+    pub fn mask_as_is_features(&self) -> Vec<Feature> {
+        features_of(self.mask_as_is)
+    }
+}
+
+fn features_of(mask: Xfeatures) -> Vec<Feature> {
+    let mut out: Vec<Feature> = Vec::new();
+    for c in mask.iter() {
+        if let Some(f) = Feature::of_component(c.index())
+            && !out.contains(&f)
+        {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// Widens a set of components to whole feature groups and what depends on them (AVX-512 and
+/// AMX go with AVX, per the XCR0 rules and the hypervisors' feature dependencies).
+fn close(mask: Xfeatures) -> Xfeatures {
+    let mut m = mask;
+    for c in mask.iter() {
+        if let Some(f) = Feature::of_component(c.index()) {
+            m |= f.components();
+        }
+    }
+    if m.contains(Component::AVX) {
+        m |= Feature::Avx512.components();
+    }
+    m - Xfeatures::LEGACY
+}
+
+/// Compares a source and a destination over the states the source may use (or, with
+/// `in_use`, only those).
+fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_source: bool) -> Report {
+    let (fl, tl) = (from.layout, to.layout);
+    let enabled = (from.xcr0 & fl.user_supported()) | (from.xss & fl.supervisor_supported());
+    let considered = in_use.map_or(enabled, |u| u & enabled);
+    let mut reasons = Vec::new();
+    let mut bad = Xfeatures(0);
+    let mut moved = Xfeatures(0);
+    let both_compact = fl.features().compaction() && tl.features().compaction();
+    let dst_user = to.xcr0 & tl.user_supported();
+    let dst_sup = to.xss & tl.supervisor_supported();
+    for c in considered.iter().filter(|c| !c.is_legacy()) {
+        let Some(gf) = fl.geometry(c) else { continue };
+        if gf.supervisor {
+            if !dst_sup.contains(c) {
+                reasons.push(Reason::SupervisorUnsupported { component: c });
+                bad = bad.with(c);
+                continue;
+            }
+        } else if !dst_user.contains(c) {
+            reasons.push(Reason::Missing { component: c });
+            bad = bad.with(c);
+            continue;
+        }
+        let Some(gt) = tl.geometry(c) else { continue };
+        if gf.size != gt.size {
+            reasons.push(Reason::SizeDiffers { component: c, from: gf.size, to: gt.size });
+            bad = bad.with(c);
+            continue;
+        }
+        if !gf.supervisor && gf.offset != gt.offset {
+            reasons.push(Reason::OffsetDiffers { component: c, from: gf.offset, to: gt.offset });
+            moved = moved.with(c);
+        }
+        if both_compact && gf.align64 != gt.align64 {
+            reasons.push(Reason::AlignDiffers { component: c, from: gf.align64, to: gt.align64 });
+            moved = moved.with(c);
+        }
+    }
+    let sup_used = considered & fl.supervisor_supported();
+    if !sup_used.is_empty() && !tl.features().xsaves() {
+        reasons.push(Reason::NoXsaves);
+        bad |= sup_used;
+    }
+    if compacted_source && !tl.features().compaction() {
+        reasons.push(Reason::NoCompaction);
+    }
+    // Whole-image sizes, over the user states that survive.
+    let user = considered & fl.user_supported();
+    if let (Some(s_from), Some(s_to)) = (fl.standard_size(user), tl.standard_size(user & tl.user_supported())) {
+        let dst_max = tl.standard_size(dst_user).unwrap_or(0);
+        if s_from > dst_max {
+            reasons.push(Reason::DestinationSmaller { from: s_from, to: dst_max });
+        } else if s_from != s_to && bad.is_empty() {
+            reasons.push(Reason::StandardSizeDiffers { from: s_from, to: s_to });
+        }
+    }
+    if considered.contains(Component::TILEDATA) && tl.geometry(Component::TILEDATA).is_some_and(|g| g.xfd) {
+        reasons.push(Reason::AmxPermission);
+    }
+    let verdict = reasons.iter().map(Reason::severity).max().unwrap_or(Verdict::Compatible);
+    let mask = close(bad) & enabled;
+    let mut as_is = bad | moved;
+    if reasons.iter().any(|r| matches!(r, Reason::DestinationSmaller { .. })) && as_is.is_empty() {
+        // Only size: the states the destination lacks room for are those ending past its max.
+        let dst_max = tl.standard_size(dst_user).unwrap_or(0);
+        for c in user.iter().filter(|c| !c.is_legacy()) {
+            if fl.geometry(c).is_some_and(|g| g.offset + g.size > dst_max) {
+                as_is = as_is.with(c);
+            }
+        }
+    }
+    Report { verdict, reasons, considered, mask, mask_as_is: close(as_is) & enabled }
+}
+
+/// CPU-to-CPU (or policy-to-policy) compatibility over every state the source may use.
+pub fn check(from: &Side<'_>, to: &Side<'_>) -> Report {
+    compare(from, to, None, false)
+}
+
+/// Compatibility of one concrete image saved on the source (restorable there with RFBM = its
+/// XCR0 | XSS): only the components in use matter. Fails if the image is not valid on the
+/// source (hardware profile, MXCSR not checked).
+pub fn check_image(from: &Side<'_>, to: &Side<'_>, image: &[u8]) -> Result<Report, ValidationError> {
+    let img = Image::new(image).map_err(|_| ValidationError {
+        profile: Profile::Hardware,
+        rule: crate::image::Rule::TooShort,
+        detail: crate::image::validate::Detail::Length { len: image.len(), needed: crate::image::MIN_SIZE },
+    })?;
+    let mut ctx = Context::new(from.xcr0);
+    if img.form() == Form::Compacted {
+        ctx.xss = from.xss;
+    }
+    ctx.mxcsr_mask = u32::MAX;
+    validate(image, from.layout, Profile::Hardware, &ctx)?;
+    let mut in_use = img.xstate_bv();
+    if img.form() == Form::Compacted {
+        in_use &= img.header().compacted_components();
+    }
+    Ok(compare(from, to, Some(in_use), img.form() == Form::Compacted))
+}
+
+/// The verdict alone, without allocating: for fleet matrices.
+pub fn verdict(from: &Side<'_>, to: &Side<'_>) -> Verdict {
+    let (fl, tl) = (from.layout, to.layout);
+    let enabled = (from.xcr0 & fl.user_supported()) | (from.xss & fl.supervisor_supported());
+    let dst = (to.xcr0 & tl.user_supported()) | (to.xss & tl.supervisor_supported());
+    let both_compact = fl.features().compaction() && tl.features().compaction();
+    let mut v = Verdict::Compatible;
+    for c in enabled.iter().filter(|c| !c.is_legacy()) {
+        let (Some(gf), Some(gt)) = (fl.geometry(c), tl.geometry(c)) else { return Verdict::Incompatible };
+        if !dst.contains(c) || gf.size != gt.size || gf.supervisor != gt.supervisor {
+            return Verdict::Incompatible;
+        }
+        if (!gf.supervisor && gf.offset != gt.offset) || (both_compact && gf.align64 != gt.align64) {
+            v = Verdict::AfterRelayout;
+        }
+    }
+    if !(enabled & fl.supervisor_supported()).is_empty() && !tl.features().xsaves() {
+        return Verdict::Incompatible;
+    }
+    let user = enabled & fl.user_supported();
+    if v == Verdict::Compatible
+        && fl.standard_size(user).unwrap_or(0) > tl.standard_size(to.xcr0 & tl.user_supported()).unwrap_or(0)
+    {
+        v = Verdict::AfterRelayout;
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{self, AMD_ZEN2, AMD_ZEN3, AMD_ZEN4, INTEL_ICELAKE, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP};
+
+    #[test]
+    fn skylake_to_zen4_names_offsets_and_masks_mpx() {
+        let (skx, zen4) = (fixtures::layout(INTEL_SKYLAKE_SP), fixtures::layout(AMD_ZEN4));
+        let r = check(&Side::user_max(&skx), &Side::user_max(&zen4));
+        assert_eq!(r.verdict, Verdict::Incompatible);
+        assert!(r.reasons.contains(&Reason::Missing { component: Component::BNDREGS }));
+        assert!(r.reasons.contains(&Reason::OffsetDiffers { component: Component::OPMASK, from: 0x440, to: 0x340 }));
+        assert!(r.reasons.contains(&Reason::OffsetDiffers { component: Component::ZMM_HI256, from: 0x480, to: 0x380 }));
+        assert!(r.reasons.contains(&Reason::OffsetDiffers { component: Component::HI16_ZMM, from: 0x680, to: 0x580 }));
+        assert!(r.reasons.contains(&Reason::OffsetDiffers { component: Component::PKRU, from: 0xA80, to: 0x980 }));
+        assert_eq!(r.mask, Xfeatures(0x18));
+        assert_eq!(r.mask_features(), [Feature::Mpx]);
+        assert_eq!(r.mask_as_is, Xfeatures(0x2F8));
+        // With MPX masked: after re-layout; verdict() agrees.
+        let masked = Side { layout: &skx, xcr0: Xfeatures(0x2E7), xss: Xfeatures(0) };
+        let r = check(&masked, &Side::user_max(&zen4));
+        assert_eq!(r.verdict, Verdict::AfterRelayout, "{:?}", r.reasons);
+        assert_eq!(verdict(&masked, &Side::user_max(&zen4)), Verdict::AfterRelayout);
+        assert_eq!(r.mask, Xfeatures(0));
+        // Zen 4 -> Skylake-SP: everything exists, offsets differ, the source image is smaller.
+        let back = check(&Side::user_max(&zen4), &Side::user_max(&skx));
+        assert_eq!(back.verdict, Verdict::AfterRelayout);
+        assert_eq!(verdict(&Side::user_max(&zen4), &Side::user_max(&skx)), Verdict::AfterRelayout);
+    }
+
+    #[test]
+    fn sizes_supervisor_and_images() {
+        let (zen2, zen3, icl, spr) = (
+            fixtures::layout(AMD_ZEN2),
+            fixtures::layout(AMD_ZEN3),
+            fixtures::layout(INTEL_ICELAKE),
+            fixtures::layout(INTEL_SAPPHIRE_RAPIDS),
+        );
+        // Zen 2's 64-byte bit 9 is not an 8-byte PKRU.
+        let r = check(&Side::user_max(&zen2), &Side::user_max(&zen3));
+        assert!(r.reasons.contains(&Reason::SizeDiffers { component: Component::PKRU, from: 64, to: 8 }));
+        assert_eq!(r.mask, Xfeatures(0x200));
+        // Same layout: compatible as is.
+        assert_eq!(check(&Side::user_max(&icl), &Side::user_max(&icl)).verdict, Verdict::Compatible);
+        assert_eq!(verdict(&Side::user_max(&spr), &Side::user_max(&spr)), Verdict::Compatible);
+        // AMX needs permission; to a CPU without AMX it is missing and masked as a group.
+        let r = check(&Side::user_max(&spr), &Side::user_max(&spr));
+        assert_eq!(r.reasons, [Reason::AmxPermission]);
+        let r = check(&Side::user_max(&spr), &Side::user_max(&icl));
+        assert_eq!(r.verdict, Verdict::Incompatible);
+        assert_eq!(r.mask, Xfeatures(0x60000));
+        // Supervisor state (PT) to a CPU without it.
+        let from = Side { layout: &spr, xcr0: Xfeatures(0xE7), xss: Xfeatures(0x100) };
+        let r = check(&from, &Side::user_max(&icl));
+        assert!(r.reasons.contains(&Reason::SupervisorUnsupported { component: Component::PT }));
+        // With an image that uses only AVX, AMX does not matter.
+        let img = crate::image::ImageBuf::init(spr.standard_size(Xfeatures(0x602E7)).unwrap() as usize, Xfeatures(0));
+        let mut img = img;
+        img.set_xstate_bv(Xfeatures(0x7));
+        let r = check_image(&Side::user_max(&spr), &Side::user_max(&icl), &img).unwrap();
+        assert_eq!(r.considered, Xfeatures(0x7));
+        assert_eq!(r.verdict, Verdict::Compatible, "{:?}", r.reasons);
+        img.set_xstate_bv(Xfeatures(0x40007));
+        let r = check_image(&Side::user_max(&spr), &Side::user_max(&icl), &img).unwrap();
+        assert_eq!(r.verdict, Verdict::Incompatible);
+        img.set_xstate_bv(Xfeatures(1 << 8));
+        assert!(check_image(&Side::user_max(&spr), &Side::user_max(&icl), &img).is_err());
+    }
+}

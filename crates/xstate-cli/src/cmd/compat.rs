@@ -1,18 +1,412 @@
-//! `xstate compat`: Migration compatibility between two CPUs or policies. Not implemented yet: issue 5.
+//! `xstate compat --from A --to B [--image IMG] [--json]` and `xstate compat --matrix DIR
+//! [--json]`: can state move from one CPU or policy to another, why not, and what to mask.
+//!
+//! A and B are CPUID dumps (what `--cpuid` reads), `xstate policy --json` output, or `host`.
+//! Exit 0 when compatible (as is or after re-layout), 1 when incompatible (one line on stderr
+//! naming the first blocking reason), 2 for usage and I/O.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
+use serde_json::{Value, json};
+use xstate::compat::{Reason, Report, Side, Verdict, check, check_image, verdict};
+use xstate::cpuid::{self, CpuidData, Regs, XsaveFeatures};
+use xstate::layout::Geometry;
+use xstate::{Component, Layout, LayoutError, Xfeatures};
 
-use crate::common::{CliError, CliResult};
+use crate::common::{CliError, CliResult, host_source, parse_mask, print_json, read_file};
 
 /// Arguments of `xstate compat`.
 #[derive(Args, Debug)]
 pub struct CompatArgs {
-    /// Arguments, until the command is implemented.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub rest: Vec<String>,
+    /// Source CPU or policy: a CPUID dump, `xstate policy --json` output, or `host`.
+    #[arg(long, value_name = "A", required_unless_present = "matrix", requires = "to")]
+    pub from: Option<PathBuf>,
+    /// Destination CPU or policy, as --from.
+    #[arg(long, value_name = "B", requires = "from")]
+    pub to: Option<PathBuf>,
+    /// A concrete image saved on the source: only its components in use matter.
+    #[arg(long, value_name = "IMG", requires = "from")]
+    pub image: Option<PathBuf>,
+    /// States the source may use (XCR0); default: every user state it supports.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub from_xcr0: Option<Xfeatures>,
+    /// Supervisor states the source uses (IA32_XSS); default 0.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub from_xss: Option<Xfeatures>,
+    /// States the destination can enable (XCR0); default: every user state it supports.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub to_xcr0: Option<Xfeatures>,
+    /// Supervisor states the destination can enable; default: every one it supports.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub to_xss: Option<Xfeatures>,
+    /// A folder of CPUID dumps (searched recursively): print the fleet matrix.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["from", "to", "image"])]
+    pub matrix: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Reads a CPUID source: a dump, the JSON of `xstate policy --json` (its "subleaves"), or
+/// `host`. Returns the layout, a name and notes about components left out.
+fn load(path: &Path) -> CliResult<(Layout, String, Vec<String>)> {
+    if path.as_os_str() == "host" {
+        let s = host_source()?;
+        return Ok((s.layout, s.name, Vec::new()));
+    }
+    let name = path.display().to_string();
+    let mut data = read_cpuid_or_policy(path)?;
+    let (l, notes) = lenient_layout(&mut data).map_err(|e| CliError::invalid(format!("{name}: {e}")))?;
+    Ok((l, name, notes))
+}
+
+/// The layout of a dump, leaving out components whose subleaf the dump lacks (old AIDA64
+/// builds omit the PT and MPX subleaves; XSAVE-FACTS §9.4) as if the policy masked them, and
+/// reading a dump without XSAVE as x87/SSE only (FXSAVE state). Each omission is noted.
+fn lenient_layout(data: &mut CpuidData) -> Result<(Layout, Vec<String>), LayoutError> {
+    let mut notes = Vec::new();
+    for _ in 0..64 {
+        match Layout::from_leaf0d(data.leaf0d()) {
+            Ok(l) => return Ok((l, notes)),
+            Err(LayoutError::MissingSubleaf { component }) => {
+                notes.push(format!("{}: CPUID 0xD subleaf missing, treated as not supported", component.name()));
+                let bit = component.bit();
+                let leaf = data.leaf0d_mut();
+                for sub in [0u8, 1] {
+                    let r = leaf.get(sub);
+                    let (lo, hi) = if sub == 0 { (r.eax, r.edx) } else { (r.ecx, r.edx) };
+                    let m = (u64::from(hi) << 32 | u64::from(lo)) & !bit;
+                    let regs = if sub == 0 {
+                        Regs::new(m as u32, r.ebx, r.ecx, (m >> 32) as u32)
+                    } else {
+                        Regs::new(r.eax, r.ebx, m as u32, (m >> 32) as u32)
+                    };
+                    leaf.set(sub, regs);
+                }
+            }
+            Err(LayoutError::XsaveNotEnumerated) => {
+                notes.push("no XSAVE enumerated: x87 and SSE only (FXSAVE state)".into());
+                let l = Layout::from_components(XsaveFeatures(0), [(Component::SSE, Geometry::default())])?;
+                return Ok((l, notes));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(LayoutError::XsaveNotEnumerated)
+}
+
+fn read_cpuid_or_policy(path: &Path) -> CliResult<CpuidData> {
+    let bytes = read_file(path)?;
+    let text = String::from_utf8_lossy(&bytes);
+    match cpuid::parse(&text) {
+        Ok(d) => Ok(d),
+        Err(e) => {
+            // `xstate policy --json` lists leaf 0xD under "subleaves".
+            if let Ok(Value::Object(mut o)) = serde_json::from_str::<Value>(&text)
+                && !o.contains_key("leaf0d")
+                && let Some(s) = o.remove("subleaves")
+            {
+                o.insert("leaf0d".into(), s);
+                let t = Value::Object(o).to_string();
+                return cpuid::parse(&t).map_err(|e| CliError::invalid(format!("{}: {e}", path.display())));
+            }
+            Err(CliError::invalid(format!("{}: {e}", path.display())))
+        }
+    }
+}
+
+fn reason_json(r: &Reason) -> Value {
+    let mut v = json!({
+        "kind": r.kind(),
+        "severity": r.severity().key(),
+        "text": r.to_string(),
+    });
+    if let Some(c) = r.component() {
+        v["component"] = json!(c.name().to_string());
+        v["index"] = json!(c.index());
+    }
+    match *r {
+        Reason::SizeDiffers { from, to, .. }
+        | Reason::OffsetDiffers { from, to, .. }
+        | Reason::DestinationSmaller { from, to }
+        | Reason::StandardSizeDiffers { from, to } => {
+            v["from"] = json!(from);
+            v["to"] = json!(to);
+        }
+        Reason::AlignDiffers { from, to, .. } => {
+            v["from"] = json!(from);
+            v["to"] = json!(to);
+        }
+        _ => {}
+    }
+    v
+}
+
+fn report_json(r: &Report) -> Value {
+    json!({
+        "verdict": r.verdict.key(),
+        "verdict_text": r.verdict.text(),
+        "considered": format!("{:#x}", r.considered.bits()),
+        "reasons": r.reasons.iter().map(reason_json).collect::<Vec<_>>(),
+        "mask": format!("{:#x}", r.mask.bits()),
+        "mask_features": r.mask_features().iter().map(|f| f.name()).collect::<Vec<_>>(),
+        "mask_as_is": format!("{:#x}", r.mask_as_is.bits()),
+        "mask_as_is_features": r.mask_as_is_features().iter().map(|f| f.name()).collect::<Vec<_>>(),
+    })
+}
+
+fn names(fs: &[xstate::policy::Feature]) -> String {
+    if fs.is_empty() { "none".into() } else { fs.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ") }
 }
 
 /// Runs `xstate compat`.
-pub fn run(_args: &CompatArgs) -> CliResult {
-    Err(CliError::usage("xstate compat: not implemented yet (issue 5)"))
+pub fn run(args: &CompatArgs) -> CliResult {
+    if let Some(dir) = &args.matrix {
+        return matrix(dir, args.json);
+    }
+    let (Some(from), Some(to)) = (&args.from, &args.to) else {
+        return Err(CliError::usage("xstate compat needs --from A --to B, or --matrix DIR"));
+    };
+    let (fl, fname, fnotes) = load(from)?;
+    let (tl, tname, tnotes) = load(to)?;
+    let fs = Side {
+        layout: &fl,
+        xcr0: args.from_xcr0.unwrap_or(fl.user_supported()),
+        xss: args.from_xss.unwrap_or(Xfeatures(0)),
+    };
+    let ts = Side {
+        layout: &tl,
+        xcr0: args.to_xcr0.unwrap_or(tl.user_supported()),
+        xss: args.to_xss.unwrap_or(tl.supervisor_supported()),
+    };
+    for (what, side) in [("--from", &fs), ("--to", &ts)] {
+        let extra = (side.xcr0 | side.xss) - side.layout.supported();
+        if !extra.is_empty() {
+            return Err(CliError::invalid(format!(
+                "{what}: mask bits {extra} ({}) are not enumerated by that CPU",
+                extra.names()
+            )));
+        }
+    }
+    let report = match &args.image {
+        Some(p) => {
+            let bytes = read_file(p)?;
+            check_image(&fs, &ts, &bytes).map_err(|e| CliError::invalid(format!("{}: {e}", p.display())))?
+        }
+        None => check(&fs, &ts),
+    };
+    if args.json {
+        let mut v = report_json(&report);
+        v["from"] = json!({"source": fname, "xcr0": format!("{:#x}", fs.xcr0.bits()), "xss": format!("{:#x}", fs.xss.bits()), "notes": fnotes});
+        v["to"] = json!({"source": tname, "xcr0": format!("{:#x}", ts.xcr0.bits()), "xss": format!("{:#x}", ts.xss.bits()), "notes": tnotes});
+        print_json(&v)?;
+    } else {
+        println!("from: {fname} (XCR0 {}, XSS {})", fs.xcr0, fs.xss);
+        println!("to:   {tname} (XCR0 {}, XSS {})", ts.xcr0, ts.xss);
+        for n in fnotes.iter().map(|n| ("from", n)).chain(tnotes.iter().map(|n| ("to", n))) {
+            println!("note ({}): {}", n.0, n.1);
+        }
+        if args.image.is_some() {
+            println!("image: components in use {} ({})", report.considered, report.considered.names());
+        }
+        println!("verdict: {}", report.verdict);
+        for r in &report.reasons {
+            let tag = match r.severity() {
+                Verdict::Incompatible => "incompatible",
+                Verdict::AfterRelayout => "re-layout",
+                Verdict::Compatible => "note",
+            };
+            println!("  {tag:<12} {r}");
+        }
+        if report.verdict == Verdict::Incompatible {
+            println!("mask in the source policy for re-layout: {} ({})", report.mask, names(&report.mask_features()));
+        }
+        if report.verdict != Verdict::Compatible {
+            println!(
+                "mask in the source policy for as is:     {} ({})",
+                report.mask_as_is,
+                names(&report.mask_as_is_features())
+            );
+        }
+    }
+    if report.verdict == Verdict::Incompatible {
+        let first = report.reasons.iter().find(|r| r.severity() == Verdict::Incompatible);
+        return Err(CliError::invalid(format!(
+            "incompatible: {}; mask {} ({}) in the source policy",
+            first.map(|r| r.to_string()).unwrap_or_default(),
+            report.mask,
+            names(&report.mask_features())
+        )));
+    }
+    Ok(())
+}
+
+/// Every file under `dir`, sorted.
+fn files(dir: &Path, out: &mut Vec<PathBuf>) -> CliResult {
+    let rd = std::fs::read_dir(dir).map_err(|e| CliError::usage(format!("{}: {e}", dir.display())))?;
+    for e in rd {
+        let e = e.map_err(|e| CliError::usage(format!("{}: {e}", dir.display())))?;
+        let p = e.path();
+        if p.is_dir() {
+            files(&p, out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// What makes two layouts the same for migration: supported masks, compaction/XSAVES, and
+/// each component's size, offset, class and alignment.
+fn class_key(l: &Layout) -> Vec<u64> {
+    let mut k = vec![l.user_supported().bits(), l.supervisor_supported().bits()];
+    k.push(u64::from(l.features().compaction()) | u64::from(l.features().xsaves()) << 1);
+    for c in l.supported().iter() {
+        let g = l.geometry(c).unwrap_or_default();
+        k.push(
+            u64::from(c.index())
+                | u64::from(g.size) << 8
+                | u64::from(g.offset) << 32
+                | u64::from(g.align64) << 62
+                | u64::from(g.supervisor) << 63,
+        );
+    }
+    k
+}
+
+fn matrix(dir: &Path, as_json: bool) -> CliResult {
+    let mut paths = Vec::new();
+    files(dir, &mut paths)?;
+    paths.sort();
+    if paths.is_empty() {
+        return Err(CliError::usage(format!("{}: no files", dir.display())));
+    }
+    let mut layouts: Vec<Layout> = Vec::new();
+    let mut class_of_key: HashMap<Vec<u64>, usize> = HashMap::new();
+    let mut cpus: Vec<(String, usize)> = Vec::new();
+    let mut cpu_notes: Vec<Vec<String>> = Vec::new();
+    let mut unusable: Vec<(String, String)> = Vec::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    for p in &paths {
+        let name = p.strip_prefix(dir).unwrap_or(p).display().to_string();
+        let layout = read_cpuid_or_policy(p)
+            .and_then(|mut d| lenient_layout(&mut d).map_err(|e| CliError::invalid(format!("{name}: {e}"))));
+        match layout {
+            Ok((l, notes)) => {
+                cpu_notes.push(notes);
+                let key = class_key(&l);
+                let next = layouts.len();
+                let k = *class_of_key.entry(key).or_insert(next);
+                if k == next {
+                    layouts.push(l);
+                    members.push(Vec::new());
+                }
+                members[k].push(cpus.len());
+                cpus.push((name, k));
+            }
+            Err(e) => unusable.push((name, e.message)),
+        }
+    }
+    let n = layouts.len();
+    // Class-level verdicts: no allocation per pair.
+    let mut cv = vec![Verdict::Compatible; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            cv[i * n + j] = verdict(&Side::user_max(&layouts[i]), &Side::user_max(&layouts[j]));
+        }
+    }
+    let mut counts = [0usize; 3];
+    for &(_, a) in &cpus {
+        for &(_, b) in &cpus {
+            counts[cv[a * n + b] as usize] += 1;
+        }
+    }
+    if as_json {
+        let code = |v: Verdict| v as u8;
+        let matrix: Vec<Vec<u8>> =
+            cpus.iter().map(|&(_, a)| cpus.iter().map(|&(_, b)| code(cv[a * n + b])).collect()).collect();
+        let mut pairs = Vec::new();
+        for i in 0..n {
+            for j in 0..n {
+                if i != j && cv[i * n + j] != Verdict::Compatible {
+                    let r = check(&Side::user_max(&layouts[i]), &Side::user_max(&layouts[j]));
+                    let mut v = report_json(&r);
+                    v["from"] = json!(i);
+                    v["to"] = json!(j);
+                    pairs.push(v);
+                }
+            }
+        }
+        let classes: Vec<Value> = (0..n)
+            .map(|k| {
+                let l = &layouts[k];
+                json!({
+                    "id": k,
+                    "example": cpus[members[k][0]].0,
+                    "members": members[k].len(),
+                    "xcr0_supported": format!("{:#x}", l.user_supported().bits()),
+                    "xss_supported": format!("{:#x}", l.supervisor_supported().bits()),
+                    "standard_size_max": l.standard_size_max(),
+                    "compaction": l.features().compaction(),
+                })
+            })
+            .collect();
+        let v = json!({
+            "verdict_codes": ["compatible", "relayout", "incompatible"],
+            "cpus": cpus.iter().zip(&cpu_notes).map(|((name, k), n)| json!({"name": name, "class": k, "notes": n})).collect::<Vec<_>>(),
+            "unusable": unusable.iter().map(|(name, e)| json!({"name": name, "error": e})).collect::<Vec<_>>(),
+            "classes": classes,
+            "class_matrix": (0..n).map(|i| (0..n).map(|j| code(cv[i * n + j])).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "class_pairs": pairs,
+            "matrix": matrix,
+            "counts": {"compatible": counts[0], "relayout": counts[1], "incompatible": counts[2]},
+        });
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        use std::io::Write;
+        serde_json::to_writer(&mut out, &v)
+            .map_err(|e| CliError::usage(format!("stdout: {e}")))
+            .and_then(|()| writeln!(out).map_err(|e| CliError::usage(format!("stdout: {e}"))))?;
+        return Ok(());
+    }
+    let partial = cpu_notes.iter().filter(|n| !n.is_empty()).count();
+    println!(
+        "{} CPUs in {} layout classes ({} read with components left out, see --json notes; {} unusable)",
+        cpus.len(),
+        n,
+        partial,
+        unusable.len()
+    );
+    for k in 0..n {
+        let l = &layouts[k];
+        println!(
+            "  L{k:<3} {:>4} CPUs  XCR0 {:#9x}  std max {:>5}  e.g. {}",
+            members[k].len(),
+            l.user_supported().bits(),
+            l.standard_size_max(),
+            cpus[members[k][0]].0
+        );
+    }
+    println!("\nfrom (rows) -> to (columns): '=' compatible as is, 'r' after re-layout, 'x' incompatible");
+    print!("      ");
+    for j in 0..n {
+        print!("{}", j % 10);
+    }
+    println!();
+    for i in 0..n {
+        let row: String = (0..n)
+            .map(|j| match cv[i * n + j] {
+                Verdict::Compatible => '=',
+                Verdict::AfterRelayout => 'r',
+                Verdict::Incompatible => 'x',
+            })
+            .collect();
+        println!("  L{i:<3}{row}");
+    }
+    println!("\nCPU pairs: {} compatible as is, {} after re-layout, {} incompatible", counts[0], counts[1], counts[2]);
+    for (name, e) in &unusable {
+        println!("unusable: {name}: {e}");
+    }
+    Ok(())
 }

@@ -1,0 +1,166 @@
+//! `xstate compat` as tests outside the repository drive it: the Skylake-X -> Zen 4 verdict, a
+//! policy as input, images, exit codes, and the fleet matrix over the whole corpus.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::Value;
+
+fn xstate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xstate")).args(args).output().expect("run xstate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn dumps() -> Option<PathBuf> {
+    let p = match std::env::var_os("XSTATE_SHARED") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
+    };
+    let d = p.join("cpuid/dumps");
+    d.is_dir().then_some(d)
+}
+
+#[test]
+fn skylake_x_to_zen4_names_offset_differences() {
+    let Some(d) = dumps() else {
+        println!("SKIP: ../shared/cpuid/dumps not found");
+        return;
+    };
+    let skx = d.join("GenuineIntel/GenuineIntel0050654_SkylakeXeon_CPUID5.txt");
+    let zen4 = d.join("AuthenticAMD/AuthenticAMD0A60F12_K19_Raphael_01_CPUID.txt");
+    let (skx, zen4) = (skx.to_str().unwrap(), zen4.to_str().unwrap());
+    // Every user state: MPX is missing on AMD, AVX-512 and PKRU move.
+    let (code, out, err) = xstate(&["compat", "--from", skx, "--to", zen4, "--json"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bndregs (3) is missing"), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verdict"], "incompatible");
+    assert_eq!(v["mask"], "0x18");
+    assert_eq!(v["mask_features"][0], "mpx");
+    let offsets: Vec<(String, u64, u64)> = v["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "offset_differs")
+        .map(|r| (r["component"].as_str().unwrap().to_string(), r["from"].as_u64().unwrap(), r["to"].as_u64().unwrap()))
+        .collect();
+    for want in
+        [("opmask", 0x440, 0x340), ("zmm_hi256", 0x480, 0x380), ("hi16_zmm", 0x680, 0x580), ("pkru", 0xA80, 0x980)]
+    {
+        assert!(offsets.contains(&(want.0.to_string(), want.1, want.2)), "{want:?} in {offsets:?}");
+    }
+    // With AVX-512 and PKRU only: compatible after re-layout, exit 0, offsets named in text.
+    let (code, out, err) = xstate(&["compat", "--from", skx, "--to", zen4, "--from-xcr0", "0x2e7"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("verdict: compatible after re-layout"), "{out}");
+    assert!(out.contains("opmask (5) is at standard offset 0x440 on the source, 0x340 on the destination"), "{out}");
+    // Same CPU: compatible as is.
+    let (code, out, _) = xstate(&["compat", "--from", zen4, "--to", zen4]);
+    assert_eq!(code, 0);
+    assert!(out.contains("verdict: compatible\n"), "{out}");
+    // Usage and invalid input.
+    assert_eq!(xstate(&["compat", "--from", skx]).0, 2);
+    assert_eq!(xstate(&["compat", "--from", "/nonexistent", "--to", zen4]).0, 2);
+    assert_eq!(xstate(&["compat", "--from", skx, "--to", zen4, "--from-xcr0", "0x60000"]).0, 1);
+}
+
+#[test]
+fn image_and_policy_inputs() {
+    let Some(d) = dumps() else {
+        println!("SKIP: ../shared/cpuid/dumps not found");
+        return;
+    };
+    let spr = d.join("GenuineIntel/GenuineIntel00806F8_SapphireRapids_05_CPUID.txt");
+    let zen4 = d.join("AuthenticAMD/AuthenticAMD0A60F12_K19_Raphael_01_CPUID.txt");
+    let dir = std::env::temp_dir().join(format!("xstate-compat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A policy derived from SPR without AMX is compatible with Zen 4 after re-layout.
+    let out = Command::new(env!("CARGO_BIN_EXE_xstate"))
+        .args(["policy", "--cpuid", spr.to_str().unwrap(), "--features", "avx,avx512,pku,xsavec", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pol = dir.join("policy.json");
+    std::fs::write(&pol, &out.stdout).unwrap();
+    let (code, text, err) = xstate(&["compat", "--from", pol.to_str().unwrap(), "--to", zen4.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("after re-layout"), "{text}");
+    // The full SPR needs AMX masked for Zen 4 ...
+    let (code, _, err) = xstate(&["compat", "--from", spr.to_str().unwrap(), "--to", zen4.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("mask 0x60000 (amx)"), "{err}");
+    // ... but an image that uses only x87/SSE/AVX moves.
+    let mut img = vec![0u8; 11008];
+    img[0] = 0x7f;
+    img[1] = 0x03;
+    img[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+    img[512] = 0x7;
+    let p = dir.join("img");
+    std::fs::write(&p, &img).unwrap();
+    let (code, text, err) = xstate(&[
+        "compat",
+        "--from",
+        spr.to_str().unwrap(),
+        "--to",
+        zen4.to_str().unwrap(),
+        "--image",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("verdict: compatible"), "{text}");
+    img[514] = 0x4; // TILEDATA in use
+    std::fs::write(&p, &img).unwrap();
+    let (code, _, err) = xstate(&[
+        "compat",
+        "--from",
+        spr.to_str().unwrap(),
+        "--to",
+        zen4.to_str().unwrap(),
+        "--image",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("tiledata"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn matrix_over_the_whole_corpus() {
+    let Some(d) = dumps() else {
+        println!("SKIP: ../shared/cpuid/dumps not found");
+        return;
+    };
+    let t = Instant::now();
+    let (code, out, err) = xstate(&["compat", "--matrix", d.to_str().unwrap(), "--json"]);
+    let elapsed = t.elapsed();
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let n = v["cpus"].as_array().unwrap().len();
+    println!(
+        "matrix: {n} CPUs, {} classes, {elapsed:?} (including process start)",
+        v["classes"].as_array().unwrap().len()
+    );
+    assert_eq!(n, 352, "every dump is in the matrix");
+    assert_eq!(v["unusable"].as_array().unwrap().len(), 0);
+    let m = v["matrix"].as_array().unwrap();
+    assert_eq!(m.len(), 352);
+    assert!(m.iter().all(|r| r.as_array().unwrap().len() == 352));
+    // The diagonal is compatible as is.
+    for (i, r) in m.iter().enumerate() {
+        assert_eq!(r[i], 0, "cpu {i}");
+    }
+    let c = &v["counts"];
+    assert_eq!(
+        c["compatible"].as_u64().unwrap() + c["relayout"].as_u64().unwrap() + c["incompatible"].as_u64().unwrap(),
+        352 * 352
+    );
+    // Optimised builds must stay under a second; unoptimised test builds get slack.
+    let limit = if cfg!(debug_assertions) { 10.0 } else { 1.0 };
+    assert!(elapsed.as_secs_f64() < limit, "{elapsed:?}");
+}
