@@ -90,7 +90,7 @@ impl Format {
         Format::ALL.into_iter().find(|f| f.name().eq_ignore_ascii_case(s))
     }
 
-    /// Whether [`write`] can produce this format.
+    /// Whether [`write()`] can produce this format.
     pub const fn writable(self) -> bool {
         !matches!(self, Format::ElfCore)
     }

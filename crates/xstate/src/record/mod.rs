@@ -16,7 +16,7 @@
 //! | [`portable`] | xstate's versioned record carrying its own layout descriptor |
 //! | [`core`] | the extended-state notes of an ELF core dump |
 //!
-//! [`read`] and [`write`] move any of them through one intermediate, [`Contents`], so that
+//! [`read()`] and [`write()`] move any of them through one intermediate, [`Contents`], so that
 //! `xstate convert --from-format F --to-format G` is a read, an image conversion
 //! ([`crate::image::convert()`]) and a write.
 
