@@ -82,6 +82,14 @@ pub enum ConvertError {
     NoCompaction,
     /// The XCR0 part of RFBM breaks an XCR0 rule (no CPU restores with it).
     BadXcr0(MaskError),
+    /// A component's bytes lie beyond the end of the source or destination image
+    /// ([`super::restore_into`], which does not validate lengths beforehand).
+    OutOfBounds {
+        /// The component.
+        component: Component,
+        /// True for the destination, false for the source.
+        destination: bool,
+    },
 }
 
 impl fmt::Display for ConvertError {
@@ -122,6 +130,12 @@ impl fmt::Display for ConvertError {
             }
             ConvertError::NoCompaction => f.write_str("the target CPU has no compacted form (no XSAVEC/XSAVES)"),
             ConvertError::BadXcr0(m) => write!(f, "{m}"),
+            ConvertError::OutOfBounds { component, destination } => write!(
+                f,
+                "component {} ({component}) lies beyond the end of the {} image",
+                component.index(),
+                if *destination { "destination" } else { "source" }
+            ),
         }
     }
 }

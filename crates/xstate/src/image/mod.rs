@@ -1,7 +1,8 @@
 //! XSAVE images: a borrowed view over bytes ([`Image`]), an owned 64-byte-aligned buffer
 //! ([`ImageBuf`]), the header ([`Header`], [`Form`]), validation as each consumer applies it
-//! ([`mod@validate`]), conversion between forms and layouts ([`mod@convert`]), the architectural state an
-//! image loads ([`state`]) and register decoding ([`regs`]).
+//! ([`mod@validate`]), conversion between forms and layouts ([`mod@convert`]), in-place restores
+//! ([`restore_into`]), the architectural state an image loads ([`state`]) and register decoding
+//! ([`regs`]).
 //!
 //! An image is the memory operand of XSAVE/XRSTOR: a 512-byte legacy region, a 64-byte header
 //! and the extended region (SDM Vol. 1 §13.4). Where a component lives depends on the form
@@ -12,6 +13,7 @@
 pub mod convert;
 mod header;
 pub mod regs;
+mod restore;
 pub mod state;
 pub mod validate;
 
@@ -20,6 +22,7 @@ use core::ops::{Deref, DerefMut, Range};
 
 pub use convert::{ConvertError, Target, convert};
 pub use header::{Form, Header, RESERVED_OFFSET, RESERVED_SIZE};
+pub use restore::restore_into;
 pub use validate::{Context, Profile, Rule, ValidationError, validate};
 
 use crate::aligned::AlignedBuf;
