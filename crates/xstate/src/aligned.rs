@@ -48,6 +48,12 @@ impl AlignedBuf {
         self.len
     }
 
+    /// Heap bytes held: the length, the up-to-63 bytes of alignment slack, and any capacity
+    /// kept by an earlier shrink.
+    pub fn allocated(&self) -> usize {
+        self.storage.capacity()
+    }
+
     /// True if the buffer holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
