@@ -2,7 +2,9 @@
 //!
 //! Data flows one way: CPUID ([`cpuid`]) gives a [`layout::Layout`], and every operation that
 //! depends on geometry takes a `&Layout`. Nothing in this crate reads the running CPU; the
-//! `xstate-hw` crate does that and hands over the same types.
+//! `xstate-hw` crate does that and hands over the same types. Above the layout, [`policy`]
+//! derives a guest's leaf 0xD from a host's and a feature selection, and [`area`] holds a
+//! vCPU's save area sized from that policy.
 //!
 //! The crate is `no_std` + `alloc` and contains no `unsafe`.
 #![no_std]
