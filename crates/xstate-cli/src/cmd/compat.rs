@@ -15,7 +15,18 @@ use xstate::cpuid::{self, CpuidData, Regs, XsaveFeatures};
 use xstate::layout::Geometry;
 use xstate::{Component, Layout, LayoutError, Xfeatures};
 
+use crate::cmd::imageio::emit;
 use crate::common::{CliError, CliResult, host_source, parse_mask, print_json, read_file};
+
+/// Appends a line to a `String` (formatting into a `String` cannot fail).
+macro_rules! say {
+    ($out:expr) => {{ $out.push('\n'); }};
+    ($out:expr, $($t:tt)*) => {{ use std::fmt::Write as _; let _ = writeln!($out, $($t)*); }};
+}
+/// Appends text without a newline.
+macro_rules! say_part {
+    ($out:expr, $($t:tt)*) => {{ use std::fmt::Write as _; let _ = write!($out, $($t)*); }};
+}
 
 /// Arguments of `xstate compat`.
 #[derive(Args, Debug)]
@@ -197,40 +208,43 @@ pub fn run(args: &CompatArgs) -> CliResult {
         }
         None => check(&fs, &ts),
     };
+    let mut out = String::new();
     if args.json {
         let mut v = report_json(&report);
         v["from"] = json!({"source": fname, "xcr0": format!("{:#x}", fs.xcr0.bits()), "xss": format!("{:#x}", fs.xss.bits()), "notes": fnotes});
         v["to"] = json!({"source": tname, "xcr0": format!("{:#x}", ts.xcr0.bits()), "xss": format!("{:#x}", ts.xss.bits()), "notes": tnotes});
         print_json(&v)?;
     } else {
-        println!("from: {fname} (XCR0 {}, XSS {})", fs.xcr0, fs.xss);
-        println!("to:   {tname} (XCR0 {}, XSS {})", ts.xcr0, ts.xss);
+        say!(out, "from: {fname} (XCR0 {}, XSS {})", fs.xcr0, fs.xss);
+        say!(out, "to:   {tname} (XCR0 {}, XSS {})", ts.xcr0, ts.xss);
         for n in fnotes.iter().map(|n| ("from", n)).chain(tnotes.iter().map(|n| ("to", n))) {
-            println!("note ({}): {}", n.0, n.1);
+            say!(out, "note ({}): {}", n.0, n.1);
         }
         if args.image.is_some() {
-            println!("image: components in use {} ({})", report.considered, report.considered.names());
+            say!(out, "image: components in use {} ({})", report.considered, report.considered.names());
         }
-        println!("verdict: {}", report.verdict);
+        say!(out, "verdict: {}", report.verdict);
         for r in &report.reasons {
             let tag = match r.severity() {
                 Verdict::Incompatible => "incompatible",
                 Verdict::AfterRelayout => "re-layout",
                 Verdict::Compatible => "note",
             };
-            println!("  {tag:<12} {r}");
+            say!(out, "  {tag:<12} {r}");
         }
         if report.verdict == Verdict::Incompatible {
-            println!("mask in the source policy for re-layout: {} ({})", report.mask, names(&report.mask_features()));
+            say!(out, "mask in the source policy for re-layout: {} ({})", report.mask, names(&report.mask_features()));
         }
         if report.verdict != Verdict::Compatible {
-            println!(
+            say!(
+                out,
                 "mask in the source policy for as is:     {} ({})",
                 report.mask_as_is,
                 names(&report.mask_as_is_features())
             );
         }
     }
+    emit(&out)?;
     if report.verdict == Verdict::Incompatible {
         let first = report.reasons.iter().find(|r| r.severity() == Verdict::Incompatible);
         return Err(CliError::invalid(format!(
@@ -370,8 +384,10 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
             .and_then(|()| writeln!(out).map_err(|e| CliError::usage(format!("stdout: {e}"))))?;
         return Ok(());
     }
+    let mut out = String::new();
     let partial = cpu_notes.iter().filter(|n| !n.is_empty()).count();
-    println!(
+    say!(
+        out,
         "{} CPUs in {} layout classes ({} read with components left out, see --json notes; {} unusable)",
         cpus.len(),
         n,
@@ -380,7 +396,8 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
     );
     for k in 0..n {
         let l = &layouts[k];
-        println!(
+        say!(
+            out,
             "  L{k:<3} {:>4} CPUs  XCR0 {:#9x}  std max {:>5}  e.g. {}",
             members[k].len(),
             l.user_supported().bits(),
@@ -388,12 +405,12 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
             cpus[members[k][0]].0
         );
     }
-    println!("\nfrom (rows) -> to (columns): '=' compatible as is, 'r' after re-layout, 'x' incompatible");
-    print!("      ");
+    say!(out, "\nfrom (rows) -> to (columns): '=' compatible as is, 'r' after re-layout, 'x' incompatible");
+    say_part!(out, "      ");
     for j in 0..n {
-        print!("{}", j % 10);
+        say_part!(out, "{}", j % 10);
     }
-    println!();
+    say!(out);
     for i in 0..n {
         let row: String = (0..n)
             .map(|j| match cv[i * n + j] {
@@ -402,11 +419,11 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
                 Verdict::Incompatible => 'x',
             })
             .collect();
-        println!("  L{i:<3}{row}");
+        say!(out, "  L{i:<3}{row}");
     }
-    println!("\nCPU pairs: {} compatible as is, {} after re-layout, {} incompatible", counts[0], counts[1], counts[2]);
+    say!(out, "\nCPU pairs: {} compatible as is, {} after re-layout, {} incompatible", counts[0], counts[1], counts[2]);
     for (name, e) in &unusable {
-        println!("unusable: {name}: {e}");
+        say!(out, "unusable: {name}: {e}");
     }
-    Ok(())
+    emit(&out)
 }

@@ -1,0 +1,237 @@
+//! `xstate core` against the kernel and gdb: a child loads a known YMM/ZMM/k/x87 state with
+//! XRSTOR, then (1) aborts so the kernel writes a core (Linux 6.12+ adds NT_X86_XSAVE_LAYOUT),
+//! or (2) stops so `gcore` writes one (no layout note). `xstate core --regs --json` must print
+//! the values the child loaded, and the same values gdb prints for every register gdb can read
+//! from that core; registers gdb cannot read are listed (gdb guesses the XSAVE layout from the
+//! note size, and an AMD core's size is not in its table).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use xstate::Xfeatures;
+use xstate::image::Image;
+use xstate::image::regs::decode;
+use xstate_hw::Host;
+use xstate_hw::selfcheck::{Rng, crafted_image};
+use xstate_hw::tracee::{self, Ending};
+
+fn xstate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xstate")).args(args).output().expect("run xstate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Little-endian bytes of a register from its `0x…` (most significant first) hex.
+fn bytes_of_hex(h: &str) -> Vec<u8> {
+    let h = h.trim_start_matches("0x");
+    let mut v: Vec<u8> = (0..h.len() / 2).map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap()).collect();
+    v.reverse();
+    v
+}
+
+/// gdb's view of the registers: name -> little-endian bytes, `None` for `<unavailable>`.
+fn gdb_registers(core: &Path, names: &[(String, usize)]) -> HashMap<String, Option<Vec<u8>>> {
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-batch", "-nx", "-c"]).arg(core);
+    for (name, width) in names {
+        cmd.arg("-ex").arg(format!("echo @@{name}\\n"));
+        let expr = match width {
+            16 => format!("p/x ${name}.v2_int64"),
+            32 => format!("p/x ${name}.v4_int64"),
+            64 => format!("p/x ${name}.v8_int64"),
+            _ => format!("p/x ${name}"),
+        };
+        cmd.arg("-ex").arg(expr);
+    }
+    let out = cmd.output().expect("run gdb");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut map = HashMap::new();
+    for chunk in text.split("@@").skip(1) {
+        let (name, rest) = chunk.split_once('\n').unwrap_or((chunk, ""));
+        let width = names.iter().find(|(n, _)| n == name).map_or(8, |x| x.1);
+        let value = rest.split_once(" = ").map(|x| x.1.trim()).unwrap_or("");
+        if value.contains("<unavailable>") || value.is_empty() {
+            map.insert(name.to_string(), None);
+            continue;
+        }
+        let mut qwords: Vec<u64> = Vec::new();
+        for item in value.trim_matches(|c| c == '{' || c == '}').split(", ") {
+            let (num, times) = match item.split_once(" <repeats ") {
+                Some((n, r)) => (n, r.trim_end_matches(" times>").parse::<usize>().unwrap()),
+                None => (item, 1),
+            };
+            let n = u64::from_str_radix(num.trim().trim_start_matches("0x"), 16).unwrap();
+            qwords.extend(std::iter::repeat_n(n, times));
+        }
+        let mut b: Vec<u8> = qwords.iter().flat_map(|q| q.to_le_bytes()).collect();
+        b.truncate(width.max(1));
+        if width < 8 {
+            b.truncate(width);
+        }
+        map.insert(name.to_string(), Some(b));
+    }
+    map
+}
+
+/// The registers to compare and their widths in bytes.
+fn register_list(xcr0: Xfeatures) -> Vec<(String, usize)> {
+    let mut v: Vec<(String, usize)> = vec![("mxcsr".into(), 4), ("fctrl".into(), 2), ("fstat".into(), 2)];
+    v.extend((0..16).map(|i| (format!("xmm{i}"), 16)));
+    if xcr0.bits() & 0x4 != 0 {
+        v.extend((0..16).map(|i| (format!("ymm{i}"), 32)));
+    }
+    if xcr0.bits() & 0xE0 == 0xE0 {
+        v.extend((0..8).map(|i| (format!("k{i}"), 8)));
+        v.extend((0..32).map(|i| (format!("zmm{i}"), 64)));
+    }
+    v
+}
+
+/// Our registers from `xstate core --regs --json` (first thread).
+fn ours(core: &Path, extra: &[&str]) -> (Value, HashMap<String, Vec<u8>>) {
+    let mut args = vec!["core", core.to_str().unwrap(), "--regs", "--json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = xstate(&args);
+    assert_eq!(code, 0, "xstate core: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let regs = v["threads"][0]["registers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, r)| (k.clone(), bytes_of_hex(r["hex"].as_str().unwrap())))
+        .collect();
+    (v, regs)
+}
+
+/// Compares with gdb; returns (compared, unavailable) register names. Panics on any difference.
+fn compare_with_gdb(core: &Path, xcr0: Xfeatures, ours: &HashMap<String, Vec<u8>>) -> (Vec<String>, Vec<String>) {
+    let list = register_list(xcr0);
+    let gdb = gdb_registers(core, &list);
+    let (mut same, mut unavailable) = (Vec::new(), Vec::new());
+    for (name, _) in &list {
+        match gdb.get(name) {
+            Some(Some(g)) => {
+                let o = ours.get(name).unwrap_or_else(|| panic!("xstate printed no {name}"));
+                assert_eq!(g, o, "{name}: gdb and xstate core disagree");
+                same.push(name.clone());
+            }
+            _ => unavailable.push(name.clone()),
+        }
+    }
+    (same, unavailable)
+}
+
+/// The values the child loaded, decoded from the image it XRSTORed.
+fn truth(host: &Host, img: &[u8]) -> HashMap<String, Vec<u8>> {
+    let i = Image::new(img).unwrap();
+    decode(&i, host.layout(), host.xcr0()).registers.into_iter().map(|r| (r.name, r.bytes)).collect()
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xstate-core-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn kernel_core_matches_the_loaded_state_and_gdb() {
+    let host = Host::probe().unwrap();
+    let xcr0 = host.xcr0();
+    let img = crafted_image(host.layout(), xcr0, &mut Rng::new(0xC0DE));
+    let dir = temp("kernel");
+    let child = tracee::spawn(&host, &img, Ending::Abort, Some(&dir)).unwrap();
+    let Some(core) = child.wait_core().unwrap() else {
+        println!(
+            "SKIP: the kernel wrote no core (core_pattern {:?})",
+            std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default().trim()
+        );
+        std::fs::remove_dir_all(&dir).ok();
+        return;
+    };
+    let (v, regs) = ours(&core, &[]);
+    println!("layout from: {}", v["layout_source"]);
+    let want = truth(&host, &img);
+    for name in register_list(xcr0).iter().map(|x| &x.0) {
+        assert_eq!(regs.get(name), want.get(name), "{name}: xstate core vs the state the child loaded");
+    }
+    if have("gdb") {
+        let (same, unavailable) = compare_with_gdb(&core, xcr0, &regs);
+        println!(
+            "kernel core: gdb agrees on {} registers; gdb cannot read {}: {:?}",
+            same.len(),
+            unavailable.len(),
+            unavailable
+        );
+        assert!(same.iter().any(|n| n == "xmm15") && same.iter().any(|n| n == "mxcsr"), "{same:?}");
+    } else {
+        println!("SKIP: gdb not installed: kernel core not compared with gdb");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn gcore_core_matches_gdb() {
+    if !have("gdb") || !have("gcore") {
+        println!("SKIP: gdb/gcore not installed");
+        return;
+    }
+    let host = Host::probe().unwrap();
+    let xcr0 = host.xcr0();
+    let img = crafted_image(host.layout(), xcr0, &mut Rng::new(0xBEEF));
+    let dir = temp("gcore");
+    let mut child = tracee::spawn(&host, &img, Ending::StopThenReport, None).unwrap();
+    child.wait_stopped().unwrap();
+    let prefix = dir.join("gc");
+    let st = Command::new("timeout")
+        .args(["120", "gcore", "-o"])
+        .arg(&prefix)
+        .arg(child.pid().to_string())
+        .output()
+        .unwrap();
+    let core = PathBuf::from(format!("{}.{}", prefix.display(), child.pid()));
+    drop(child);
+    if !core.is_file() {
+        println!("SKIP: gcore wrote no core: {}", String::from_utf8_lossy(&st.stderr).trim());
+        std::fs::remove_dir_all(&dir).ok();
+        return;
+    }
+    // gcore writes no NT_X86_XSAVE_LAYOUT. Try this host's layout; if it does not explain the
+    // note (gdb writes Intel offsets on AMD), read it with an Intel layout, as gdb does.
+    let (code, _, err) = xstate(&["core", core.to_str().unwrap()]);
+    let intel = dir.join("intel.json");
+    let extra: Vec<&str> = if code == 0 {
+        vec![]
+    } else {
+        println!("host layout refused the gcore core: {}", err.trim());
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("pass --cpuid"), "{err}");
+        let rows: Vec<Value> = xstate::fixtures::INTEL_SKYLAKE_SP
+            .iter()
+            .map(|&(i, a, b, c, d)| serde_json::json!({"index": i, "eax": a, "ebx": b, "ecx": c, "edx": d}))
+            .collect();
+        std::fs::write(&intel, serde_json::json!({"leaf0d": rows}).to_string()).unwrap();
+        vec!["--cpuid", intel.to_str().unwrap()]
+    };
+    let (_, regs) = ours(&core, &extra);
+    let (same, unavailable) = compare_with_gdb(&core, xcr0, &regs);
+    println!("gcore core: gdb agrees on {} registers; gdb cannot read {:?}", same.len(), unavailable);
+    assert!(unavailable.is_empty(), "gdb reads its own core fully: {unavailable:?}");
+    // Against the state the child loaded: which registers did gdb carry over correctly?
+    let want = truth(&host, &img);
+    let wrong: Vec<String> =
+        register_list(xcr0).into_iter().map(|x| x.0).filter(|n| regs.get(n) != want.get(n)).collect();
+    println!("gcore core: registers whose values differ from what the child loaded: {wrong:?}");
+    for n in ["xmm0", "xmm15", "mxcsr"] {
+        assert!(!wrong.iter().any(|w| *w == n), "{n} must survive gcore");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
