@@ -63,18 +63,19 @@ pub fn run(args: &ConvertArgs) -> CliResult {
         Some(p) => layout_of(&read_cpuid(p)?, &p.display().to_string())?,
         None => src.layout.clone(),
     };
-    let loaded = load(&args.image, args.from_format)?;
+    let loaded = load(&args.image, args.from_format, &src.layout)?;
+    let from_layout = loaded.layout.as_ref().unwrap_or(&src.layout);
     let xcr0 = args.xcr0.or(loaded.xcr0).unwrap_or(src.default_xcr0);
-    let xss = args.xss.unwrap_or_default();
-    checked_masks(&src.layout, xcr0, xss)?;
+    let xss = args.xss.or(loaded.xss).unwrap_or_default();
+    checked_masks(from_layout, xcr0, xss)?;
     let rfbm = xcr0 | xss;
     let target = match args.to {
         FormArg::Standard => Target::Standard,
         FormArg::Compacted => Target::Compacted { mask: args.mask.unwrap_or(rfbm & to_layout.supported()) },
     };
-    let out = convert(&loaded.image, &src.layout, &to_layout, rfbm, target)
+    let out = convert(&loaded.image, from_layout, &to_layout, rfbm, target)
         .map_err(|e| CliError::invalid(format!("{}: cannot convert: {e}", args.image.display())))?;
-    let bytes = store(&out, rfbm & to_layout.supported(), args.to_format)?;
+    let bytes = store(&out, rfbm & to_layout.supported(), args.to_format, &to_layout)?;
     write_atomic(&args.output, &bytes)?;
     let h = out.header();
     emit(&format!(

@@ -1,20 +1,74 @@
 //! What `validate`, `convert` and `inspect` share: reading and writing images in a file format,
 //! and the restoring context's defaults from this host.
 //!
-//! The format handling is the two functions [`load`] and [`store`]: a record format adds a
-//! variant to [`ImageFormat`] and an arm to each.
+//! The format handling is the two functions [`load`] and [`store`], which hand record formats
+//! to [`xstate::record::read()`] and [`xstate::record::write()`].
 
 use std::path::Path;
 
-use xstate::Xfeatures;
+use xstate::image::{Form, Image, ImageBuf};
+use xstate::record::{self, Contents, Format, Options};
+use xstate::{Layout, Xfeatures};
 
 use crate::common::{CliError, CliResult, read_file};
 
-/// A file format holding one XSAVE image.
+/// A file format holding one XSAVE image: the bare image, or a record ([`xstate::record`];
+/// byte layouts in docs/FORMATS.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ImageFormat {
     /// The image bytes and nothing else.
     Raw,
+    /// Recognise the format from the bytes (reading only).
+    Auto,
+    /// Xen get/setvcpuextstate blob {xcr0, xcr0_accum, standard image}.
+    #[value(name = "xen-domctl")]
+    XenDomctl,
+    /// The forward-compatible blob {XCR0|XSS, accumulated, standard or compacted image}.
+    #[value(name = "fc-blob")]
+    FcBlob,
+    /// Xen HVM save record CPU_XSAVE (descriptor + body).
+    #[value(name = "xen-hvm")]
+    XenHvm,
+    /// Xen PV migration record X86_PV_VCPU_XSAVE.
+    #[value(name = "xen-pv")]
+    XenPv,
+    /// struct kvm_xsave (4096 bytes).
+    #[value(name = "kvm-xsave")]
+    KvmXsave,
+    /// KVM_GET_XSAVE2 buffer (KVM_CAP_XSAVE2 bytes).
+    #[value(name = "kvm-xsave2")]
+    KvmXsave2,
+    /// Linux NT_X86_XSTATE (ptrace regset / core note).
+    #[value(name = "nt-xstate")]
+    NtXstate,
+    /// x86-64 Linux signal-frame fpstate (image + magic2).
+    #[value(name = "sigframe")]
+    Sigframe,
+    /// xstate's portable record with its own layout descriptor.
+    #[value(name = "portable")]
+    Portable,
+    /// An x86-64 Linux ELF core dump (the first thread's NT_X86_XSTATE; reading only).
+    #[value(name = "elf-core")]
+    ElfCore,
+}
+
+impl ImageFormat {
+    /// The record format, `None` for raw and auto.
+    fn record(self) -> Option<Format> {
+        Some(match self {
+            ImageFormat::Raw | ImageFormat::Auto => return None,
+            ImageFormat::XenDomctl => Format::XenDomctl,
+            ImageFormat::FcBlob => Format::Blob,
+            ImageFormat::XenHvm => Format::XenHvm,
+            ImageFormat::XenPv => Format::XenPv,
+            ImageFormat::KvmXsave => Format::KvmXsave,
+            ImageFormat::KvmXsave2 => Format::KvmXsave2,
+            ImageFormat::NtXstate => Format::NtXstate,
+            ImageFormat::Sigframe => Format::SigFrame,
+            ImageFormat::Portable => Format::Portable,
+            ImageFormat::ElfCore => Format::ElfCore,
+        })
+    }
 }
 
 /// An image read from a file, with what the file said about it.
@@ -22,23 +76,72 @@ pub enum ImageFormat {
 pub struct Loaded {
     /// The image.
     pub image: Vec<u8>,
-    /// XCR0 (or XCR0 | XSS) the file records for the image, if it records one.
+    /// XCR0 the file records for the image (for Xen records the accumulated XCR0 the image is
+    /// sized for), if it records one.
     pub xcr0: Option<Xfeatures>,
+    /// IA32_XSS the file records (forward-compatible blob, portable record).
+    pub xss: Option<Xfeatures>,
+    /// The layout the file carries (portable record, core with NT_X86_XSAVE_LAYOUT); the image
+    /// is laid out for it rather than for `--cpuid`.
+    pub layout: Option<Layout>,
+    /// The format read (after `auto`).
+    pub format: Format,
 }
 
-/// Reads the image in `path` written in `format`.
-pub fn load(path: &Path, format: ImageFormat) -> CliResult<Loaded> {
+/// Reads the image in `path` written in `format`, for the CPU of `layout`.
+pub fn load(path: &Path, format: ImageFormat, layout: &Layout) -> CliResult<Loaded> {
     let bytes = read_file(path)?;
-    match format {
-        ImageFormat::Raw => Ok(Loaded { image: bytes, xcr0: None }),
+    let name = path.display();
+    let f = match format {
+        ImageFormat::Raw => Format::Image,
+        ImageFormat::Auto => record::detect(&bytes, layout)
+            .ok_or_else(|| CliError::invalid(format!("{name}: not a known image or record format")))?,
+        other => other.record().unwrap_or(Format::Image),
+    };
+    if f == Format::Image {
+        return Ok(Loaded { image: bytes, xcr0: None, xss: None, layout: None, format: f });
     }
+    let c =
+        record::read(f, &bytes, layout, &Options::default()).map_err(|e| CliError::invalid(format!("{name}: {e}")))?;
+    let Some(image) = c.image.as_ref() else {
+        return Err(CliError::invalid(format!("{name}: {f}: holds no XSAVE image (no xsave state)")));
+    };
+    let l = c.layout.as_ref().unwrap_or(layout);
+    let rfbm = c.rfbm();
+    Ok(Loaded {
+        image: image.to_vec(),
+        xcr0: Some(rfbm & l.user_supported()),
+        xss: Some(rfbm & l.supervisor_supported()),
+        layout: c.layout,
+        format: f,
+    })
 }
 
-/// The bytes of a file in `format` holding `image`, restored with `xcr0`.
-pub fn store(image: &[u8], _xcr0: Xfeatures, format: ImageFormat) -> CliResult<Vec<u8>> {
-    match format {
-        ImageFormat::Raw => Ok(image.to_vec()),
+/// The bytes of a file in `format` holding `image` (laid out for `layout`), restored with
+/// RFBM = `rfbm`.
+pub fn store(image: &[u8], rfbm: Xfeatures, format: ImageFormat, layout: &Layout) -> CliResult<Vec<u8>> {
+    let f = match format {
+        ImageFormat::Raw => return Ok(image.to_vec()),
+        ImageFormat::Auto => return Err(CliError::usage("--to-format auto: name the output format")),
+        other => other.record().unwrap_or(Format::Image),
+    };
+    if !f.writable() {
+        return Err(CliError::usage(format!("--to-format {f}: this format is read, not written")));
     }
+    let img = ImageBuf::from_bytes(image).map_err(CliError::invalid)?;
+    if Image::new(image).is_ok_and(|i| i.form() == Form::Compacted) && !matches!(f, Format::Blob | Format::Portable) {
+        return Err(CliError::invalid(format!("{f} holds standard-format images only: use --to standard")));
+    }
+    let c = Contents {
+        format: Format::Image,
+        image: Some(img),
+        xcr0: rfbm & layout.user_supported(),
+        xss: rfbm & layout.supervisor_supported(),
+        accum: rfbm,
+        vcpu: None,
+        layout: None,
+    };
+    record::write(f, &c, layout, layout, &Options::default()).map_err(CliError::invalid)
 }
 
 /// The running CPU's MXCSR mask, from the MXCSR_MASK field of an XSAVE (0 means 0xFFBF); 0xFFFF

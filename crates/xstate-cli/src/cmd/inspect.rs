@@ -91,11 +91,11 @@ fn register_value(r: &xstate::image::regs::Register) -> Value {
 /// Runs `xstate inspect`.
 pub fn run(args: &InspectArgs) -> CliResult {
     let src = source(args.cpuid.as_ref())?;
-    let loaded = load(&args.image, args.format)?;
+    let loaded = load(&args.image, args.format, &src.layout)?;
     let img = need_header(&loaded.image, &args.image)?;
-    let l = &src.layout;
+    let l = loaded.layout.as_ref().unwrap_or(&src.layout);
     let xcr0 = args.xcr0.or(loaded.xcr0).unwrap_or(src.default_xcr0);
-    let xss = args.xss.unwrap_or_default();
+    let xss = args.xss.or(loaded.xss).unwrap_or_default();
     let rfbm = if img.form() == Form::Compacted { xcr0 | xss } else { xcr0 };
     let mut ctx =
         Context::new(xcr0).with_mxcsr_mask_field(if args.cpuid.is_none() { host_mxcsr_mask() } else { 0xFFFF });
@@ -112,6 +112,7 @@ pub fn run(args: &InspectArgs) -> CliResult {
     if args.json {
         let mut v = json!({
             "file": args.image.display().to_string(),
+            "format": loaded.format.name(),
             "size": img.len(),
             "form": img.form().name(),
             "xstate_bv": h.xstate_bv.bits(),
@@ -139,6 +140,9 @@ pub fn run(args: &InspectArgs) -> CliResult {
         return print_json(&v);
     }
     let mut out = String::new();
+    if loaded.format != xstate::record::Format::Image {
+        writeln!(out, "{}: {} record", args.image.display(), loaded.format).ok();
+    }
     writeln!(out, "{}: {} bytes, {} form", args.image.display(), img.len(), img.form()).ok();
     writeln!(out, "XSTATE_BV {} ({})", h.xstate_bv, h.xstate_bv.names()).ok();
     writeln!(out, "XCOMP_BV  {} ({})", h.xcomp_bv, h.xcomp_bv.names()).ok();

@@ -77,12 +77,13 @@ pub struct ValidateArgs {
 /// Runs `xstate validate`.
 pub fn run(args: &ValidateArgs) -> CliResult {
     let src = source(args.cpuid.as_ref())?;
-    let loaded = load(&args.image, args.format)?;
+    let loaded = load(&args.image, args.format, &src.layout)?;
     let profile = Profile::from(args.profile);
     let xcr0 = args.xcr0.or(loaded.xcr0).unwrap_or(src.default_xcr0);
-    let xss = args.xss.unwrap_or_default();
+    let xss = args.xss.or(loaded.xss).unwrap_or_default();
+    let layout = loaded.layout.as_ref().unwrap_or(&src.layout);
     if profile != Profile::Xen {
-        checked_masks(&src.layout, xcr0, xss)?;
+        checked_masks(layout, xcr0, xss)?;
     }
     let mxcsr_mask = match args.mxcsr_mask {
         Some(m) => u32::try_from(m.bits()).map_err(|_| CliError::usage("--mxcsr-mask: more than 32 bits"))?,
@@ -96,7 +97,7 @@ pub fn run(args: &ValidateArgs) -> CliResult {
     ctx.xen.policy_max = args.xen_policy;
     ctx.xen.host = args.xen_host;
     let img = &loaded.image;
-    validate(img, &src.layout, profile, &ctx)
+    validate(img, layout, profile, &ctx)
         .map_err(|e| CliError::invalid(format!("{}: invalid: {e}", args.image.display())))?;
     let h = xstate::image::Header::read(img).unwrap_or(xstate::image::Header::EMPTY);
     emit(&format!(
