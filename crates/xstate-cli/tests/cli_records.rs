@@ -38,8 +38,8 @@ fn image(dir: &Path, cpuid: &str) -> PathBuf {
     let mut img = vec![0u8; size];
     img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
     img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-    for i in 160..416 {
-        img[i] = i as u8;
+    for (i, b) in img.iter_mut().enumerate().take(416).skip(160) {
+        *b = i as u8;
     }
     for c in v["components"].as_array().unwrap() {
         let idx = c["index"].as_u64().unwrap();
