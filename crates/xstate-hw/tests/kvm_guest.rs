@@ -1,58 +1,28 @@
 //! A real guest moves vector and opmask registers; the host reads and writes them through
 //! KVM_GET_XSAVE2 / KVM_SET_XSAVE at the offsets the layout gives.
 
+use xstate::image::Image;
+use xstate::image::regs::decode;
 use xstate::{Component, Layout, Xfeatures};
 use xstate_hw::kvm::KvmSystem;
-use xstate_hw::kvm::guest::{AVX_DATA, AVX512_DATA, Guest, LOAD_DATA, Routine, STORE_DATA};
+use xstate_hw::kvm::guest::{AVX_DATA, AVX512_DATA, Guest, LOAD_DATA, Routine, STORE_DATA, write_registers};
 use xstate_hw::selfcheck::Rng;
 
-/// The register file as the routines lay it out in memory, from a standard image.
+/// The register file as the routines lay it out in memory, read from a standard image with the
+/// library's register decoder.
 fn regs_from_image(l: &Layout, img: &[u8], avx512: bool) -> Vec<u8> {
-    let off = |c: Component| l.geometry(c).unwrap().offset as usize;
+    let rfbm = if avx512 { Xfeatures(0xE7) } else { Xfeatures(0x7) };
+    let d = decode(&Image::new(img).unwrap(), l, rfbm);
     let mut out = Vec::new();
-    let n = if avx512 { 32 } else { 16 };
-    for i in 0..n {
-        if i < 16 {
-            out.extend_from_slice(&img[160 + 16 * i..176 + 16 * i]);
-            out.extend_from_slice(&img[off(Component::AVX) + 16 * i..off(Component::AVX) + 16 * i + 16]);
-            if avx512 {
-                let z = off(Component::ZMM_HI256) + 32 * i;
-                out.extend_from_slice(&img[z..z + 32]);
-            }
-        } else {
-            let z = off(Component::HI16_ZMM) + 64 * (i - 16);
-            out.extend_from_slice(&img[z..z + 64]);
-        }
-    }
-    if avx512 {
-        let k = off(Component::OPMASK);
-        out.extend_from_slice(&img[k..k + 64]);
+    let names: Vec<String> = if avx512 {
+        (0..32).map(|i| format!("zmm{i}")).chain((0..8).map(|i| format!("k{i}"))).collect()
+    } else {
+        (0..16).map(|i| format!("ymm{i}")).collect()
+    };
+    for n in names {
+        out.extend_from_slice(&d.get(&n).unwrap_or_else(|| panic!("{n} not decoded")).bytes);
     }
     out
-}
-
-/// The inverse: writes the register file into a standard image.
-fn regs_into_image(l: &Layout, img: &mut [u8], data: &[u8], avx512: bool) {
-    let off = |c: Component| l.geometry(c).unwrap().offset as usize;
-    let (n, w) = if avx512 { (32, 64) } else { (16, 32) };
-    for i in 0..n {
-        let r = &data[w * i..w * i + w];
-        if i < 16 {
-            img[160 + 16 * i..176 + 16 * i].copy_from_slice(&r[..16]);
-            img[off(Component::AVX) + 16 * i..off(Component::AVX) + 16 * i + 16].copy_from_slice(&r[16..32]);
-            if avx512 {
-                let z = off(Component::ZMM_HI256) + 32 * i;
-                img[z..z + 32].copy_from_slice(&r[32..64]);
-            }
-        } else {
-            let z = off(Component::HI16_ZMM) + 64 * (i - 16);
-            img[z..z + 64].copy_from_slice(r);
-        }
-    }
-    if avx512 {
-        let k = off(Component::OPMASK);
-        img[k..k + 64].copy_from_slice(&data[2048..2112]);
-    }
 }
 
 #[test]
@@ -92,7 +62,7 @@ fn guest_and_host_see_the_same_registers() {
         let mut new = vec![0u8; len];
         rng.fill(&mut new);
         let mut img2 = img.clone();
-        regs_into_image(&layout, &mut img2, &new, avx512);
+        assert!(write_registers(&layout, &mut img2, &new, avx512));
         g.vcpu().set_xsave(&img2).unwrap();
         g.run(store).unwrap();
         assert_eq!(&g.memory()[STORE_DATA as usize..STORE_DATA as usize + len], &new[..], "round {round}: guest view");

@@ -23,8 +23,8 @@ use std::io;
 
 use kvm_bindings::{kvm_segment, kvm_userspace_memory_region};
 use kvm_ioctls::VcpuExit;
-use xstate::Xfeatures;
 use xstate::cpuid::CpuidData;
+use xstate::{Component, Layout, Xfeatures};
 
 use super::{KvmSystem, Vcpu};
 
@@ -285,4 +285,41 @@ impl Guest {
             }
         }
     }
+}
+
+/// The register values a routine moves, laid out as in guest memory (ZMM/YMM i at `width * i`,
+/// then k0-7), written into a standard image at `layout`'s offsets: XMM in the legacy region,
+/// the upper YMM halves in AVX, ZMM_Hi256 and Hi16_ZMM, opmask. `avx512` selects the ZMM/k form.
+/// Returns false if the layout lacks a component the form needs or `image` is too short.
+pub fn write_registers(layout: &Layout, image: &mut [u8], data: &[u8], avx512: bool) -> bool {
+    let off = |c: Component| layout.geometry(c).map(|g| g.offset as usize);
+    let (n, w) = if avx512 { (32, 64) } else { (16, 32) };
+    let (Some(avx), zh, hz, k) =
+        (off(Component::AVX), off(Component::ZMM_HI256), off(Component::HI16_ZMM), off(Component::OPMASK))
+    else {
+        return false;
+    };
+    if avx512 && (zh.is_none() || hz.is_none() || k.is_none()) {
+        return false;
+    }
+    let need = if avx512 { n * w + 64 } else { n * w };
+    if data.len() < need || image.len() < layout.standard_size_max() as usize {
+        return false;
+    }
+    for i in 0..n {
+        let r = &data[w * i..w * i + w];
+        if i < 16 {
+            image[160 + 16 * i..176 + 16 * i].copy_from_slice(&r[..16]);
+            image[avx + 16 * i..avx + 16 * i + 16].copy_from_slice(&r[16..32]);
+            if let (true, Some(z)) = (avx512, zh) {
+                image[z + 32 * i..z + 32 * i + 32].copy_from_slice(&r[32..64]);
+            }
+        } else if let Some(z) = hz {
+            image[z + 64 * (i - 16)..z + 64 * (i - 16) + 64].copy_from_slice(r);
+        }
+    }
+    if let (true, Some(k)) = (avx512, k) {
+        image[k..k + 64].copy_from_slice(&data[n * w..n * w + 64]);
+    }
+    true
 }

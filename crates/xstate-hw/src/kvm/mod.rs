@@ -208,3 +208,4 @@ impl Vcpu {
 }
 
 pub mod guest;
+pub mod migrate;

@@ -1,0 +1,106 @@
+//! Moving a vCPU's extended state from one VM to another through xstate's portable record:
+//! KVM_GET_XSAVE2 on the source, a record that carries the source layout, the compatibility
+//! check against the destination's policy, a re-layout to the destination host's offsets
+//! (kvm_xsave always uses the host's), KVM_SET_XCRS and KVM_SET_XSAVE.
+
+use std::fmt;
+use std::io;
+
+use xstate::compat::{self, Report, Side, Verdict};
+use xstate::image::{ConvertError, Target, ValidationError, convert};
+use xstate::policy::Policy;
+use xstate::record::{self, Format, Options, RecordError};
+use xstate::{Layout, Xfeatures};
+
+use super::Vcpu;
+
+/// Why a migration did not happen. The destination vCPU is unchanged in every case.
+#[derive(Debug)]
+pub enum MigrateError {
+    /// A KVM ioctl failed.
+    Kvm(io::Error),
+    /// The record could not be written or read.
+    Record(RecordError),
+    /// The image in the record is not one its own CPU would load.
+    Invalid(ValidationError),
+    /// The state cannot live on the destination; the report says why and what to mask.
+    Incompatible(Report),
+    /// The re-layout to the destination host refused (a component in use it cannot hold).
+    Convert(ConvertError),
+}
+
+impl fmt::Display for MigrateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MigrateError::Kvm(e) => write!(f, "KVM: {e}"),
+            MigrateError::Record(e) => write!(f, "record: {e}"),
+            MigrateError::Invalid(e) => write!(f, "image: {e}"),
+            MigrateError::Incompatible(r) => {
+                let reasons: Vec<String> = r.reasons.iter().map(|x| x.to_string()).collect();
+                write!(f, "incompatible: {}", reasons.join("; "))?;
+                if !r.mask.is_empty() {
+                    write!(f, " (mask {} in the source policy)", r.mask.names())?;
+                }
+                Ok(())
+            }
+            MigrateError::Convert(e) => write!(f, "re-layout: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for MigrateError {}
+
+impl From<io::Error> for MigrateError {
+    fn from(e: io::Error) -> Self {
+        MigrateError::Kvm(e)
+    }
+}
+
+/// Saves `vcpu`'s XCR0 and extended state as a portable record. `host` is the layout of this
+/// host (KVM's buffer layout).
+pub fn save(vcpu: &Vcpu, host: &Layout) -> Result<Vec<u8>, MigrateError> {
+    let buf = vcpu.get_xsave()?;
+    let xcr0 = vcpu.xcr0()?.unwrap_or(Xfeatures::X87);
+    let format = if buf.len() == super::KVM_XSAVE_SIZE && vcpu.xsave2_size() == 0 {
+        Format::KvmXsave
+    } else {
+        Format::KvmXsave2
+    };
+    let opts = Options {
+        xcr0: Some(xcr0),
+        kvm_xsave2_size: Some(buf.len()),
+        // The vCPU's own buffer holds only what KVM supports; the host layout bounds it.
+        kvm_supported: Some(host.user_supported()),
+        ..Options::default()
+    };
+    let contents = record::read(format, &buf, host, &opts).map_err(MigrateError::Record)?;
+    record::write(Format::Portable, &contents, host, host, &opts).map_err(MigrateError::Record)
+}
+
+/// Restores a portable record into `vcpu`, whose guest runs under `dst` on this host (`host`:
+/// this host's layout). Checks compatibility first (only the components in use matter) and
+/// refuses with the report when the state cannot live there; otherwise re-lays the image out
+/// for this host, then sets XCR0 and the state. Returns the compatibility report.
+pub fn restore(vcpu: &Vcpu, record_bytes: &[u8], host: &Layout, dst: &Policy) -> Result<Report, MigrateError> {
+    let contents =
+        record::read(Format::Portable, record_bytes, host, &Options::default()).map_err(MigrateError::Record)?;
+    let from = contents.layout.clone().unwrap_or_else(|| host.clone());
+    let Some(image) = contents.image.as_ref() else {
+        return Ok(compat::check(&Side::user_max(&from), &Side::user_max(dst.layout())));
+    };
+    let src = Side { layout: &from, xcr0: contents.xcr0, xss: contents.xss };
+    let to = Side { layout: dst.layout(), xcr0: dst.xcr0_max(), xss: dst.xss_max() };
+    let report = compat::check_image(&src, &to, image.image().bytes()).map_err(MigrateError::Invalid)?;
+    if report.verdict == Verdict::Incompatible {
+        return Err(MigrateError::Incompatible(report));
+    }
+    if !contents.xcr0.is_subset_of(dst.xcr0_max()) {
+        // Enabled but unused states the destination lacks: the guest must not find them in XCR0.
+        return Err(MigrateError::Incompatible(compat::check(&src, &to)));
+    }
+    let out = convert(image.image().bytes(), &from, host, contents.rfbm() & from.user_supported(), Target::Standard)
+        .map_err(MigrateError::Convert)?;
+    vcpu.set_xcr0(contents.xcr0)?;
+    vcpu.set_xsave(out.image().bytes())?;
+    Ok(report)
+}
