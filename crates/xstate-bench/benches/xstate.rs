@@ -8,7 +8,7 @@ fn all(c: &mut Criterion) {
         let mut g = c.benchmark_group(case.name.clone());
         g.throughput(criterion::Throughput::Elements(case.per_call as u64));
         g.bench_function("op", |b| b.iter(&mut case.op));
-        g.bench_function(format!("baseline_{}", case.baseline), |b| b.iter(&mut case.base));
+        g.bench_function(format!("baseline_{}_x{}", case.baseline, case.base_per_call), |b| b.iter(&mut case.base));
         g.finish();
     }
 }

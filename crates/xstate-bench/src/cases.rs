@@ -3,7 +3,13 @@
 use std::hint::black_box;
 
 use xstate::cpuid::{self, Leaf0d};
+use xstate::image::validate::{Context, Profile, validate};
+use xstate::image::{Target, convert};
 use xstate::{Component, Layout, Xfeatures, fixtures};
+use xstate_hw::kvm::KvmSystem;
+use xstate_hw::selfcheck::{Rng, crafted_image};
+use xstate_hw::tracee::{self, Ending};
+use xstate_hw::{Host, SaveInstr, ptrace};
 
 /// A boxed operation.
 pub type Op = Box<dyn FnMut()>;
@@ -20,15 +26,22 @@ pub struct Case {
     pub base: Op,
     /// How many operations one call of `op` performs (figures are per operation).
     pub per_call: u32,
+    /// How many operations one call of `base` performs.
+    pub base_per_call: u32,
 }
 
 impl Case {
     fn new(name: &str, op: Op, baseline: &str, base: Op) -> Case {
-        Case { name: name.into(), op, baseline: baseline.into(), base, per_call: 1 }
+        Case { name: name.into(), op, baseline: baseline.into(), base, per_call: 1, base_per_call: 1 }
     }
 
     fn per_call(mut self, n: u32) -> Case {
         self.per_call = n;
+        self
+    }
+
+    fn base_per_call(mut self, n: u32) -> Case {
+        self.base_per_call = n;
         self
     }
 }
@@ -144,7 +157,193 @@ pub fn layout_cases() -> Vec<Case> {
     v
 }
 
+/// memcpy of `n` bytes between two buffers (the floor any conversion of an `n`-byte image has).
+fn memcpy_baseline(n: usize) -> Op {
+    let src = vec![0x5Au8; n];
+    let mut dst = vec![0u8; n];
+    Box::new(move || {
+        dst.copy_from_slice(black_box(&src));
+        black_box(&mut dst);
+    })
+}
+
+/// One image of a CPU: its layout, the mask it is enabled for, and a standard and a compacted
+/// form of the same state.
+struct Sample {
+    tag: String,
+    layout: Layout,
+    mask: Xfeatures,
+    standard: Vec<u8>,
+    compacted: Vec<u8>,
+}
+
+/// A standard image of `layout` with every component of `mask` (or only x87/SSE when
+/// `mostly_init`) in use and random contents, and its compacted form (XCOMP_BV = mask).
+fn sample(tag: &str, layout: Layout, mask: Xfeatures, mostly_init: bool) -> Sample {
+    let mut rng = Rng::new(0xbe9c);
+    let mut standard = crafted_image(&layout, mask, &mut rng);
+    if mostly_init {
+        standard[512..520].copy_from_slice(&Xfeatures::LEGACY.bits().to_le_bytes());
+    }
+    let compacted = convert(&standard, &layout, &layout, mask, Target::Compacted { mask })
+        .expect("crafted images convert")
+        .into_inner()
+        .to_vec();
+    let tag = format!("{tag}_{}", if mostly_init { "init" } else { "full" });
+    Sample { tag, layout, mask, standard, compacted }
+}
+
+fn samples() -> Vec<Sample> {
+    let mut v = Vec::new();
+    for init in [false, true] {
+        v.push(sample("avx832", fixtures::layout(fixtures::AMD_ZEN1), Xfeatures(0x7), init));
+        v.push(sample("avx512_2696", fixtures::layout(fixtures::INTEL_SKYLAKE_SP), Xfeatures(0x2FF), init));
+        v.push(sample("amx11008", fixtures::layout(fixtures::INTEL_AMX_GUEST), Xfeatures(0x600E7), init));
+    }
+    v
+}
+
+/// Standard <-> compacted conversions of the three reference images against memcpy.
+pub fn convert_cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    for s in samples() {
+        let n = s.standard.len();
+        let (l, m, img) = (s.layout.clone(), s.mask, s.standard.clone());
+        v.push(Case::new(
+            &format!("convert_std_to_cmp_{}", s.tag),
+            Box::new(move || {
+                black_box(convert(black_box(&img), &l, &l, m, Target::Compacted { mask: m }).ok());
+            }),
+            &format!("memcpy_{n}"),
+            memcpy_baseline(n),
+        ));
+        let (l, m, img) = (s.layout.clone(), s.mask, s.compacted.clone());
+        v.push(Case::new(
+            &format!("convert_cmp_to_std_{}", s.tag),
+            Box::new(move || {
+                black_box(convert(black_box(&img), &l, &l, m, Target::Standard).ok());
+            }),
+            &format!("memcpy_{n}"),
+            memcpy_baseline(n),
+        ));
+    }
+    v
+}
+
+/// Validation of each profile on the smallest and the largest reference image, against memcpy
+/// of the image: the ratio shows whether the cost grows with the size.
+pub fn validate_cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    for s in samples().into_iter().filter(|s| s.tag.ends_with("full") && !s.tag.starts_with("avx512")) {
+        for p in Profile::ALL {
+            let n = s.standard.len();
+            let (l, img) = (s.layout.clone(), s.standard.clone());
+            let mut ctx = Context::new(s.mask);
+            ctx.kvm_supported = Some(s.mask);
+            v.push(Case::new(
+                &format!("validate_{}_{}", p.name(), s.tag.trim_end_matches("_full")),
+                Box::new(move || {
+                    black_box(validate(black_box(&img), &l, p, &ctx).is_ok());
+                }),
+                &format!("memcpy_{n}"),
+                memcpy_baseline(n),
+            ));
+        }
+    }
+    v
+}
+
+/// XRSTOR + save pairs per call of the CPU baseline: one save/restore of the thread's own
+/// state and one fault check per call, amortised.
+const CPU_LOOP: u32 = 1000;
+
+/// This host's own image against what the CPU, the kernel and KVM take for the same work.
+pub fn host_cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    let Ok(host) = Host::probe() else { return v };
+    let l = host.layout().clone();
+    let xcr0 = host.xcr0();
+    let s = sample("host", l.clone(), xcr0, false);
+    let n = s.standard.len();
+    let tag = format!("host{n}");
+    if host.has(SaveInstr::Xsavec) {
+        let (lc, img) = (l.clone(), s.standard.clone());
+        let cpu_img = s.standard.clone();
+        let hc = host.clone();
+        v.push(
+            Case::new(
+                &format!("convert_std_to_cmp_{tag}"),
+                Box::new(move || {
+                    black_box(convert(black_box(&img), &lc, &lc, xcr0, Target::Compacted { mask: xcr0 }).ok());
+                }),
+                "cpu_xrstor_xsavec",
+                Box::new(move || {
+                    black_box(hc.restore_save_loop(&cpu_img, xcr0, SaveInstr::Xsavec, CPU_LOOP as u64).is_ok());
+                }),
+            )
+            .base_per_call(CPU_LOOP),
+        );
+        let (lc, img) = (l.clone(), s.compacted.clone());
+        let cpu_img = s.compacted.clone();
+        let hc = host.clone();
+        v.push(
+            Case::new(
+                &format!("convert_cmp_to_std_{tag}"),
+                Box::new(move || {
+                    black_box(convert(black_box(&img), &lc, &lc, xcr0, Target::Standard).ok());
+                }),
+                "cpu_xrstor_xsave",
+                Box::new(move || {
+                    black_box(hc.restore_save_loop(&cpu_img, xcr0, SaveInstr::Xsave, CPU_LOOP as u64).is_ok());
+                }),
+            )
+            .base_per_call(CPU_LOOP),
+        );
+    }
+    // The kernel converting its compacted buffer to the standard format: GETREGSET of a
+    // stopped child holding the same state.
+    if let Ok(mut child) = tracee::spawn(&host, &s.standard, Ending::StopThenReport, None)
+        && child.wait_stopped().is_ok()
+        && let Ok(seized) = ptrace::Seized::new(child.pid())
+    {
+        let (lc, img) = (l.clone(), s.compacted.clone());
+        let mut buf = vec![0u8; 64 * 1024];
+        v.push(Case::new(
+            &format!("convert_cmp_to_std_{tag}"),
+            Box::new(move || {
+                black_box(convert(black_box(&img), &lc, &lc, xcr0, Target::Standard).ok());
+            }),
+            "ptrace_getregset",
+            Box::new(move || {
+                let _keep = &child;
+                black_box(seized.get_into(&mut buf).ok());
+            }),
+        ));
+    }
+    // KVM_GET_XSAVE2 of a vCPU.
+    if let Ok(Some(kvm)) = KvmSystem::open()
+        && let Ok(vcpu) = kvm.create_vcpu()
+    {
+        let (lc, img) = (l.clone(), s.compacted.clone());
+        v.push(Case::new(
+            &format!("convert_cmp_to_std_{tag}"),
+            Box::new(move || {
+                black_box(convert(black_box(&img), &lc, &lc, xcr0, Target::Standard).ok());
+            }),
+            "kvm_get_xsave2",
+            Box::new(move || {
+                black_box(vcpu.get_xsave().ok());
+            }),
+        ));
+    }
+    v
+}
+
 /// Every case, in reporting order.
 pub fn all() -> Vec<Case> {
-    layout_cases()
+    let mut v = layout_cases();
+    v.extend(convert_cases());
+    v.extend(validate_cases());
+    v.extend(host_cases());
+    v
 }

@@ -62,13 +62,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Measures `op` against `baseline` over `batches` interleaved batches of about `batch` each.
-/// `per_call` is the number of operations one call of `op` performs.
+/// `per_call` and `base_per_call` are the number of operations one call of `op` and of
+/// `baseline` performs.
 pub fn compare(
     name: &str,
     op: &mut dyn FnMut(),
     per_call: u32,
     baseline_name: &str,
     baseline: &mut dyn FnMut(),
+    base_per_call: u32,
     batches: usize,
     batch: Duration,
 ) -> Figure {
@@ -84,7 +86,7 @@ pub fn compare(
         name: name.into(),
         ns: median(a) / per_call as f64,
         baseline: baseline_name.into(),
-        baseline_ns: median(b),
+        baseline_ns: median(b) / base_per_call as f64,
     }
 }
 

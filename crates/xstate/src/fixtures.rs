@@ -98,7 +98,10 @@ pub const AMD_ZEN2: Rows =
 pub const AMD_FAM15H_LWP: Rows =
     &[(0, 0x7, 0x340, 0x3C0, 0x4000_0000), (2, 0x100, 0x240, 0, 0), (62, 0x80, 0x340, 0, 0)];
 
-/// A plain AVX CPU (Sandy Bridge .. Broadwell, Zen 1): standard size 832.
+/// AMD Zen 1 (Ryzen, family 17h): AVX with XSAVEC and XSAVES; standard and compacted size 832.
+pub const AMD_ZEN1: Rows = &[(0, 0x7, 0x340, 0x340, 0), (1, 0xF, 0x340, 0, 0), (2, 0x100, 0x240, 0, 0)];
+
+/// A plain AVX CPU without compaction (Sandy Bridge, Ivy Bridge): standard size 832.
 pub const AVX_ONLY: Rows = &[(0, 0x7, 0x340, 0x340, 0), (1, 0x1, 0, 0, 0), (2, 0x100, 0x240, 0, 0)];
 
 /// Builds leaf 0xD from rows.

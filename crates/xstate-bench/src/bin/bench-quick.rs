@@ -11,8 +11,16 @@ fn main() {
         if !filter.is_empty() && !filter.iter().any(|f| c.name.contains(f.as_str())) {
             continue;
         }
-        let f =
-            measure::compare(&c.name, &mut c.op, c.per_call, &c.baseline, &mut c.base, 21, Duration::from_millis(3));
+        let f = measure::compare(
+            &c.name,
+            &mut c.op,
+            c.per_call,
+            &c.baseline,
+            &mut c.base,
+            c.base_per_call,
+            21,
+            Duration::from_millis(3),
+        );
         println!("{}", f.line());
     }
 }
