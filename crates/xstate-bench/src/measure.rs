@@ -61,32 +61,31 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Measures `op` against `baseline` over `batches` interleaved batches of about `batch` each.
-/// `per_call` and `base_per_call` are the number of operations one call of `op` and of
-/// `baseline` performs.
-pub fn compare(
-    name: &str,
-    op: &mut dyn FnMut(),
-    per_call: u32,
-    baseline_name: &str,
-    baseline: &mut dyn FnMut(),
-    base_per_call: u32,
-    batches: usize,
-    batch: Duration,
-) -> Figure {
-    let n_op = calibrate(op, batch);
-    let n_base = calibrate(baseline, batch);
+/// One side of a comparison: a name, the operation, and how many operations one call performs.
+pub struct Measured<'a> {
+    /// Name of the figure or baseline.
+    pub name: &'a str,
+    /// The operation.
+    pub f: &'a mut dyn FnMut(),
+    /// Operations per call (figures are per operation).
+    pub per_call: u32,
+}
+
+/// Measures `op` against `base` over `batches` interleaved batches of about `batch` each.
+pub fn compare(op: Measured<'_>, base: Measured<'_>, batches: usize, batch: Duration) -> Figure {
+    let n_op = calibrate(op.f, batch);
+    let n_base = calibrate(base.f, batch);
     let mut a = Vec::with_capacity(batches);
     let mut b = Vec::with_capacity(batches);
     for _ in 0..batches {
-        a.push(per_iter(op, n_op));
-        b.push(per_iter(baseline, n_base));
+        a.push(per_iter(op.f, n_op));
+        b.push(per_iter(base.f, n_base));
     }
     Figure {
-        name: name.into(),
-        ns: median(a) / per_call as f64,
-        baseline: baseline_name.into(),
-        baseline_ns: median(b) / base_per_call as f64,
+        name: op.name.into(),
+        ns: median(a) / op.per_call as f64,
+        baseline: base.name.into(),
+        baseline_ns: median(b) / base.per_call as f64,
     }
 }
 

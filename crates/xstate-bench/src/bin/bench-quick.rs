@@ -12,12 +12,8 @@ fn main() {
             continue;
         }
         let f = measure::compare(
-            &c.name,
-            &mut c.op,
-            c.per_call,
-            &c.baseline,
-            &mut c.base,
-            c.base_per_call,
+            measure::Measured { name: &c.name, f: &mut c.op, per_call: c.per_call },
+            measure::Measured { name: &c.baseline, f: &mut c.base, per_call: c.base_per_call },
             21,
             Duration::from_millis(3),
         );
