@@ -15,8 +15,6 @@ use xstate_hw::stategen::StateGen;
 
 use common::{bv, host, mutate, mxcsr_mask};
 
-const CASES: usize = 1500;
-
 #[test]
 fn hardware_profile_agrees_with_xrstor() {
     let h = host();
@@ -30,12 +28,13 @@ fn hardware_profile_agrees_with_xrstor() {
         println!("SKIP: no XSAVEC: bases are XSAVE images only (mutations still reach the compacted form)");
     }
     let g = StateGen::new(&l, xcr0, mask);
-    let mut rng = Rng::new(0xC0FFEE);
+    let mut rng = Rng::new(common::seed(0xC0FFEE));
+    let n_cases = common::cases(1500);
     let n = h.area_size();
     let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
     let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut disagreements = Vec::new();
-    for case in 0..CASES {
+    for case in 0..n_cases {
         let state = g.standard(&mut rng);
         let instr = if has_xsavec && case % 2 == 1 { SaveInstr::Xsavec } else { SaveInstr::Xsave };
         let save_rfbm = if rng.next_u64().is_multiple_of(2) { xcr0 } else { g.random_mask(&mut rng) | Xfeatures::X87 };
@@ -70,13 +69,13 @@ fn hardware_profile_agrees_with_xrstor() {
             ));
         }
     }
-    println!("{CASES} mutated images; library verdicts: {verdicts:?}");
+    println!("{n_cases} mutated images; library verdicts: {verdicts:?}");
     println!("mutations applied: {kinds:?}");
     for d in disagreements.iter().take(10) {
         println!("DISAGREE {d}");
     }
-    assert!(disagreements.is_empty(), "{} of {CASES} verdicts disagree with XRSTOR", disagreements.len());
-    assert!(verdicts.get("valid").copied().unwrap_or(0) > CASES / 10, "too few valid images to mean anything");
+    assert!(disagreements.is_empty(), "{} of {n_cases} verdicts disagree with XRSTOR", disagreements.len());
+    assert!(verdicts.get("valid").copied().unwrap_or(0) > n_cases / 10, "too few valid images to mean anything");
 }
 
 /// The rules the manual leaves open, one case each, asked of the CPU and held against the

@@ -14,8 +14,6 @@ use xstate_hw::stategen::StateGen;
 
 use common::{bv, host, mutate, mxcsr_mask};
 
-const CASES: usize = 1200;
-
 #[test]
 fn kvm_profile_agrees_with_kvm_set_xsave() {
     let kvm = match KvmSystem::open() {
@@ -40,11 +38,12 @@ fn kvm_profile_agrees_with_kvm_set_xsave() {
     let mut ctx = Context::new(supported).with_mxcsr_mask_field(mask);
     ctx.kvm_supported = Some(supported);
     let g = StateGen::new(&l, supported, mask);
-    let mut rng = Rng::new(0x5EED);
+    let mut rng = Rng::new(common::seed(0x5EED));
+    let n_cases = common::cases(1200);
     let first = vcpu.get_xsave().unwrap();
     let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
     let mut disagreements = Vec::new();
-    for case in 0..CASES {
+    for case in 0..n_cases {
         let mut img = if case % 5 == 0 { first.clone() } else { g.standard(&mut rng) };
         img.resize(n, 0);
         let mut what = Vec::new();
@@ -69,11 +68,11 @@ fn kvm_profile_agrees_with_kvm_set_xsave() {
             ));
         }
     }
-    println!("{CASES} images; library verdicts: {verdicts:?}");
+    println!("{n_cases} images; library verdicts: {verdicts:?}");
     for d in disagreements.iter().take(10) {
         println!("DISAGREE {d}");
     }
-    assert!(disagreements.is_empty(), "{} of {CASES} verdicts disagree with KVM_SET_XSAVE", disagreements.len());
-    assert!(verdicts.get("valid").copied().unwrap_or(0) > CASES / 10);
+    assert!(disagreements.is_empty(), "{} of {n_cases} verdicts disagree with KVM_SET_XSAVE", disagreements.len());
+    assert!(verdicts.get("valid").copied().unwrap_or(0) > n_cases / 10);
     let _ = Xfeatures::EMPTY;
 }

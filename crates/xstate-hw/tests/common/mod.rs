@@ -186,3 +186,15 @@ pub fn mutate(img: &mut [u8], xcr0: Xfeatures, mask: u32, rng: &mut Rng) -> &'st
         }
     }
 }
+
+/// Number of cases: `XSTATE_IMAGE_CASES` if set (for longer runs), else `default`.
+pub fn cases(default: usize) -> usize {
+    std::env::var("XSTATE_IMAGE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default).max(default)
+}
+
+/// Seed: `XSTATE_IMAGE_SEED` if set, else `default`; printed so a failure can be replayed.
+pub fn seed(default: u64) -> u64 {
+    let s = std::env::var("XSTATE_IMAGE_SEED").ok().and_then(|v| xstate::xfeatures::parse_u64(&v)).unwrap_or(default);
+    println!("seed {s:#x} (XSTATE_IMAGE_SEED to replay)");
+    s
+}
