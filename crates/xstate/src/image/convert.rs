@@ -7,7 +7,9 @@
 //! whose XSTATE_BV bit is clear (FCW 0x037F, MXCSR 0x1F80, zeros), each component in use copied
 //! from its source place to its target place, bytes 416..511 and the reserved header zero. A
 //! component in use that the target cannot hold (missing there, another size, supervisor state
-//! in a standard image, absent from the compaction mask) is refused, never dropped.
+//! in a standard image, absent from the compaction mask) is refused, never dropped. A component
+//! of RFBM in its init state is initialised by either image, so it may be missing on the target
+//! or have another size there (Zen 2's 64-byte bit 9 against PKRU).
 //!
 //! MXCSR: the standard form loads it whenever RFBM\[1\] or RFBM\[2\] is set, the compacted form only
 //! with XSTATE_BV\[1\] (and 0x1F80 otherwise). So standard → compacted with XSTATE_BV\[1\] = 0 and

@@ -151,3 +151,21 @@ fn refusals() {
     let cc = convert(&s, &l, &l, Xfeatures(0x8E7), Target::Compacted { mask: Xfeatures(0x803) }).unwrap();
     assert_eq!(cc.header().xcomp_bv, Xfeatures(BIT63 | 0x803));
 }
+
+#[test]
+fn init_components_of_another_size_are_carried_as_init() {
+    // Zen 2's 64-byte bit 9 and Intel's 8-byte PKRU: fine while init, refused in use.
+    let zen2 = layout(AMD_ZEN2);
+    let intel = layout(INTEL_ICELAKE);
+    let xcr0 = Xfeatures(0x207);
+    let src = filled(&zen2, xcr0, Xfeatures(0x7), 0x1F80);
+    let out = convert(&src, &zen2, &intel, xcr0, Target::Standard).unwrap();
+    assert_eq!(out.len(), 2696);
+    assert!(out[2688..2696].iter().all(|&b| b == 0));
+    let used = filled(&zen2, xcr0, Xfeatures(0x207), 0x1F80);
+    assert_eq!(
+        convert(&used, &zen2, &intel, xcr0, Target::Standard),
+        Err(ConvertError::SizeDiffers { component: Component::PKRU, from: 64, to: 8 })
+    );
+    assert!(matches!(convert(&src, &zen2, &intel, Xfeatures(0x205), Target::Standard), Err(ConvertError::BadXcr0(_))));
+}
