@@ -1,0 +1,97 @@
+//! Records against the peers that define them: what the kernel hands out through ptrace and
+//! what KVM_GET_XSAVE2 returns parse as NT_X86_XSTATE and kvm_xsave records; records xstate
+//! writes are accepted back by PTRACE_SETREGSET and KVM_SET_XSAVE, and the state arrives.
+
+use xstate::Component;
+use xstate::image::{Image, ImageBuf};
+use xstate::record::kvm::{KvmXcrs, KvmXsave};
+use xstate::record::linux::NtXstate;
+use xstate::record::{Contents, Format, Options, read, write};
+use xstate_hw::kvm::KvmSystem;
+use xstate_hw::selfcheck::{Rng, crafted_image};
+use xstate_hw::tracee::{self, Ending};
+use xstate_hw::{Host, ptrace};
+
+#[test]
+fn ptrace_regset_is_an_nt_xstate_record() {
+    let host = Host::probe().unwrap();
+    let l = host.layout().clone();
+    let xcr0 = host.xcr0();
+    let img = crafted_image(&l, xcr0, &mut Rng::new(55));
+    let mut child = tracee::spawn(&host, &img, Ending::StopThenReport, None).unwrap();
+    child.wait_stopped().unwrap();
+    let got = match ptrace::get_xstate(child.pid()) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("SKIP: PTRACE_GETREGSET refused: {e}");
+            return;
+        }
+    };
+    let n = NtXstate::parse(&got, &l).expect("the kernel's regset is a valid NT_X86_XSTATE record");
+    assert_eq!(n.xcr0, xcr0);
+    // A record xstate writes (from another state, through the generic writer) is taken back.
+    let other = crafted_image(&l, xcr0, &mut Rng::new(56));
+    let c = Contents {
+        format: Format::Image,
+        image: Some(ImageBuf::from_bytes(&other).unwrap()),
+        xcr0,
+        xss: Default::default(),
+        accum: xcr0,
+        vcpu: None,
+        layout: None,
+    };
+    let rec = write(Format::NtXstate, &c, &l, &l, &Options::default()).unwrap();
+    ptrace::set_xstate(child.pid(), &rec).expect("PTRACE_SETREGSET accepts xstate's NT_X86_XSTATE");
+    let seen = child.resume_and_report().unwrap();
+    for c in xcr0.iter().filter(|c| !c.is_legacy() && *c != Component::TILECFG) {
+        let r = l.standard_range(c).unwrap();
+        assert_eq!(seen[r.clone()], other[r], "{c} arrived");
+    }
+    assert_eq!(seen[160..416], other[160..416], "XMM arrived");
+}
+
+#[test]
+fn kvm_buffers_are_kvm_xsave_records() {
+    let kvm = match KvmSystem::open() {
+        Ok(Some(k)) => k,
+        Ok(None) => return println!("SKIP: /dev/kvm does not exist"),
+        Err(e) => return println!("SKIP: /dev/kvm cannot be opened: {e}"),
+    };
+    let host = Host::probe().unwrap();
+    let l = host.layout().clone();
+    let vcpu = kvm.create_vcpu().unwrap();
+    vcpu.set_cpuid(&kvm.supported_cpuid().unwrap()).unwrap();
+    let supported = kvm.supported_xcr0().unwrap() & l.user_supported();
+    let size = vcpu.xsave_buffer_size();
+    let fmt = if size == 4096 { Format::KvmXsave } else { Format::KvmXsave2 };
+    let opts = Options { kvm_supported: Some(supported), kvm_xsave2_size: Some(size), ..Options::default() };
+    let got = vcpu.get_xsave().unwrap();
+    KvmXsave::parse(fmt, &got, size, &l, supported, 0xFFFF).expect("KVM's buffer is a valid record");
+    read(fmt, &got, &l, &opts).unwrap();
+    // An xstate-written record with a crafted state goes in and comes back.
+    let img = crafted_image(&l, supported, &mut Rng::new(77));
+    let c = Contents {
+        format: Format::Image,
+        image: Some(ImageBuf::from_bytes(&img).unwrap()),
+        xcr0: supported,
+        xss: Default::default(),
+        accum: supported,
+        vcpu: None,
+        layout: None,
+    };
+    let rec = write(fmt, &c, &l, &l, &opts).unwrap();
+    assert_eq!(rec.len(), size);
+    vcpu.set_xsave(&rec).expect("KVM_SET_XSAVE accepts xstate's record");
+    let back = vcpu.get_xsave().unwrap();
+    let (a, b) = (Image::new(&back).unwrap(), Image::new(&img).unwrap());
+    for comp in supported.iter().filter(|c| !c.is_legacy()) {
+        if b.xstate_bv().contains(comp) {
+            assert_eq!(a.component(&l, comp), b.component(&l, comp), "{comp}");
+        }
+    }
+    // kvm_xcrs written by xstate: KVM_SET_XCRS takes the XCR0 it carries.
+    let xcrs = KvmXcrs::with_xcr0(supported);
+    let parsed = KvmXcrs::parse(&xcrs.to_bytes(), &l, supported).unwrap();
+    vcpu.set_xcr0(parsed.xcr0().unwrap()).expect("KVM_SET_XCRS");
+    assert_eq!(vcpu.xcr0().unwrap(), Some(supported));
+}
