@@ -45,6 +45,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    xstate_hw::process::default_sigpipe();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Host(a) => cmd::host::run(a),

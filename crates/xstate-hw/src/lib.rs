@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod fault;
 pub mod kvm;
 pub mod perm;
+pub mod process;
 pub mod ptrace;
 pub mod selfcheck;
 pub mod stategen;
