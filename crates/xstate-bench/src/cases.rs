@@ -4,7 +4,7 @@ use std::hint::black_box;
 
 use xstate::cpuid::{self, Leaf0d};
 use xstate::image::validate::{Context, Profile, validate};
-use xstate::image::{Target, convert};
+use xstate::image::{ImageBuf, Target, convert, convert_into};
 use xstate::{Component, Layout, Xfeatures, fixtures};
 use xstate_hw::kvm::KvmSystem;
 use xstate_hw::selfcheck::{Rng, crafted_image};
@@ -213,6 +213,26 @@ pub fn convert_cases() -> Vec<Case> {
             &format!("convert_std_to_cmp_{}", s.tag),
             Box::new(move || {
                 black_box(convert(black_box(&img), &l, &l, m, Target::Compacted { mask: m }).ok());
+            }),
+            &format!("memcpy_{n}"),
+            memcpy_baseline(n),
+        ));
+        let (l, m, img) = (s.layout.clone(), s.mask, s.standard.clone());
+        let mut out = ImageBuf::init(0, Xfeatures(0));
+        v.push(Case::new(
+            &format!("convert_into_std_to_cmp_{}", s.tag),
+            Box::new(move || {
+                black_box(convert_into(black_box(&img), &l, &l, m, Target::Compacted { mask: m }, &mut out).ok());
+            }),
+            &format!("memcpy_{n}"),
+            memcpy_baseline(n),
+        ));
+        let (l, m, img) = (s.layout.clone(), s.mask, s.compacted.clone());
+        let mut out = ImageBuf::init(0, Xfeatures(0));
+        v.push(Case::new(
+            &format!("convert_into_cmp_to_std_{}", s.tag),
+            Box::new(move || {
+                black_box(convert_into(black_box(&img), &l, &l, m, Target::Standard, &mut out).ok());
             }),
             &format!("memcpy_{n}"),
             memcpy_baseline(n),

@@ -89,7 +89,7 @@ use Reg::{Eax, Ebx, Ecx, Edx};
 
 /// The catalogue, indexed by component number (SDM Vol. 1 Table 13-1; AMD APM Vol. 2 §11.5 for
 /// LWP; the APX architecture specification for component 19).
-static CATALOGUE: [Option<ComponentInfo>; 64] = {
+const CATALOGUE: [Option<ComponentInfo>; 64] = {
     let mut t: [Option<ComponentInfo>; 64] = [None; 64];
     t[0] = info("x87", "x87 FPU registers", U, None, fb(1, 0, Edx, 0, "fpu"));
     t[1] = info("sse", "SSE: XMM registers and MXCSR", U, None, fb(1, 0, Edx, 25, "sse"));
@@ -114,6 +114,28 @@ static CATALOGUE: [Option<ComponentInfo>; 64] = {
     t[62] = info("lwp", "AMD lightweight profiling", U, Some(128), fb(0x8000_0001, 0, Ecx, 15, "lwp"));
     t
 };
+
+/// The catalogue's components of one class, as a mask (computed at compile time).
+const fn class_mask(class: Class) -> u64 {
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < 63 {
+        if let Some(info) = &CATALOGUE[i] {
+            let same =
+                matches!((info.class, class), (Class::User, Class::User) | (Class::Supervisor, Class::Supervisor));
+            if same {
+                m |= 1 << i;
+            }
+        }
+        i += 1;
+    }
+    m
+}
+
+/// Every known supervisor component (PT, PASID, CET_U, CET_S, HDC, UINTR, LBR, HWP).
+pub const CATALOGUE_SUPERVISOR: u64 = class_mask(Class::Supervisor);
+/// Every known user component.
+pub const CATALOGUE_USER: u64 = class_mask(Class::User);
 
 impl Component {
     /// x87 FPU state (legacy region).

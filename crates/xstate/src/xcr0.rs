@@ -9,7 +9,7 @@
 
 use core::fmt;
 
-use crate::component::{Class, Component};
+use crate::component::{CATALOGUE_SUPERVISOR, CATALOGUE_USER};
 use crate::xfeatures::Xfeatures;
 
 /// The rule a mask breaks.
@@ -110,8 +110,8 @@ fn err(register: Register, rule: Rule, value: Xfeatures, bits: u64) -> Result<()
 }
 
 /// The known supervisor components of the catalogue.
-pub fn catalogue_supervisor() -> Xfeatures {
-    (0..63u8).filter_map(Component::new).filter(|c| c.class() == Some(Class::Supervisor)).collect()
+pub const fn catalogue_supervisor() -> Xfeatures {
+    Xfeatures(CATALOGUE_SUPERVISOR)
 }
 
 /// Checks the CPU-independent XCR0 rules (see the module documentation). Supervisor bits are
@@ -185,9 +185,7 @@ pub fn check_xss(
     if v & (1 << 63) != 0 {
         return err(r, Rule::Bit63Reserved, value, 1 << 63);
     }
-    let catalogue_user: u64 =
-        (0..63u8).filter_map(Component::new).filter(|c| c.class() == Some(Class::User)).fold(0, |m, c| m | c.bit());
-    let user = v & (user_supported.bits() | catalogue_user);
+    let user = v & (user_supported.bits() | CATALOGUE_USER);
     if user != 0 {
         return err(r, Rule::UserInXss, value, user);
     }

@@ -17,12 +17,16 @@
 //! docs/HARDWARE.md), and compacted → standard with XSTATE_BV\[1\] = 0 writes 0x1F80.
 
 use core::fmt;
+use core::ops::Range;
 
 use super::state::{XMM, effective_mxcsr};
 use super::validate::{Context, Detail, Profile, Rule, ValidationError, validate};
-use super::{Form, Header, Image, ImageBuf, component_range};
+use super::{Form, Header, Image, ImageBuf, MIN_SIZE, component_range};
+use crate::aligned::AlignedBuilder;
 use crate::component::Component;
-use crate::component::legacy::{COMPACTED, MXCSR, MXCSR_INIT, MXCSR_MASK};
+use crate::component::legacy::{
+    COMPACTED, EXTENDED_OFFSET, FCW_INIT, HEADER_OFFSET, HEADER_SIZE, MXCSR, MXCSR_INIT, MXCSR_MASK,
+};
 use crate::layout::Layout;
 use crate::xcr0::{MaskError, check_xcr0};
 use crate::xfeatures::Xfeatures;
@@ -155,6 +159,47 @@ pub fn convert(
     rfbm: Xfeatures,
     target: Target,
 ) -> Result<ImageBuf, ConvertError> {
+    Ok(assemble(&plan(image, from, to, rfbm, target)?))
+}
+
+/// [`convert()`] into a buffer the caller keeps (resized to the output's length): no
+/// allocation once the buffer is large enough, for converters on a hot path. On error `out` is
+/// unchanged.
+pub fn convert_into(
+    image: &[u8],
+    from: &Layout,
+    to: &Layout,
+    rfbm: Xfeatures,
+    target: Target,
+    out: &mut ImageBuf,
+) -> Result<(), ConvertError> {
+    let p = plan(image, from, to, rfbm, target)?;
+    out.resize(p.len);
+    write_into(&p, out);
+    Ok(())
+}
+
+/// Everything a conversion writes, decided and checked before a byte is written.
+struct Plan<'a> {
+    len: usize,
+    legacy: Legacy,
+    header: Header,
+    /// Components in use above SSE; each has a checked place in source and output.
+    in_use: Xfeatures,
+    img: Image<'a>,
+    from: &'a Layout,
+    to: &'a Layout,
+}
+
+/// Checks a conversion and lays it out (see [`convert()`]).
+#[inline(always)]
+fn plan<'a>(
+    image: &'a [u8],
+    from: &'a Layout,
+    to: &'a Layout,
+    rfbm: Xfeatures,
+    target: Target,
+) -> Result<Plan<'a>, ConvertError> {
     check_xcr0(rfbm & from.user_supported()).map_err(ConvertError::BadXcr0)?;
     let form = Header::read(image).map_or(Form::Standard, |h| h.form());
     let mut ctx = Context::new(rfbm & from.user_supported());
@@ -224,37 +269,234 @@ pub fn convert(
             (Xfeatures(COMPACTED | mask.bits()), len)
         }
     };
-    let mut out = ImageBuf::init(len, xcomp_bv);
-    let src = img.bytes();
-    // x87: bytes 0..24 and 32..160 when in use; init values (from ImageBuf::init) otherwise.
-    if in_use.contains(Component::X87) {
-        out[0..24].copy_from_slice(&src[0..24]);
-        out[32..160].copy_from_slice(&src[32..160]);
-    }
-    if in_use.contains(Component::SSE) {
-        out[XMM].copy_from_slice(&src[XMM]);
-    }
-    out[MXCSR..MXCSR + 4].copy_from_slice(&mxcsr.unwrap_or(MXCSR_INIT).to_le_bytes());
     // MXCSR_MASK is ignored by every restore; keep it where the source's save wrote it.
+    let src = img.bytes();
     let mask_written = match img.form() {
         Form::Standard => !(src_rfbm & Xfeatures(0x6)).is_empty(),
         Form::Compacted => bv.contains(Component::SSE),
     };
-    let mask_field = if mask_written { &src[MXCSR_MASK..MXCSR_MASK + 4] } else { &[0u8; 4][..] };
-    out[MXCSR_MASK..MXCSR_MASK + 4].copy_from_slice(mask_field);
-    for c in in_use.iter().filter(|c| !c.is_legacy()) {
-        // Both ranges exist: the source was validated to hold its footprint, and the target
-        // was sized for its mask, which contains `c`.
-        let (Some(rs), Some(rd)) = (img.component_range(from, c), component_range(to, xcomp_bv, c)) else {
-            return Err(ConvertError::Missing { component: c });
-        };
-        let (Some(s), Some(d)) = (src.get(rs), out.get_mut(rd)) else {
-            return Err(ConvertError::Missing { component: c });
-        };
-        d.copy_from_slice(s);
+    let mask_field: [u8; 4] = if mask_written {
+        src.get(MXCSR_MASK..MXCSR_MASK + 4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])
+    } else {
+        [0; 4]
+    };
+    let legacy = Legacy {
+        x87: in_use.contains(Component::X87),
+        sse: in_use.contains(Component::SSE),
+        mxcsr: mxcsr.unwrap_or(MXCSR_INIT),
+        mask_field,
+    };
+    let header = Header { xstate_bv: out_bv, xcomp_bv, ..Header::EMPTY };
+    let p = Plan { len: len.max(MIN_SIZE), legacy, header, in_use: in_use - Xfeatures::LEGACY, img, from, to };
+    // Every component in use has a place in the source (within its length) and in the output;
+    // the validation and the sizing above guarantee it, and this keeps the writers panic-free.
+    let mut bad = None;
+    let mut placed = Xfeatures::EMPTY;
+    p.each(|c, d, s| {
+        placed = placed.with(c);
+        if bad.is_none() && s.end > src.len() {
+            bad = Some(ConvertError::OutOfBounds { component: c, destination: false });
+        }
+        if bad.is_none() && d.end > p.len {
+            bad = Some(ConvertError::OutOfBounds { component: c, destination: true });
+        }
+    });
+    match bad {
+        Some(e) => Err(e),
+        None if placed != p.in_use => {
+            let c = (p.in_use - placed).iter().next().unwrap_or(Component::X87);
+            Err(ConvertError::Missing { component: c })
+        }
+        None => Ok(p),
     }
-    out.set_header(&Header { xstate_bv: out_bv, xcomp_bv, ..Header::EMPTY });
-    Ok(out)
+}
+
+/// What the output's legacy region holds.
+struct Legacy {
+    x87: bool,
+    sse: bool,
+    mxcsr: u32,
+    mask_field: [u8; 4],
+}
+
+/// The legacy region and header of the output, into `w` (which must be empty).
+fn legacy_and_header(p: &Plan<'_>, w: &mut impl Sink) {
+    let src = p.img.bytes();
+    let legacy = &p.legacy;
+    if legacy.x87 {
+        w.copy(&src[0..MXCSR]);
+    } else {
+        w.copy(&FCW_INIT.to_le_bytes());
+        w.zeros_to(MXCSR);
+    }
+    w.copy(&legacy.mxcsr.to_le_bytes());
+    w.copy(&legacy.mask_field);
+    if legacy.x87 {
+        w.copy(&src[32..XMM.start]);
+    } else {
+        w.zeros_to(XMM.start);
+    }
+    if legacy.sse {
+        w.copy(&src[XMM]);
+    } else {
+        w.zeros_to(XMM.end);
+    }
+    w.zeros_to(HEADER_OFFSET);
+    let mut raw = [0u8; HEADER_SIZE];
+    p.header.write_raw(&mut raw);
+    w.copy(&raw);
+}
+
+/// Writes the whole output front to back, each byte once: legacy region and header, then the
+/// components in use at their destination offsets with zeros in between and after. Returns
+/// false, having written the legacy region and header only, if destinations overlap (only a
+/// hostile layout has them); the caller then zero-fills and copies.
+fn stream(x: &Plan<'_>, w: &mut impl Sink) -> bool {
+    let src = x.img.bytes();
+    legacy_and_header(x, w);
+    let mut ok = true;
+    x.each(|_, dst, s| {
+        if dst.start < w.pos() {
+            ok = false;
+        } else if ok {
+            w.zeros_to(dst.start);
+            w.copy(&src[s]);
+        }
+    });
+    if ok {
+        w.zeros_to(x.len);
+    }
+    ok
+}
+
+/// Copies the components in use over an output whose other bytes are already right.
+fn overlay(x: &Plan<'_>, out: &mut [u8]) {
+    let src = x.img.bytes();
+    x.each(|_, dst, s| out[dst].copy_from_slice(&src[s]));
+}
+
+impl Plan<'_> {
+    /// Calls `f(destination range, source range)` for each component in use, in destination
+    /// order (index order in a compacted output, offset order in a standard one).
+    ///
+    /// Offsets come from one ascending walk that keeps running compacted offsets for a compacted
+    /// source and a compacted output (SDM Vol. 1 §13.4.3), so the cost is a few operations per
+    /// component. A standard output whose offsets are not in index order (LWP, APX) is visited
+    /// in offset order with per-component lookups instead.
+    fn each(&self, mut f: impl FnMut(Component, Range<usize>, Range<usize>)) {
+        let (from, to) = (self.from, self.to);
+        let dst_mask = self.header.xcomp_bv;
+        let src_mask = self.img.header().xcomp_bv;
+        let (src_packed, dst_packed) = (!src_mask.is_empty(), !dst_mask.is_empty());
+        if !dst_packed && !to.standard_offsets_in_index_order() {
+            for &c in to.standard_order().iter().filter(|c| self.in_use.contains(**c)) {
+                if let (Some(s), Some(d)) = (self.img.component_range(from, c), component_range(to, dst_mask, c)) {
+                    f(c, d, s);
+                }
+            }
+            return;
+        }
+        let mut walk = self.in_use;
+        if src_packed {
+            walk |= src_mask;
+        }
+        if dst_packed {
+            walk |= dst_mask;
+        }
+        let (mut s_off, mut d_off) = (EXTENDED_OFFSET, EXTENDED_OFFSET);
+        for c in (walk - Xfeatures::LEGACY - Xfeatures::BIT63).iter() {
+            let (Some(gs), Some(gd)) = (from.geometry(c), to.geometry(c)) else { continue };
+            let s = if src_packed && src_mask.contains(c) {
+                if gs.align64 {
+                    s_off = s_off.next_multiple_of(64);
+                }
+                let at = s_off;
+                s_off += gs.size as usize;
+                Some(at)
+            } else {
+                (!src_packed && !gs.supervisor).then_some(gs.offset as usize)
+            };
+            let d = if dst_packed {
+                if !dst_mask.contains(c) {
+                    None
+                } else {
+                    if gd.align64 {
+                        d_off = d_off.next_multiple_of(64);
+                    }
+                    let at = d_off;
+                    d_off += gd.size as usize;
+                    Some(at)
+                }
+            } else {
+                (!gd.supervisor).then_some(gd.offset as usize)
+            };
+            if let (true, Some(s), Some(d)) = (self.in_use.contains(c), s, d) {
+                f(c, d..d + gd.size as usize, s..s + gs.size as usize);
+            }
+        }
+    }
+}
+
+/// A destination written front to back.
+trait Sink {
+    fn pos(&self) -> usize;
+    fn copy(&mut self, bytes: &[u8]);
+    fn zeros_to(&mut self, len: usize);
+}
+
+impl Sink for AlignedBuilder {
+    fn pos(&self) -> usize {
+        self.len()
+    }
+    fn copy(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn zeros_to(&mut self, len: usize) {
+        AlignedBuilder::zeros_to(self, len);
+    }
+}
+
+/// A slice written front to back.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Sink for Cursor<'_> {
+    fn pos(&self) -> usize {
+        self.pos
+    }
+    fn copy(&mut self, bytes: &[u8]) {
+        self.buf[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
+        self.pos += bytes.len();
+    }
+    fn zeros_to(&mut self, len: usize) {
+        if len > self.pos {
+            self.buf[self.pos..len].fill(0);
+            self.pos = len;
+        }
+    }
+}
+
+/// The output in a new buffer.
+fn assemble(x: &Plan<'_>) -> ImageBuf {
+    let mut w = AlignedBuilder::with_capacity(x.len);
+    if stream(x, &mut w) {
+        return ImageBuf::from_aligned(w.finish());
+    }
+    w.zeros_to(x.len);
+    let mut out = w.finish();
+    overlay(x, &mut out);
+    ImageBuf::from_aligned(out)
+}
+
+/// The output into `out`, already `x.len` bytes long.
+fn write_into(x: &Plan<'_>, out: &mut [u8]) {
+    let mut c = Cursor { buf: out, pos: 0 };
+    if !stream(x, &mut c) {
+        c.zeros_to(x.len);
+        overlay(x, out);
+    }
 }
 
 #[cfg(test)]

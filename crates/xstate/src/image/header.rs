@@ -71,6 +71,13 @@ impl Header {
         })
     }
 
+    /// The header's 64 bytes as they sit at image offset 512.
+    pub fn write_raw(&self, raw: &mut [u8; HEADER_SIZE]) {
+        raw[..8].copy_from_slice(&self.xstate_bv.bits().to_le_bytes());
+        raw[8..16].copy_from_slice(&self.xcomp_bv.bits().to_le_bytes());
+        raw[16..].copy_from_slice(&self.reserved);
+    }
+
     /// Writes the header into image bytes 512..575; `false` (and nothing written) if the image
     /// is shorter than 576 bytes.
     pub fn write(&self, image: &mut [u8]) -> bool {
@@ -95,6 +102,15 @@ impl Header {
     /// `from` (clamped to 528..576).
     pub fn first_reserved_nonzero(&self, from: usize) -> Option<(usize, u8)> {
         let start = from.clamp(RESERVED_OFFSET, RESERVED_OFFSET + RESERVED_SIZE) - RESERVED_OFFSET;
+        // Every consumer checks these bytes on every restore: test them as words first.
+        let zero = self.reserved.get(start..).is_some_and(|r| {
+            let mut words = r.chunks_exact(8);
+            words.all(|w| u64::from_le_bytes(w.try_into().unwrap_or([1; 8])) == 0)
+                && words.remainder().iter().all(|&b| b == 0)
+        });
+        if zero {
+            return None;
+        }
         self.reserved
             .get(start..)?
             .iter()

@@ -20,7 +20,7 @@ pub mod validate;
 use core::fmt;
 use core::ops::{Deref, DerefMut, Range};
 
-pub use convert::{ConvertError, Target, convert};
+pub use convert::{ConvertError, Target, convert, convert_into};
 pub use header::{Form, Header, RESERVED_OFFSET, RESERVED_SIZE};
 pub use restore::restore_into;
 pub use validate::{Context, Profile, Rule, ValidationError, validate};
@@ -198,6 +198,15 @@ impl ImageBuf {
         buf[FCW..FCW + 2].copy_from_slice(&FCW_INIT.to_le_bytes());
         buf[MXCSR..MXCSR + 4].copy_from_slice(&MXCSR_INIT.to_le_bytes());
         Header { xcomp_bv, ..Header::EMPTY }.write(&mut buf);
+        ImageBuf { buf }
+    }
+
+    /// Wraps an aligned buffer the caller filled; it must hold at least 576 bytes (shorter ones
+    /// are zero-extended to 576).
+    pub(crate) fn from_aligned(mut buf: AlignedBuf) -> ImageBuf {
+        if buf.len() < MIN_SIZE {
+            buf.resize(MIN_SIZE);
+        }
         ImageBuf { buf }
     }
 

@@ -209,6 +209,10 @@ pub struct Layout {
     nibble_sums: [[u32; 16]; 16],
     /// Supported user components ordered by standard end, largest first.
     by_end: Vec<(u8, u32)>,
+    /// Supported user components above SSE, by standard offset (then index).
+    by_offset: Vec<Component>,
+    /// True when `by_offset` is also index order (false with LWP or APX).
+    offsets_in_index_order: bool,
     max_standard: u32,
     reported: Reported,
     anomalies: Vec<Anomaly>,
@@ -330,6 +334,9 @@ impl Layout {
             .map(|c| (c.index(), geometry[c.index() as usize].offset + geometry[c.index() as usize].size))
             .collect();
         by_end.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        let mut by_offset = users.clone();
+        by_offset.sort_by_key(|c| (geometry[c.index() as usize].offset, c.index()));
+        let offsets_in_index_order = by_offset.windows(2).all(|w| w[0] < w[1]);
         let max_standard = by_end.first().map_or(EXTENDED_OFFSET as u32, |e| e.1.max(EXTENDED_OFFSET as u32));
         // Compacted sizes must fit in u32 too.
         let mut total: u64 = EXTENDED_OFFSET as u64;
@@ -358,6 +365,8 @@ impl Layout {
             align64,
             recognised,
             by_end,
+            by_offset,
+            offsets_in_index_order,
             max_standard,
             reported: Reported {
                 standard_size_enabled: leaf.standard_size_enabled(),
@@ -479,6 +488,18 @@ impl Layout {
         }
         let g = self.geometry[c.index() as usize];
         Some(g.offset as usize..(g.offset + g.size) as usize)
+    }
+
+    /// The supported user components above SSE in the order they sit in a standard image
+    /// (by offset: LWP and APX are not in index order).
+    pub fn standard_order(&self) -> &[Component] {
+        &self.by_offset
+    }
+
+    /// True when the standard offsets of the supported user components rise with their index,
+    /// as on every CPU without LWP or APX.
+    pub fn standard_offsets_in_index_order(&self) -> bool {
+        self.offsets_in_index_order
     }
 
     /// Standard size with every supported user component enabled: what 0xD.0 ECX should say.

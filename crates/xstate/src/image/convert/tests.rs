@@ -169,3 +169,48 @@ fn init_components_of_another_size_are_carried_as_init() {
     );
     assert!(matches!(convert(&src, &zen2, &intel, Xfeatures(0x205), Target::Standard), Err(ConvertError::BadXcr0(_))));
 }
+
+#[test]
+fn convert_into_reuses_the_buffer_and_equals_convert() {
+    use crate::fixtures;
+    for (rows, mask) in [
+        (fixtures::INTEL_SAPPHIRE_RAPIDS, Xfeatures(0x602E7)),
+        (fixtures::AMD_ZEN4, Xfeatures(0x2E7)),
+        (fixtures::AMD_FAM15H_LWP, Xfeatures(0x4000_0000_0000_0007)),
+    ] {
+        let l = fixtures::layout(rows);
+        let std_len = l.standard_size(mask).unwrap() as usize;
+        let mut img = alloc::vec![0u8; std_len];
+        for (i, b) in img.iter_mut().enumerate() {
+            *b = (i * 7 + 3) as u8;
+        }
+        img[416..576].fill(0);
+        for h in l.holes(mask).unwrap() {
+            img[h.start as usize..h.end as usize].fill(0);
+        }
+        img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+        img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+        img[512..520].copy_from_slice(&mask.bits().to_le_bytes());
+        let mut out = ImageBuf::init(8, Xfeatures(0));
+        let targets: &[Target] = if l.features().compaction() {
+            &[Target::Compacted { mask }, Target::Standard]
+        } else {
+            &[Target::Standard]
+        };
+        for &target in targets {
+            let want = convert(&img, &l, &l, mask, target).unwrap();
+            convert_into(&img, &l, &l, mask, target, &mut out).unwrap();
+            assert!(out[..] == want[..], "{target:?}: convert_into differs from convert");
+            let back = convert(&want, &l, &l, mask, Target::Standard).unwrap();
+            let first = back.iter().zip(&img).position(|(a, b)| a != b);
+            assert_eq!(back.len(), img.len());
+            assert_eq!(first, None, "round trip through {target:?} differs at this offset");
+        }
+        // A refused conversion leaves the buffer as it was.
+        let before = out.to_vec();
+        let mut bad = img.clone();
+        bad[520] = 1;
+        assert!(convert_into(&bad, &l, &l, mask, Target::Standard, &mut out).is_err());
+        assert_eq!(out.to_vec(), before);
+    }
+}
