@@ -20,7 +20,7 @@ use core::fmt;
 use core::ops::Range;
 
 use super::state::{XMM, effective_mxcsr};
-use super::validate::{Context, Detail, Profile, Rule, ValidationError, validate};
+use super::validate::{Context, Detail, Profile, Rule, ValidationError, validate_image};
 use super::{Form, Header, Image, ImageBuf, MIN_SIZE, component_range};
 use crate::aligned::AlignedBuilder;
 use crate::component::Component;
@@ -201,13 +201,6 @@ fn plan<'a>(
     target: Target,
 ) -> Result<Plan<'a>, ConvertError> {
     check_xcr0(rfbm & from.user_supported()).map_err(ConvertError::BadXcr0)?;
-    let form = Header::read(image).map_or(Form::Standard, |h| h.form());
-    let mut ctx = Context::new(rfbm & from.user_supported());
-    if form == Form::Compacted {
-        ctx.xss = rfbm & from.supervisor_supported();
-    }
-    ctx.mxcsr_mask = u32::MAX;
-    validate(image, from, Profile::Hardware, &ctx).map_err(ConvertError::Invalid)?;
     let img = Image::new(image).map_err(|_| {
         ConvertError::Invalid(ValidationError {
             profile: Profile::Hardware,
@@ -215,6 +208,12 @@ fn plan<'a>(
             detail: Detail::Length { len: image.len(), needed: super::MIN_SIZE },
         })
     })?;
+    let mut ctx = Context::new(rfbm & from.user_supported());
+    if img.form() == Form::Compacted {
+        ctx.xss = rfbm & from.supervisor_supported();
+    }
+    ctx.mxcsr_mask = u32::MAX;
+    validate_image(&img, from, Profile::Hardware, &ctx).map_err(ConvertError::Invalid)?;
     let src_rfbm = ctx.xcr0 | ctx.xss;
 
     let bv = img.xstate_bv();

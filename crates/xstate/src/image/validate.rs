@@ -302,12 +302,12 @@ impl core::error::Error for ValidationError {}
 const SSE_AVX: Xfeatures = Xfeatures(0x6);
 const X87_SSE_AVX: Xfeatures = Xfeatures(0x7);
 
-struct Check<'a> {
+struct Check<'a, 'b> {
     profile: Profile,
-    img: Image<'a>,
+    img: &'b Image<'a>,
 }
 
-impl Check<'_> {
+impl Check<'_, '_> {
     fn fail(&self, rule: Rule, detail: Detail) -> Result<(), ValidationError> {
         Err(ValidationError { profile: self.profile, rule, detail })
     }
@@ -356,6 +356,16 @@ pub fn validate(image: &[u8], layout: &Layout, profile: Profile, ctx: &Context) 
             detail: Detail::Length { len: image.len(), needed: MIN_SIZE },
         });
     };
+    validate_image(&img, layout, profile, ctx)
+}
+
+/// [`validate()`] of an image whose header is already decoded.
+pub(crate) fn validate_image(
+    img: &Image<'_>,
+    layout: &Layout,
+    profile: Profile,
+    ctx: &Context,
+) -> Result<(), ValidationError> {
     let c = Check { profile, img };
     match profile {
         Profile::Hardware => hardware(&c, layout, ctx),
@@ -372,7 +382,7 @@ pub fn validate(image: &[u8], layout: &Layout, profile: Profile, ctx: &Context) 
 /// XRSTOR/XRSTORS #GP conditions (SDM Vol. 1 §13.8.1, §13.12; docs/HARDWARE.md for what Intel
 /// and AMD did where the manual is silent: standard-form header bytes 536..575 are not checked,
 /// compacted-form XSTATE_BV bits 0 and 1 must be in XCOMP_BV, XSTATE_BV\[63\] faults).
-fn hardware(c: &Check<'_>, layout: &Layout, ctx: &Context) -> Result<(), ValidationError> {
+fn hardware(c: &Check<'_, '_>, layout: &Layout, ctx: &Context) -> Result<(), ValidationError> {
     let h: &Header = c.img.header();
     let xrstors = !ctx.xss.is_empty();
     let rfbm = if xrstors { ctx.xcr0 | ctx.xss } else { ctx.xcr0 };
@@ -422,7 +432,7 @@ fn hardware(c: &Check<'_>, layout: &Layout, ctx: &Context) -> Result<(), Validat
 /// The Linux kernel's checks of a user buffer (validate_user_xstate_header and the MXCSR check
 /// of copy_uabi_to_xstate), with `features` the task's (or KVM's) user features. The kernel
 /// copies only the components in XSTATE_BV, so that is the length needed.
-fn linux(c: &Check<'_>, layout: &Layout, ctx: &Context, features: Xfeatures) -> Result<(), ValidationError> {
+fn linux(c: &Check<'_, '_>, layout: &Layout, ctx: &Context, features: Xfeatures) -> Result<(), ValidationError> {
     let h = c.img.header();
     c.subset(Rule::XstateBvOutsideXcr0, "XSTATE_BV", h.xstate_bv, features)?;
     if !h.xcomp_bv.is_empty() {
@@ -439,7 +449,7 @@ fn linux(c: &Check<'_>, layout: &Layout, ctx: &Context, features: Xfeatures) -> 
 
 /// Xen's `validate_xstate()` in its order (-EINVAL, -EOPNOTSUPP, -EIO), then the callers' rule
 /// that the image holds standard_size(xcr0_accum) bytes. Xen does not check MXCSR here.
-fn xen(c: &Check<'_>, layout: &Layout, ctx: &Context) -> Result<(), ValidationError> {
+fn xen(c: &Check<'_, '_>, layout: &Layout, ctx: &Context) -> Result<(), ValidationError> {
     let h = c.img.header();
     let xcr0 = ctx.xcr0;
     let accum = ctx.xen.xcr0_accum.unwrap_or(xcr0);
