@@ -2,6 +2,7 @@
 
 use std::hint::black_box;
 
+use xstate::compat::{self, Side};
 use xstate::cpuid::{self, Leaf0d};
 use xstate::image::validate::{Context, Profile, validate};
 use xstate::image::{ImageBuf, Target, convert, convert_into};
@@ -359,11 +360,68 @@ pub fn host_cases() -> Vec<Case> {
     v
 }
 
+/// The dumps of `../shared/cpuid/dumps` (or `$XSTATE_SHARED/cpuid/dumps`), as text.
+fn corpus_texts() -> Vec<String> {
+    let root = std::env::var_os("XSTATE_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let mut out = Vec::new();
+    let mut stack = vec![root.join("cpuid/dumps")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(t) = std::fs::read_to_string(&p) {
+                out.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// The fleet matrix: every pair of the corpus's usable layouts, against building those layouts
+/// from the dump texts.
+pub fn compat_cases() -> Vec<Case> {
+    let texts = corpus_texts();
+    let layouts: Vec<Layout> = texts
+        .iter()
+        .filter_map(|t| cpuid::parse(t).ok())
+        .filter_map(|d| Layout::from_leaf0d(d.leaf0d()).ok())
+        .collect();
+    if layouts.is_empty() {
+        return Vec::new();
+    }
+    let n = layouts.len();
+    vec![Case::new(
+        &format!("compat_matrix_{n}x{n}"),
+        Box::new(move || {
+            let mut counts = [0u32; 3];
+            for a in &layouts {
+                for b in &layouts {
+                    counts[compat::verdict(&Side::user_max(a), &Side::user_max(b)) as usize] += 1;
+                }
+            }
+            black_box(counts);
+        }),
+        &format!("layouts_from_{}_dumps", texts.len()),
+        Box::new(move || {
+            for t in &texts {
+                if let Ok(d) = cpuid::parse(black_box(t)) {
+                    black_box(Layout::from_leaf0d(d.leaf0d()).ok());
+                }
+            }
+        }),
+    )]
+}
+
 /// Every case, in reporting order.
 pub fn all() -> Vec<Case> {
     let mut v = layout_cases();
     v.extend(convert_cases());
     v.extend(validate_cases());
     v.extend(host_cases());
+    v.extend(compat_cases());
     v
 }
