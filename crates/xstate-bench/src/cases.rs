@@ -288,38 +288,47 @@ pub fn host_cases() -> Vec<Case> {
     let n = s.standard.len();
     let tag = format!("host{n}");
     if host.has(SaveInstr::Xsavec) {
-        let (lc, img) = (l.clone(), s.standard.clone());
-        let cpu_img = s.standard.clone();
-        let hc = host.clone();
-        v.push(
-            Case::new(
-                &format!("convert_std_to_cmp_{tag}"),
-                Box::new(move || {
-                    black_box(convert(black_box(&img), &lc, &lc, xcr0, Target::Compacted { mask: xcr0 }).ok());
-                }),
-                "cpu_xrstor_xsavec",
-                Box::new(move || {
-                    black_box(hc.restore_save_loop(&cpu_img, xcr0, SaveInstr::Xsavec, CPU_LOOP as u64).is_ok());
-                }),
-            )
-            .base_per_call(CPU_LOOP),
-        );
-        let (lc, img) = (l.clone(), s.compacted.clone());
-        let cpu_img = s.compacted.clone();
-        let hc = host.clone();
-        v.push(
-            Case::new(
-                &format!("convert_cmp_to_std_{tag}"),
-                Box::new(move || {
-                    black_box(convert(black_box(&img), &lc, &lc, xcr0, Target::Standard).ok());
-                }),
-                "cpu_xrstor_xsave",
-                Box::new(move || {
-                    black_box(hc.restore_save_loop(&cpu_img, xcr0, SaveInstr::Xsave, CPU_LOOP as u64).is_ok());
-                }),
-            )
-            .base_per_call(CPU_LOOP),
-        );
+        for reuse in [false, true] {
+            let (lc, img, cpu_img, hc) = (l.clone(), s.standard.clone(), s.standard.clone(), host.clone());
+            let mut out = ImageBuf::init(0, Xfeatures(0));
+            v.push(
+                Case::new(
+                    &format!("convert{}_std_to_cmp_{tag}", if reuse { "_into" } else { "" }),
+                    Box::new(move || {
+                        let t = Target::Compacted { mask: xcr0 };
+                        if reuse {
+                            black_box(convert_into(black_box(&img), &lc, &lc, xcr0, t, &mut out).ok());
+                        } else {
+                            black_box(convert(black_box(&img), &lc, &lc, xcr0, t).ok());
+                        }
+                    }),
+                    "cpu_xrstor_xsavec",
+                    Box::new(move || {
+                        black_box(hc.restore_save_loop(&cpu_img, xcr0, SaveInstr::Xsavec, CPU_LOOP as u64).is_ok());
+                    }),
+                )
+                .base_per_call(CPU_LOOP),
+            );
+            let (lc, img, cpu_img, hc) = (l.clone(), s.compacted.clone(), s.compacted.clone(), host.clone());
+            let mut out = ImageBuf::init(0, Xfeatures(0));
+            v.push(
+                Case::new(
+                    &format!("convert{}_cmp_to_std_{tag}", if reuse { "_into" } else { "" }),
+                    Box::new(move || {
+                        if reuse {
+                            black_box(convert_into(black_box(&img), &lc, &lc, xcr0, Target::Standard, &mut out).ok());
+                        } else {
+                            black_box(convert(black_box(&img), &lc, &lc, xcr0, Target::Standard).ok());
+                        }
+                    }),
+                    "cpu_xrstor_xsave",
+                    Box::new(move || {
+                        black_box(hc.restore_save_loop(&cpu_img, xcr0, SaveInstr::Xsave, CPU_LOOP as u64).is_ok());
+                    }),
+                )
+                .base_per_call(CPU_LOOP),
+            );
+        }
     }
     // The kernel converting its compacted buffer to the standard format: GETREGSET of a
     // stopped child holding the same state.
