@@ -1,39 +1,20 @@
 //! `xstate compat` as tests outside the repository drive it: the Skylake-X -> Zen 4 verdict, a
 //! policy as input, images, exit codes, and the fleet matrix over the whole corpus.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
+
 use std::time::Instant;
 
 use serde_json::Value;
 
-fn xstate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xstate")).args(args).output().expect("run xstate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn dumps() -> Option<PathBuf> {
-    let p = match std::env::var_os("XSTATE_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    let d = p.join("cpuid/dumps");
-    d.is_dir().then_some(d)
-}
+use common::{dumps_or_skip, ok, s, tmpdir, xstate};
 
 #[test]
 fn skylake_x_to_zen4_names_offset_differences() {
-    let Some(d) = dumps() else {
-        println!("SKIP: ../shared/cpuid/dumps not found");
-        return;
-    };
+    let Some(d) = dumps_or_skip() else { return };
     let skx = d.join("GenuineIntel/GenuineIntel0050654_SkylakeXeon_CPUID5.txt");
     let zen4 = d.join("AuthenticAMD/AuthenticAMD0A60F12_K19_Raphael_01_CPUID.txt");
-    let (skx, zen4) = (skx.to_str().unwrap(), zen4.to_str().unwrap());
+    let (skx, zen4) = (s(&skx), s(&zen4));
     // Every user state: MPX is missing on AMD, AVX-512 and PKRU move.
     let (code, out, err) = xstate(&["compat", "--from", skx, "--to", zen4, "--json"]);
     assert_eq!(code, 1, "{err}");
@@ -72,27 +53,20 @@ fn skylake_x_to_zen4_names_offset_differences() {
 
 #[test]
 fn image_and_policy_inputs() {
-    let Some(d) = dumps() else {
-        println!("SKIP: ../shared/cpuid/dumps not found");
-        return;
-    };
+    let Some(d) = dumps_or_skip() else { return };
     let spr = d.join("GenuineIntel/GenuineIntel00806F8_SapphireRapids_05_CPUID.txt");
     let zen4 = d.join("AuthenticAMD/AuthenticAMD0A60F12_K19_Raphael_01_CPUID.txt");
-    let dir = std::env::temp_dir().join(format!("xstate-compat-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let (spr, zen4) = (s(&spr), s(&zen4));
+    let dir = tmpdir("compat");
     // A policy derived from SPR without AMX is compatible with Zen 4 after re-layout.
-    let out = Command::new(env!("CARGO_BIN_EXE_xstate"))
-        .args(["policy", "--cpuid", spr.to_str().unwrap(), "--features", "avx,avx512,pku,xsavec", "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ok(&["policy", "--cpuid", spr, "--features", "avx,avx512,pku,xsavec", "--json"]);
     let pol = dir.join("policy.json");
-    std::fs::write(&pol, &out.stdout).unwrap();
-    let (code, text, err) = xstate(&["compat", "--from", pol.to_str().unwrap(), "--to", zen4.to_str().unwrap()]);
+    std::fs::write(&pol, out).unwrap();
+    let (code, text, err) = xstate(&["compat", "--from", s(&pol), "--to", zen4]);
     assert_eq!(code, 0, "{err}");
     assert!(text.contains("after re-layout"), "{text}");
     // The full SPR needs AMX masked for Zen 4 ...
-    let (code, _, err) = xstate(&["compat", "--from", spr.to_str().unwrap(), "--to", zen4.to_str().unwrap()]);
+    let (code, _, err) = xstate(&["compat", "--from", spr, "--to", zen4]);
     assert_eq!(code, 1);
     assert!(err.contains("mask 0x60000 (amx)"), "{err}");
     // ... but an image that uses only x87/SSE/AVX moves.
@@ -103,28 +77,13 @@ fn image_and_policy_inputs() {
     img[512] = 0x7;
     let p = dir.join("img");
     std::fs::write(&p, &img).unwrap();
-    let (code, text, err) = xstate(&[
-        "compat",
-        "--from",
-        spr.to_str().unwrap(),
-        "--to",
-        zen4.to_str().unwrap(),
-        "--image",
-        p.to_str().unwrap(),
-    ]);
+    let with_image = || xstate(&["compat", "--from", spr, "--to", zen4, "--image", s(&p)]);
+    let (code, text, err) = with_image();
     assert_eq!(code, 0, "{err}");
     assert!(text.contains("verdict: compatible"), "{text}");
     img[514] = 0x4; // TILEDATA in use
     std::fs::write(&p, &img).unwrap();
-    let (code, _, err) = xstate(&[
-        "compat",
-        "--from",
-        spr.to_str().unwrap(),
-        "--to",
-        zen4.to_str().unwrap(),
-        "--image",
-        p.to_str().unwrap(),
-    ]);
+    let (code, _, err) = with_image();
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("tiledata"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -132,12 +91,9 @@ fn image_and_policy_inputs() {
 
 #[test]
 fn matrix_over_the_whole_corpus() {
-    let Some(d) = dumps() else {
-        println!("SKIP: ../shared/cpuid/dumps not found");
-        return;
-    };
+    let Some(d) = dumps_or_skip() else { return };
     let t = Instant::now();
-    let (code, out, err) = xstate(&["compat", "--matrix", d.to_str().unwrap(), "--json"]);
+    let (code, out, err) = xstate(&["compat", "--matrix", s(&d), "--json"]);
     let elapsed = t.elapsed();
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();

@@ -5,6 +5,8 @@
 //! from that core; registers gdb cannot read are listed (gdb guesses the XSAVE layout from the
 //! note size, and an AMD core's size is not in its table).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,18 +19,7 @@ use xstate_hw::Host;
 use xstate_hw::selfcheck::{Rng, crafted_image};
 use xstate_hw::tracee::{self, Ending};
 
-fn xstate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xstate")).args(args).output().expect("run xstate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
-}
+use common::{have, s, tmpdir, xstate};
 
 /// Little-endian bytes of a register from its `0x…` (most significant first) hex.
 fn bytes_of_hex(h: &str) -> Vec<u8> {
@@ -98,7 +89,7 @@ fn register_list(xcr0: Xfeatures) -> Vec<(String, usize)> {
 
 /// Our registers from `xstate core --regs --json` (first thread).
 fn ours(core: &Path, extra: &[&str]) -> (Value, HashMap<String, Vec<u8>>) {
-    let mut args = vec!["core", core.to_str().unwrap(), "--regs", "--json"];
+    let mut args = vec!["core", s(core), "--regs", "--json"];
     args.extend_from_slice(extra);
     let (code, out, err) = xstate(&args);
     assert_eq!(code, 0, "xstate core: {err}");
@@ -136,18 +127,12 @@ fn truth(host: &Host, img: &[u8]) -> HashMap<String, Vec<u8>> {
     decode(&i, host.layout(), host.xcr0()).registers.into_iter().map(|r| (r.name, r.bytes)).collect()
 }
 
-fn temp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("xstate-core-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn kernel_core_matches_the_loaded_state_and_gdb() {
     let host = Host::probe().unwrap();
     let xcr0 = host.xcr0();
     let img = crafted_image(host.layout(), xcr0, &mut Rng::new(0xC0DE));
-    let dir = temp("kernel");
+    let dir = tmpdir("core-kernel");
     let child = tracee::spawn(&host, &img, Ending::Abort, Some(&dir)).unwrap();
     let Some(core) = child.wait_core().unwrap() else {
         println!(
@@ -187,9 +172,8 @@ fn gcore_core_matches_gdb() {
     let host = Host::probe().unwrap();
     let xcr0 = host.xcr0();
     let img = crafted_image(host.layout(), xcr0, &mut Rng::new(0xBEEF));
-    let dir = temp("gcore");
-    let mut child = tracee::spawn(&host, &img, Ending::StopThenReport, None).unwrap();
-    child.wait_stopped().unwrap();
+    let dir = tmpdir("core-gcore");
+    let child = tracee::spawn_stopped(&host, &img).unwrap();
     let prefix = dir.join("gc");
     let st = Command::new("timeout")
         .args(["120", "gcore", "-o"])
@@ -206,7 +190,7 @@ fn gcore_core_matches_gdb() {
     }
     // gcore writes no NT_X86_XSAVE_LAYOUT. Try this host's layout; if it does not explain the
     // note (gdb writes Intel offsets on AMD), read it with an Intel layout, as gdb does.
-    let (code, _, err) = xstate(&["core", core.to_str().unwrap()]);
+    let (code, _, err) = xstate(&["core", s(&core)]);
     let intel = dir.join("intel.json");
     let extra: Vec<&str> = if code == 0 {
         vec![]
@@ -219,7 +203,7 @@ fn gcore_core_matches_gdb() {
             .map(|&(i, a, b, c, d)| serde_json::json!({"index": i, "eax": a, "ebx": b, "ecx": c, "edx": d}))
             .collect();
         std::fs::write(&intel, serde_json::json!({"leaf0d": rows}).to_string()).unwrap();
-        vec!["--cpuid", intel.to_str().unwrap()]
+        vec!["--cpuid", s(&intel)]
     };
     let (_, regs) = ours(&core, &extra);
     let (same, unavailable) = compare_with_gdb(&core, xcr0, &regs);

@@ -1,28 +1,15 @@
 //! `xstate validate`, `convert` and `inspect` as tests outside the repository drive them, on
 //! images the CPU saved from known states.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 
 use serde_json::Value;
 use xstate::{Component, Xfeatures};
 use xstate_hw::{Host, SaveInstr, perm};
 
-fn xstate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xstate")).args(args).output().expect("run xstate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("xstate-cli-image-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{s, shared_root, tmpdir, xstate};
 
 fn p(d: &Path, f: &str) -> String {
     d.join(f).to_str().unwrap().to_string()
@@ -81,7 +68,7 @@ fn inspect_regs_prints_the_saved_state() {
     let h = Host::probe().unwrap();
     let _ = perm::ensure_amx();
     let xcr0 = h.xcr0();
-    let d = tmpdir("regs");
+    let d = tmpdir("cli-image-regs");
     let mut saves = vec![SaveInstr::Xsave];
     if h.has(SaveInstr::Xsavec) {
         saves.push(SaveInstr::Xsavec);
@@ -128,7 +115,7 @@ fn inspect_regs_prints_the_saved_state() {
 #[test]
 fn validate_exit_codes_and_one_line() {
     let h = Host::probe().unwrap();
-    let d = tmpdir("validate");
+    let d = tmpdir("cli-image-validate");
     let good = known_state(&h, SaveInstr::Xsave);
     let f = p(&d, "good");
     std::fs::write(&f, &good).unwrap();
@@ -168,7 +155,7 @@ fn validate_exit_codes_and_one_line() {
 #[test]
 fn convert_round_trip_and_atomic_output() {
     let h = Host::probe().unwrap();
-    let d = tmpdir("convert");
+    let d = tmpdir("cli-image-convert");
     let good = known_state(&h, SaveInstr::Xsave);
     let f = p(&d, "std");
     std::fs::write(&f, &good).unwrap();
@@ -206,18 +193,15 @@ fn convert_round_trip_and_atomic_output() {
 
 #[test]
 fn convert_to_another_cpu() {
-    let shared = match std::env::var_os("XSTATE_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
+    let shared = shared_root();
     let intel = shared.join("cpuid/dumps/GenuineIntel/GenuineIntel00706E5_IceLakeY_CPUID.txt");
     let amd = shared.join("cpuid/dumps/AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
     if !intel.is_file() || !amd.is_file() {
         println!("SKIP: ../shared/cpuid dumps not found: re-layout not checked");
         return;
     }
-    let (i, a) = (intel.to_str().unwrap(), amd.to_str().unwrap());
-    let d = tmpdir("relayout");
+    let (i, a) = (s(&intel), s(&amd));
+    let d = tmpdir("cli-image-relayout");
     // An Intel Ice Lake image with PKRU and ZMM16 set, moved to AMD Genoa and back.
     let mut img = vec![0u8; 2696];
     img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
@@ -263,7 +247,7 @@ fn convert_to_another_cpu() {
             "--xcr0",
             "0x2e7",
             "--to-cpuid",
-            z.to_str().unwrap(),
+            s(&z),
             "-o",
             &o,
         ]);

@@ -1,18 +1,19 @@
 //! `xstate kvm`: capabilities and the guest round trip, where /dev/kvm exists.
 
-use std::process::Command;
+mod common;
+
+use common::xstate;
 
 #[test]
 fn kvm_reports_and_round_trips() {
     if !std::path::Path::new("/dev/kvm").exists() {
         return println!("SKIP: /dev/kvm does not exist");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_xstate")).args(["kvm", "--json", "--rounds", "5"]).output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.code() == Some(2) {
+    let (code, stdout, stderr) = xstate(&["kvm", "--json", "--rounds", "5"]);
+    if code == 2 {
         return println!("SKIP: KVM unusable here: {stderr}");
     }
-    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(code, 0, "{stdout}{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["ok"], true);
     assert!(v["kvm_cap_xsave2"].as_u64().unwrap() >= 4096 || v["kvm_cap_xsave2"] == 0);

@@ -1,39 +1,19 @@
 //! The `xstate` binary as tests outside the repository drive it: `layout` and `host`.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
 use serde_json::Value;
 
-fn xstate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xstate")).args(args).output().expect("run xstate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn shared() -> Option<PathBuf> {
-    let p = match std::env::var_os("XSTATE_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    p.join("cpuid/corpus.json").is_file().then_some(p)
-}
+use common::{corpus, s, shared_or_skip, tmpdir, xstate};
 
 #[test]
 fn layout_json_agrees_with_every_ok_dump() {
-    let Some(shared) = shared() else {
-        println!("SKIP: ../shared/cpuid not found: layout --cpuid not checked against the corpus");
-        return;
-    };
-    let corpus: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(shared.join("cpuid/corpus.json")).unwrap()).unwrap();
+    let Some(shared) = shared_or_skip("layout --cpuid not checked against the corpus") else { return };
+    let corpus = corpus(&shared);
     let mut checked = 0;
     for e in corpus.iter().filter(|e| e["status"] == "ok") {
         let path = shared.join("cpuid/dumps").join(e["file"].as_str().unwrap());
-        let (code, out, err) = xstate(&["layout", "--cpuid", path.to_str().unwrap(), "--json"]);
+        let (code, out, err) = xstate(&["layout", "--cpuid", s(&path), "--json"]);
         assert_eq!(code, 0, "{}: {err}", path.display());
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["standard_size_max"], e["expected"]["standard_size_max"], "{}", path.display());
@@ -53,11 +33,10 @@ fn layout_json_agrees_with_every_ok_dump() {
 
 #[test]
 fn layout_exit_codes() {
-    let dir = std::env::temp_dir().join(format!("xstate-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tmpdir("layout");
     let garbage = dir.join("garbage.txt");
     std::fs::write(&garbage, "CPUID 0000000D: 00000007-zzzzzzzz-00000340-00000000\n").unwrap();
-    let (code, out, err) = xstate(&["layout", "--cpuid", garbage.to_str().unwrap()]);
+    let (code, out, err) = xstate(&["layout", "--cpuid", s(&garbage)]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("garbage.txt") && err.contains("line 1"), "{err}");
     assert_eq!(err.trim().lines().count(), 1);
@@ -73,21 +52,21 @@ fn layout_exit_codes() {
         "CPUID 0000000D: 00000007-00000340-00000340-00000000 [SL 00]\nCPUID 0000000D: 00000100-00000240-00000000-00000000 [SL 02]\n",
     )
     .unwrap();
-    let (code, out, _) = xstate(&["layout", "--cpuid", avx.to_str().unwrap(), "--json"]);
+    let (code, out, _) = xstate(&["layout", "--cpuid", s(&avx), "--json"]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["standard_size"], 832);
     // An XCR0 that breaks a rule or names an unsupported bit is invalid input.
-    let (code, _, err) = xstate(&["layout", "--cpuid", avx.to_str().unwrap(), "--xcr0", "0x5"]);
+    let (code, _, err) = xstate(&["layout", "--cpuid", s(&avx), "--xcr0", "0x5"]);
     assert_eq!(code, 1);
     assert!(err.contains("AVX (bit 2) requires SSE"), "{err}");
-    let (code, _, err) = xstate(&["layout", "--cpuid", avx.to_str().unwrap(), "--xcr0", "0xe7"]);
+    let (code, _, err) = xstate(&["layout", "--cpuid", s(&avx), "--xcr0", "0xe7"]);
     assert_eq!(code, 1);
     assert!(err.contains("0xe0"), "{err}");
     // A dump with a supported component's subleaf missing is refused, naming it.
     let inc = dir.join("incomplete.txt");
     std::fs::write(&inc, "CPUID 0000000D: 00000007-00000340-00000340-00000000 [SL 00]\n").unwrap();
-    let (code, _, err) = xstate(&["layout", "--cpuid", inc.to_str().unwrap()]);
+    let (code, _, err) = xstate(&["layout", "--cpuid", s(&inc)]);
     assert_eq!(code, 1);
     assert!(err.contains("subleaf 2"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -106,12 +85,10 @@ fn host_checks_agree_and_round_trip_as_a_dump() {
         println!("SKIP: this CPU has no XSAVEC; only the XSAVE live check ran");
     }
     // The JSON is itself a CPUID source.
-    let dir = std::env::temp_dir().join(format!("xstate-host-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tmpdir("host");
     let f = dir.join("host.json");
     std::fs::write(&f, &out).unwrap();
-    let (code, out2, err) =
-        xstate(&["layout", "--cpuid", f.to_str().unwrap(), "--json", "--xcr0", &v["xcr0"].to_string()]);
+    let (code, out2, err) = xstate(&["layout", "--cpuid", s(&f), "--json", "--xcr0", &v["xcr0"].to_string()]);
     assert_eq!(code, 0, "{err}");
     let v2: Value = serde_json::from_str(&out2).unwrap();
     assert_eq!(v2["components"], v["components"]);

@@ -1,33 +1,11 @@
 //! `xstate policy` as tests outside the repository drive it: JSON keys, the corpus, sizes
 //! computed by hand for a few hosts, and exit codes.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
 use serde_json::Value;
 
-fn xstate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xstate")).args(args).output().expect("run xstate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn shared() -> Option<PathBuf> {
-    let p = match std::env::var_os("XSTATE_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    p.join("cpuid/corpus.json").is_file().then_some(p)
-}
-
-fn json(args: &[&str]) -> Value {
-    let (code, out, err) = xstate(args);
-    assert_eq!(code, 0, "{args:?}: {err}");
-    serde_json::from_str(&out).unwrap()
-}
+use common::{corpus, json, s, shared_or_skip, xstate};
 
 fn subleaf(v: &Value, i: u64) -> [u64; 4] {
     let s = v["subleaves"].as_array().unwrap().iter().find(|s| s["index"] == i).unwrap_or_else(|| panic!("{i}"));
@@ -36,16 +14,12 @@ fn subleaf(v: &Value, i: u64) -> [u64; 4] {
 
 #[test]
 fn every_ok_dump_reproduces_subleaf_0_ecx() {
-    let Some(shared) = shared() else {
-        println!("SKIP: ../shared/cpuid not found: policy --cpuid not checked against the corpus");
-        return;
-    };
-    let corpus: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(shared.join("cpuid/corpus.json")).unwrap()).unwrap();
+    let Some(shared) = shared_or_skip("policy --cpuid not checked against the corpus") else { return };
+    let corpus = corpus(&shared);
     let mut checked = 0;
     for e in corpus.iter().filter(|e| e["status"] == "ok") {
         let path = shared.join("cpuid/dumps").join(e["file"].as_str().unwrap());
-        let v = json(&["policy", "--cpuid", path.to_str().unwrap(), "--json"]);
+        let v = json(&["policy", "--cpuid", s(&path), "--json"]);
         for k in ["xcr0_max", "xss_max", "standard_size_max", "compacted_size_max", "subleaves"] {
             assert!(!v[k].is_null(), "{k} missing");
         }
@@ -59,10 +33,7 @@ fn every_ok_dump_reproduces_subleaf_0_ecx() {
 
 #[test]
 fn sizes_by_hand() {
-    let Some(shared) = shared() else {
-        println!("SKIP: ../shared/cpuid not found: policy sizes not checked");
-        return;
-    };
+    let Some(shared) = shared_or_skip("policy sizes not checked") else { return };
     let dump = |f: &str| shared.join("cpuid/dumps").join(f).to_str().unwrap().to_string();
     let amx_guest = shared.join("cpuid/host-intel-amx-kvm.txt").to_str().unwrap().to_string();
     let spr = dump("GenuineIntel/GenuineIntel00806F8_SapphireRapids_05_CPUID.txt");
@@ -118,12 +89,9 @@ fn sizes_by_hand() {
 
 #[test]
 fn exit_codes() {
-    let Some(shared) = shared() else {
-        println!("SKIP: ../shared/cpuid not found: policy exit codes not checked");
-        return;
-    };
+    let Some(shared) = shared_or_skip("policy exit codes not checked") else { return };
     let genoa = shared.join("cpuid/dumps/AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
-    let genoa = genoa.to_str().unwrap();
+    let genoa = s(&genoa);
     for (args, want, needle) in [
         (vec!["--features", "avx,amx"], 1, "amx: the host does not enumerate"),
         (vec!["--features", "avx512"], 1, "avx512 requires avx"),

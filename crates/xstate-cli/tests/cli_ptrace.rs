@@ -2,26 +2,14 @@
 //! restore of a modified image changes it, and the child (which saves its own registers after
 //! being continued) reports the change back.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
 use xstate::Component;
 use xstate_hw::Host;
 use xstate_hw::selfcheck::{Rng, crafted_image};
-use xstate_hw::tracee::{self, Ending};
+use xstate_hw::tracee;
 
-fn xstate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xstate")).args(args).output().expect("run xstate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use common::{s, tmpdir, xstate};
 
 #[test]
 fn capture_and_restore_a_live_process() {
@@ -29,14 +17,12 @@ fn capture_and_restore_a_live_process() {
     let l = host.layout().clone();
     let xcr0 = host.xcr0();
     let img = crafted_image(&l, xcr0, &mut Rng::new(11));
-    let mut child = tracee::spawn(&host, &img, Ending::StopThenReport, None).unwrap();
-    child.wait_stopped().unwrap();
+    let child = tracee::spawn_stopped(&host, &img).unwrap();
     let pid = child.pid().to_string();
-    let dir = std::env::temp_dir().join(format!("xstate-capture-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tmpdir("capture");
     let (cap, port, modi) = (dir.join("cap.bin"), dir.join("cap.xstatepr"), dir.join("mod.bin"));
 
-    let (code, out, err) = xstate(&["capture", "--pid", &pid, "-o", p(&cap)]);
+    let (code, out, err) = xstate(&["capture", "--pid", &pid, "-o", s(&cap)]);
     if code == 2 && err.contains("PTRACE") {
         println!("SKIP: ptrace unavailable: {err}");
         return;
@@ -48,7 +34,7 @@ fn capture_and_restore_a_live_process() {
         let r = l.standard_range(c).unwrap();
         assert_eq!(got[r.clone()], img[r], "captured {c}");
     }
-    let (code, _, err) = xstate(&["capture", "--pid", &pid, "--format", "portable", "-o", p(&port)]);
+    let (code, _, err) = xstate(&["capture", "--pid", &pid, "--format", "portable", "-o", s(&port)]);
     assert_eq!(code, 0, "{err}");
 
     // A modified image: every YMM upper half flipped.
@@ -57,16 +43,16 @@ fn capture_and_restore_a_live_process() {
         *b ^= 0xA5;
     }
     std::fs::write(&modi, &m).unwrap();
-    let (code, out, err) = xstate(&["restore", "--pid", &pid, p(&modi), "--format", "nt-xstate"]);
+    let (code, out, err) = xstate(&["restore", "--pid", &pid, s(&modi), "--format", "nt-xstate"]);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, _, _) = xstate(&["capture", "--pid", &pid, "-o", p(&cap)]);
+    let (code, _, _) = xstate(&["capture", "--pid", &pid, "-o", s(&cap)]);
     assert_eq!(code, 0);
     assert_eq!(std::fs::read(&cap).unwrap()[ymm.clone()], m[ymm.clone()], "ptrace sees the restored state");
 
     // The portable record (auto-detected) brings the original back.
-    let (code, out, err) = xstate(&["restore", "--pid", &pid, p(&port)]);
+    let (code, out, err) = xstate(&["restore", "--pid", &pid, s(&port)]);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, _, _) = xstate(&["capture", "--pid", &pid, "-o", p(&cap)]);
+    let (code, _, _) = xstate(&["capture", "--pid", &pid, "-o", s(&cap)]);
     assert_eq!(code, 0);
     assert_eq!(std::fs::read(&cap).unwrap()[ymm.clone()], img[ymm.clone()], "portable record restored");
 
@@ -74,14 +60,14 @@ fn capture_and_restore_a_live_process() {
     let mut bad = m.clone();
     bad[520] = 1;
     std::fs::write(&modi, &bad).unwrap();
-    let (code, _, err) = xstate(&["restore", "--pid", &pid, p(&modi), "--format", "nt-xstate"]);
+    let (code, _, err) = xstate(&["restore", "--pid", &pid, s(&modi), "--format", "nt-xstate"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("XCOMP_BV") || err.contains("520"), "{err}");
     assert_eq!(err.trim().lines().count(), 1);
 
     // The modified state once more, then the child reports what it sees when continued.
     std::fs::write(&modi, &m).unwrap();
-    let (code, _, err) = xstate(&["restore", "--pid", &pid, p(&modi), "--format", "nt-xstate"]);
+    let (code, _, err) = xstate(&["restore", "--pid", &pid, s(&modi), "--format", "nt-xstate"]);
     assert_eq!(code, 0, "{err}");
     let seen = child.resume_and_report().unwrap();
     assert_eq!(seen[ymm.clone()], m[ymm], "the child sees the restored YMM");

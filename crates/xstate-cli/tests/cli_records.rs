@@ -2,38 +2,17 @@
 //! record format: chains of conversions end with the bytes they started from, auto-detection
 //! names each format, and a re-layout between an Intel and an AMD dump keeps every register.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
-fn xstate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_xstate")).args(args).output().expect("run xstate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let (code, out, err) = xstate(args);
-    assert_eq!(code, 0, "{args:?}: {err}");
-    out
-}
-
-fn dumps() -> Option<PathBuf> {
-    let p = match std::env::var_os("XSTATE_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    let d = p.join("cpuid/dumps");
-    d.is_dir().then_some(d)
-}
+use common::{dumps_or_skip, json, ok, s, tmpdir, xstate};
 
 /// A standard image for XCR0 0x2e7 on `layout_of` dump: YMM, opmask, ZMM and PKRU filled.
 fn image(dir: &Path, cpuid: &str) -> PathBuf {
-    let v: Value = serde_json::from_str(&ok(&["layout", "--cpuid", cpuid, "--xcr0", "0x2e7", "--json"])).unwrap();
+    let v = json(&["layout", "--cpuid", cpuid, "--xcr0", "0x2e7", "--json"]);
     let size = v["standard_size"].as_u64().unwrap() as usize;
     let mut img = vec![0u8; size];
     img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
@@ -58,14 +37,10 @@ fn image(dir: &Path, cpuid: &str) -> PathBuf {
 
 #[test]
 fn every_format_round_trips_and_is_recognised() {
-    let Some(d) = dumps() else {
-        println!("SKIP: ../shared/cpuid/dumps not found");
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("xstate-records-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let Some(d) = dumps_or_skip() else { return };
+    let dir = tmpdir("records");
     let skx = d.join("GenuineIntel/GenuineIntel0050654_SkylakeXeon_CPUID5.txt");
-    let skx = skx.to_str().unwrap();
+    let skx = s(&skx);
     let src = image(&dir, skx);
     let src_bytes = std::fs::read(&src).unwrap();
     let formats =
@@ -73,42 +48,33 @@ fn every_format_round_trips_and_is_recognised() {
     for f in formats {
         let rec = dir.join(format!("r.{f}"));
         let back = dir.join(format!("b.{f}"));
-        let common = ["--cpuid", skx, "--xcr0", "0x2e7", "--to", "standard"];
-        let mut a = vec!["convert", src.to_str().unwrap(), "--to-format", f, "-o", rec.to_str().unwrap()];
-        a.extend(common);
+        let opts = ["--cpuid", skx, "--xcr0", "0x2e7", "--to", "standard"];
+        let mut a = vec!["convert", s(&src), "--to-format", f, "-o", s(&rec)];
+        a.extend(opts);
         ok(&a);
-        let v: Value = serde_json::from_str(&ok(&[
-            "inspect",
-            rec.to_str().unwrap(),
-            "--format",
-            "auto",
-            "--cpuid",
-            skx,
-            "--json",
-        ]))
-        .unwrap();
+        let v = json(&["inspect", s(&rec), "--format", "auto", "--cpuid", skx, "--json"]);
         let seen = v["format"].as_str().unwrap();
         let same = seen == f || (f == "fc-blob" && seen == "xen-domctl") || (f == "kvm-xsave2" && seen == "kvm-xsave");
         assert!(same, "{f} detected as {seen}");
         assert_eq!(v["hardware"]["valid"], true, "{f}");
-        let mut a = vec!["convert", rec.to_str().unwrap(), "--from-format", f, "-o", back.to_str().unwrap()];
-        a.extend(common);
+        let mut a = vec!["convert", s(&rec), "--from-format", f, "-o", s(&back)];
+        a.extend(opts);
         ok(&a);
         let got = std::fs::read(&back).unwrap();
         // The image comes back with the state it had; signal frames force FP|SSE in use and
         // Linux notes write XCR0 into 464..471, everything else byte for byte.
-        let (mut g, mut s) = (got.clone(), src_bytes.clone());
-        for b in [&mut g, &mut s] {
+        let (mut g, mut w) = (got.clone(), src_bytes.clone());
+        for b in [&mut g, &mut w] {
             b[464..512].fill(0);
             b[512] |= 0x3;
         }
-        assert_eq!(g, s, "{f}: image after the round trip");
+        assert_eq!(g, w, "{f}: image after the round trip");
     }
     // Truncated records: exit 1, one line.
     let rec = std::fs::read(dir.join("r.xen-domctl")).unwrap();
     let cut = dir.join("cut");
     std::fs::write(&cut, &rec[..rec.len() - 1]).unwrap();
-    let (code, _, err) = xstate(&["inspect", cut.to_str().unwrap(), "--format", "xen-domctl", "--cpuid", skx]);
+    let (code, _, err) = xstate(&["inspect", s(&cut), "--format", "xen-domctl", "--cpuid", skx]);
     assert_eq!(code, 1);
     assert_eq!(err.lines().count(), 1);
     assert!(err.contains("standard_size(xcr0_accum 0x2e7)"), "{err}");
@@ -117,20 +83,16 @@ fn every_format_round_trips_and_is_recognised() {
 
 #[test]
 fn portable_record_relays_intel_state_onto_amd() {
-    let Some(d) = dumps() else {
-        println!("SKIP: ../shared/cpuid/dumps not found");
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("xstate-portable-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let Some(d) = dumps_or_skip() else { return };
+    let dir = tmpdir("portable");
     let skx = d.join("GenuineIntel/GenuineIntel0050654_SkylakeXeon_CPUID5.txt");
     let zen4 = d.join("AuthenticAMD/AuthenticAMD0A60F12_K19_Raphael_01_CPUID.txt");
-    let (skx, zen4) = (skx.to_str().unwrap(), zen4.to_str().unwrap());
+    let (skx, zen4) = (s(&skx), s(&zen4));
     let src = image(&dir, skx);
     let p = dir.join("state.portable");
     ok(&[
         "convert",
-        src.to_str().unwrap(),
+        s(&src),
         "--cpuid",
         skx,
         "--xcr0",
@@ -140,13 +102,13 @@ fn portable_record_relays_intel_state_onto_amd() {
         "--to-format",
         "portable",
         "-o",
-        p.to_str().unwrap(),
+        s(&p),
     ]);
     // Read on "an AMD host": the record's own layout places the Intel offsets.
     let out = dir.join("amd.nt");
     ok(&[
         "convert",
-        p.to_str().unwrap(),
+        s(&p),
         "--from-format",
         "portable",
         "--cpuid",
@@ -158,17 +120,15 @@ fn portable_record_relays_intel_state_onto_amd() {
         "--to-format",
         "nt-xstate",
         "-o",
-        out.to_str().unwrap(),
+        s(&out),
     ]);
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 2440);
     let regs = |file: &str, fmt: &str, cpuid: &str| -> Value {
-        let v: Value =
-            serde_json::from_str(&ok(&["inspect", file, "--format", fmt, "--cpuid", cpuid, "--regs", "--json"]))
-                .unwrap();
+        let v = json(&["inspect", file, "--format", fmt, "--cpuid", cpuid, "--regs", "--json"]);
         v["registers"].clone()
     };
-    let a = regs(src.to_str().unwrap(), "raw", skx);
-    let b = regs(out.to_str().unwrap(), "nt-xstate", zen4);
+    let a = regs(s(&src), "raw", skx);
+    let b = regs(s(&out), "nt-xstate", zen4);
     for r in ["ymm3", "k7", "zmm5", "zmm31", "pkru", "xmm15", "mxcsr"] {
         assert_eq!(a[r]["hex"], b[r]["hex"], "{r}");
     }

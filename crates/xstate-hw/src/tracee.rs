@@ -136,6 +136,14 @@ pub fn spawn(host: &Host, image: &[u8], ending: Ending, core_dir: Option<&Path>)
     })
 }
 
+/// Starts a child that XRSTORs `image` and stops itself ([`Ending::StopThenReport`]), and
+/// waits until it has stopped: its registers hold the image's state, ready to be read.
+pub fn spawn_stopped(host: &Host, image: &[u8]) -> io::Result<Tracee> {
+    let mut child = spawn(host, image, Ending::StopThenReport, None)?;
+    child.wait_stopped()?;
+    Ok(child)
+}
+
 impl Tracee {
     /// The child's process id.
     pub fn pid(&self) -> i32 {

@@ -1,0 +1,84 @@
+//! Helpers shared by the CLI tests: running the binary, finding `../shared`, scratch folders.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs the `xstate` binary: (exit code, stdout, stderr).
+pub fn xstate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xstate")).args(args).output().expect("run xstate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `xstate` and returns its stdout; panics unless it exits 0.
+pub fn ok(args: &[&str]) -> String {
+    let (code, out, err) = xstate(args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out
+}
+
+/// Runs `xstate` and parses its stdout as JSON; panics unless it exits 0.
+pub fn json(args: &[&str]) -> Value {
+    serde_json::from_str(&ok(args)).unwrap()
+}
+
+/// `$XSTATE_SHARED`, else `../shared` beside the repository; not checked for existence.
+pub fn shared_root() -> PathBuf {
+    match std::env::var_os("XSTATE_SHARED") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
+    }
+}
+
+/// The shared folder, if it holds `cpuid/corpus.json`; otherwise prints "SKIP: … not found:
+/// `not_checked`" and returns `None`.
+pub fn shared_or_skip(not_checked: &str) -> Option<PathBuf> {
+    let p = shared_root();
+    if p.join("cpuid/corpus.json").is_file() {
+        Some(p)
+    } else {
+        println!("SKIP: ../shared/cpuid not found: {not_checked}");
+        None
+    }
+}
+
+/// The corpus's dumps folder (`cpuid/dumps`), if it exists; otherwise prints a SKIP line and
+/// returns `None`.
+pub fn dumps_or_skip() -> Option<PathBuf> {
+    let d = shared_root().join("cpuid/dumps");
+    if d.is_dir() {
+        Some(d)
+    } else {
+        println!("SKIP: ../shared/cpuid/dumps not found");
+        None
+    }
+}
+
+/// The entries of `cpuid/corpus.json` under `shared`.
+pub fn corpus(shared: &Path) -> Vec<Value> {
+    serde_json::from_str(&std::fs::read_to_string(shared.join("cpuid/corpus.json")).unwrap()).unwrap()
+}
+
+/// A fresh, empty scratch folder for this test process: `<tmp>/xstate-<tag>-<pid>`.
+pub fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xstate-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A path as the `&str` an argument list takes.
+pub fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// True if `tool` is on the PATH.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
+}
