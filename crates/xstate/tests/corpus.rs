@@ -7,42 +7,27 @@
 //! xsave_not_enumerated must be refused with the matching error, and the anomalous one read with
 //! its anomaly noted.
 
-use std::path::PathBuf;
+mod common;
 
 use serde_json::Value;
 use xstate::cpuid::{self, Regs};
 use xstate::layout::{Anomaly, Layout, LayoutError, Outcome, SizeField};
 
-fn shared() -> Option<PathBuf> {
-    let p = match std::env::var_os("XSTATE_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    p.join("cpuid/corpus.json").is_file().then_some(p)
-}
+use common::{corpus_or_skip, hex64, shared};
 
 fn hex(v: &Value) -> u32 {
     u32::from_str_radix(v.as_str().unwrap(), 16).unwrap()
 }
 
-fn hex64(v: &Value) -> u64 {
-    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-}
-
 #[test]
 fn every_ok_dump_reproduces_its_sizes() {
-    let Some(shared) = shared() else {
-        println!("SKIP: ../shared/cpuid/corpus.json not found (set XSTATE_SHARED): corpus not checked");
-        return;
-    };
-    let corpus: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(shared.join("cpuid/corpus.json")).unwrap()).unwrap();
+    let Some(corpus) = corpus_or_skip("corpus not checked") else { return };
     let (mut ok_checked, mut sl1_checked, mut refused, mut anomalous) = (0, 0, 0, 0);
     let mut failures = Vec::new();
-    for e in &corpus {
+    for e in &corpus.entries {
         let file = e["file"].as_str().unwrap();
         let status = e["status"].as_str().unwrap();
-        let text = std::fs::read_to_string(shared.join("cpuid/dumps").join(file)).unwrap();
+        let text = corpus.dump(file);
         let data = match cpuid::parse(&text) {
             Ok(d) => d,
             Err(err) => {
@@ -80,7 +65,7 @@ fn every_ok_dump_reproduces_its_sizes() {
                 if l.standard_size_max() != ecx || leaf.standard_size_max() != ecx {
                     failures.push(format!("{file}: standard max {} != SL0.ECX {ecx}", l.standard_size_max()));
                 }
-                if hex64(&e["xcr0_supported"]) != l.user_supported().bits() {
+                if hex64(&e["xcr0_supported"]) != Some(l.user_supported().bits()) {
                     failures.push(format!("{file}: supported XCR0 differs"));
                 }
                 let checks = l.cross_check(None, None);
@@ -119,7 +104,7 @@ fn every_ok_dump_reproduces_its_sizes() {
     println!(
         "corpus: {} dumps; {ok_checked} \"ok\" layouts checked (SL0.ECX, SL0.EBX), {sl1_checked} SL1.EBX reproduced, \
          {refused} incomplete/artifact/no-XSAVE dumps refused as expected, {anomalous} anomalous read with a note",
-        corpus.len()
+        corpus.entries.len()
     );
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
     assert!(ok_checked >= 280, "only {ok_checked} ok dumps checked");

@@ -7,7 +7,7 @@
 //! smaller XCR0 the derived leaf is self-consistent: read back as a layout, its reported sizes
 //! agree with the sizes computed from its subleaves (the check Linux and Xen run at boot).
 
-use std::path::PathBuf;
+mod common;
 
 use serde_json::Value;
 use xstate::cpuid;
@@ -16,31 +16,16 @@ use xstate::policy::{Policy, Selection};
 use xstate::xcr0::valid_xcr0_values;
 use xstate::{Xfeatures, XsaveFeatures};
 
-fn shared() -> Option<PathBuf> {
-    let p = match std::env::var_os("XSTATE_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    p.join("cpuid/corpus.json").is_file().then_some(p)
-}
-
-fn hex64(v: &Value) -> Option<u64> {
-    u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok()
-}
+use common::{corpus_or_skip, hex64};
 
 #[test]
 fn every_ok_cpu_reproduces_its_leaf() {
-    let Some(shared) = shared() else {
-        println!("SKIP: ../shared/cpuid/corpus.json not found (set XSTATE_SHARED): policies not checked");
-        return;
-    };
-    let corpus: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(shared.join("cpuid/corpus.json")).unwrap()).unwrap();
+    let Some(corpus) = corpus_or_skip("policies not checked") else { return };
     let (mut cpus, mut dynamic, mut subsets) = (0, 0, 0);
     let mut failures = Vec::new();
-    for e in corpus.iter().filter(|e| e["status"] == "ok") {
+    for e in corpus.entries.iter().filter(|e| e["status"] == "ok") {
         let file = e["file"].as_str().unwrap();
-        let text = std::fs::read_to_string(shared.join("cpuid/dumps").join(file)).unwrap();
+        let text = corpus.dump(file);
         let data = cpuid::parse(&text).unwrap();
         let dump = data.leaf0d();
         let host = Layout::from_leaf0d(dump).unwrap();
