@@ -1,27 +1,18 @@
 //! The fault-catching XRSTOR/XSAVE machinery against facts the CPU decides.
 
+mod common;
+
 use xstate::Xfeatures;
-use xstate_hw::{Host, SaveInstr, perm, selfcheck};
+use xstate_hw::{SaveInstr, selfcheck};
 
-fn host() -> Host {
-    let h = Host::probe().expect("this x86_64 Linux machine enables XSAVE");
-    let _ = perm::ensure_amx();
-    h
-}
-
-fn empty_image(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    v[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    v[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-    v
-}
+use common::{host, init_image};
 
 #[test]
 fn gp_is_caught_and_state_survives() {
     let h = host();
     let xcr0 = h.xcr0();
     let size = h.layout().standard_size(xcr0).unwrap() as usize;
-    let img = empty_image(size);
+    let img = init_image(size);
     assert_eq!(h.xrstor(&img, xcr0), Ok(()));
     // Standard form: XCOMP_BV must be zero (SDM 13.8.1; HARDWARE-FINDINGS 1).
     let mut bad = img.clone();
@@ -47,7 +38,7 @@ fn footprints_follow_the_layout() {
     let h = host();
     let xcr0 = h.xcr0();
     let l = h.layout();
-    let img = empty_image(h.area_size());
+    let img = init_image(h.area_size());
     for rfbm in [Xfeatures(0x3), Xfeatures(0x7), xcr0] {
         let rfbm = rfbm & xcr0;
         let fp = h.xrstor_footprint(&img, rfbm).unwrap();
@@ -92,7 +83,7 @@ fn the_cpu_as_a_converter_loops_without_faulting() {
     let h = host();
     let xcr0 = h.xcr0();
     let size = h.layout().standard_size(xcr0).unwrap() as usize;
-    let img = empty_image(size);
+    let img = init_image(size);
     let t = std::time::Instant::now();
     h.restore_save_loop(&img, xcr0, SaveInstr::Xsave, 1000).unwrap();
     println!("XRSTOR+XSAVE x1000: {:?}", t.elapsed());

@@ -3,30 +3,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use xstate::Xfeatures;
 use xstate::image::validate::Context;
 use xstate::image::{Profile, validate};
-use xstate_hw::kvm::KvmSystem;
 use xstate_hw::selfcheck::Rng;
 use xstate_hw::stategen::StateGen;
 
-use common::{bv, host, mutate, mxcsr_mask};
+use common::{Tally, host, kvm_or_skip, mutate, mxcsr_mask};
 
 #[test]
 fn kvm_profile_agrees_with_kvm_set_xsave() {
-    let kvm = match KvmSystem::open() {
-        Ok(Some(k)) => k,
-        Ok(None) => {
-            println!("SKIP: /dev/kvm does not exist");
-            return;
-        }
-        Err(e) => {
-            println!("SKIP: /dev/kvm cannot be opened: {e}");
-            return;
-        }
-    };
+    let Some(kvm) = kvm_or_skip() else { return };
     let h = host();
     let l = h.layout().clone();
     let mask = mxcsr_mask(&h);
@@ -41,8 +27,7 @@ fn kvm_profile_agrees_with_kvm_set_xsave() {
     let mut rng = Rng::new(common::seed(0x5EED));
     let n_cases = common::cases(1200);
     let first = vcpu.get_xsave().unwrap();
-    let mut verdicts: BTreeMap<String, usize> = BTreeMap::new();
-    let mut disagreements = Vec::new();
+    let mut tally = Tally::default();
     for case in 0..n_cases {
         let mut img = if case % 5 == 0 { first.clone() } else { g.standard(&mut rng) };
         img.resize(n, 0);
@@ -55,24 +40,8 @@ fn kvm_profile_agrees_with_kvm_set_xsave() {
         if let Err(e) = &k {
             assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "case {case}: KVM_SET_XSAVE failed otherwise: {e}");
         }
-        *verdicts.entry(lib.as_ref().map_or_else(|e| format!("{:?}", e.rule), |_| "valid".into())).or_default() += 1;
-        if lib.is_ok() != k.is_ok() {
-            disagreements.push(format!(
-                "case {case} [{}] XSTATE_BV {:#x} XCOMP_BV {:#x} MXCSR {:#x}: library {:?}, KVM {:?}",
-                what.join(", "),
-                bv(&img, 512),
-                bv(&img, 520),
-                u32::from_le_bytes(img[24..28].try_into().unwrap()),
-                lib.map_err(|e| e.to_string()),
-                k.map_err(|e| e.to_string())
-            ));
-        }
+        tally.record(case, &what, &img, &lib, "KVM", &k);
     }
-    println!("{n_cases} images; library verdicts: {verdicts:?}");
-    for d in disagreements.iter().take(10) {
-        println!("DISAGREE {d}");
-    }
-    assert!(disagreements.is_empty(), "{} of {n_cases} verdicts disagree with KVM_SET_XSAVE", disagreements.len());
-    assert!(verdicts.get("valid").copied().unwrap_or(0) > n_cases / 10);
-    let _ = Xfeatures::EMPTY;
+    println!("{n_cases} images; library verdicts: {:?}", tally.verdicts);
+    tally.assert_agreement(n_cases, "KVM_SET_XSAVE");
 }

@@ -1,21 +1,14 @@
 //! The KVM backend's XSAVE ioctls, where /dev/kvm exists.
 
+mod common;
+
 use xstate::Xfeatures;
-use xstate_hw::kvm::KvmSystem;
+
+use common::kvm_or_skip;
 
 #[test]
 fn xsave_round_trip_and_refusal() {
-    let kvm = match KvmSystem::open() {
-        Ok(Some(k)) => k,
-        Ok(None) => {
-            println!("SKIP: /dev/kvm does not exist");
-            return;
-        }
-        Err(e) => {
-            println!("SKIP: /dev/kvm cannot be opened: {e}");
-            return;
-        }
-    };
+    let Some(kvm) = kvm_or_skip() else { return };
     let vcpu = kvm.create_vcpu().unwrap();
     let supported = kvm.supported_xcr0().unwrap();
     println!("KVM supported XCR0 {supported}, KVM_CAP_XSAVE2 {}", vcpu.xsave2_size());

@@ -1,12 +1,15 @@
 //! A real guest moves vector and opmask registers; the host reads and writes them through
 //! KVM_GET_XSAVE2 / KVM_SET_XSAVE at the offsets the layout gives.
 
+mod common;
+
 use xstate::image::Image;
 use xstate::image::regs::decode;
 use xstate::{Component, Layout, Xfeatures};
-use xstate_hw::kvm::KvmSystem;
 use xstate_hw::kvm::guest::{AVX_DATA, AVX512_DATA, Guest, LOAD_DATA, Routine, STORE_DATA, write_registers};
 use xstate_hw::selfcheck::Rng;
+
+use common::kvm_or_skip;
 
 /// The register file as the routines lay it out in memory, read from a standard image with the
 /// library's register decoder.
@@ -27,11 +30,7 @@ fn regs_from_image(l: &Layout, img: &[u8], avx512: bool) -> Vec<u8> {
 
 #[test]
 fn guest_and_host_see_the_same_registers() {
-    let kvm = match KvmSystem::open() {
-        Ok(Some(k)) => k,
-        Ok(None) => return println!("SKIP: /dev/kvm does not exist"),
-        Err(e) => return println!("SKIP: /dev/kvm cannot be opened: {e}"),
-    };
+    let Some(kvm) = kvm_or_skip() else { return };
     let cpuid = kvm.supported_cpuid().unwrap();
     let layout = Layout::from_leaf0d(cpuid.leaf0d()).unwrap();
     let supported = layout.user_supported();

@@ -2,15 +2,18 @@
 //! record, checked with the compat logic, re-laid-out where needed and restored into the other,
 //! where guest code reads it; refused with reasons when the destination cannot hold it.
 
+mod common;
+
 use xstate::compat::Verdict;
 use xstate::cpuid::CpuidData;
 use xstate::policy::{Policy, Selection};
 use xstate::record::{self, Format, Options};
-use xstate::{Component, Layout, Xfeatures, fixtures};
-use xstate_hw::kvm::KvmSystem;
+use xstate::{Component, Xfeatures, fixtures};
 use xstate_hw::kvm::guest::{AVX512_DATA, Guest, LOAD_DATA, Routine, STORE_DATA};
 use xstate_hw::kvm::migrate::{self, MigrateError};
 use xstate_hw::selfcheck::Rng;
+
+use common::kvm_or_skip;
 
 fn guest_cpuid(supported: &CpuidData, p: &Policy, xcr0: Xfeatures) -> CpuidData {
     let mut c = supported.clone();
@@ -20,12 +23,8 @@ fn guest_cpuid(supported: &CpuidData, p: &Policy, xcr0: Xfeatures) -> CpuidData 
 
 #[test]
 fn migrate_between_vms() {
-    let kvm = match KvmSystem::open() {
-        Ok(Some(k)) => k,
-        Ok(None) => return println!("SKIP: /dev/kvm does not exist"),
-        Err(e) => return println!("SKIP: /dev/kvm cannot be opened: {e}"),
-    };
-    let host = Layout::from_leaf0d(xstate_hw::cpu::host_cpuid().leaf0d()).unwrap();
+    let Some(kvm) = kvm_or_skip() else { return };
+    let host = common::host().layout().clone();
     let supported = kvm.supported_cpuid().unwrap();
     if !Xfeatures(0xE7).is_subset_of(supported.leaf0d().xcr0_supported() & host.user_supported()) {
         return println!("SKIP: KVM offers no AVX-512 to guests; the migration test moves ZMM/opmask state");

@@ -8,25 +8,14 @@
 //!    accept (KVM_SET_XCRS runs KVM's `__kvm_set_xcr` against the guest CPUID), and the EBX
 //!    fields KVM recomputes for each accepted XCR0 equal the policy's.
 
+mod common;
+
 use xstate::cpuid::CpuidData;
 use xstate::layout::Layout;
 use xstate::policy::{FeatureSet, Policy, Selection};
 use xstate::{Xfeatures, XsaveFeatures};
-use xstate_hw::kvm::KvmSystem;
 
-fn open() -> Option<KvmSystem> {
-    match KvmSystem::open() {
-        Ok(Some(k)) => Some(k),
-        Ok(None) => {
-            println!("SKIP: /dev/kvm does not exist");
-            None
-        }
-        Err(e) => {
-            println!("SKIP: /dev/kvm cannot be opened: {e}");
-            None
-        }
-    }
-}
+use common::kvm_or_skip;
 
 fn host_layout() -> Option<Layout> {
     if !xstate_hw::cpu::osxsave() {
@@ -38,7 +27,7 @@ fn host_layout() -> Option<Layout> {
 
 #[test]
 fn supported_cpuid_leaf_0xd_is_the_derived_policy() {
-    let (Some(kvm), Some(host)) = (open(), host_layout()) else { return };
+    let (Some(kvm), Some(host)) = (kvm_or_skip(), host_layout()) else { return };
     let supported = kvm.supported_cpuid().unwrap();
     let k = supported.leaf0d();
     if !k.xsave_enumerated() {
@@ -94,7 +83,7 @@ fn candidates(host: &Layout) -> Vec<Xfeatures> {
 
 #[test]
 fn vcpu_xcr0_rules_and_dynamic_ebx_follow_the_policy() {
-    let (Some(kvm), Some(host)) = (open(), host_layout()) else { return };
+    let (Some(kvm), Some(host)) = (kvm_or_skip(), host_layout()) else { return };
     let supported = kvm.supported_cpuid().unwrap();
     let kvm_xcr0 = supported.leaf0d().xcr0_supported();
     if !supported.leaf0d().xsave_enumerated() {

@@ -2,31 +2,22 @@
 //! what KVM_GET_XSAVE2 returns parse as NT_X86_XSTATE and kvm_xsave records; records xstate
 //! writes are accepted back by PTRACE_SETREGSET and KVM_SET_XSAVE, and the state arrives.
 
+mod common;
+
 use xstate::Component;
 use xstate::image::{Image, ImageBuf};
 use xstate::record::kvm::{KvmXcrs, KvmXsave};
 use xstate::record::linux::NtXstate;
 use xstate::record::{Contents, Format, Options, read, write};
-use xstate_hw::kvm::KvmSystem;
+use xstate_hw::ptrace;
 use xstate_hw::selfcheck::{Rng, crafted_image};
-use xstate_hw::tracee::{self, Ending};
-use xstate_hw::{Host, ptrace};
+
+use common::{Stopped, host, kvm_or_skip, regset_or_skip, stopped_tracee};
 
 #[test]
 fn ptrace_regset_is_an_nt_xstate_record() {
-    let host = Host::probe().unwrap();
-    let l = host.layout().clone();
-    let xcr0 = host.xcr0();
-    let img = crafted_image(&l, xcr0, &mut Rng::new(55));
-    let mut child = tracee::spawn(&host, &img, Ending::StopThenReport, None).unwrap();
-    child.wait_stopped().unwrap();
-    let got = match ptrace::get_xstate(child.pid()) {
-        Ok(g) => g,
-        Err(e) => {
-            println!("SKIP: PTRACE_GETREGSET refused: {e}");
-            return;
-        }
-    };
+    let Stopped { layout: l, xcr0, child, .. } = stopped_tracee(55);
+    let Some(got) = regset_or_skip(child.pid()) else { return };
     let n = NtXstate::parse(&got, &l).expect("the kernel's regset is a valid NT_X86_XSTATE record");
     assert_eq!(n.xcr0, xcr0);
     // A record xstate writes (from another state, through the generic writer) is taken back.
@@ -52,13 +43,8 @@ fn ptrace_regset_is_an_nt_xstate_record() {
 
 #[test]
 fn kvm_buffers_are_kvm_xsave_records() {
-    let kvm = match KvmSystem::open() {
-        Ok(Some(k)) => k,
-        Ok(None) => return println!("SKIP: /dev/kvm does not exist"),
-        Err(e) => return println!("SKIP: /dev/kvm cannot be opened: {e}"),
-    };
-    let host = Host::probe().unwrap();
-    let l = host.layout().clone();
+    let Some(kvm) = kvm_or_skip() else { return };
+    let l = host().layout().clone();
     let vcpu = kvm.create_vcpu().unwrap();
     vcpu.set_cpuid(&kvm.supported_cpuid().unwrap()).unwrap();
     let supported = kvm.supported_xcr0().unwrap() & l.user_supported();

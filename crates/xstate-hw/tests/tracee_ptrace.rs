@@ -1,25 +1,18 @@
 //! A child holding a known state, read and changed through ptrace, and dumped to a core.
 
+mod common;
+
 use xstate::Component;
+use xstate_hw::ptrace;
 use xstate_hw::selfcheck::{Rng, crafted_image};
 use xstate_hw::tracee::{self, Ending};
-use xstate_hw::{Host, ptrace};
+
+use common::{Stopped, host, regset_or_skip, stopped_tracee};
 
 #[test]
 fn ptrace_reads_and_writes_a_known_state() {
-    let host = Host::probe().unwrap();
-    let l = host.layout().clone();
-    let xcr0 = host.xcr0();
-    let img = crafted_image(&l, xcr0, &mut Rng::new(7));
-    let mut child = tracee::spawn(&host, &img, Ending::StopThenReport, None).unwrap();
-    child.wait_stopped().unwrap();
-    let got = match ptrace::get_xstate(child.pid()) {
-        Ok(g) => g,
-        Err(e) => {
-            println!("SKIP: PTRACE_GETREGSET refused: {e}");
-            return;
-        }
-    };
+    let Stopped { layout: l, xcr0, image: img, child, .. } = stopped_tracee(7);
+    let Some(got) = regset_or_skip(child.pid()) else { return };
     assert_eq!(got.len(), l.standard_size(xcr0).unwrap() as usize, "kernel user size");
     assert_eq!(u64::from_le_bytes(got[464..472].try_into().unwrap()), xcr0.bits(), "XCR0 at 464");
     for c in xcr0.iter().filter(|c| !c.is_legacy() && *c != Component::TILECFG) {
@@ -40,7 +33,7 @@ fn ptrace_reads_and_writes_a_known_state() {
 
 #[test]
 fn abort_leaves_a_core_with_the_state() {
-    let host = Host::probe().unwrap();
+    let host = host();
     let xcr0 = host.xcr0();
     let img = crafted_image(host.layout(), xcr0, &mut Rng::new(9));
     let dir = std::env::temp_dir().join(format!("xstate-core-{}", std::process::id()));

@@ -1,12 +1,19 @@
-//! Shared helpers of the image hardware tests.
-#![allow(dead_code)]
+//! Helpers shared by the hardware tests: the host, KVM and tracee set-up with their SKIP lines,
+//! and the image comparisons and mutations of the image tests.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
 
 use xstate::component::legacy::{MXCSR_MASK, XSTATE_BV};
+use xstate::image::validate::ValidationError;
 use xstate::image::{Form, Image};
 use xstate::layout::Geometry;
 use xstate::{Component, Layout, Xfeatures};
-use xstate_hw::selfcheck::Rng;
-use xstate_hw::{Host, SaveInstr, perm};
+use xstate_hw::kvm::KvmSystem;
+use xstate_hw::selfcheck::{Rng, crafted_image};
+use xstate_hw::tracee::{self, Tracee};
+use xstate_hw::{Host, SaveInstr, perm, ptrace};
 
 /// The host, with AMX permission requested where the kernel offers it.
 pub fn host() -> Host {
@@ -15,12 +22,64 @@ pub fn host() -> Host {
     h
 }
 
+/// KVM, or `None` after printing why it cannot be used ("SKIP: /dev/kvm …").
+pub fn kvm_or_skip() -> Option<KvmSystem> {
+    match KvmSystem::open() {
+        Ok(Some(k)) => Some(k),
+        Ok(None) => {
+            println!("SKIP: /dev/kvm does not exist");
+            None
+        }
+        Err(e) => {
+            println!("SKIP: /dev/kvm cannot be opened: {e}");
+            None
+        }
+    }
+}
+
+/// A child holding a known state, stopped: the host, the image it loaded (crafted from `seed`
+/// for every XCR0 component) and the child.
+pub struct Stopped {
+    pub host: Host,
+    pub layout: Layout,
+    pub xcr0: Xfeatures,
+    pub image: Vec<u8>,
+    pub child: Tracee,
+}
+
+/// Starts a [`Stopped`] child whose state is crafted from `seed`.
+pub fn stopped_tracee(seed: u64) -> Stopped {
+    let host = host();
+    let layout = host.layout().clone();
+    let xcr0 = host.xcr0();
+    let image = crafted_image(&layout, xcr0, &mut Rng::new(seed));
+    let child = tracee::spawn_stopped(&host, &image).unwrap();
+    Stopped { host, layout, xcr0, image, child }
+}
+
+/// PTRACE_GETREGSET(NT_X86_XSTATE) of `pid`, or `None` after printing a SKIP line.
+pub fn regset_or_skip(pid: i32) -> Option<Vec<u8>> {
+    match ptrace::get_xstate(pid) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            println!("SKIP: PTRACE_GETREGSET refused: {e}");
+            None
+        }
+    }
+}
+
+/// A standard image of `len` bytes in the init state: FCW 0x037F, MXCSR 0x1F80, the rest zero.
+pub fn init_image(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    v[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    v[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    v
+}
+
 /// The running CPU's MXCSR mask, from the MXCSR_MASK field XSAVE writes (0 means 0xFFBF).
 pub fn mxcsr_mask(h: &Host) -> u32 {
     let xcr0 = h.xcr0();
-    let mut img = vec![0u8; 576];
-    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    let img = init_image(576);
     let out = h.xrstor_then_save(&img, xcr0, SaveInstr::Xsave, xcr0, 0).expect("XRSTOR of an init image");
     match u32::from_le_bytes(out[MXCSR_MASK..MXCSR_MASK + 4].try_into().unwrap()) {
         0 => 0xFFBF,
@@ -184,6 +243,58 @@ pub fn mutate(img: &mut [u8], xcr0: Xfeatures, mask: u32, rng: &mut Rng) -> &'st
             img[l] ^= (r >> 8) as u8 | 1;
             "reserved legacy byte 416..463"
         }
+    }
+}
+
+/// The library's validation verdicts held against a peer's (the CPU, KVM), case by case.
+#[derive(Default)]
+pub struct Tally {
+    /// Library verdicts: "valid" or the rule broken, with their counts.
+    pub verdicts: BTreeMap<String, usize>,
+    /// One line per case where the library and the peer disagree.
+    pub disagreements: Vec<String>,
+}
+
+impl Tally {
+    /// Records one case: the image after the mutations `what`, the library's verdict and the
+    /// peer's.
+    pub fn record<E: Display>(
+        &mut self,
+        case: usize,
+        what: &[&str],
+        img: &[u8],
+        lib: &Result<(), ValidationError>,
+        peer_name: &str,
+        peer: &Result<(), E>,
+    ) {
+        let key = lib.as_ref().map_or_else(|e| format!("{:?}", e.rule), |()| "valid".into());
+        *self.verdicts.entry(key).or_default() += 1;
+        if lib.is_ok() != peer.is_ok() {
+            self.disagreements.push(format!(
+                "case {case} [{}] XSTATE_BV {:#x} XCOMP_BV {:#x} MXCSR {:#x}: library {:?}, {peer_name} {:?}",
+                what.join(", "),
+                bv(img, 512),
+                bv(img, 520),
+                u32::from_le_bytes(img[24..28].try_into().unwrap()),
+                lib.as_ref().map_err(|e| e.to_string()),
+                peer.as_ref().map_err(|e| e.to_string())
+            ));
+        }
+    }
+
+    /// Prints the first disagreements, then asserts there are none and that enough of the
+    /// `n_cases` images were valid to mean anything.
+    pub fn assert_agreement(&self, n_cases: usize, peer_name: &str) {
+        for d in self.disagreements.iter().take(10) {
+            println!("DISAGREE {d}");
+        }
+        assert!(
+            self.disagreements.is_empty(),
+            "{} of {n_cases} verdicts disagree with {peer_name}",
+            self.disagreements.len()
+        );
+        let valid = self.verdicts.get("valid").copied().unwrap_or(0);
+        assert!(valid > n_cases / 10, "too few valid images to mean anything");
     }
 }
 
