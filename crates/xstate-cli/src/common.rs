@@ -1,11 +1,12 @@
 //! What every subcommand shares: the error type and its exit codes, reading CPUID sources,
-//! mask arguments, JSON printing and atomic output files.
+//! the `--cpuid`/`--xcr0`/`--xss` arguments, JSON printing and atomic output files.
 
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use xstate::cpuid::{self, CpuidData};
+use xstate::xcr0::{check_xcr0_supported, check_xss};
 use xstate::{Layout, Xfeatures};
 
 /// A failure that ends the command: exit 1 for invalid or incompatible input, 2 for usage and
@@ -71,15 +72,18 @@ pub struct Source {
 /// The layout of `--cpuid FILE`, or of this host.
 pub fn source(cpuid_file: Option<&PathBuf>) -> CliResult<Source> {
     match cpuid_file {
-        Some(p) => {
-            let cpuid = read_cpuid(p)?;
-            let name = p.display().to_string();
-            let layout = layout_of(&cpuid, &name)?;
-            let default_xcr0 = layout.user_supported();
-            Ok(Source { cpuid, layout, default_xcr0, name })
-        }
+        Some(p) => file_source(p),
         None => host_source(),
     }
+}
+
+/// A CPUID dump as a [`Source`]; its default XCR0 is every user component it supports.
+pub fn file_source(path: &Path) -> CliResult<Source> {
+    let cpuid = read_cpuid(path)?;
+    let name = path.display().to_string();
+    let layout = layout_of(&cpuid, &name)?;
+    let default_xcr0 = layout.user_supported();
+    Ok(Source { cpuid, layout, default_xcr0, name })
 }
 
 /// This machine as a [`Source`].
@@ -98,6 +102,46 @@ pub fn host_source() -> CliResult<Source> {
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     Err(CliError::usage("reading this host needs x86_64 Linux; pass --cpuid FILE"))
+}
+
+/// The CPU and the enabled state components an image or layout is read for: `--cpuid`,
+/// `--xcr0` and `--xss`, meaning the same in every subcommand that takes them.
+#[derive(clap::Args, Debug)]
+pub struct CpuArgs {
+    /// CPUID dump of the CPU (AIDA64/InstLatX64 text, `cpuid -r` output, or xstate JSON);
+    /// default: this host.
+    #[arg(long, value_name = "FILE")]
+    pub cpuid: Option<PathBuf>,
+    /// XCR0 (hex 0x… or decimal); default: the one a record file holds, else XGETBV(0) on the
+    /// host or every supported user component of a dump.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub xcr0: Option<Xfeatures>,
+    /// IA32_XSS, for supervisor state (XRSTORS, compacted images only); default: the one a
+    /// record file holds, else 0.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub xss: Option<Xfeatures>,
+}
+
+impl CpuArgs {
+    /// The CPU: `--cpuid FILE`, or this host.
+    pub fn source(&self) -> CliResult<Source> {
+        source(self.cpuid.as_ref())
+    }
+
+    /// XCR0 and XSS: the arguments, else the ones a file records (`recorded`), else XCR0 from
+    /// `src` and XSS = 0.
+    pub fn masks(&self, src: &Source, recorded: (Option<Xfeatures>, Option<Xfeatures>)) -> (Xfeatures, Xfeatures) {
+        let xcr0 = self.xcr0.or(recorded.0).unwrap_or(src.default_xcr0);
+        let xss = self.xss.or(recorded.1).unwrap_or_default();
+        (xcr0, xss)
+    }
+}
+
+/// Checks XCR0/XSS arguments against the layout and the rules (exit 1 naming the rule).
+pub fn checked_masks(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> CliResult<(Xfeatures, Xfeatures)> {
+    check_xcr0_supported(xcr0, layout.user_supported(), layout.supervisor_supported()).map_err(CliError::invalid)?;
+    check_xss(xss, layout.user_supported(), layout.supervisor_supported()).map_err(CliError::invalid)?;
+    Ok((xcr0, xss))
 }
 
 /// Prints a JSON value, pretty, with a trailing newline.
@@ -128,6 +172,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> CliResult {
         CliError::usage(format!("{}: {e}", path.display()))
     })
 }
+
+/// Appends a line to a `String` (formatting into a `String` cannot fail).
+macro_rules! say {
+    ($out:expr) => {{ $out.push('\n'); }};
+    ($out:expr, $($t:tt)*) => {{ use std::fmt::Write as _; let _ = writeln!($out, $($t)*); }};
+}
+pub(crate) use say;
 
 /// `0x…` formatting used in tables.
 pub fn hex(v: u32) -> String {

@@ -16,13 +16,8 @@ use xstate::layout::Geometry;
 use xstate::{Component, Layout, LayoutError, Xfeatures};
 
 use crate::cmd::imageio::emit;
-use crate::common::{CliError, CliResult, host_source, parse_mask, print_json, read_file};
+use crate::common::{CliError, CliResult, host_source, parse_mask, print_json, read_file, say};
 
-/// Appends a line to a `String` (formatting into a `String` cannot fail).
-macro_rules! say {
-    ($out:expr) => {{ $out.push('\n'); }};
-    ($out:expr, $($t:tt)*) => {{ use std::fmt::Write as _; let _ = writeln!($out, $($t)*); }};
-}
 /// Appends text without a newline.
 macro_rules! say_part {
     ($out:expr, $($t:tt)*) => {{ use std::fmt::Write as _; let _ = write!($out, $($t)*); }};

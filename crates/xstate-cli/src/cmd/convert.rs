@@ -9,8 +9,7 @@ use xstate::Xfeatures;
 use xstate::image::{Target, convert};
 
 use crate::cmd::imageio::{ImageFormat, emit, load, store};
-use crate::cmd::layout::checked_masks;
-use crate::common::{CliError, CliResult, layout_of, parse_mask, read_cpuid, source, write_atomic};
+use crate::common::{CliError, CliResult, CpuArgs, checked_masks, file_source, parse_mask, write_atomic};
 
 /// The output form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -32,16 +31,9 @@ pub struct ConvertArgs {
     /// Components to lay out with --to compacted; default: XCR0 (those the target supports).
     #[arg(long, value_name = "MASK", value_parser = parse_mask)]
     pub mask: Option<Xfeatures>,
-    /// XCR0 the image is restored with; default: XGETBV(0) on the host, every supported user
-    /// component for a dump.
-    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
-    pub xcr0: Option<Xfeatures>,
-    /// IA32_XSS, for compacted images holding supervisor state (XRSTORS); default 0.
-    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
-    pub xss: Option<Xfeatures>,
-    /// CPUID dump of the CPU the image comes from; default: this host.
-    #[arg(long, value_name = "FILE")]
-    pub cpuid: Option<PathBuf>,
+    /// The CPU the image comes from, and the XCR0 | XSS it is restored with there.
+    #[command(flatten)]
+    pub cpu: CpuArgs,
     /// CPUID dump of the CPU the output is for; default: the source CPU.
     #[arg(long, value_name = "FILE")]
     pub to_cpuid: Option<PathBuf>,
@@ -58,15 +50,14 @@ pub struct ConvertArgs {
 
 /// Runs `xstate convert`.
 pub fn run(args: &ConvertArgs) -> CliResult {
-    let src = source(args.cpuid.as_ref())?;
+    let src = args.cpu.source()?;
     let to_layout = match &args.to_cpuid {
-        Some(p) => layout_of(&read_cpuid(p)?, &p.display().to_string())?,
+        Some(p) => file_source(p)?.layout,
         None => src.layout.clone(),
     };
     let loaded = load(&args.image, args.from_format, &src.layout)?;
     let from_layout = loaded.layout.as_ref().unwrap_or(&src.layout);
-    let xcr0 = args.xcr0.or(loaded.xcr0).unwrap_or(src.default_xcr0);
-    let xss = args.xss.or(loaded.xss).unwrap_or_default();
+    let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     checked_masks(from_layout, xcr0, xss)?;
     let rfbm = xcr0 | xss;
     let target = match args.to {

@@ -11,22 +11,17 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use xstate::Layout;
 use xstate::cpuid::XsaveFeatures;
 use xstate::image::Image;
-use xstate::image::regs::{Kind, Register, decode};
+use xstate::image::regs::decode;
 use xstate::record::core::read_core;
 use xstate::record::linux::{LayoutNote, NtXstate};
 
 use crate::cmd::imageio::emit;
-use crate::common::{CliError, CliResult, print_json, read_file, source};
-
-/// Appends a line to a `String` (formatting into a `String` cannot fail).
-macro_rules! say {
-    ($out:expr) => {{ $out.push('\n'); }};
-    ($out:expr, $($t:tt)*) => {{ use std::fmt::Write as _; let _ = writeln!($out, $($t)*); }};
-}
+use crate::cmd::regs::{register_line, registers_json};
+use crate::common::{CliError, CliResult, print_json, read_file, say, source};
 
 /// Arguments of `xstate core`.
 #[derive(Args, Debug)]
@@ -43,21 +38,6 @@ pub struct CoreArgs {
     /// default: this host.
     #[arg(long, value_name = "FILE")]
     pub cpuid: Option<PathBuf>,
-}
-
-fn register_value(r: &Register) -> Value {
-    let mut o = Map::new();
-    o.insert("hex".into(), json!(r.hex()));
-    o.insert("component".into(), json!(r.component.to_string()));
-    if let Some(f) = r.as_f64().filter(|f| f.is_finite()) {
-        o.insert("float".into(), json!(f));
-    }
-    if r.kind == Kind::Int
-        && let Some(v) = r.as_u64()
-    {
-        o.insert("value".into(), json!(v));
-    }
-    Value::Object(o)
 }
 
 /// Runs `xstate core`.
@@ -106,10 +86,7 @@ pub fn run(args: &CoreArgs) -> CliResult {
                 });
                 if args.regs {
                     let d = decode(&img, &layout, n.xcr0);
-                    let regs: Map<String, Value> =
-                        d.registers.iter().map(|r| (r.name.clone(), register_value(r))).collect();
-                    v["registers"] = Value::Object(regs);
-                    v["undecoded"] = json!(d.undecoded.iter().map(|c| layout.name(*c)).collect::<Vec<_>>());
+                    (v["registers"], v["undecoded"]) = registers_json(&d, &layout);
                 }
                 v
             })
@@ -148,10 +125,7 @@ pub fn run(args: &CoreArgs) -> CliResult {
         if args.regs {
             let d = decode(&img, &layout, n.xcr0);
             for r in &d.registers {
-                match r.as_f64() {
-                    Some(f) => say!(out, "  {:<12} {}  ({f})", r.name, r.hex()),
-                    None => say!(out, "  {:<12} {}", r.name, r.hex()),
-                }
+                say!(out, "  {}", register_line(r));
             }
             for c in &d.undecoded {
                 say!(out, "  {:<12} not decoded", layout.name(*c));

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use serde_json::{Map, Value, json};
-use xstate::image::regs::{Decoded, Kind, decode};
+use serde_json::json;
+use xstate::image::regs::{Decoded, decode};
 use xstate::image::state::effective_mxcsr;
 use xstate::image::validate::{Context, Profile, validate};
 use xstate::image::{Form, Image};
@@ -15,7 +15,8 @@ use xstate::{Layout, Xfeatures};
 use std::fmt::Write as _;
 
 use crate::cmd::imageio::{ImageFormat, emit, host_mxcsr_mask, load, need_header};
-use crate::common::{CliResult, parse_mask, print_json, source};
+use crate::cmd::regs::{register_line, registers_json};
+use crate::common::{CliResult, CpuArgs, print_json};
 
 /// Arguments of `xstate inspect`.
 #[derive(Args, Debug)]
@@ -31,16 +32,9 @@ pub struct InspectArgs {
     /// File format of IMAGE.
     #[arg(long, value_enum, default_value = "raw")]
     pub format: ImageFormat,
-    /// CPUID dump of the CPU the image belongs to; default: this host.
-    #[arg(long, value_name = "FILE")]
-    pub cpuid: Option<PathBuf>,
-    /// XCR0 the image is restored with; default: XGETBV(0) on the host, every supported user
-    /// component for a dump.
-    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
-    pub xcr0: Option<Xfeatures>,
-    /// IA32_XSS, for compacted images holding supervisor state; default 0.
-    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
-    pub xss: Option<Xfeatures>,
+    /// The CPU the image belongs to, and the XCR0 | XSS it is restored with.
+    #[command(flatten)]
+    pub cpu: CpuArgs,
 }
 
 struct ComponentRow {
@@ -73,32 +67,16 @@ fn rows(img: &Image<'_>, l: &Layout, rfbm: Xfeatures) -> Vec<ComponentRow> {
         .collect()
 }
 
-fn register_value(r: &xstate::image::regs::Register) -> Value {
-    let mut o = Map::new();
-    o.insert("hex".into(), json!(r.hex()));
-    o.insert("component".into(), json!(r.component.to_string()));
-    if let Some(f) = r.as_f64().filter(|f| f.is_finite()) {
-        o.insert("float".into(), json!(f));
-    }
-    if r.kind == Kind::Int
-        && let Some(v) = r.as_u64()
-    {
-        o.insert("value".into(), json!(v));
-    }
-    Value::Object(o)
-}
-
 /// Runs `xstate inspect`.
 pub fn run(args: &InspectArgs) -> CliResult {
-    let src = source(args.cpuid.as_ref())?;
+    let src = args.cpu.source()?;
     let loaded = load(&args.image, args.format, &src.layout)?;
     let img = need_header(&loaded.image, &args.image)?;
     let l = loaded.layout.as_ref().unwrap_or(&src.layout);
-    let xcr0 = args.xcr0.or(loaded.xcr0).unwrap_or(src.default_xcr0);
-    let xss = args.xss.or(loaded.xss).unwrap_or_default();
+    let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     let rfbm = if img.form() == Form::Compacted { xcr0 | xss } else { xcr0 };
     let mut ctx =
-        Context::new(xcr0).with_mxcsr_mask_field(if args.cpuid.is_none() { host_mxcsr_mask() } else { 0xFFFF });
+        Context::new(xcr0).with_mxcsr_mask_field(if args.cpu.cpuid.is_none() { host_mxcsr_mask() } else { 0xFFFF });
     if img.form() == Form::Compacted {
         ctx.xss = xss;
     }
@@ -132,9 +110,7 @@ pub fn run(args: &InspectArgs) -> CliResult {
             })).collect::<Vec<_>>(),
         });
         if let Some(d) = &decoded {
-            let regs: Map<String, Value> = d.registers.iter().map(|r| (r.name.clone(), register_value(r))).collect();
-            v["registers"] = Value::Object(regs);
-            v["undecoded"] = json!(d.undecoded.iter().map(|c| l.name(*c)).collect::<Vec<_>>());
+            (v["registers"], v["undecoded"]) = registers_json(d, l);
             v["truncated"] = json!(d.truncated.iter().map(|c| l.name(*c)).collect::<Vec<_>>());
         }
         return print_json(&v);
@@ -180,11 +156,7 @@ pub fn run(args: &InspectArgs) -> CliResult {
     if let Some(d) = &decoded {
         writeln!(out).ok();
         for r in &d.registers {
-            match r.as_f64() {
-                Some(f) => writeln!(out, "{:<12} {}  ({f})", r.name, r.hex()),
-                None => writeln!(out, "{:<12} {}", r.name, r.hex()),
-            }
-            .ok();
+            writeln!(out, "{}", register_line(r)).ok();
         }
         for c in &d.undecoded {
             writeln!(

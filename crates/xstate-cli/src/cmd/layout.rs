@@ -1,39 +1,21 @@
 //! `xstate layout [--cpuid FILE] [--xcr0 MASK] [--xss MASK] [--json]`: one CPU's geometry.
 
-use std::path::PathBuf;
-
 use clap::Args;
 use serde_json::{Value, json};
 use xstate::layout::{Outcome, SizeCheck};
-use xstate::xcr0::{check_xcr0_supported, check_xss};
 use xstate::{Layout, Xfeatures};
 
-use crate::common::{CliError, CliResult, hex, parse_mask, print_json, source};
+use crate::common::{CliResult, CpuArgs, checked_masks, hex, print_json};
 
-/// Arguments of `xstate layout`.
+/// Arguments of `xstate layout`: the CPU, and the XCR0 (standard size) and XCR0 | XSS
+/// (compacted size) to size for.
 #[derive(Args, Debug)]
 pub struct LayoutArgs {
-    /// CPUID dump to read (AIDA64/InstLatX64 text, `cpuid -r` output, or xstate JSON); default:
-    /// this host.
-    #[arg(long, value_name = "FILE")]
-    pub cpuid: Option<PathBuf>,
-    /// XCR0 to size for (hex 0x… or decimal); default: XGETBV(0) on the host, every supported
-    /// user component for a dump.
-    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
-    pub xcr0: Option<Xfeatures>,
-    /// IA32_XSS to size the compacted format for; default 0.
-    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
-    pub xss: Option<Xfeatures>,
+    #[command(flatten)]
+    pub cpu: CpuArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Checks XCR0/XSS arguments against the layout and the rules (exit 1 naming the rule).
-pub fn checked_masks(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> CliResult<(Xfeatures, Xfeatures)> {
-    check_xcr0_supported(xcr0, layout.user_supported(), layout.supervisor_supported()).map_err(CliError::invalid)?;
-    check_xss(xss, layout.user_supported(), layout.supervisor_supported()).map_err(CliError::invalid)?;
-    Ok((xcr0, xss))
 }
 
 /// The layout as JSON, with the keys of the command-line contract plus details.
@@ -159,10 +141,11 @@ pub fn print_table(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) {
 
 /// Runs `xstate layout`.
 pub fn run(args: &LayoutArgs) -> CliResult {
-    let src = source(args.cpuid.as_ref())?;
-    let (xcr0, xss) = checked_masks(&src.layout, args.xcr0.unwrap_or(src.default_xcr0), args.xss.unwrap_or_default())?;
+    let src = args.cpu.source()?;
+    let (xcr0, xss) = args.cpu.masks(&src, (None, None));
+    let (xcr0, xss) = checked_masks(&src.layout, xcr0, xss)?;
     // The XCR0 in force when the data was read: known on the host (XGETBV), inferred for a dump.
-    let known_xcr0 = args.cpuid.is_none().then_some(src.default_xcr0);
+    let known_xcr0 = args.cpu.cpuid.is_none().then_some(src.default_xcr0);
     let checks = src.layout.cross_check(known_xcr0, None);
     if args.json {
         let mut v = layout_json(&src.layout, xcr0, xss);

@@ -10,5 +10,6 @@ pub mod inspect;
 pub mod kvm;
 pub mod layout;
 pub mod policy;
+pub mod regs;
 pub mod restore;
 pub mod validate;

@@ -9,15 +9,14 @@ use xstate::Xfeatures;
 use xstate::image::validate::{Context, Profile, validate};
 
 use crate::cmd::imageio::{ImageFormat, emit, host_mxcsr_mask, load};
-use crate::cmd::layout::checked_masks;
-use crate::common::{CliError, CliResult, parse_mask, source};
+use crate::common::{CliError, CliResult, CpuArgs, checked_masks, parse_mask};
 
 /// The consumers `--profile` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProfileArg {
     /// XRSTOR (XRSTORS with --xss) with RFBM = XCR0: would it raise #GP?
     Hardware,
-    /// The Linux kernel's ptrace/KVM user-buffer rules.
+    /// The Linux kernel's ptrace/KVM user-buffer rules (XCR0: the task's user features).
     Linux,
     /// KVM_SET_XSAVE.
     Kvm,
@@ -41,16 +40,10 @@ impl From<ProfileArg> for Profile {
 pub struct ValidateArgs {
     /// The image file.
     pub image: PathBuf,
-    /// XCR0 of the restoring context (Linux: the task's user features); default: XGETBV(0) on
-    /// the host, every supported user component for a dump.
-    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
-    pub xcr0: Option<Xfeatures>,
-    /// IA32_XSS; non-zero makes the hardware profile model XRSTORS. Default 0.
-    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
-    pub xss: Option<Xfeatures>,
-    /// CPUID dump of the consumer's CPU; default: this host.
-    #[arg(long, value_name = "FILE")]
-    pub cpuid: Option<PathBuf>,
+    /// The consumer's CPU and restoring context (Linux: XCR0 = the task's user features; a
+    /// non-zero XSS makes the hardware profile model XRSTORS).
+    #[command(flatten)]
+    pub cpu: CpuArgs,
     /// Whose rules apply.
     #[arg(long, value_enum, default_value = "hardware")]
     pub profile: ProfileArg,
@@ -76,18 +69,17 @@ pub struct ValidateArgs {
 
 /// Runs `xstate validate`.
 pub fn run(args: &ValidateArgs) -> CliResult {
-    let src = source(args.cpuid.as_ref())?;
+    let src = args.cpu.source()?;
     let loaded = load(&args.image, args.format, &src.layout)?;
     let profile = Profile::from(args.profile);
-    let xcr0 = args.xcr0.or(loaded.xcr0).unwrap_or(src.default_xcr0);
-    let xss = args.xss.or(loaded.xss).unwrap_or_default();
+    let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     let layout = loaded.layout.as_ref().unwrap_or(&src.layout);
     if profile != Profile::Xen {
         checked_masks(layout, xcr0, xss)?;
     }
     let mxcsr_mask = match args.mxcsr_mask {
         Some(m) => u32::try_from(m.bits()).map_err(|_| CliError::usage("--mxcsr-mask: more than 32 bits"))?,
-        None if args.cpuid.is_none() => host_mxcsr_mask(),
+        None if args.cpu.cpuid.is_none() => host_mxcsr_mask(),
         None => 0xFFFF,
     };
     let mut ctx = Context::new(xcr0).with_mxcsr_mask_field(mxcsr_mask);
