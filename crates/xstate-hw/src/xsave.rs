@@ -11,8 +11,9 @@
 use core::arch::asm;
 
 use xstate::aligned::AlignedBuf;
-use xstate::component::legacy::{COMPACTED, XCOMP_BV};
+use xstate::component::legacy::{COMPACTED, MXCSR_MASK, XCOMP_BV, mxcsr_mask_of_field};
 use xstate::cpuid::CpuidData;
+use xstate::image::ImageBuf;
 use xstate::{Layout, LayoutError, Xfeatures};
 
 use crate::cpu;
@@ -121,6 +122,15 @@ impl Host {
             SaveInstr::Xsaveopt => f.xsaveopt(),
             SaveInstr::Xsavec => f.xsavec(),
         }
+    }
+
+    /// The CPU's MXCSR mask: the MXCSR_MASK field XSAVE writes after restoring an init image,
+    /// with 0 read as 0xFFBF (SDM Vol. 1 §11.6.6). Intel parts report 0xFFFF, AMD Zen 4 0x2FFFF.
+    pub fn mxcsr_mask(&self) -> Result<u32, Fault> {
+        let init = ImageBuf::init(576, Xfeatures::EMPTY);
+        let out = self.xrstor_then_save(init.image().bytes(), self.xcr0, SaveInstr::Xsave, self.xcr0, 0)?;
+        let field = out.get(MXCSR_MASK..MXCSR_MASK + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        Ok(mxcsr_mask_of_field(field))
     }
 
     /// The image copied into an aligned buffer long enough for any XRSTOR to read (zeros beyond

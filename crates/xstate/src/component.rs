@@ -308,6 +308,11 @@ pub mod legacy {
     pub const FCW_INIT: u16 = 0x037F;
     /// Init value of MXCSR.
     pub const MXCSR_INIT: u32 = 0x1F80;
+    /// The MXCSR mask an MXCSR_MASK field states: the field itself, or 0xFFBF where it is 0
+    /// (processors that do not report a mask; SDM Vol. 1 §11.6.6).
+    pub const fn mxcsr_mask_of_field(field: u32) -> u32 {
+        if field == 0 { 0xFFBF } else { field }
+    }
     /// Offset of XSTATE_BV in an image.
     pub const XSTATE_BV: usize = 512;
     /// Offset of XCOMP_BV in an image.

@@ -144,27 +144,12 @@ pub fn store(image: &[u8], rfbm: Xfeatures, format: ImageFormat, layout: &Layout
     record::write(f, &c, layout, layout, &Options::default()).map_err(CliError::invalid)
 }
 
-/// The running CPU's MXCSR mask, from the MXCSR_MASK field of an XSAVE (0 means 0xFFBF); 0xFFFF
-/// where the host cannot be asked.
+/// The running CPU's MXCSR mask ([`xstate_hw::Host::mxcsr_mask`]); 0xFFFF where the host
+/// cannot be asked.
 pub fn host_mxcsr_mask() -> u32 {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
-        use xstate::component::legacy::MXCSR_MASK;
-        let Ok(h) = xstate_hw::Host::probe() else { return 0xFFFF };
-        let mut img = vec![0u8; 576];
-        img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-        img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-        let x = h.xcr0();
-        match h.xrstor_then_save(&img, x, xstate_hw::SaveInstr::Xsave, x, 0) {
-            Ok(out) => {
-                match out.get(MXCSR_MASK..MXCSR_MASK + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])) {
-                    Some(0) => 0xFFBF,
-                    Some(m) => m,
-                    None => 0xFFFF,
-                }
-            }
-            Err(_) => 0xFFFF,
-        }
+        xstate_hw::Host::probe().ok().and_then(|h| h.mxcsr_mask().ok()).unwrap_or(0xFFFF)
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     0xFFFF

@@ -5,15 +5,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Display;
 
-use xstate::component::legacy::{MXCSR_MASK, XSTATE_BV};
+use xstate::component::legacy::XSTATE_BV;
 use xstate::image::validate::ValidationError;
-use xstate::image::{Form, Image};
+use xstate::image::{Form, Image, ImageBuf};
 use xstate::layout::Geometry;
 use xstate::{Component, Layout, Xfeatures};
 use xstate_hw::kvm::KvmSystem;
 use xstate_hw::selfcheck::{Rng, crafted_image};
 use xstate_hw::tracee::{self, Tracee};
-use xstate_hw::{Host, SaveInstr, perm, ptrace};
+use xstate_hw::{Host, perm, ptrace};
 
 /// The host, with AMX permission requested where the kernel offers it.
 pub fn host() -> Host {
@@ -68,23 +68,14 @@ pub fn regset_or_skip(pid: i32) -> Option<Vec<u8>> {
     }
 }
 
-/// A standard image of `len` bytes in the init state: FCW 0x037F, MXCSR 0x1F80, the rest zero.
+/// A standard image of `len` (at least 576) bytes in the init state ([`ImageBuf::init`]).
 pub fn init_image(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    v[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    v[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-    v
+    ImageBuf::init(len, Xfeatures::EMPTY).image().bytes().to_vec()
 }
 
-/// The running CPU's MXCSR mask, from the MXCSR_MASK field XSAVE writes (0 means 0xFFBF).
+/// The running CPU's MXCSR mask ([`Host::mxcsr_mask`]).
 pub fn mxcsr_mask(h: &Host) -> u32 {
-    let xcr0 = h.xcr0();
-    let img = init_image(576);
-    let out = h.xrstor_then_save(&img, xcr0, SaveInstr::Xsave, xcr0, 0).expect("XRSTOR of an init image");
-    match u32::from_le_bytes(out[MXCSR_MASK..MXCSR_MASK + 4].try_into().unwrap()) {
-        0 => 0xFFBF,
-        m => m,
-    }
+    h.mxcsr_mask().expect("XRSTOR of an init image")
 }
 
 /// True if component `c`'s bytes in the standard image `b` are its init value.

@@ -107,7 +107,7 @@ impl Context {
     /// The same context with a MXCSR mask as read from an MXCSR_MASK field (0 means 0xFFBF,
     /// SDM Vol. 1 §11.6.6).
     pub const fn with_mxcsr_mask_field(mut self, field: u32) -> Context {
-        self.mxcsr_mask = if field == 0 { 0xFFBF } else { field };
+        self.mxcsr_mask = crate::component::legacy::mxcsr_mask_of_field(field);
         self
     }
 }

@@ -11,7 +11,7 @@ use super::linux::{FP_XSTATE_MAGIC1, LayoutNote, NtXstate, SW_BYTES, SigFrame};
 use super::portable::{MAGIC, Portable};
 use super::xen::{DomctlBlob, HVM_CPU_XSAVE, HvmCpuXsave, PV_VCPU_XSAVE, PvVcpuXsave, XenHost};
 use super::{Detail, RecordError, Rule};
-use crate::component::legacy::COMPACTED;
+use crate::component::legacy::{COMPACTED, mxcsr_mask_of_field};
 use crate::image::{ConvertError, Form, Header, Image, ImageBuf, MIN_SIZE, Target, convert};
 use crate::layout::Layout;
 use crate::xcr0::catalogue_supervisor;
@@ -226,9 +226,9 @@ pub fn read(format: Format, bytes: &[u8], layout: &Layout, opts: &Options) -> Re
             } else {
                 opts.kvm_xsave2_size.or_else(|| cap_xsave2(layout, kvm_supported)).unwrap_or(KVM_XSAVE_SIZE)
             };
-            let mask = opts.mxcsr_mask.unwrap_or_else(|| {
-                Image::new(bytes).map_or(0xFFFF, |i| if i.mxcsr_mask() == 0 { 0xFFBF } else { i.mxcsr_mask() })
-            });
+            let mask = opts
+                .mxcsr_mask
+                .unwrap_or_else(|| Image::new(bytes).map_or(0xFFFF, |i| mxcsr_mask_of_field(i.mxcsr_mask())));
             let k = KvmXsave::parse(f, bytes, size, layout, kvm_supported, mask)?;
             let xcr0 = infer_xcr0(layout, k.image, k.sw_xcr0, opts.xcr0);
             Contents::new(f, Some(k.image), xcr0, xcr0)
