@@ -45,14 +45,14 @@ pub fn read_file(path: &Path) -> CliResult<Vec<u8>> {
 
 /// Reads a CPUID dump (AIDA64/InstLatX64 text, `cpuid -r` output or the project's JSON).
 /// A file that is not a dump is invalid input (exit 1), naming file and line.
-pub fn read_cpuid(path: &Path) -> CliResult<CpuidData> {
+fn read_cpuid(path: &Path) -> CliResult<CpuidData> {
     let bytes = read_file(path)?;
     let text = String::from_utf8_lossy(&bytes);
     cpuid::parse(&text).map_err(|e| CliError::invalid(format!("{}: {e}", path.display())))
 }
 
 /// The layout of a CPUID source, failing with the file named.
-pub fn layout_of(data: &CpuidData, what: &str) -> CliResult<Layout> {
+fn layout_of(data: &CpuidData, what: &str) -> CliResult<Layout> {
     Layout::from_leaf0d(data.leaf0d()).map_err(|e| CliError::invalid(format!("{what}: {e}")))
 }
 

@@ -17,7 +17,7 @@ use xstate::{Layout, Xfeatures};
 
 use crate::cmd::capture::format_arg;
 use crate::cmd::imageio::host_mxcsr_mask;
-use crate::common::{CliError, CliResult, host_source, layout_of, read_cpuid, read_file};
+use crate::common::{CliError, CliResult, file_source, host_source, read_file};
 
 /// Arguments of `xstate restore`.
 #[derive(Args, Debug)]
@@ -42,7 +42,7 @@ pub fn run(args: &RestoreArgs) -> CliResult {
     let bytes = read_file(&args.image)?;
     let name = args.image.display().to_string();
     let saved_on: Layout = match &args.cpuid {
-        Some(p) => layout_of(&read_cpuid(p)?, &p.display().to_string())?,
+        Some(p) => file_source(p)?.layout,
         None => host.layout.clone(),
     };
     let format = if args.format == "auto" {
