@@ -26,6 +26,68 @@ use crate::layout::Layout;
 use crate::xcr0::{check_xcr0, check_xss};
 use crate::xfeatures::Xfeatures;
 
+/// Where a record keeps what [`accum_image_size`] names in its errors: the offset of the
+/// accumulated-states field, the offset of the image, and the fixed part of the size formula.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AccumAt {
+    pub accum_field: usize,
+    pub image: usize,
+    pub size_fixed: usize,
+}
+
+/// The size rule of an image sized for accumulated states `accum` (the forward-compatible blob
+/// and the portable record, after the May 2021 proposal's split of size parsing): a standard
+/// image holds no supervisor state and is standard_size(accum) bytes; a compacted image lays
+/// out XCOMP_BV\[62:0\] ⊆ accum and is compacted_size(XCOMP_BV) bytes. Returns the expected
+/// image size and its formula.
+pub(super) fn accum_image_size(
+    f: Format,
+    h: &Header,
+    accum: Xfeatures,
+    layout: &Layout,
+    at: AccumAt,
+) -> Result<(usize, SizeBasis), RecordError> {
+    match h.form() {
+        Form::Standard => {
+            let s = accum & layout.supervisor_supported();
+            if !s.is_empty() {
+                return Err(RecordError::bits(
+                    f,
+                    Rule::SupervisorInStandard,
+                    at.accum_field,
+                    "xstates_accum",
+                    accum,
+                    s,
+                ));
+            }
+            let size = layout.standard_size(accum).unwrap_or(0) as usize;
+            Ok((
+                size,
+                SizeBasis::Plus { fixed: at.size_fixed, of: SizeOf::Standard, field: "xstates_accum", mask: accum },
+            ))
+        }
+        Form::Compacted => {
+            let laid_out = h.compacted_components();
+            let outside = laid_out - accum;
+            if !outside.is_empty() {
+                return Err(RecordError::bits(
+                    f,
+                    Rule::XcompOutsideAccum,
+                    at.image + 520,
+                    "XCOMP_BV",
+                    h.xcomp_bv,
+                    outside,
+                ));
+            }
+            let size = layout.compacted_size(laid_out).unwrap_or(0) as usize;
+            Ok((
+                size,
+                SizeBasis::Plus { fixed: at.size_fixed, of: SizeOf::Compacted, field: "XCOMP_BV", mask: h.xcomp_bv },
+            ))
+        }
+    }
+}
+
 /// The forward-compatible blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blob<'a> {
@@ -98,12 +160,10 @@ impl<'a> Blob<'a> {
             return Err(RecordError::size(f, Rule::Truncated, len, BLOB_HEADER + MIN_SIZE, SizeBasis::Fixed));
         };
         let h = Header::read(image).unwrap_or(Header::EMPTY);
-        let (expected, basis) = match h.form() {
+        let at = AccumAt { accum_field: 8, image: BLOB_HEADER, size_fixed: BLOB_HEADER };
+        let (expected, basis) = accum_image_size(f, &h, accum, layout, at)?;
+        match h.form() {
             Form::Standard => {
-                let s = accum & sup;
-                if !s.is_empty() {
-                    return Err(RecordError::bits(f, Rule::SupervisorInStandard, 8, "xstates_accum", accum, s));
-                }
                 // The old rules: validate_xstate(xcr0, xcr0_accum, header).
                 let mut ctx = Context::new(active);
                 ctx.xen = XenContext { xcr0_accum: Some(accum), policy_max: Some(accum), host: Some(accum) };
@@ -111,28 +171,8 @@ impl<'a> Blob<'a> {
                     Err(e) if e.rule != ImageRule::Truncated => return Err(RecordError::image(f, BLOB_HEADER, e)),
                     _ => {}
                 }
-                let size = layout.standard_size(accum).unwrap_or(0) as usize;
-                (
-                    size,
-                    SizeBasis::Plus { fixed: BLOB_HEADER, of: SizeOf::Standard, field: "xstates_accum", mask: accum },
-                )
             }
             Form::Compacted => {
-                let laid_out = h.compacted_components();
-                let outside = laid_out - accum;
-                if !outside.is_empty() {
-                    return Err(RecordError::bits(
-                        f,
-                        Rule::XcompOutsideAccum,
-                        BLOB_HEADER + 520,
-                        "XCOMP_BV",
-                        h.xcomp_bv,
-                        outside,
-                    ));
-                }
-                let size = layout.compacted_size(laid_out).unwrap_or(0) as usize;
-                let basis =
-                    SizeBasis::Plus { fixed: BLOB_HEADER, of: SizeOf::Compacted, field: "XCOMP_BV", mask: h.xcomp_bv };
                 if let Some((off, v)) = h.first_reserved_nonzero(RESERVED_OFFSET) {
                     return Err(RecordError::value(f, Rule::Reserved, BLOB_HEADER + off, "header byte", v.into(), 0));
                 }
@@ -145,9 +185,8 @@ impl<'a> Blob<'a> {
                     Err(e) if e.rule != ImageRule::Truncated => return Err(RecordError::image(f, BLOB_HEADER, e)),
                     _ => {}
                 }
-                (size, basis)
             }
-        };
+        }
         if len != BLOB_HEADER + expected {
             return Err(RecordError::size(f, Rule::SizeMismatch, len, BLOB_HEADER + expected, basis));
         }

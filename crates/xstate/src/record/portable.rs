@@ -23,7 +23,7 @@
 
 use alloc::vec::Vec;
 
-use super::error::SizeOf;
+use super::blob::{AccumAt, accum_image_size};
 use super::le::{u16_at, u32_at, u64_at};
 use super::{Detail, Format, RecordError, Rule, SizeBasis};
 use crate::component::Component;
@@ -223,32 +223,8 @@ impl<'a> Portable<'a> {
         let Some(h) = Header::read(image) else {
             return Err(RecordError::size(f, Rule::Truncated, image.len(), MIN_SIZE, SizeBasis::Field("image_size")));
         };
-        let (expected, basis) = match h.form() {
-            Form::Standard => {
-                let s = accum & sup;
-                if !s.is_empty() {
-                    return Err(RecordError::bits(f, Rule::SupervisorInStandard, 32, "xstates_accum", accum, s));
-                }
-                let size = layout.standard_size(accum).unwrap_or(0) as usize;
-                (size, SizeBasis::Plus { fixed: 0, of: SizeOf::Standard, field: "xstates_accum", mask: accum })
-            }
-            Form::Compacted => {
-                let laid_out = h.compacted_components();
-                let outside = laid_out - accum;
-                if !outside.is_empty() {
-                    return Err(RecordError::bits(
-                        f,
-                        Rule::XcompOutsideAccum,
-                        image_at + 520,
-                        "XCOMP_BV",
-                        h.xcomp_bv,
-                        outside,
-                    ));
-                }
-                let size = layout.compacted_size(laid_out).unwrap_or(0) as usize;
-                (size, SizeBasis::Plus { fixed: 0, of: SizeOf::Compacted, field: "XCOMP_BV", mask: h.xcomp_bv })
-            }
-        };
+        let at = AccumAt { accum_field: 32, image: image_at, size_fixed: 0 };
+        let (expected, basis) = accum_image_size(f, &h, accum, &layout, at)?;
         if image.len() != expected.max(MIN_SIZE) {
             return Err(RecordError::size(f, Rule::SizeMismatch, image.len(), expected.max(MIN_SIZE), basis));
         }

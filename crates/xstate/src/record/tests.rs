@@ -430,6 +430,49 @@ fn portable_round_trip_and_relayout() {
     assert_eq!(Portable::parse(&b).unwrap().image, &comp[..]);
 }
 
+/// The portable record's size rule (shared with the forward-compatible blob): a standard image
+/// holds no supervisor state and is standard_size(accum) bytes; a compacted one lays out only
+/// accumulated states and is compacted_size(XCOMP_BV) bytes. Errors name the record's offsets.
+#[test]
+fn portable_size_rule_by_form() {
+    let spr = fixtures::layout(INTEL_SAPPHIRE_RAPIDS);
+    let record = |accum: u64, xss: u64, image: &[u8]| {
+        Portable {
+            xcr0: Xfeatures(0x2E7),
+            xss: Xfeatures(xss),
+            xstates_accum: Xfeatures(accum),
+            mxcsr_mask: 0,
+            layout: spr.clone(),
+            image,
+        }
+        .to_bytes()
+    };
+    let std_img = standard(&spr, Xfeatures(0x2E7), Xfeatures(0x3), 5);
+    // Supervisor state (PT) with a standard image.
+    let e = Portable::parse(&record(0x2E7 | 0x100, 0x100, &std_img)).unwrap_err();
+    assert_eq!((e.rule, e.offset), (Rule::SupervisorInStandard, Some(32)));
+    // A standard image one line too long.
+    let mut long = std_img.to_vec();
+    long.extend_from_slice(&[0; 64]);
+    let e = Portable::parse(&record(0x2E7, 0, &long)).unwrap_err();
+    assert_eq!(e.rule, Rule::SizeMismatch);
+    assert!(e.to_string().contains("0 + standard_size(xstates_accum 0x2e7) = 2696"), "{e}");
+    // A compacted image laying out AMX, which the accumulated states lack.
+    let amx = standard(&spr, Xfeatures(0x602E7), Xfeatures(0x3), 5);
+    let comp = convert(&amx, &spr, &spr, Xfeatures(0x602E7), Target::Compacted { mask: Xfeatures(0x602E7) }).unwrap();
+    let bytes = record(0x2E7, 0, &comp);
+    let image_at = bytes.len() - comp.len();
+    let e = Portable::parse(&bytes).unwrap_err();
+    assert_eq!((e.rule, e.offset), (Rule::XcompOutsideAccum, Some(image_at + 520)));
+    // A compacted image one line too long.
+    let comp = convert(&std_img, &spr, &spr, Xfeatures(0x2E7), Target::Compacted { mask: Xfeatures(0x2E7) }).unwrap();
+    let mut long = comp.to_vec();
+    long.extend_from_slice(&[0; 64]);
+    let e = Portable::parse(&record(0x2E7, 0, &long)).unwrap_err();
+    assert_eq!(e.rule, Rule::SizeMismatch);
+    assert!(e.to_string().contains("0 + compacted_size(XCOMP_BV 0x80000000000002e7) = 2440"), "{e}");
+}
+
 #[test]
 fn convert_between_every_format() {
     let l = skx();
