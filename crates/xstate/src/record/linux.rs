@@ -33,9 +33,11 @@ pub const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
 /// magic2, the u32 after the image of a signal frame.
 pub const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
 
+/// The user features the kernel writes into the software bytes (NT_X86_XSTATE: XCR0 at 464;
+/// signal frame: `xfeatures` at 472), checked: enumerated by `layout` and a valid XCR0.
 fn features_at_464(f: Format, bytes: &[u8], layout: &Layout, field: &'static str) -> Result<Xfeatures, RecordError> {
-    let v = Xfeatures(u64_at(bytes, SW_BYTES + if f == Format::SigFrame { 8 } else { 0 }).unwrap_or(0));
     let off = SW_BYTES + if f == Format::SigFrame { 8 } else { 0 };
+    let v = Xfeatures(u64_at(bytes, off).unwrap_or(0));
     let unknown = v - layout.user_supported();
     if !unknown.is_empty() {
         return Err(RecordError::bits(f, Rule::UnknownComponent, off, field, v, unknown));
@@ -43,6 +45,20 @@ fn features_at_464(f: Format, bytes: &[u8], layout: &Layout, field: &'static str
     check_xcr0_supported(v, layout.user_supported(), layout.supervisor_supported())
         .map_err(|m| RecordError::new(f, Rule::InvalidMask, Some(off), Detail::Mask(m)))?;
     Ok(v)
+}
+
+/// Validates a standard image the kernel wrote (or takes back) for user features `xcr0`, with
+/// MXCSR checked against the image's own MXCSR_MASK field.
+fn validate_own_mask(
+    f: Format,
+    image: &[u8],
+    layout: &Layout,
+    profile: Profile,
+    xcr0: Xfeatures,
+) -> Result<(), RecordError> {
+    let field = crate::image::Image::new(image).map_or(0, |i| i.mxcsr_mask());
+    let ctx = Context::new(xcr0).with_mxcsr_mask_field(field);
+    validate(image, layout, profile, &ctx).map_err(|e| RecordError::image(f, 0, e))
 }
 
 /// NT_X86_XSTATE: what PTRACE_GETREGSET returns and what a core dump holds per thread.
@@ -71,15 +87,18 @@ impl<'a> NtXstate<'a> {
             let basis = SizeBasis::Plus { fixed: 0, of: SizeOf::Standard, field: "XCR0 at byte 464", mask: xcr0 };
             return Err(RecordError::size(f, rule, bytes.len(), size, basis));
         }
-        let ctx =
-            Context::new(xcr0).with_mxcsr_mask_field(crate::image::Image::new(bytes).map_or(0, |i| i.mxcsr_mask()));
-        validate(bytes, layout, Profile::Linux, &ctx).map_err(|e| RecordError::image(f, 0, e))?;
+        validate_own_mask(f, bytes, layout, Profile::Linux, xcr0)?;
         Ok(NtXstate { image: bytes, xcr0 })
     }
 
     /// A note from a standard image of at least standard_size(`xcr0`) bytes: the image cut to
-    /// that size, XCR0 at 464, zeros in 472..511 (what the kernel writes).
+    /// that size, XCR0 at 464, zeros in 472..511 (what the kernel writes). `None` if the image
+    /// is shorter, or `xcr0` names no user component the layout enumerates (no note has fewer
+    /// than the 576 bytes of legacy region and header).
     pub fn build(image: &[u8], xcr0: Xfeatures, layout: &Layout) -> Option<Vec<u8>> {
+        if (xcr0 & layout.user_supported()).is_empty() {
+            return None;
+        }
         let size = layout.standard_size(xcr0)? as usize;
         let mut out = image.get(..size)?.to_vec();
         out[SW_BYTES..512].fill(0);
@@ -236,38 +255,42 @@ impl<'a> SigFrame<'a> {
                 size.into(),
             ));
         }
-        if extended_size != xstate_size + 4 {
+        // In u64: a hostile layout can make xstate_size u32::MAX.
+        let extended = u64::from(xstate_size) + 4;
+        if u64::from(extended_size) != extended {
             return Err(RecordError::value(
                 f,
                 Rule::LengthField,
                 SW_BYTES + 4,
                 "extended_size",
                 extended_size.into(),
-                (xstate_size + 4).into(),
+                extended,
             ));
         }
         let x = xstate_size as usize;
-        if len != x + 4 {
+        let total = x.saturating_add(4);
+        if len != total {
             let basis = SizeBasis::Plus { fixed: 4, of: SizeOf::Standard, field: "xfeatures", mask: xfeatures };
-            let rule = if len < x + 4 { Rule::Truncated } else { Rule::SizeMismatch };
-            return Err(RecordError::size(f, rule, len, x + 4, basis));
+            let rule = if len < total { Rule::Truncated } else { Rule::SizeMismatch };
+            return Err(RecordError::size(f, rule, len, total, basis));
         }
         let magic2 = u32_at(bytes, x).unwrap_or(0);
         if magic2 != FP_XSTATE_MAGIC2 {
             return Err(RecordError::value(f, Rule::Magic, x, "magic2", magic2.into(), FP_XSTATE_MAGIC2.into()));
         }
         let image = &bytes[..x];
-        let ctx = Context::new(xfeatures)
-            .with_mxcsr_mask_field(crate::image::Image::new(image).map_or(0, |i| i.mxcsr_mask()));
-        validate(image, layout, Profile::Hardware, &ctx).map_err(|e| RecordError::image(f, 0, e))?;
+        validate_own_mask(f, image, layout, Profile::Hardware, xfeatures)?;
         Ok(SigFrame { image, sw: SwBytes { extended_size, xfeatures, xstate_size } })
     }
 
     /// A frame from a standard image of at least standard_size(`xfeatures`) bytes, as the
     /// kernel writes it: XSTATE_BV forced to include x87 and SSE (their init values written
-    /// where they were clear, so the state is unchanged), `_fpx_sw_bytes`, magic2.
+    /// where they were clear, so the state is unchanged), `_fpx_sw_bytes`, magic2. `None` if
+    /// the image is shorter or the frame's `extended_size` would not fit in 32 bits.
     pub fn build(image: &[u8], xfeatures: Xfeatures, layout: &Layout) -> Option<Vec<u8>> {
-        let size = layout.standard_size(xfeatures)? as usize;
+        let size32 = layout.standard_size(xfeatures)?;
+        let extended_size = size32.checked_add(4)?;
+        let size = size32 as usize;
         let mut out = image.get(..size)?.to_vec();
         let mut h = Header::read(&out)?;
         if !h.xstate_bv.contains(Component::X87) {
@@ -282,9 +305,9 @@ impl<'a> SigFrame<'a> {
         h.write(&mut out);
         out[SW_BYTES..512].fill(0);
         out[SW_BYTES..SW_BYTES + 4].copy_from_slice(&FP_XSTATE_MAGIC1.to_le_bytes());
-        out[SW_BYTES + 4..SW_BYTES + 8].copy_from_slice(&(size as u32 + 4).to_le_bytes());
+        out[SW_BYTES + 4..SW_BYTES + 8].copy_from_slice(&extended_size.to_le_bytes());
         out[SW_BYTES + 8..SW_BYTES + 16].copy_from_slice(&xfeatures.bits().to_le_bytes());
-        out[SW_BYTES + 16..SW_BYTES + 20].copy_from_slice(&(size as u32).to_le_bytes());
+        out[SW_BYTES + 16..SW_BYTES + 20].copy_from_slice(&size32.to_le_bytes());
         out.extend_from_slice(&FP_XSTATE_MAGIC2.to_le_bytes());
         Some(out)
     }

@@ -5,15 +5,16 @@ use alloc::vec::Vec;
 
 use super::blob::Blob;
 use super::kvm::{KVM_XSAVE_SIZE, KvmXcrs, KvmXsave};
-use super::linux::{LayoutNote, NtXstate, SigFrame};
+use super::linux::{FP_XSTATE_MAGIC1, LayoutNote, NtXstate, SigFrame};
 use super::portable::Portable;
 use super::xen::{DomctlBlob, HvmCpuXsave, PvVcpuXsave, XenHost};
 use super::*;
 use crate::component::Component;
+use crate::cpuid::XsaveFeatures;
 use crate::fixtures::{self, AMD_ZEN4, INTEL_AMX_GUEST, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP};
 use crate::image::state::State;
 use crate::image::{Image, ImageBuf, Target, convert};
-use crate::layout::Layout;
+use crate::layout::{Geometry, Layout};
 use crate::xfeatures::Xfeatures;
 
 /// A standard image for `xcr0` with every component of `bv` filled with a pattern.
@@ -372,6 +373,46 @@ fn linux_notes_and_signal_frames() {
     let mut xs = frame.clone();
     xs[480..484].copy_from_slice(&1000u32.to_le_bytes());
     assert_eq!(SigFrame::parse(&xs, &l).unwrap_err().rule, Rule::LengthField);
+}
+
+/// Masks and layouts from outside never panic the Linux formats: a note for an XCR0 without
+/// user state cannot be built (it was an out-of-range slice), and a signal frame read with a
+/// layout whose standard size reaches u32::MAX (a hostile CPUID dump or layout descriptor) is
+/// refused with its length rule (xstate_size + 4 overflowed).
+#[test]
+fn linux_formats_refuse_hostile_masks_and_layouts() {
+    let l = skx();
+    let img = standard(&l, Xfeatures(0x2FF), Xfeatures(0x3), 6);
+    for xcr0 in [0, 0x100, 1 << 63] {
+        assert_eq!(NtXstate::build(&img, Xfeatures(xcr0), &l), None, "xcr0 {xcr0:#x}");
+    }
+    let c = Contents {
+        format: Format::Image,
+        image: Some(img.clone()),
+        xcr0: Xfeatures(0),
+        xss: Xfeatures(0),
+        accum: Xfeatures(0),
+        vcpu: None,
+        layout: None,
+    };
+    assert!(write(Format::NtXstate, &c, &l, &l, &Options::default()).is_err());
+
+    // AVX at 0xFFFFFE00..0xFFFFFFFF: standard_size(0x7) = u32::MAX.
+    let far = Geometry { size: 0x1FF, offset: 0xFFFF_FE00, ..Geometry::default() };
+    let huge =
+        Layout::from_components(XsaveFeatures(0), [(Component::SSE, Geometry::default()), (Component::AVX, far)])
+            .unwrap();
+    assert_eq!(huge.standard_size(Xfeatures(0x7)), Some(u32::MAX));
+    let mut frame = alloc::vec![0u8; 600];
+    frame[464..468].copy_from_slice(&FP_XSTATE_MAGIC1.to_le_bytes());
+    frame[468..472].copy_from_slice(&3u32.to_le_bytes()); // extended_size = u32::MAX + 4, wrapped
+    frame[472..480].copy_from_slice(&7u64.to_le_bytes());
+    frame[480..484].copy_from_slice(&u32::MAX.to_le_bytes());
+    let e = SigFrame::parse(&frame, &huge).unwrap_err();
+    assert_eq!((e.rule, e.offset), (Rule::LengthField, Some(468)));
+    frame[468..472].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(SigFrame::parse(&frame, &huge).unwrap_err().rule, Rule::LengthField);
+    assert_eq!(SigFrame::build(&img, Xfeatures(0x7), &huge), None);
 }
 
 #[test]
