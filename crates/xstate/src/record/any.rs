@@ -410,18 +410,20 @@ pub fn detect(bytes: &[u8], layout: &Layout) -> Option<Format> {
         return Some(Format::Portable);
     }
     if u32_at(bytes, 0) == Some(PV_VCPU_XSAVE)
-        && u32_at(bytes, 4).is_some_and(|l| len == 8 + ((l as usize + 7) & !7) && l >= 8)
+        && u32_at(bytes, 4).is_some_and(|l| (l as usize).checked_add(7).map(|r| 8 + (r & !7)) == Some(len) && l >= 8)
     {
         return Some(Format::XenPv);
     }
-    if u16_at(bytes, 0) == Some(HVM_CPU_XSAVE) && u32_at(bytes, 4).is_some_and(|l| l as usize + 8 == len) {
+    if u16_at(bytes, 0) == Some(HVM_CPU_XSAVE)
+        && u32_at(bytes, 4).is_some_and(|l| (l as usize).checked_add(8) == Some(len))
+    {
         return Some(Format::XenHvm);
     }
     if len == KVM_XCRS_SIZE && u32_at(bytes, 0).is_some_and(|n| n <= 16) && u32_at(bytes, 4) == Some(0) {
         return Some(Format::KvmXcrs);
     }
     if u32_at(bytes, SW_BYTES) == Some(FP_XSTATE_MAGIC1)
-        && u32_at(bytes, SW_BYTES + 16).is_some_and(|x| x as usize + 4 == len)
+        && u32_at(bytes, SW_BYTES + 16).is_some_and(|x| (x as usize).checked_add(4) == Some(len))
     {
         return Some(Format::SigFrame);
     }
@@ -434,7 +436,7 @@ pub fn detect(bytes: &[u8], layout: &Layout) -> Option<Format> {
         if !b.is_empty() && a.is_subset_of(b) && b.bits() & 1 == 1 && len >= 16 + MIN_SIZE {
             let h = Header::read(&bytes[16..]).unwrap_or(Header::EMPTY);
             let supervisor = !(b & (catalogue_supervisor() | layout.supervisor_supported())).is_empty();
-            let std_fits = layout.standard_size(b).is_some_and(|s| s as usize + 16 == len);
+            let std_fits = layout.standard_size(b).is_some_and(|s| (s as usize).checked_add(16) == Some(len));
             if h.xcomp_bv.bits() & COMPACTED != 0 || supervisor {
                 return Some(Format::Blob);
             }

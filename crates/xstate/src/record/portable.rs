@@ -143,7 +143,8 @@ impl<'a> Portable<'a> {
         let n = u16_at(bytes, 48).unwrap_or(0) as usize;
         let image_size = u32_at(bytes, 52).unwrap_or(0) as usize;
         let image_at = header_size + DESCRIPTOR_SIZE * n;
-        let total = image_at + image_size;
+        // At most 64 KiB + 1 MiB + 4 GiB: saturating keeps 32-bit targets from overflowing.
+        let total = image_at.saturating_add(image_size);
         if len != total {
             let rule = if len < total { Rule::Truncated } else { Rule::SizeMismatch };
             return Err(RecordError::size(f, rule, len, total, SizeBasis::Field("header_size + 16 * n + image_size")));

@@ -219,7 +219,7 @@ impl<'a> HvmCpuXsave<'a> {
                 f,
                 Rule::LengthField,
                 len,
-                HVM_DESCRIPTOR + blen as usize,
+                HVM_DESCRIPTOR.saturating_add(blen as usize),
                 SizeBasis::Field("descriptor length"),
             ));
         }
@@ -294,8 +294,9 @@ pub struct PvVcpuXsave<'a> {
     pub blob: Option<DomctlBlob<'a>>,
 }
 
+/// `v` rounded up to a multiple of 8 (saturating, for 32-bit targets and u32 lengths).
 const fn round8(v: usize) -> usize {
-    (v + 7) & !7
+    v.saturating_add(7) & !7
 }
 
 impl<'a> PvVcpuXsave<'a> {
@@ -313,12 +314,12 @@ impl<'a> PvVcpuXsave<'a> {
             return Err(RecordError::value(f, Rule::TypeCode, 0, "type", ty.into(), PV_VCPU_XSAVE.into()));
         }
         let rlen = rlen as usize;
-        if len != PV_RECORD_HEADER + round8(rlen) {
+        if len != PV_RECORD_HEADER.saturating_add(round8(rlen)) {
             return Err(RecordError::size(
                 f,
                 Rule::LengthField,
                 len,
-                PV_RECORD_HEADER + round8(rlen),
+                PV_RECORD_HEADER.saturating_add(round8(rlen)),
                 SizeBasis::Field("record length rounded up to 8"),
             ));
         }
