@@ -52,25 +52,13 @@ pub fn read_core(data: &[u8]) -> Result<CoreNotes<'_>, RecordError> {
     let f = Format::ElfCore;
     let header = FileHeader64::<LittleEndian>::parse(data).map_err(elf_error)?;
     let endian = header.endian().map_err(elf_error)?;
-    if header.e_type(endian).0 != ET_CORE {
-        return Err(RecordError::value(
-            f,
-            Rule::TypeCode,
-            16,
-            "e_type (ET_CORE)",
-            header.e_type(endian).0.into(),
-            ET_CORE.into(),
-        ));
-    }
-    if header.e_machine(endian).0 != EM_X86_64 {
-        return Err(RecordError::value(
-            f,
-            Rule::TypeCode,
-            18,
-            "e_machine (EM_X86_64)",
-            header.e_machine(endian).0.into(),
-            EM_X86_64.into(),
-        ));
+    for (off, field, found, want) in [
+        (16, "e_type (ET_CORE)", header.e_type(endian).0, ET_CORE),
+        (18, "e_machine (EM_X86_64)", header.e_machine(endian).0, EM_X86_64),
+    ] {
+        if found != want {
+            return Err(RecordError::value(f, Rule::TypeCode, off, field, found.into(), want.into()));
+        }
     }
     let mut out = CoreNotes::default();
     let mut tid = None;

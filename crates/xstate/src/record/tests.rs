@@ -415,6 +415,30 @@ fn linux_formats_refuse_hostile_masks_and_layouts() {
     assert_eq!(SigFrame::build(&img, Xfeatures(0x7), &huge), None);
 }
 
+/// An ELF file that is not an x86-64 core is refused naming the header field and its offset.
+#[test]
+fn core_header_type_and_machine() {
+    let elf = |e_type: u16, e_machine: u16| {
+        let mut h = alloc::vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        (h[4], h[5], h[6]) = (2, 1, 1); // ELFCLASS64, little-endian, EV_CURRENT
+        h[16..18].copy_from_slice(&e_type.to_le_bytes());
+        h[18..20].copy_from_slice(&e_machine.to_le_bytes());
+        h[20..24].copy_from_slice(&1u32.to_le_bytes());
+        h[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+        h
+    };
+    let e = core::read_core(&elf(2, 62)).unwrap_err();
+    assert_eq!((e.rule, e.offset), (Rule::TypeCode, Some(16)));
+    assert!(e.to_string().contains("e_type (ET_CORE)"), "{e}");
+    let e = core::read_core(&elf(4, 3)).unwrap_err();
+    assert_eq!((e.rule, e.offset), (Rule::TypeCode, Some(18)));
+    assert!(e.to_string().contains("e_machine (EM_X86_64)"), "{e}");
+    let good = elf(4, 62);
+    let notes = core::read_core(&good).unwrap();
+    assert!(notes.threads.is_empty() && notes.layout.is_none());
+}
+
 #[test]
 fn portable_round_trip_and_relayout() {
     let from = skx();
