@@ -63,35 +63,26 @@ impl Seized {
 
     /// PTRACE_GETREGSET into `buf`; returns the number of bytes the kernel wrote.
     pub fn get_into(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-        // SAFETY: the iovec describes `buf`, which lives across the call; the kernel writes at
-        // most iov_len bytes and updates iov_len to the amount written.
-        unsafe {
-            check(libc::ptrace(
-                libc::PTRACE_GETREGSET,
-                self.pid,
-                NT_X86_XSTATE as usize as *mut libc::c_void,
-                &mut iov,
-            ))?;
-        }
-        Ok(iov.iov_len)
+        self.regset(libc::PTRACE_GETREGSET, buf)
     }
 
     /// PTRACE_SETREGSET(NT_X86_XSTATE); the kernel wants exactly the task's user size.
     pub fn set(&self, image: &[u8]) -> io::Result<()> {
-        let mut copy = image.to_vec();
-        let mut iov = libc::iovec { iov_base: copy.as_mut_ptr() as *mut libc::c_void, iov_len: copy.len() };
-        // SAFETY: the iovec describes `copy`, which lives across the call; SETREGSET only reads
-        // iov_len bytes from it.
+        // The iovec takes a mutable pointer; SETREGSET only reads, but hand it a copy.
+        self.regset(libc::PTRACE_SETREGSET, &mut image.to_vec()).map(|_| ())
+    }
+
+    /// `request` (PTRACE_GETREGSET or PTRACE_SETREGSET) for NT_X86_XSTATE with an iovec over
+    /// `buf`; returns the iovec length after the call (the bytes written, for GETREGSET).
+    fn regset(&self, request: libc::c_uint, buf: &mut [u8]) -> io::Result<usize> {
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        // SAFETY: the iovec describes `buf`, which lives across the call. GETREGSET writes at
+        // most iov_len bytes into it and updates iov_len to the amount written; SETREGSET only
+        // reads iov_len bytes from it.
         unsafe {
-            check(libc::ptrace(
-                libc::PTRACE_SETREGSET,
-                self.pid,
-                NT_X86_XSTATE as usize as *mut libc::c_void,
-                &mut iov,
-            ))?;
+            check(libc::ptrace(request, self.pid, NT_X86_XSTATE as usize as *mut libc::c_void, &mut iov))?;
         }
-        Ok(())
+        Ok(iov.iov_len)
     }
 }
 

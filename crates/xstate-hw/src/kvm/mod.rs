@@ -39,6 +39,15 @@ pub struct KvmSystem {
     kvm: Kvm,
 }
 
+/// KVM's CPUID entries as [`CpuidData`] (leaf 0xD included).
+fn cpuid_data(c: &CpuId) -> CpuidData {
+    let mut d = CpuidData::new(Format::Host);
+    for e in c.as_slice() {
+        d.insert(e.function, e.index, Regs::new(e.eax, e.ebx, e.ecx, e.edx));
+    }
+    d
+}
+
 impl KvmSystem {
     /// Opens `/dev/kvm`; `Ok(None)` if it does not exist, an error if it exists but cannot be
     /// opened.
@@ -51,12 +60,7 @@ impl KvmSystem {
 
     /// KVM_GET_SUPPORTED_CPUID as [`CpuidData`] (leaf 0xD included).
     pub fn supported_cpuid(&self) -> io::Result<CpuidData> {
-        let c = self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(errno)?;
-        let mut d = CpuidData::new(Format::Host);
-        for e in c.as_slice() {
-            d.insert(e.function, e.index, Regs::new(e.eax, e.ebx, e.ecx, e.edx));
-        }
-        Ok(d)
+        self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map(|c| cpuid_data(&c)).map_err(errno)
     }
 
     /// The XCR0 bits KVM supports for guests: KVM_GET_SUPPORTED_CPUID 0xD.0 EDX:EAX.
@@ -102,15 +106,17 @@ impl Vcpu {
 
     /// KVM_SET_CPUID2 with every leaf of `data` (leaf 0xD's recorded subleaves included).
     pub fn set_cpuid(&self, data: &CpuidData) -> io::Result<()> {
-        let mut entries: Vec<kvm_cpuid_entry2> = Vec::new();
         let flag_for = |leaf: u32| match leaf {
             // KVM_CPUID_FLAG_SIGNIFCANT_INDEX for leaves with subleaves.
             4 | 7 | 0xB | 0xD | 0xF | 0x10 | 0x12 | 0x14 | 0x17 | 0x18 | 0x1D | 0x1E | 0x1F | 0x20 | 0x23 | 0x24
             | 0x8000_001D | 0x8000_0020 | 0x8000_0026 => 1,
             _ => 0,
         };
-        for ((leaf, sub), r) in data.entries() {
-            entries.push(kvm_cpuid_entry2 {
+        let leaf0d = data.leaf0d().iter().map(|(i, r)| ((0xD, u32::from(i)), r));
+        let entries: Vec<kvm_cpuid_entry2> = data
+            .entries()
+            .chain(leaf0d)
+            .map(|((leaf, sub), r)| kvm_cpuid_entry2 {
                 function: leaf,
                 index: sub,
                 flags: flag_for(leaf),
@@ -119,32 +125,15 @@ impl Vcpu {
                 ecx: r.ecx,
                 edx: r.edx,
                 ..Default::default()
-            });
-        }
-        for (i, r) in data.leaf0d().iter() {
-            entries.push(kvm_cpuid_entry2 {
-                function: 0xD,
-                index: i as u32,
-                flags: 1,
-                eax: r.eax,
-                ebx: r.ebx,
-                ecx: r.ecx,
-                edx: r.edx,
-                ..Default::default()
-            });
-        }
+            })
+            .collect();
         let c = CpuId::from_entries(&entries).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
         self.vcpu.set_cpuid2(&c).map_err(errno)
     }
 
     /// KVM_GET_CPUID2: the vCPU's CPUID as set.
     pub fn cpuid(&self) -> io::Result<CpuidData> {
-        let c = self.vcpu.get_cpuid2(KVM_MAX_CPUID_ENTRIES).map_err(errno)?;
-        let mut d = CpuidData::new(Format::Host);
-        for e in c.as_slice() {
-            d.insert(e.function, e.index, Regs::new(e.eax, e.ebx, e.ecx, e.edx));
-        }
-        Ok(d)
+        self.vcpu.get_cpuid2(KVM_MAX_CPUID_ENTRIES).map(|c| cpuid_data(&c)).map_err(errno)
     }
 
     /// The vCPU's extended state: KVM_GET_XSAVE2 when KVM_CAP_XSAVE2 exists, else
