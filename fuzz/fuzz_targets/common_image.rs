@@ -1,11 +1,7 @@
 // Shared by the image targets: a layout, masks and an image from fuzzer bytes.
 #![allow(dead_code)]
-use xstate::fixtures::{AMD_FAM15H_LWP, AMD_ZEN2, AMD_ZEN3, AMD_ZEN4, AVX_ONLY, INTEL_AMX_GUEST, INTEL_ICELAKE,
-    INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP, Rows, layout};
+use xstate::fixtures::{SAMPLES as FIXTURES, layout};
 use xstate::{Layout, Xfeatures};
-
-const FIXTURES: [Rows; 9] = [INTEL_SKYLAKE_SP, INTEL_ICELAKE, INTEL_SAPPHIRE_RAPIDS, INTEL_AMX_GUEST, AMD_ZEN4, AMD_ZEN3,
-    AMD_ZEN2, AMD_FAM15H_LWP, AVX_ONLY];
 
 pub struct Input<'a> {
     pub from: Layout,

@@ -6,23 +6,8 @@
 use libfuzzer_sys::fuzz_target;
 use xstate::compat::{Side, check, check_image, verdict};
 use xstate::cpuid::{Leaf0d, Regs};
-use xstate::fixtures::{
-    AMD_FAM15H_LWP, AMD_ZEN2, AMD_ZEN3, AMD_ZEN4, AVX_ONLY, INTEL_AMX_GUEST, INTEL_ICELAKE, INTEL_SAPPHIRE_RAPIDS,
-    INTEL_SKYLAKE_SP, Rows, layout,
-};
+use xstate::fixtures::{SAMPLES as FIXTURES, layout};
 use xstate::{Layout, Xfeatures};
-
-const FIXTURES: [Rows; 9] = [
-    INTEL_SKYLAKE_SP,
-    INTEL_ICELAKE,
-    INTEL_SAPPHIRE_RAPIDS,
-    INTEL_AMX_GUEST,
-    AMD_ZEN4,
-    AMD_ZEN3,
-    AMD_ZEN2,
-    AMD_FAM15H_LWP,
-    AVX_ONLY,
-];
 
 fn u64_at(d: &[u8], o: usize) -> u64 {
     let mut b = [0u8; 8];

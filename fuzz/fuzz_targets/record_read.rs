@@ -2,38 +2,43 @@
 //! options): never a panic; auto-detection never panics; the blob and layout-note parsers are
 //! exact inverses of their writers; whatever reads as a record with an image can be written
 //! back in its own format (or refused with a typed error) and what is written reads again.
+//! With byte 2 bit 7 set, the layout is built from the next 320 bytes (subleaves 0..=19, 16
+//! bytes each) instead of a fixture, as a hostile CPUID dump would give it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xstate::fixtures::{
-    AMD_FAM15H_LWP, AMD_ZEN2, AMD_ZEN3, AMD_ZEN4, AVX_ONLY, INTEL_AMX_GUEST, INTEL_ICELAKE, INTEL_SAPPHIRE_RAPIDS,
-    INTEL_SKYLAKE_SP, Rows, layout,
-};
+use xstate::cpuid::{Leaf0d, Regs};
+use xstate::fixtures::{SAMPLES as FIXTURES, layout};
 use xstate::record::blob::Blob;
 use xstate::record::linux::LayoutNote;
 use xstate::record::xen::{DomctlBlob, XenHost};
 use xstate::record::{Format, Options, detect, read, write};
-use xstate::Xfeatures;
+use xstate::{Layout, Xfeatures};
 
-const FIXTURES: [Rows; 9] = [
-    INTEL_SKYLAKE_SP,
-    INTEL_ICELAKE,
-    INTEL_SAPPHIRE_RAPIDS,
-    INTEL_AMX_GUEST,
-    AMD_ZEN4,
-    AMD_ZEN3,
-    AMD_ZEN2,
-    AMD_FAM15H_LWP,
-    AVX_ONLY,
-];
+/// Bytes of the fuzzed leaf 0xD: subleaves 0..=19, 16 bytes each.
+const LEAF_BYTES: usize = 20 * 16;
+
+fn fuzzed_layout(d: &[u8]) -> Option<Layout> {
+    let mut leaf = Leaf0d::new();
+    for (k, chunk) in d.chunks_exact(16).enumerate() {
+        let r = |i: usize| u32::from_le_bytes([chunk[4 * i], chunk[4 * i + 1], chunk[4 * i + 2], chunk[4 * i + 3]]);
+        leaf.set(k as u8, Regs::new(r(0), r(1), r(2), r(3)));
+    }
+    Layout::from_leaf0d(&leaf).ok()
+}
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 3 {
         return;
     }
     let f = Format::ALL[data[0] as usize % Format::ALL.len()];
-    let l = layout(FIXTURES[data[1] as usize % FIXTURES.len()]);
-    let bytes = &data[3..];
+    let (l, bytes) = if data[2] & 0x80 == 0 {
+        (layout(FIXTURES[data[1] as usize % FIXTURES.len()]), &data[3..])
+    } else {
+        let Some(leaf) = data.get(3..3 + LEAF_BYTES) else { return };
+        let Some(l) = fuzzed_layout(leaf) else { return };
+        (l, &data[3 + LEAF_BYTES..])
+    };
     let mut opts = Options::default();
     if data[2] & 1 != 0 {
         opts.kvm_supported = Some(l.user_supported() & Xfeatures(0xE7));

@@ -104,6 +104,21 @@ pub const AMD_ZEN1: Rows = &[(0, 0x7, 0x340, 0x340, 0), (1, 0xF, 0x340, 0, 0), (
 /// A plain AVX CPU without compaction (Sandy Bridge, Ivy Bridge): standard size 832.
 pub const AVX_ONLY: Rows = &[(0, 0x7, 0x340, 0x340, 0), (1, 0x1, 0, 0, 0), (2, 0x100, 0x240, 0, 0)];
 
+/// One fixture of each kind of geometry, in a fixed order (the fuzz targets pick one with a
+/// byte): Intel with MPX's hole, without it, with AMX (bare metal and KVM guest), AMD Zen 4 and
+/// Zen 3, Zen 2's 64-byte bit 9, family 15h's LWP after AVX, and AVX without compaction.
+pub const SAMPLES: [Rows; 9] = [
+    INTEL_SKYLAKE_SP,
+    INTEL_ICELAKE,
+    INTEL_SAPPHIRE_RAPIDS,
+    INTEL_AMX_GUEST,
+    AMD_ZEN4,
+    AMD_ZEN3,
+    AMD_ZEN2,
+    AMD_FAM15H_LWP,
+    AVX_ONLY,
+];
+
 /// Builds leaf 0xD from rows.
 pub fn leaf0d(rows: Rows) -> Leaf0d {
     let mut l = Leaf0d::new();
