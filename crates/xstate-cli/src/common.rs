@@ -153,7 +153,6 @@ pub fn print_json(v: &serde_json::Value) -> CliResult {
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed and
 /// renamed over the target. On failure nothing is left behind.
-#[allow(dead_code)] // first user: `xstate convert`
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> CliResult {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
