@@ -134,3 +134,36 @@ fn portable_record_relays_intel_state_onto_amd() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A CPUID dump whose AVX ends at byte u32::MAX makes sizes that overflow 32-bit arithmetic: a
+/// signal frame read against it is refused in one line (exit 1), not a panic.
+#[test]
+fn hostile_layout_is_refused_not_a_panic() {
+    let dir = tmpdir("hostile");
+    let dump = dir.join("huge.txt");
+    std::fs::write(
+        &dump,
+        "CPUID 0000000D: 00000007-00000340-FFFFFFFF-00000000 [SL 00]\n\
+         CPUID 0000000D: 0000000F-00000340-00000000-00000000 [SL 01]\n\
+         CPUID 0000000D: 000001FF-FFFFFE00-00000000-00000000 [SL 02]\n",
+    )
+    .unwrap();
+    let mut frame = vec![0u8; 600];
+    frame[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    frame[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    frame[464..468].copy_from_slice(&0x4650_5853u32.to_le_bytes()); // magic1
+    frame[468..472].copy_from_slice(&3u32.to_le_bytes()); // extended_size: u32::MAX + 4, wrapped
+    frame[472..480].copy_from_slice(&7u64.to_le_bytes()); // xfeatures
+    frame[480..484].copy_from_slice(&u32::MAX.to_le_bytes()); // xstate_size
+    let f = dir.join("frame");
+    std::fs::write(&f, &frame).unwrap();
+    for format in ["sigframe", "auto"] {
+        let (code, _, err) = xstate(&["inspect", s(&f), "--cpuid", s(&dump), "--format", format]);
+        assert!(code == 0 || code == 1, "--format {format}: exit {code}: {err}");
+        assert!(err.lines().count() <= 1, "{err}");
+    }
+    let (code, _, err) = xstate(&["inspect", s(&f), "--cpuid", s(&dump), "--format", "sigframe"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("extended_size"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
