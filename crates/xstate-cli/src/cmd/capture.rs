@@ -12,6 +12,7 @@ use clap::Args;
 use serde_json::json;
 use xstate::record::{self, Format, Options};
 
+use crate::cmd::imageio::ImageFormat;
 use crate::common::{CliError, CliResult, host_source, print_json, write_atomic};
 
 /// Arguments of `xstate capture`.
@@ -23,28 +24,20 @@ pub struct CaptureArgs {
     /// Write the state here (atomically); without it, print a summary.
     #[arg(short = 'o', long, value_name = "OUT")]
     pub output: Option<PathBuf>,
-    /// Record format of OUT: nt-xstate (default), image, portable, kvm-xsave, xen-domctl, ...
-    #[arg(long, default_value = "nt-xstate")]
-    pub format: String,
+    /// File format of OUT (the kernel's own bytes are nt-xstate).
+    #[arg(long, value_enum, default_value = "nt-xstate")]
+    pub format: ImageFormat,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-/// A record format named on the command line.
-pub fn format_arg(name: &str) -> CliResult<Format> {
-    Format::from_name(name).ok_or_else(|| {
-        let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-        CliError::usage(format!("unknown format {name:?}; one of: {}", names.join(", ")))
-    })
-}
-
 /// Runs `xstate capture`.
 pub fn run(args: &CaptureArgs) -> CliResult {
-    let format = format_arg(&args.format)?;
-    if !format.writable() {
-        return Err(CliError::usage(format!("format {format} cannot be written")));
-    }
+    let format = match args.format.as_record() {
+        Some(f) if f.writable() => f,
+        _ => return Err(CliError::usage(format!("--format {:?} cannot be written", args.format))),
+    };
     let host = host_source()?;
     let bytes = ptrace_get(args.pid)?;
     let contents = record::read(Format::NtXstate, &bytes, &host.layout, &Options::default())

@@ -53,6 +53,15 @@ pub enum ImageFormat {
 }
 
 impl ImageFormat {
+    /// The record format a concrete format name stands for (`raw` is a bare image); `None`
+    /// for `auto`.
+    pub fn as_record(self) -> Option<Format> {
+        match self {
+            ImageFormat::Raw => Some(Format::Image),
+            other => other.record(),
+        }
+    }
+
     /// The record format, `None` for raw and auto.
     fn record(self) -> Option<Format> {
         Some(match self {

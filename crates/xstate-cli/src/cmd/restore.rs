@@ -15,7 +15,7 @@ use xstate::image::{Target, convert};
 use xstate::record::{self, Options};
 use xstate::{Layout, Xfeatures};
 
-use crate::cmd::capture::format_arg;
+use crate::cmd::imageio::ImageFormat;
 use crate::cmd::imageio::host_mxcsr_mask;
 use crate::common::{CliError, CliResult, file_source, host_source, read_file};
 
@@ -27,9 +27,9 @@ pub struct RestoreArgs {
     pub pid: i32,
     /// The state to load.
     pub image: PathBuf,
-    /// Record format of IMAGE (`auto` recognises it).
-    #[arg(long, default_value = "auto")]
-    pub format: String,
+    /// File format of IMAGE (`auto` recognises it).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: ImageFormat,
     /// CPUID dump of the CPU IMAGE was saved on, if the record does not carry its layout;
     /// default: this host.
     #[arg(long, value_name = "FILE")]
@@ -45,11 +45,11 @@ pub fn run(args: &RestoreArgs) -> CliResult {
         Some(p) => file_source(p)?.layout,
         None => host.layout.clone(),
     };
-    let format = if args.format == "auto" {
+    let format = if let Some(f) = args.format.as_record() {
+        f
+    } else {
         record::detect(&bytes, &saved_on)
             .ok_or_else(|| CliError::invalid(format!("{name}: not a recognised record")))?
-    } else {
-        format_arg(&args.format)?
     };
     let contents = record::read(format, &bytes, &saved_on, &Options::default())
         .map_err(|e| CliError::invalid(format!("{name}: {e}")))?;
