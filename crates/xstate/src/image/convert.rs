@@ -16,6 +16,7 @@
 //! MXCSR ≠ 0x1F80 sets XSTATE_BV\[1\] and writes zero XMM registers (what XSAVEC itself does,
 //! docs/HARDWARE.md), and compacted → standard with XSTATE_BV\[1\] = 0 writes 0x1F80.
 
+use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
 
@@ -235,8 +236,6 @@ fn plan<'a>(
             return Err(ConvertError::Supervisor { component: c });
         }
     }
-    let mxcsr = effective_mxcsr(&img, src_rfbm);
-    let mut out_bv = in_use;
     let (xcomp_bv, len) = match target {
         Target::Standard => {
             let len = to.standard_size(dst_rfbm & to.user_supported()).unwrap_or(0) as usize;
@@ -254,37 +253,12 @@ fn plan<'a>(
             if let Some(c) = (in_use - mask).iter().next() {
                 return Err(ConvertError::NotInMask { component: c, mask });
             }
-            // The compacted form loads MXCSR only with XSTATE_BV[1]: carry a non-init MXCSR by
-            // marking SSE in use (its XMM bytes are then written as zeros, the init value).
-            if let Some(m) = mxcsr.filter(|&m| m != MXCSR_INIT)
-                && !out_bv.contains(Component::SSE)
-            {
-                if !mask.contains(Component::SSE) {
-                    return Err(ConvertError::MxcsrNeedsSse { mxcsr: m });
-                }
-                out_bv = out_bv.with(Component::SSE);
-            }
             let len = to.compacted_size(mask).unwrap_or(0) as usize;
             (Xfeatures(COMPACTED | mask.bits()), len)
         }
     };
-    // MXCSR_MASK is ignored by every restore; keep it where the source's save wrote it.
+    let (legacy, out_bv) = legacy_for(&img, src_rfbm, in_use, xcomp_bv)?;
     let src = img.bytes();
-    let mask_written = match img.form() {
-        Form::Standard => !(src_rfbm & Xfeatures(0x6)).is_empty(),
-        Form::Compacted => bv.contains(Component::SSE),
-    };
-    let mask_field: [u8; 4] = if mask_written {
-        src.get(MXCSR_MASK..MXCSR_MASK + 4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])
-    } else {
-        [0; 4]
-    };
-    let legacy = Legacy {
-        x87: in_use.contains(Component::X87),
-        sse: in_use.contains(Component::SSE),
-        mxcsr: mxcsr.unwrap_or(MXCSR_INIT),
-        mask_field,
-    };
     let header = Header { xstate_bv: out_bv, xcomp_bv, ..Header::EMPTY };
     let p = Plan { len: len.max(MIN_SIZE), legacy, header, in_use: in_use - Xfeatures::LEGACY, img, from, to };
     // Every component in use has a place in the source (within its length) and in the output;
@@ -310,6 +284,49 @@ fn plan<'a>(
     }
 }
 
+/// The output's legacy region and XSTATE_BV for a source image whose components `in_use` (of
+/// `src_rfbm`) are in use, for an output with XCOMP_BV `xcomp_bv` (0: standard).
+///
+/// MXCSR: the standard form loads it whenever RFBM\[1\] or RFBM\[2\] is set, the compacted form
+/// only with XSTATE_BV\[1\]; a compacted output carries a non-init MXCSR by marking SSE in use
+/// (its XMM bytes are then written as zeros, the init value), as XSAVEC itself does.
+/// MXCSR_MASK is ignored by every restore; it is kept where the source's save wrote it.
+fn legacy_for(
+    img: &Image<'_>,
+    src_rfbm: Xfeatures,
+    in_use: Xfeatures,
+    xcomp_bv: Xfeatures,
+) -> Result<(Legacy, Xfeatures), ConvertError> {
+    let mxcsr = effective_mxcsr(img, src_rfbm);
+    let mut out_bv = in_use;
+    if !xcomp_bv.is_empty()
+        && let Some(m) = mxcsr.filter(|&m| m != MXCSR_INIT)
+        && !out_bv.contains(Component::SSE)
+    {
+        if !xcomp_bv.contains(Component::SSE) {
+            return Err(ConvertError::MxcsrNeedsSse { mxcsr: m });
+        }
+        out_bv = out_bv.with(Component::SSE);
+    }
+    let src = img.bytes();
+    let mask_written = match img.form() {
+        Form::Standard => !(src_rfbm & Xfeatures(0x6)).is_empty(),
+        Form::Compacted => img.xstate_bv().contains(Component::SSE),
+    };
+    let mask_field: [u8; 4] = if mask_written {
+        src.get(MXCSR_MASK..MXCSR_MASK + 4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])
+    } else {
+        [0; 4]
+    };
+    let legacy = Legacy {
+        x87: in_use.contains(Component::X87),
+        sse: in_use.contains(Component::SSE),
+        mxcsr: mxcsr.unwrap_or(MXCSR_INIT),
+        mask_field,
+    };
+    Ok((legacy, out_bv))
+}
+
 /// What the output's legacy region holds.
 struct Legacy {
     x87: bool,
@@ -319,9 +336,7 @@ struct Legacy {
 }
 
 /// The legacy region and header of the output, into `w` (which must be empty).
-fn legacy_and_header(p: &Plan<'_>, w: &mut impl Sink) {
-    let src = p.img.bytes();
-    let legacy = &p.legacy;
+fn legacy_and_header(src: &[u8], legacy: &Legacy, header: &Header, w: &mut impl Sink) {
     if legacy.x87 {
         w.copy(&src[0..MXCSR]);
     } else {
@@ -342,7 +357,7 @@ fn legacy_and_header(p: &Plan<'_>, w: &mut impl Sink) {
     }
     w.zeros_to(HEADER_OFFSET);
     let mut raw = [0u8; HEADER_SIZE];
-    p.header.write_raw(&mut raw);
+    header.write_raw(&mut raw);
     w.copy(&raw);
 }
 
@@ -352,7 +367,7 @@ fn legacy_and_header(p: &Plan<'_>, w: &mut impl Sink) {
 /// hostile layout has them); the caller then zero-fills and copies.
 fn stream(x: &Plan<'_>, w: &mut impl Sink) -> bool {
     let src = x.img.bytes();
-    legacy_and_header(x, w);
+    legacy_and_header(src, &x.legacy, &x.header, w);
     let mut ok = true;
     x.each(|_, dst, s| {
         if dst.start < w.pos() {
@@ -404,33 +419,35 @@ impl Plan<'_> {
         }
         let (mut s_off, mut d_off) = (EXTENDED_OFFSET, EXTENDED_OFFSET);
         for c in (walk - Xfeatures::LEGACY - Xfeatures::BIT63).iter() {
-            let (Some(gs), Some(gd)) = (from.geometry(c), to.geometry(c)) else { continue };
-            let s = if src_packed && src_mask.contains(c) {
-                if gs.align64 {
-                    s_off = s_off.next_multiple_of(64);
+            // Each side advances over its own components, whether or not the other side has
+            // them: a component the output lacks still takes room in a compacted source.
+            let (gs, gd) = (from.geometry(c), to.geometry(c));
+            let s = match gs {
+                Some(g) if src_packed && src_mask.contains(c) => {
+                    if g.align64 {
+                        s_off = s_off.next_multiple_of(64);
+                    }
+                    let at = s_off;
+                    s_off += g.size as usize;
+                    Some((at, g.size as usize))
                 }
-                let at = s_off;
-                s_off += gs.size as usize;
-                Some(at)
-            } else {
-                (!src_packed && !gs.supervisor).then_some(gs.offset as usize)
+                Some(g) if !src_packed && !g.supervisor => Some((g.offset as usize, g.size as usize)),
+                _ => None,
             };
-            let d = if dst_packed {
-                if !dst_mask.contains(c) {
-                    None
-                } else {
-                    if gd.align64 {
+            let d = match gd {
+                Some(g) if dst_packed && dst_mask.contains(c) => {
+                    if g.align64 {
                         d_off = d_off.next_multiple_of(64);
                     }
                     let at = d_off;
-                    d_off += gd.size as usize;
-                    Some(at)
+                    d_off += g.size as usize;
+                    Some((at, g.size as usize))
                 }
-            } else {
-                (!gd.supervisor).then_some(gd.offset as usize)
+                Some(g) if !dst_packed && !g.supervisor => Some((g.offset as usize, g.size as usize)),
+                _ => None,
             };
-            if let (true, Some(s), Some(d)) = (self.in_use.contains(c), s, d) {
-                f(c, d..d + gd.size as usize, s..s + gs.size as usize);
+            if let (true, Some((s, ss)), Some((d, ds))) = (self.in_use.contains(c), s, d) {
+                f(c, d..d + ds, s..s + ss);
             }
         }
     }
@@ -495,6 +512,141 @@ fn write_into(x: &Plan<'_>, out: &mut [u8]) {
     if !stream(x, &mut c) {
         c.zeros_to(x.len);
         overlay(x, out);
+    }
+}
+
+/// A conversion prepared once for a pair of layouts, an RFBM and a target, then applied to many
+/// images: what a VMM converting a vCPU's state on every exit wants. Everything that depends
+/// only on the layouts (which components the target can hold, every offset, the output size)
+/// is computed by [`Converter::new`]; [`Converter::convert_into`] then validates the image's
+/// header and MXCSR and copies. An image the prepared plan does not cover (a compacted source
+/// with another XCOMP_BV, a component in use the target cannot hold) goes through
+/// [`convert_into()`], so the result, or the error, is always the one [`convert()`] gives.
+#[derive(Clone, Debug)]
+pub struct Converter<'a> {
+    from: &'a Layout,
+    to: &'a Layout,
+    rfbm: Xfeatures,
+    target: Target,
+    /// Validation contexts for a standard and a compacted source.
+    ctx_std: Context,
+    ctx_cmp: Context,
+    /// The source XCOMP_BV the compacted offsets were computed for (bit 63 included).
+    src_xcomp: Xfeatures,
+    /// Components that may be in use (x87 and SSE included).
+    holdable: Xfeatures,
+    xcomp_out: Xfeatures,
+    len: usize,
+    /// Components above SSE in destination order: (component, destination, standard source,
+    /// compacted source, size). Empty with `fast` false if destinations overlap.
+    pieces: Vec<(Component, usize, usize, usize, usize)>,
+    fast: bool,
+}
+
+impl<'a> Converter<'a> {
+    /// Prepares conversions of images restorable on `from` with RFBM `rfbm` into `target` form
+    /// for `to` (see [`convert()`]). Compacted sources are expected with XCOMP_BV = bit 63 |
+    /// `rfbm` (what XSAVEC and XSAVES write); others take the general path.
+    pub fn new(
+        from: &'a Layout,
+        to: &'a Layout,
+        rfbm: Xfeatures,
+        target: Target,
+    ) -> Result<Converter<'a>, ConvertError> {
+        check_xcr0(rfbm & from.user_supported()).map_err(ConvertError::BadXcr0)?;
+        let mut ctx_std = Context::new(rfbm & from.user_supported());
+        ctx_std.mxcsr_mask = u32::MAX;
+        let mut ctx_cmp = ctx_std;
+        ctx_cmp.xss = rfbm & from.supervisor_supported();
+        let src_rfbm = ctx_cmp.xcr0 | ctx_cmp.xss;
+        let dst_rfbm = src_rfbm & to.supported();
+        let (xcomp_out, len, mask) = match target {
+            Target::Standard => {
+                (Xfeatures(0), to.standard_size(dst_rfbm & to.user_supported()).unwrap_or(0) as usize, None)
+            }
+            Target::Compacted { mask } => {
+                if !to.features().compaction() {
+                    return Err(ConvertError::NoCompaction);
+                }
+                let mask = mask - Xfeatures::BIT63;
+                let outside = mask - dst_rfbm;
+                if !outside.is_empty() {
+                    return Err(ConvertError::MaskOutsideRfbm { bits: outside });
+                }
+                (Xfeatures(COMPACTED | mask.bits()), to.compacted_size(mask).unwrap_or(0) as usize, Some(mask))
+            }
+        };
+        let holdable: Xfeatures = dst_rfbm
+            .iter()
+            .filter(|&c| {
+                let (Some(gf), Some(gt)) = (from.geometry(c), to.geometry(c)) else { return false };
+                (c.is_legacy() || gf.size == gt.size)
+                    && !(target == Target::Standard && gt.supervisor)
+                    && mask.is_none_or(|m| m.contains(c))
+            })
+            .collect();
+        let src_xcomp = Xfeatures(COMPACTED | src_rfbm.bits());
+        let mut pieces = Vec::new();
+        for c in (holdable - Xfeatures::LEGACY).iter() {
+            let (Some(d), Some(gf)) = (component_range(to, xcomp_out, c), from.geometry(c)) else { continue };
+            let s_cmp = from.compacted_offset(c, src_xcomp).unwrap_or(0) as usize;
+            pieces.push((c, d.start, gf.offset as usize, s_cmp, d.len()));
+        }
+        pieces.sort_by_key(|p| p.1);
+        let fast = pieces.windows(2).all(|w| w[0].1 + w[0].4 <= w[1].1)
+            && pieces.iter().all(|p| p.1 + p.4 <= len.max(MIN_SIZE));
+        Ok(Converter {
+            from,
+            to,
+            rfbm,
+            target,
+            ctx_std,
+            ctx_cmp,
+            src_xcomp,
+            holdable,
+            xcomp_out,
+            len: len.max(MIN_SIZE),
+            pieces,
+            fast,
+        })
+    }
+
+    /// Converts `image` into `out` (resized to the output's length). Same result and errors as
+    /// [`convert_into()`]; on error `out` is unchanged.
+    pub fn convert_into(&self, image: &[u8], out: &mut ImageBuf) -> Result<(), ConvertError> {
+        let general = |out: &mut ImageBuf| convert_into(image, self.from, self.to, self.rfbm, self.target, out);
+        let Ok(img) = Image::new(image) else { return general(out) };
+        let compacted = img.form() == Form::Compacted;
+        if !self.fast || (compacted && img.xcomp_bv() != self.src_xcomp) {
+            return general(out);
+        }
+        let ctx = if compacted { &self.ctx_cmp } else { &self.ctx_std };
+        validate_image(&img, self.from, Profile::Hardware, ctx).map_err(ConvertError::Invalid)?;
+        let src_rfbm = ctx.xcr0 | ctx.xss;
+        let in_use = img.xstate_bv() & src_rfbm;
+        if !in_use.is_subset_of(self.holdable) {
+            return general(out);
+        }
+        let (legacy, out_bv) = legacy_for(&img, src_rfbm, in_use, self.xcomp_out)?;
+        let src = img.bytes();
+        // The pieces lie within both images: the source was validated to hold its restore
+        // footprint, which covers every component of its RFBM; the output is sized for them.
+        if self.pieces.iter().any(|p| (if compacted { p.3 } else { p.2 }) + p.4 > src.len()) {
+            return general(out);
+        }
+        out.resize(self.len);
+        let mut w = Cursor { buf: out, pos: 0 };
+        let header = Header { xstate_bv: out_bv, xcomp_bv: self.xcomp_out, ..Header::EMPTY };
+        legacy_and_header(src, &legacy, &header, &mut w);
+        for &(c, dst, s_std, s_cmp, size) in &self.pieces {
+            if in_use.contains(c) {
+                let s = if compacted { s_cmp } else { s_std };
+                w.zeros_to(dst);
+                w.copy(&src[s..s + size]);
+            }
+        }
+        w.zeros_to(self.len);
+        Ok(())
     }
 }
 

@@ -214,3 +214,28 @@ fn convert_into_reuses_the_buffer_and_equals_convert() {
         assert_eq!(out.to_vec(), before);
     }
 }
+
+#[test]
+fn a_compacted_source_keeps_room_for_components_the_target_lacks() {
+    // Skylake-SP -> Zen 4: MPX is laid out in the compacted source (XCOMP_BV = RFBM) but not in
+    // use, and Zen 4 has no MPX. PKRU (in use) sits after BNDREGS and BNDCSR in the source.
+    use crate::fixtures;
+    let skx = fixtures::layout(fixtures::INTEL_SKYLAKE_SP);
+    let zen4 = fixtures::layout(fixtures::AMD_ZEN4);
+    let rfbm = Xfeatures(0x219); // x87, BNDREGS, BNDCSR, PKRU
+    let mut std = alloc::vec![0u8; skx.standard_size(rfbm).unwrap() as usize];
+    std[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    std[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    std[0xA80..0xA84].copy_from_slice(&0x5555_5554u32.to_le_bytes());
+    std[512..520].copy_from_slice(&0x201u64.to_le_bytes());
+    let cmp = convert(&std, &skx, &skx, rfbm, Target::Compacted { mask: rfbm }).unwrap();
+    assert_eq!(
+        crate::image::Image::new(&cmp).unwrap().component(&skx, Component::PKRU).unwrap()[..4],
+        [0x54, 0x55, 0x55, 0x55]
+    );
+    for target in [Target::Standard, Target::Compacted { mask: Xfeatures(0x201) }] {
+        let out = convert(&cmp, &skx, &zen4, rfbm, target).unwrap();
+        let pkru = crate::image::Image::new(&out).unwrap().component(&zen4, Component::PKRU).unwrap();
+        assert_eq!(pkru[..4], [0x54, 0x55, 0x55, 0x55], "{target:?}");
+    }
+}
