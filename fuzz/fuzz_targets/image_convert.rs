@@ -5,7 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 use xstate::image::state::State;
 use xstate::image::validate::Context;
-use xstate::image::{Form, Image, Profile, Target, convert, validate};
+use xstate::image::{Converter, Form, Image, ImageBuf, Profile, Target, convert, validate};
+use xstate::Xfeatures;
 
 #[path = "common_image.rs"]
 mod common_image;
@@ -26,6 +27,20 @@ fuzz_target!(|data: &[u8]| {
     if let Err(e) = validate(&out, to, Profile::Hardware, &ctx) {
         panic!("output refused: {e}");
     }
+    // Every component in use that the target holds arrives byte for byte, whatever else the
+    // source lays out (components the target lacks still take room in a compacted source).
+    let mut in_use = src.xstate_bv() & rfbm;
+    if src.form() == Form::Compacted {
+        in_use &= src.header().compacted_components();
+    }
+    for c in (in_use & dst_rfbm - Xfeatures::LEGACY).iter() {
+        assert_eq!(src.component(&inp.from, c), out.image().component(to, c), "component {c} moved wrongly");
+    }
+    // A conversion prepared once gives the same bytes.
+    let conv = Converter::new(&inp.from, to, inp.xcr0, target).expect("a conversion that succeeds can be prepared");
+    let mut again = ImageBuf::init(0, Xfeatures(0));
+    conv.convert_into(&inp.image, &mut again).expect("the prepared conversion succeeds too");
+    assert!(again[..] == out[..], "Converter and convert() differ");
     // Components with the same number but another size (Zen 2's bit 9 against PKRU) may be
     // carried only in their init state; their byte vectors cannot be compared.
     let same_sizes = rfbm.iter().all(|c| inp.from.geometry(c).map(|g| g.size) == to.geometry(c).map(|g| g.size));
