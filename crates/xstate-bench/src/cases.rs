@@ -5,7 +5,7 @@ use std::hint::black_box;
 use xstate::compat::{self, Side};
 use xstate::cpuid::{self, Leaf0d};
 use xstate::image::validate::{Context, Profile, validate};
-use xstate::image::{ImageBuf, Target, convert, convert_into};
+use xstate::image::{Converter, ImageBuf, Target, convert, convert_into};
 use xstate::{Component, Layout, Xfeatures, fixtures};
 use xstate_hw::kvm::KvmSystem;
 use xstate_hw::selfcheck::{Rng, crafted_image};
@@ -238,6 +238,24 @@ pub fn convert_cases() -> Vec<Case> {
             &format!("memcpy_{n}"),
             memcpy_baseline(n),
         ));
+        for (dir, img, target) in [
+            ("std_to_cmp", s.standard.clone(), Target::Compacted { mask: s.mask }),
+            ("cmp_to_std", s.compacted.clone(), Target::Standard),
+        ] {
+            // Prepared once per (layouts, RFBM, target), as a VMM keeps one per vCPU; the layout
+            // lives as long as the benchmark.
+            let l: &'static Layout = Box::leak(Box::new(s.layout.clone()));
+            let conv = Converter::new(l, l, s.mask, target).expect("the reference images convert");
+            let mut out = ImageBuf::init(0, Xfeatures(0));
+            v.push(Case::new(
+                &format!("converter_{dir}_{}", s.tag),
+                Box::new(move || {
+                    black_box(conv.convert_into(black_box(&img), &mut out).ok());
+                }),
+                &format!("memcpy_{n}"),
+                memcpy_baseline(n),
+            ));
+        }
         let (l, m, img) = (s.layout.clone(), s.mask, s.compacted.clone());
         v.push(Case::new(
             &format!("convert_cmp_to_std_{}", s.tag),
