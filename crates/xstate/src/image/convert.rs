@@ -28,7 +28,7 @@ use crate::component::Component;
 use crate::component::legacy::{
     COMPACTED, EXTENDED_OFFSET, FCW_INIT, HEADER_OFFSET, HEADER_SIZE, MXCSR, MXCSR_INIT, MXCSR_MASK,
 };
-use crate::layout::Layout;
+use crate::layout::{Geometry, Layout};
 use crate::xcr0::{MaskError, check_xcr0};
 use crate::xfeatures::Xfeatures;
 
@@ -421,35 +421,31 @@ impl Plan<'_> {
         for c in (walk - Xfeatures::LEGACY - Xfeatures::BIT63).iter() {
             // Each side advances over its own components, whether or not the other side has
             // them: a component the output lacks still takes room in a compacted source.
-            let (gs, gd) = (from.geometry(c), to.geometry(c));
-            let s = match gs {
-                Some(g) if src_packed && src_mask.contains(c) => {
-                    if g.align64 {
-                        s_off = s_off.next_multiple_of(64);
-                    }
-                    let at = s_off;
-                    s_off += g.size as usize;
-                    Some((at, g.size as usize))
-                }
-                Some(g) if !src_packed && !g.supervisor => Some((g.offset as usize, g.size as usize)),
-                _ => None,
-            };
-            let d = match gd {
-                Some(g) if dst_packed && dst_mask.contains(c) => {
-                    if g.align64 {
-                        d_off = d_off.next_multiple_of(64);
-                    }
-                    let at = d_off;
-                    d_off += g.size as usize;
-                    Some((at, g.size as usize))
-                }
-                Some(g) if !dst_packed && !g.supervisor => Some((g.offset as usize, g.size as usize)),
-                _ => None,
-            };
+            let s = place(from.geometry(c), c, src_packed.then_some(src_mask), &mut s_off);
+            let d = place(to.geometry(c), c, dst_packed.then_some(dst_mask), &mut d_off);
             if let (true, Some((s, ss)), Some((d, ds))) = (self.in_use.contains(c), s, d) {
                 f(c, d..d + ds, s..s + ss);
             }
         }
+    }
+}
+
+/// Where `c` (with geometry `g`) sits on one side of a conversion, as (offset, size): its
+/// standard offset when `packed` is `None`, else the running compacted offset `off` for
+/// XCOMP_BV `packed`, which advances past `c` whenever `c` is laid out there.
+fn place(g: Option<Geometry>, c: Component, packed: Option<Xfeatures>, off: &mut usize) -> Option<(usize, usize)> {
+    let g = g?;
+    match packed {
+        Some(mask) if mask.contains(c) => {
+            if g.align64 {
+                *off = off.next_multiple_of(64);
+            }
+            let at = *off;
+            *off += g.size as usize;
+            Some((at, g.size as usize))
+        }
+        Some(_) => None,
+        None => (!g.supervisor).then_some((g.offset as usize, g.size as usize)),
     }
 }
 
