@@ -64,7 +64,11 @@ fn migrate_between_vms() {
     }
     let mut b2 = Guest::new(&kvm, &guest_cpuid(&supported, &wide, xcr0), xcr0).unwrap();
     let report = migrate::restore(b2.vcpu(), &rec_intel, &host, &wide).unwrap();
-    let expect = if relaid == host { Verdict::Compatible } else { Verdict::AfterRelayout };
+    // Only the components the record carries decide: on an Intel host the AVX-512 offsets
+    // are Skylake-SP's own, so the record is compatible as is even though the layouts differ
+    // elsewhere (MPX, PKRU, AMX).
+    let same = xcr0.iter().all(|c| relaid.geometry(c) == host.geometry(c));
+    let expect = if same { Verdict::Compatible } else { Verdict::AfterRelayout };
     assert_eq!(report.verdict, expect, "{report:?}");
     b2.run(Routine::StoreAvx512).unwrap();
     assert_eq!(&b2.memory()[STORE_DATA as usize..STORE_DATA as usize + AVX512_DATA], &values[..]);
