@@ -348,6 +348,32 @@ pub fn host_cases() -> Vec<Case> {
             );
         }
     }
+    // The same conversions prepared once (`Converter`), as a VMM doing this on every switch
+    // would keep one per vCPU.
+    if host.has(SaveInstr::Xsavec) {
+        let lc: &'static Layout = Box::leak(Box::new(l.clone()));
+        for (dir, img, target, instr, base) in [
+            ("std_to_cmp", &s.standard, Target::Compacted { mask: xcr0 }, SaveInstr::Xsavec, "cpu_xrstor_xsavec"),
+            ("cmp_to_std", &s.compacted, Target::Standard, SaveInstr::Xsave, "cpu_xrstor_xsave"),
+        ] {
+            let Ok(conv) = Converter::new(lc, lc, xcr0, target) else { continue };
+            let (img, cpu_img, hc) = (img.clone(), img.clone(), host.clone());
+            let mut out = ImageBuf::init(0, Xfeatures(0));
+            v.push(
+                Case::new(
+                    &format!("converter_{dir}_{tag}"),
+                    Box::new(move || {
+                        black_box(conv.convert_into(black_box(&img), &mut out).ok());
+                    }),
+                    base,
+                    Box::new(move || {
+                        black_box(hc.restore_save_loop(&cpu_img, xcr0, instr, CPU_LOOP as u64).is_ok());
+                    }),
+                )
+                .base_per_call(CPU_LOOP),
+            );
+        }
+    }
     // The kernel converting its compacted buffer to the standard format: GETREGSET of a
     // stopped child holding the same state.
     if let Ok(mut child) = tracee::spawn(&host, &s.standard, Ending::StopThenReport, None)

@@ -300,3 +300,41 @@ pub fn seed(default: u64) -> u64 {
     println!("seed {s:#x} (XSTATE_IMAGE_SEED to replay)");
     s
 }
+
+/// Asserts that a KVM_GET_SUPPORTED_CPUID leaf 0xD is, subleaf by subleaf, the policy
+/// `xstate::policy` derives from `host` for the XCR0, IA32_XSS and instruction features KVM
+/// reports (KVM's rules, XSAVE-FACTS §7.4). Returns the number of non-zero subleaves compared.
+pub fn assert_leaf0d_is_derived_policy(k: &xstate::cpuid::Leaf0d, host: &Layout) -> u32 {
+    use xstate::XsaveFeatures;
+    use xstate::policy::{FeatureSet, Policy, Selection};
+    let (xcr0, xss) = (k.xcr0_supported(), k.xss_supported());
+    let instr = FeatureSet::from_instructions(k.features());
+    println!("KVM reports XCR0 {xcr0} ({}), IA32_XSS {xss}, 0xD.1 EAX {:#x} ({instr})", xcr0.names(), k.features().0);
+    assert_eq!(k.features().0 & !0x1F, 0, "0xD.1 EAX bits beyond XFD");
+    let p = Policy::derive(host, &Selection::masks(xcr0, xss).with_instructions(instr))
+        .unwrap_or_else(|e| panic!("KVM's selection is refused: {e}"));
+    let ours = p.leaf0d(xcr0, xss).unwrap();
+    let mut compared = 0;
+    for i in 0..64u8 {
+        let (kv, pv) = (k.get(i), ours.get(i));
+        if kv == pv {
+            compared += u32::from(!kv.is_zero());
+            continue;
+        }
+        // KVM keeps the align64 flag when it does not report XSAVEC; the policy follows Xen and
+        // the issue (align64 only with XSAVEC visible). Accept exactly that difference.
+        let align_only = !XsaveFeatures(p.instructions().0).xsavec()
+            && kv.ecx ^ pv.ecx == 2
+            && (kv.eax, kv.ebx, kv.edx) == (pv.eax, pv.ebx, pv.edx);
+        assert!(align_only, "subleaf {i}: KVM {kv:?}, policy {pv:?}");
+        println!("note: subleaf {i}: KVM keeps ECX[1] (align64) without XSAVEC; the policy hides it");
+        compared += 1;
+    }
+    println!(
+        "KVM_GET_SUPPORTED_CPUID leaf 0xD: {compared} non-zero subleaves equal the policy derived from this host \
+         (SL0 {:?}, SL1 {:?})",
+        ours.get(0),
+        ours.get(1)
+    );
+    compared
+}
