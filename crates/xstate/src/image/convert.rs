@@ -153,6 +153,12 @@ impl core::error::Error for ConvertError {}
 /// an XRSTORS image), into `target` form for the CPU of `to`. The output restored with RFBM =
 /// `rfbm` (less the components `to` does not enumerate, which must then be init) loads the
 /// same registers as the source.
+///
+/// `rfbm` is read on each side against that side's layout: the source is checked with the
+/// components of `rfbm` that `from` enumerates, the output is sized for those `to` enumerates.
+/// Components only `to` has are written in their init state, so an image from a CPU without
+/// AMX converts to a standard image of the full size, or a compacted one whose mask has the
+/// tiles, for an AMX host restoring with its own XCR0.
 pub fn convert(
     image: &[u8],
     from: &Layout,
@@ -222,7 +228,7 @@ fn plan<'a>(
         Form::Standard => bv & src_rfbm,
         Form::Compacted => bv & src_rfbm & img.header().compacted_components(),
     };
-    let dst_rfbm = src_rfbm & to.supported();
+    let dst_rfbm = rfbm & to.supported();
     for c in in_use.iter() {
         let Some(gt) = to.geometry(c) else { return Err(ConvertError::Missing { component: c }) };
         if !dst_rfbm.contains(c) {
@@ -555,7 +561,7 @@ impl<'a> Converter<'a> {
         let mut ctx_cmp = ctx_std;
         ctx_cmp.xss = rfbm & from.supervisor_supported();
         let src_rfbm = ctx_cmp.xcr0 | ctx_cmp.xss;
-        let dst_rfbm = src_rfbm & to.supported();
+        let dst_rfbm = rfbm & to.supported();
         let (xcomp_out, len, mask) = match target {
             Target::Standard => {
                 (Xfeatures(0), to.standard_size(dst_rfbm & to.user_supported()).unwrap_or(0) as usize, None)

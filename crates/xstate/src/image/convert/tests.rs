@@ -239,3 +239,34 @@ fn a_compacted_source_keeps_room_for_components_the_target_lacks() {
         assert_eq!(pkru[..4], [0x54, 0x55, 0x55, 0x55], "{target:?}");
     }
 }
+
+#[test]
+fn components_only_the_target_has_are_sized_and_init_there() {
+    // AMD Zen 4 (no AMX) to the Intel AMX guest, restored there with XCR0 0x600e7: the output
+    // is as long as XRSTOR with that RFBM reads, the tiles in init state; and back.
+    let (zen4, amx) = (layout(AMD_ZEN4), layout(crate::fixtures::INTEL_AMX_GUEST));
+    let rfbm = Xfeatures(0x600E7);
+    let src = filled(&zen4, Xfeatures(0xE7), Xfeatures(0xE7), 0x1F80);
+    let ctx = Context::new(rfbm);
+    let std = convert(&src, &zen4, &amx, rfbm, Target::Standard).unwrap();
+    assert_eq!(std.len(), 11008);
+    validate_image(&Image::new(&std).unwrap(), &amx, Profile::Hardware, &ctx).unwrap();
+    assert_eq!(std.header().xstate_bv, Xfeatures(0xE7));
+    assert!(values(&std, &amx, Xfeatures(0xE7)) == values(&src, &zen4, Xfeatures(0xE7)));
+    let cmp = convert(&src, &zen4, &amx, rfbm, Target::Compacted { mask: rfbm }).unwrap();
+    assert_eq!((cmp.len(), cmp.header().xcomp_bv), (10688, Xfeatures(BIT63 | 0x600E7)));
+    assert_eq!(cmp.header().xstate_bv, Xfeatures(0xE7));
+    validate_image(&Image::new(&cmp).unwrap(), &amx, Profile::Hardware, &ctx).unwrap();
+    let conv = Converter::new(&zen4, &amx, rfbm, Target::Compacted { mask: rfbm }).unwrap();
+    let mut out = ImageBuf::init(0, Xfeatures(0));
+    conv.convert_into(&src, &mut out).unwrap();
+    assert_eq!(out[..], cmp[..]);
+    // Back to Zen 4 with the same RFBM: fine while the tiles are init, refused once in use.
+    let back = convert(&cmp, &amx, &zen4, rfbm, Target::Standard).unwrap();
+    assert_eq!(back[..], convert(&src, &zen4, &zen4, rfbm, Target::Standard).unwrap()[..]);
+    let tiles = filled(&amx, rfbm, Xfeatures(0x400E7), 0x1F80);
+    assert_eq!(
+        convert(&tiles, &amx, &zen4, rfbm, Target::Standard),
+        Err(ConvertError::Missing { component: Component::TILEDATA })
+    );
+}
