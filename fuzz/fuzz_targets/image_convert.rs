@@ -17,8 +17,9 @@ fuzz_target!(|data: &[u8]| {
     let to = if inp.sel & 2 == 0 { &inp.from } else { &inp.to };
     let Ok(out) = convert(&inp.image, &inp.from, to, inp.xcr0, target) else { return };
     let src = Image::new(&inp.image).expect("converted sources hold a header");
+    // RFBM is read on each side against that side's layout (see `convert`).
     let rfbm = inp.xcr0 & inp.from.supported();
-    let dst_rfbm = rfbm & to.supported();
+    let dst_rfbm = inp.xcr0 & to.supported();
     let mut ctx = Context::new(dst_rfbm & to.user_supported());
     ctx.mxcsr_mask = u32::MAX;
     if out.image().form() == Form::Compacted {

@@ -155,7 +155,8 @@ impl core::error::Error for ConvertError {}
 /// same registers as the source.
 ///
 /// `rfbm` is read on each side against that side's layout: the source is checked with the
-/// components of `rfbm` that `from` enumerates, the output is sized for those `to` enumerates.
+/// components of `rfbm` that `from` enumerates, the output is sized for those `to` enumerates;
+/// each part must keep the XCR0 rules (else `BadXcr0`).
 /// Components only `to` has are written in their init state, so an image from a CPU without
 /// AMX converts to a standard image of the full size, or a compacted one whose mask has the
 /// tiles, for an AMX host restoring with its own XCR0.
@@ -209,6 +210,7 @@ fn plan<'a>(
     target: Target,
 ) -> Result<Plan<'a>, ConvertError> {
     check_xcr0(rfbm & from.user_supported()).map_err(ConvertError::BadXcr0)?;
+    check_xcr0(rfbm & to.user_supported()).map_err(ConvertError::BadXcr0)?;
     let img = Image::new(image).map_err(|_| {
         ConvertError::Invalid(ValidationError {
             profile: Profile::Hardware,
@@ -557,6 +559,7 @@ impl<'a> Converter<'a> {
         target: Target,
     ) -> Result<Converter<'a>, ConvertError> {
         check_xcr0(rfbm & from.user_supported()).map_err(ConvertError::BadXcr0)?;
+        check_xcr0(rfbm & to.user_supported()).map_err(ConvertError::BadXcr0)?;
         let mut ctx_std = Context::new(rfbm & from.user_supported());
         ctx_std.mxcsr_mask = u32::MAX;
         let mut ctx_cmp = ctx_std;

@@ -264,6 +264,12 @@ fn components_only_the_target_has_are_sized_and_init_there() {
     // Back to Zen 4 with the same RFBM: fine while the tiles are init, refused once in use.
     let back = convert(&cmp, &amx, &zen4, rfbm, Target::Standard).unwrap();
     assert_eq!(back[..], convert(&src, &zen4, &zen4, rfbm, Target::Standard).unwrap()[..]);
+    // The target's part of RFBM keeps the XCR0 rules too: BNDCSR without BNDREGS is no XCR0
+    // on Skylake-SP, though Zen 4 (no MPX) reads the same RFBM as 0x7.
+    let skx = layout(INTEL_SKYLAKE_SP);
+    let avx = filled(&zen4, Xfeatures(0x7), Xfeatures(0x7), 0x1F80);
+    assert!(matches!(convert(&avx, &zen4, &skx, Xfeatures(0x17), Target::Standard), Err(ConvertError::BadXcr0(_))));
+    assert!(matches!(Converter::new(&zen4, &skx, Xfeatures(0x17), Target::Standard), Err(ConvertError::BadXcr0(_))));
     let tiles = filled(&amx, rfbm, Xfeatures(0x400E7), 0x1F80);
     assert_eq!(
         convert(&tiles, &amx, &zen4, rfbm, Target::Standard),
