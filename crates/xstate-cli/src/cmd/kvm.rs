@@ -1,7 +1,8 @@
 //! `xstate kvm [--json]`: KVM's XSAVE capabilities, and a round trip through a real guest.
 //!
 //! Reports KVM_CAP_XSAVE2 (the GET_XSAVE2/SET_XSAVE buffer size), the XCR0/XSS KVM supports for
-//! guests (KVM_GET_SUPPORTED_CPUID leaf 0xD) and this process's guest permissions. Then a guest
+//! guests (KVM_GET_SUPPORTED_CPUID leaf 0xD) and this process's guest permissions, after asking
+//! for guest AMX permission where the host has AMX (and whether KVM then offers it). Then a guest
 //! under a policy derived from this host (AVX, plus AVX-512 where KVM offers it) loads known
 //! values into its vector and opmask registers; the host reads them with KVM_GET_XSAVE2 and the
 //! library's register decoder. The host then sets new values with KVM_SET_XSAVE and the guest
@@ -40,6 +41,12 @@ pub fn run(args: &KvmArgs) -> CliResult {
         Ok(None) => return Err(CliError::usage("/dev/kvm does not exist")),
         Err(e) => return Err(io("/dev/kvm", e)),
     };
+    // Linux offers AMX to a process's guests only after ARCH_REQ_XCOMP_GUEST_PERM, asked before
+    // its first vCPU; KVM_GET_SUPPORTED_CPUID and KVM_CAP_XSAVE2 follow the permission. Ask for
+    // it where the host has AMX, and report what KVM offered before and after.
+    let before = kvm.supported_xcr0().map_err(|e| io("KVM_GET_SUPPORTED_CPUID", e))?;
+    let host_amx = xstate_hw::perm::supported().is_ok_and(|s| s.contains(xstate::Component::TILEDATA));
+    let amx_request = host_amx.then(|| xstate_hw::perm::request_guest_permission(xstate::Component::TILEDATA));
     let supported = kvm.supported_cpuid().map_err(|e| io("KVM_GET_SUPPORTED_CPUID", e))?;
     let probe = kvm.create_vcpu().map_err(|e| io("KVM_CREATE_VCPU", e))?;
     let cap_xsave2 = probe.xsave2_size();
@@ -115,6 +122,14 @@ pub fn run(args: &KvmArgs) -> CliResult {
             "supported_xss": s.xss_supported().bits(),
             "supported_standard_size": s.standard_size_max(),
             "guest_permitted": guest_perm.map(|p| p.bits()),
+            "guest_amx_permission": match &amx_request {
+                None => json!(null),
+                Some(r) => json!({
+                    "granted": r.is_ok(),
+                    "error": r.as_ref().err().map(|e| e.to_string()),
+                    "supported_xcr0_before": before.bits(),
+                }),
+            },
             "round_trip": {
                 "guest_xcr0": xcr0.bits(),
                 "registers": if avx512 { "zmm0-31, k0-7" } else { "ymm0-15" },
@@ -136,6 +151,17 @@ pub fn run(args: &KvmArgs) -> CliResult {
         match guest_perm {
             Some(p) => println!("guest permission (ARCH_GET_XCOMP_GUEST_PERM): {p} ({})", p.names()),
             None => println!("guest permission: not available from this kernel"),
+        }
+        match &amx_request {
+            None => {}
+            Some(Ok(())) if s.xcr0_supported().contains(xstate::Component::TILEDATA) => {
+                println!("guest AMX: permission granted; KVM offers TILECFG/TILEDATA (supported XCR0 {before} before)")
+            }
+            Some(Ok(())) => println!(
+                "guest AMX: permission granted, but this KVM still offers XCR0 {} to guests (no AMX)",
+                s.xcr0_supported()
+            ),
+            Some(Err(e)) => println!("guest AMX: ARCH_REQ_XCOMP_GUEST_PERM refused: {e}"),
         }
         println!(
             "guest round trip ({}; XCR0 {xcr0}), {} rounds each way: {} values checked, {}",
