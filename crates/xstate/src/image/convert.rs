@@ -155,11 +155,11 @@ impl core::error::Error for ConvertError {}
 /// same registers as the source.
 ///
 /// `rfbm` is read on each side against that side's layout: the source is checked with the
-/// components of `rfbm` that `from` enumerates, the output is sized for those `to` enumerates;
-/// each part must keep the XCR0 rules (else `BadXcr0`).
-/// Components only `to` has are written in their init state, so an image from a CPU without
-/// AMX converts to a standard image of the full size, or a compacted one whose mask has the
-/// tiles, for an AMX host restoring with its own XCR0.
+/// components of `rfbm` that `from` enumerates, the output is sized for those `to` enumerates,
+/// and each part must keep the XCR0 rules (else `BadXcr0`). Components only `to` has are
+/// written in their init state, so an image from a CPU without AMX converts, with RFBM 0x600e7,
+/// to the full 11008-byte standard image (or a compacted one whose mask has the tiles) that an
+/// AMX host restoring with that XCR0 reads.
 pub fn convert(
     image: &[u8],
     from: &Layout,
