@@ -48,6 +48,18 @@ fn known_state(h: &Host, save: SaveInstr) -> Vec<u8> {
         }
         bv |= Xfeatures(0xA0); // opmask and Hi16_ZMM; ZMM_Hi256 stays init
     }
+    if amx_usable(h) {
+        // Palette 1 with tmm2 configured as 16 rows of 64 bytes; tmm2's first row known.
+        let c = l.standard_range(Component::TILECFG).unwrap();
+        img[c.start] = 1;
+        img[c.start + 16 + 2 * 2..c.start + 16 + 2 * 2 + 2].copy_from_slice(&64u16.to_le_bytes());
+        img[c.start + 48 + 2] = 16;
+        let t = l.standard_range(Component::TILEDATA).unwrap();
+        for i in 0..64 {
+            img[t.start + 2 * 1024 + i] = 0xC0 + i as u8;
+        }
+        bv = bv.with(Component::TILECFG).with(Component::TILEDATA);
+    }
     img[512..520].copy_from_slice(&bv.bits().to_le_bytes());
     let out = h.xrstor_then_save(&img, xcr0, save, xcr0, 0).expect("XRSTOR of the known state");
     let v = xstate::image::Image::new(&out).unwrap();
@@ -56,6 +68,11 @@ fn known_state(h: &Host, save: SaveInstr) -> Vec<u8> {
         xstate::image::Form::Compacted => l.compacted_size(v.header().compacted_components()).unwrap() as usize,
     };
     out[..len].to_vec()
+}
+
+/// XCR0 has the tiles and this process may use them (permission requested).
+fn amx_usable(h: &Host) -> bool {
+    h.xcr0().contains(Component::TILEDATA) && perm::ensure_amx().is_ok_and(|p| p.contains(Component::TILEDATA))
 }
 
 fn hex_of(bytes: impl Iterator<Item = u8>) -> String {
@@ -101,6 +118,23 @@ fn inspect_regs_prints_the_saved_state() {
             assert_eq!(r["zmm3"]["hex"], hex_of((0x30..0x40).chain(0x40..0x50).chain(std::iter::repeat_n(0, 32))));
         } else {
             println!("SKIP: no AVX-512: k and zmm registers not checked");
+        }
+        if amx_usable(&h) {
+            let cfg: Vec<u8> = (0..64)
+                .map(|i| match i {
+                    0 => 1,
+                    20 => 64,
+                    50 => 16,
+                    _ => 0,
+                })
+                .collect();
+            assert_eq!(r["tilecfg"]["hex"], hex_of(cfg.into_iter()), "{}", save.name());
+            assert_eq!(r["tmm2"]["hex"], hex_of((0xC0..=0xFF).chain(std::iter::repeat_n(0, 960))));
+            assert_eq!(r["tmm1"]["hex"], hex_of(std::iter::repeat_n(0, 1024)));
+        } else {
+            println!(
+                "SKIP: AMX: XCR0 {xcr0} has no tiles or this process may not use them: tilecfg and tmm not checked"
+            );
         }
         // The text form names the same values.
         let (code, text, _) = xstate(&["inspect", &f, "--regs"]);
