@@ -305,73 +305,43 @@ pub fn host_cases() -> Vec<Case> {
     let s = sample("host", l.clone(), xcr0, false);
     let n = s.standard.len();
     let tag = format!("host{n}");
-    if host.has(SaveInstr::Xsavec) {
-        for reuse in [false, true] {
-            let (lc, img, cpu_img, hc) = (l.clone(), s.standard.clone(), s.standard.clone(), host.clone());
-            let mut out = ImageBuf::init(0, Xfeatures(0));
-            v.push(
-                Case::new(
-                    &format!("convert{}_std_to_cmp_{tag}", if reuse { "_into" } else { "" }),
-                    Box::new(move || {
-                        let t = Target::Compacted { mask: xcr0 };
-                        if reuse {
-                            black_box(convert_into(black_box(&img), &lc, &lc, xcr0, t, &mut out).ok());
-                        } else {
-                            black_box(convert(black_box(&img), &lc, &lc, xcr0, t).ok());
-                        }
-                    }),
-                    "cpu_xrstor_xsavec",
-                    Box::new(move || {
-                        black_box(hc.restore_save_loop(&cpu_img, xcr0, SaveInstr::Xsavec, CPU_LOOP as u64).is_ok());
-                    }),
-                )
-                .base_per_call(CPU_LOOP),
-            );
-            let (lc, img, cpu_img, hc) = (l.clone(), s.compacted.clone(), s.compacted.clone(), host.clone());
-            let mut out = ImageBuf::init(0, Xfeatures(0));
-            v.push(
-                Case::new(
-                    &format!("convert{}_cmp_to_std_{tag}", if reuse { "_into" } else { "" }),
-                    Box::new(move || {
-                        if reuse {
-                            black_box(convert_into(black_box(&img), &lc, &lc, xcr0, Target::Standard, &mut out).ok());
-                        } else {
-                            black_box(convert(black_box(&img), &lc, &lc, xcr0, Target::Standard).ok());
-                        }
-                    }),
-                    "cpu_xrstor_xsave",
-                    Box::new(move || {
-                        black_box(hc.restore_save_loop(&cpu_img, xcr0, SaveInstr::Xsave, CPU_LOOP as u64).is_ok());
-                    }),
-                )
-                .base_per_call(CPU_LOOP),
-            );
-        }
-    }
-    // The same conversions prepared once (`Converter`), as a VMM doing this on every switch
-    // would keep one per vCPU.
+    // Each direction three ways: allocating `convert`, `convert_into` a kept buffer, and a
+    // `Converter` prepared once (as a VMM converting on every switch keeps one per vCPU),
+    // against the CPU doing the same conversion.
     if host.has(SaveInstr::Xsavec) {
         let lc: &'static Layout = Box::leak(Box::new(l.clone()));
         for (dir, img, target, instr, base) in [
             ("std_to_cmp", &s.standard, Target::Compacted { mask: xcr0 }, SaveInstr::Xsavec, "cpu_xrstor_xsavec"),
             ("cmp_to_std", &s.compacted, Target::Standard, SaveInstr::Xsave, "cpu_xrstor_xsave"),
         ] {
-            let Ok(conv) = Converter::new(lc, lc, xcr0, target) else { continue };
-            let (img, cpu_img, hc) = (img.clone(), img.clone(), host.clone());
-            let mut out = ImageBuf::init(0, Xfeatures(0));
-            v.push(
-                Case::new(
-                    &format!("converter_{dir}_{tag}"),
-                    Box::new(move || {
+            for kind in ["convert", "convert_into", "converter"] {
+                let conv = Converter::new(lc, lc, xcr0, target).ok();
+                let (img, cpu_img, hc) = (img.clone(), img.clone(), host.clone());
+                let mut out = ImageBuf::init(0, Xfeatures(0));
+                let op: Op = match (kind, conv) {
+                    ("convert", _) => Box::new(move || {
+                        black_box(convert(black_box(&img), lc, lc, xcr0, target).ok());
+                    }),
+                    ("convert_into", _) => Box::new(move || {
+                        black_box(convert_into(black_box(&img), lc, lc, xcr0, target, &mut out).ok());
+                    }),
+                    (_, Some(conv)) => Box::new(move || {
                         black_box(conv.convert_into(black_box(&img), &mut out).ok());
                     }),
-                    base,
-                    Box::new(move || {
-                        black_box(hc.restore_save_loop(&cpu_img, xcr0, instr, CPU_LOOP as u64).is_ok());
-                    }),
-                )
-                .base_per_call(CPU_LOOP),
-            );
+                    (_, None) => continue,
+                };
+                v.push(
+                    Case::new(
+                        &format!("{kind}_{dir}_{tag}"),
+                        op,
+                        base,
+                        Box::new(move || {
+                            black_box(hc.restore_save_loop(&cpu_img, xcr0, instr, CPU_LOOP as u64).is_ok());
+                        }),
+                    )
+                    .base_per_call(CPU_LOOP),
+                );
+            }
         }
     }
     // The kernel converting its compacted buffer to the standard format: GETREGSET of a

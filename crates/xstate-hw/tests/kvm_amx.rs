@@ -26,7 +26,8 @@ use common::kvm_or_skip;
 #[test]
 fn amx_for_guests_follows_the_guest_permission() {
     let Some(kvm) = kvm_or_skip() else { return };
-    let host = common::host().layout().clone();
+    let h = common::host();
+    let host = h.layout().clone();
     let amx = Xfeatures::EMPTY.with(Component::TILECFG).with(Component::TILEDATA);
     if !amx.is_subset_of(host.user_supported()) {
         return println!("SKIP: this host has no AMX (supported XCR0 {})", host.user_supported());
@@ -66,7 +67,7 @@ fn amx_for_guests_follows_the_guest_permission() {
     let mut cpuid = supported.clone();
     *cpuid.leaf0d_mut() = p.leaf0d(xcr0, Xfeatures::EMPTY).unwrap();
     vcpu.set_cpuid(&cpuid).unwrap();
-    let mut ctx = Context::new(xcr0).with_mxcsr_mask_field(common::mxcsr_mask(&common::host()));
+    let mut ctx = Context::new(xcr0).with_mxcsr_mask_field(common::mxcsr_mask(&h));
     ctx.kvm_supported = Some(xcr0);
     let mut rng = Rng::new(common::seed(0xa3c));
     let rounds = 20;

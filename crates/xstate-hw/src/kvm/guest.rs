@@ -303,15 +303,10 @@ pub fn write_registers(layout: &Layout, image: &mut [u8], data: &[u8], avx512: b
         return false;
     }
     let need = if avx512 { n * w + 64 } else { n * w };
-    // The image need only reach the end of the components written: KVM's buffer is sized by
-    // the guest permission (4096 bytes without AMX), not by this host's largest layout.
-    let used = if avx512 {
-        [Component::AVX, Component::OPMASK, Component::ZMM_HI256, Component::HI16_ZMM].as_slice()
-    } else {
-        [Component::AVX].as_slice()
-    };
-    let end = used.iter().filter_map(|&c| layout.geometry(c)).map(|g| g.offset as usize + g.size as usize).max();
-    if data.len() < need || end.is_none_or(|e| image.len() < e) {
+    // The image need only be the standard size of the components written: KVM's buffer is sized
+    // by the guest permission (4096 bytes without AMX), not by this host's largest layout.
+    let end = layout.standard_size(Xfeatures(if avx512 { 0xE7 } else { 0x7 }));
+    if data.len() < need || end.is_none_or(|e| image.len() < e as usize) {
         return false;
     }
     for i in 0..n {

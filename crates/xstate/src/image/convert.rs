@@ -200,6 +200,14 @@ struct Plan<'a> {
     to: &'a Layout,
 }
 
+/// RFBM read on each side of a conversion (see [`convert()`]): the part each layout enumerates
+/// must keep the XCR0 rules; returns the target's part.
+fn target_rfbm(rfbm: Xfeatures, from: &Layout, to: &Layout) -> Result<Xfeatures, ConvertError> {
+    check_xcr0(rfbm & from.user_supported()).map_err(ConvertError::BadXcr0)?;
+    check_xcr0(rfbm & to.user_supported()).map_err(ConvertError::BadXcr0)?;
+    Ok(rfbm & to.supported())
+}
+
 /// Checks a conversion and lays it out (see [`convert()`]).
 #[inline(always)]
 fn plan<'a>(
@@ -209,8 +217,7 @@ fn plan<'a>(
     rfbm: Xfeatures,
     target: Target,
 ) -> Result<Plan<'a>, ConvertError> {
-    check_xcr0(rfbm & from.user_supported()).map_err(ConvertError::BadXcr0)?;
-    check_xcr0(rfbm & to.user_supported()).map_err(ConvertError::BadXcr0)?;
+    let dst_rfbm = target_rfbm(rfbm, from, to)?;
     let img = Image::new(image).map_err(|_| {
         ConvertError::Invalid(ValidationError {
             profile: Profile::Hardware,
@@ -231,7 +238,6 @@ fn plan<'a>(
         Form::Standard => bv & src_rfbm,
         Form::Compacted => bv & src_rfbm & img.header().compacted_components(),
     };
-    let dst_rfbm = rfbm & to.supported();
     for c in in_use.iter() {
         let Some(gt) = to.geometry(c) else { return Err(ConvertError::Missing { component: c }) };
         if !dst_rfbm.contains(c) {
@@ -558,14 +564,12 @@ impl<'a> Converter<'a> {
         rfbm: Xfeatures,
         target: Target,
     ) -> Result<Converter<'a>, ConvertError> {
-        check_xcr0(rfbm & from.user_supported()).map_err(ConvertError::BadXcr0)?;
-        check_xcr0(rfbm & to.user_supported()).map_err(ConvertError::BadXcr0)?;
+        let dst_rfbm = target_rfbm(rfbm, from, to)?;
         let mut ctx_std = Context::new(rfbm & from.user_supported());
         ctx_std.mxcsr_mask = u32::MAX;
         let mut ctx_cmp = ctx_std;
         ctx_cmp.xss = rfbm & from.supervisor_supported();
         let src_rfbm = ctx_cmp.xcr0 | ctx_cmp.xss;
-        let dst_rfbm = rfbm & to.supported();
         let (xcomp_out, len, mask) = match target {
             Target::Standard => {
                 (Xfeatures(0), to.standard_size(dst_rfbm & to.user_supported()).unwrap_or(0) as usize, None)
