@@ -5,6 +5,8 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+pub use crate::output::write_output;
+
 use xstate::cpuid::{self, CpuidData};
 use xstate::xcr0::{check_xcr0_supported, check_xss};
 use xstate::{Layout, Xfeatures};
@@ -38,9 +40,9 @@ pub fn parse_mask(s: &str) -> Result<Xfeatures, String> {
     s.parse::<Xfeatures>().map_err(|e| format!("{s:?}: {e}"))
 }
 
-/// Reads a file, mapping failures to exit 2 with the path in the message.
+/// Reads a file (`-`: standard input), mapping failures to exit 2 with the path in the message.
 pub fn read_file(path: &Path) -> CliResult<Vec<u8>> {
-    std::fs::read(path).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))
+    crate::output::read_input(path)
 }
 
 /// Reads a CPUID dump (AIDA64/InstLatX64 text, `cpuid -r` output or the project's JSON).
@@ -149,27 +151,6 @@ pub fn print_json(v: &serde_json::Value) -> CliResult {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v).map_err(|e| CliError::usage(format!("stdout: {e}")))?;
     writeln!(out).map_err(|e| CliError::usage(format!("stdout: {e}")))
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed and
-/// renamed over the target. On failure nothing is left behind.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> CliResult {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().ok_or_else(|| CliError::usage(format!("{}: not a file name", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        CliError::usage(format!("{}: {e}", path.display()))
-    })
 }
 
 /// Appends a line to a `String` (formatting into a `String` cannot fail).

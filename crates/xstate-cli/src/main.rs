@@ -5,7 +5,9 @@
 
 mod cmd;
 mod common;
+mod output;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -64,7 +66,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xstate: {}", e.message);
+            // A failing stderr has nowhere left to report to; the exit code still tells.
+            let _ = writeln!(std::io::stderr(), "xstate: {}", e.message);
             ExitCode::from(e.code)
         }
     }

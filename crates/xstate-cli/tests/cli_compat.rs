@@ -1,6 +1,7 @@
 //! `xstate compat` as tests outside the repository drive it: the Skylake-X -> Zen 4 verdict, a
 //! policy as input, images, exit codes, and the fleet matrix over the whole corpus.
 
+#[macro_use]
 mod common;
 
 use std::time::Instant;

@@ -5,6 +5,7 @@
 //! from that core; registers gdb cannot read are listed (gdb guesses the XSAVE layout from the
 //! note size, and an AMD core's size is not in its table).
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -135,8 +136,8 @@ fn kernel_core_matches_the_loaded_state_and_gdb() {
     let dir = tmpdir("core-kernel");
     let child = tracee::spawn(&host, &img, Ending::Abort, Some(&dir)).unwrap();
     let Some(core) = child.wait_core().unwrap() else {
-        println!(
-            "SKIP: the kernel wrote no core (core_pattern {:?})",
+        skip!(
+            "the kernel wrote no core (core_pattern {:?})",
             std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default().trim()
         );
         std::fs::remove_dir_all(&dir).ok();
@@ -154,7 +155,7 @@ fn kernel_core_matches_the_loaded_state_and_gdb() {
         assert_eq!(regs.get(*name), want.get(*name), "{name}: xstate core vs the state the child loaded");
     }
     if tiles.is_empty() {
-        println!("SKIP: AMX: XCR0 {xcr0} has no tiles: tilecfg and tmm0-7 not compared");
+        skip!("AMX: XCR0 {xcr0} has no tiles: tilecfg and tmm0-7 not compared");
     } else {
         println!("kernel core: {} tile registers (tilecfg, tmm0-7) equal the loaded state", tiles.len());
     }
@@ -168,7 +169,7 @@ fn kernel_core_matches_the_loaded_state_and_gdb() {
         );
         assert!(same.iter().any(|n| n == "xmm15") && same.iter().any(|n| n == "mxcsr"), "{same:?}");
     } else {
-        println!("SKIP: gdb not installed: kernel core not compared with gdb");
+        skip!("gdb not installed: kernel core not compared with gdb");
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -176,7 +177,7 @@ fn kernel_core_matches_the_loaded_state_and_gdb() {
 #[test]
 fn gcore_core_matches_gdb() {
     if !have("gdb") || !have("gcore") {
-        println!("SKIP: gdb/gcore not installed");
+        skip!("gdb/gcore not installed");
         return;
     }
     let host = Host::probe().unwrap();
@@ -194,7 +195,7 @@ fn gcore_core_matches_gdb() {
     let core = PathBuf::from(format!("{}.{}", prefix.display(), child.pid()));
     drop(child);
     if !core.is_file() {
-        println!("SKIP: gcore wrote no core: {}", String::from_utf8_lossy(&st.stderr).trim());
+        skip!("gcore wrote no core: {}", String::from_utf8_lossy(&st.stderr).trim());
         std::fs::remove_dir_all(&dir).ok();
         return;
     }

@@ -1,6 +1,7 @@
 //! `xstate validate`, `convert` and `inspect` as tests outside the repository drive them, on
 //! images the CPU saved from known states.
 
+#[macro_use]
 mod common;
 
 use std::path::Path;
@@ -90,7 +91,7 @@ fn inspect_regs_prints_the_saved_state() {
     if h.has(SaveInstr::Xsavec) {
         saves.push(SaveInstr::Xsavec);
     } else {
-        println!("SKIP: no XSAVEC: only the standard image is inspected");
+        skip!("no XSAVEC: only the standard image is inspected");
     }
     for save in saves {
         let f = p(&d, save.name());
@@ -117,7 +118,7 @@ fn inspect_regs_prints_the_saved_state() {
             assert_eq!(r["zmm17"]["hex"], hex_of(0x80..0xC0));
             assert_eq!(r["zmm3"]["hex"], hex_of((0x30..0x40).chain(0x40..0x50).chain(std::iter::repeat_n(0, 32))));
         } else {
-            println!("SKIP: no AVX-512: k and zmm registers not checked");
+            skip!("no AVX-512: k and zmm registers not checked");
         }
         if amx_usable(&h) {
             let cfg: Vec<u8> = (0..64)
@@ -132,9 +133,7 @@ fn inspect_regs_prints_the_saved_state() {
             assert_eq!(r["tmm2"]["hex"], hex_of((0xC0..=0xFF).chain(std::iter::repeat_n(0, 960))));
             assert_eq!(r["tmm1"]["hex"], hex_of(std::iter::repeat_n(0, 1024)));
         } else {
-            println!(
-                "SKIP: AMX: XCR0 {xcr0} has no tiles or this process may not use them: tilecfg and tmm not checked"
-            );
+            skip!("AMX: XCR0 {xcr0} has no tiles or this process may not use them: tilecfg and tmm not checked");
         }
         // The text form names the same values.
         let (code, text, _) = xstate(&["inspect", &f, "--regs"]);
@@ -194,7 +193,7 @@ fn convert_round_trip_and_atomic_output() {
     let f = p(&d, "std");
     std::fs::write(&f, &good).unwrap();
     if !h.has(SaveInstr::Xsavec) {
-        println!("SKIP: no XSAVEC on this host: compacted conversion not run");
+        skip!("no XSAVEC on this host: compacted conversion not run");
         return;
     }
     let c = p(&d, "cmp");
@@ -231,7 +230,7 @@ fn convert_to_another_cpu() {
     let intel = shared.join("cpuid/dumps/GenuineIntel/GenuineIntel00706E5_IceLakeY_CPUID.txt");
     let amd = shared.join("cpuid/dumps/AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
     if !intel.is_file() || !amd.is_file() {
-        println!("SKIP: ../shared/cpuid dumps not found: re-layout not checked");
+        skip!("../shared/cpuid dumps not found: re-layout not checked");
         return;
     }
     let (i, a) = (s(&intel), s(&amd));

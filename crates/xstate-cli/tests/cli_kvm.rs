@@ -1,5 +1,6 @@
 //! `xstate kvm`: capabilities and the guest round trip, where /dev/kvm exists.
 
+#[macro_use]
 mod common;
 
 use common::xstate;
@@ -7,11 +8,11 @@ use common::xstate;
 #[test]
 fn kvm_reports_and_round_trips() {
     if !std::path::Path::new("/dev/kvm").exists() {
-        return println!("SKIP: /dev/kvm does not exist");
+        return skip!("/dev/kvm does not exist");
     }
     let (code, stdout, stderr) = xstate(&["kvm", "--json", "--rounds", "5"]);
     if code == 2 {
-        return println!("SKIP: KVM unusable here: {stderr}");
+        return skip!("KVM unusable here: {stderr}");
     }
     assert_eq!(code, 0, "{stdout}{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();

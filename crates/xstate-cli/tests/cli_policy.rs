@@ -1,6 +1,7 @@
 //! `xstate policy` as tests outside the repository drive it: JSON keys, the corpus, sizes
 //! computed by hand for a few hosts, and exit codes.
 
+#[macro_use]
 mod common;
 
 use serde_json::Value;
@@ -121,7 +122,7 @@ fn exit_codes() {
 fn this_host() {
     let (code, out, err) = xstate(&["policy", "--json"]);
     if code == 2 && err.contains("OSXSAVE") {
-        println!("SKIP: this host has no OS-enabled XSAVE");
+        skip!("this host has no OS-enabled XSAVE");
         return;
     }
     assert_eq!(code, 0, "{err}");

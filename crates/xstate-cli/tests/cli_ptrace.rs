@@ -2,6 +2,7 @@
 //! restore of a modified image changes it, and the child (which saves its own registers after
 //! being continued) reports the change back.
 
+#[macro_use]
 mod common;
 
 use xstate::Component;
@@ -24,7 +25,7 @@ fn capture_and_restore_a_live_process() {
 
     let (code, out, err) = xstate(&["capture", "--pid", &pid, "-o", s(&cap)]);
     if code == 2 && err.contains("PTRACE") {
-        println!("SKIP: ptrace unavailable: {err}");
+        skip!("ptrace unavailable: {err}");
         return;
     }
     assert_eq!(code, 0, "{out}{err}");

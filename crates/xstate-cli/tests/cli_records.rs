@@ -2,6 +2,7 @@
 //! record format: chains of conversions end with the bytes they started from, auto-detection
 //! names each format, and a re-layout between an Intel and an AMD dump keeps every register.
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};

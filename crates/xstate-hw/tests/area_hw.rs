@@ -5,6 +5,7 @@
 //! the area exactly when XRSTOR accepts them. And a state kept across a policy grow and shrink
 //! restores unchanged.
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -29,7 +30,7 @@ fn area_restores_what_the_cpu_saved() {
     let mask = mxcsr_mask(&h);
     let has_xsavec = h.has(SaveInstr::Xsavec);
     if !has_xsavec {
-        println!("SKIP: no XSAVEC (CPUID 0xD.1 EAX[1] = 0): compacted areas and XSAVEC images not checked");
+        skip!("no XSAVEC (CPUID 0xD.1 EAX[1] = 0): compacted areas and XSAVEC images not checked");
     }
     let policy = Arc::new(Policy::derive(&l, &Selection::masks(xcr0, Xfeatures::EMPTY)).unwrap());
     let forms: Vec<Form> = if has_xsavec { vec![Form::Standard, Form::Compacted] } else { vec![Form::Standard] };
@@ -92,7 +93,7 @@ fn state_survives_a_policy_grow_and_shrink() {
     let l = h.layout().clone();
     let xcr0 = h.xcr0();
     if !xcr0.contains(Component::AVX) {
-        println!("SKIP: XCR0 {xcr0} has no AVX: no smaller policy to grow from");
+        skip!("XCR0 {xcr0} has no AVX: no smaller policy to grow from");
         return;
     }
     let mask = mxcsr_mask(&h);

@@ -1,5 +1,6 @@
 //! The fault-catching XRSTOR/XSAVE machinery against facts the CPU decides.
 
+#[macro_use]
 mod common;
 
 use xstate::Xfeatures;
@@ -63,7 +64,7 @@ fn footprints_follow_the_layout() {
             if fp == full { "the whole XCOMP_BV extent" } else { "only up to the header" }
         );
     } else {
-        println!("SKIP: no XSAVEC: compacted footprint not measured");
+        skip!("no XSAVEC: compacted footprint not measured");
     }
 }
 

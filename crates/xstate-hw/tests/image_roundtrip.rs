@@ -4,6 +4,7 @@
 //! layout and back), and XRSTOR + XSAVE of every conversion must give the same state as XRSTOR
 //! + XSAVE of the saved image itself (see `common::same_state` for what "same" means).
 
+#[macro_use]
 mod common;
 
 use xstate::fixtures::{AMD_ZEN4, INTEL_ICELAKE, layout as fixture};
@@ -39,10 +40,10 @@ fn conversions_restore_the_same_state() {
     let ctx = Context::new(xcr0).with_mxcsr_mask_field(mask);
     let has_xsavec = h.has(SaveInstr::Xsavec);
     if !has_xsavec {
-        println!("SKIP: no XSAVEC (CPUID 0xD.1 EAX[1] = 0): only XSAVE images and standard conversions are checked");
+        skip!("no XSAVEC (CPUID 0xD.1 EAX[1] = 0): only XSAVE images and standard conversions are checked");
     }
     if !xcr0.contains(Component::TILEDATA) {
-        println!("SKIP: AMX: XCR0 {xcr0} has no TILECFG/TILEDATA, so tiles are not part of the states");
+        skip!("AMX: XCR0 {xcr0} has no TILECFG/TILEDATA, so tiles are not part of the states");
     }
     let shuffled = shuffled_layout(&l, xcr0);
     let vendor = other_vendor(&l, xcr0);
@@ -166,7 +167,7 @@ fn mxcsr_with_zero_xmm() {
     let l = h.layout().clone();
     let xcr0 = h.xcr0();
     if !h.has(SaveInstr::Xsavec) {
-        println!("SKIP: no XSAVEC");
+        skip!("no XSAVEC");
         return;
     }
     let n = l.standard_size(xcr0).unwrap() as usize;

@@ -2,6 +2,7 @@
 //! mutated images: XSTATE_BV and XCOMP_BV bits inside and outside XCR0, bit 63, reserved header
 //! bytes, MXCSR reserved bits, XSTATE_BV not within XCOMP_BV, garbage in bytes 464..511.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ fn hardware_profile_agrees_with_xrstor() {
     let ctx = Context::new(xcr0).with_mxcsr_mask_field(mask);
     let has_xsavec = h.has(SaveInstr::Xsavec);
     if !has_xsavec {
-        println!("SKIP: no XSAVEC: bases are XSAVE images only (mutations still reach the compacted form)");
+        skip!("no XSAVEC: bases are XSAVE images only (mutations still reach the compacted form)");
     }
     let g = StateGen::new(&l, xcr0, mask);
     let mut rng = Rng::new(common::seed(0xC0FFEE));

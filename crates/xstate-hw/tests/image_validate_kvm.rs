@@ -1,6 +1,7 @@
 //! The `kvm` validation profile against KVM_SET_XSAVE itself (EINVAL = refused) on mutated
 //! images of the vCPU's XSAVE buffer size (4096 bytes where KVM_CAP_XSAVE2 says so).
 
+#[macro_use]
 mod common;
 
 use xstate::image::validate::Context;

@@ -12,6 +12,7 @@
 //!    component byte back. A KVM that keeps AMX from guests even with the permission (the
 //!    `kvm_pvm` module does) skips this part with a printed reason.
 
+#[macro_use]
 mod common;
 
 use xstate::image::validate::Context;
@@ -30,11 +31,11 @@ fn amx_for_guests_follows_the_guest_permission() {
     let host = h.layout().clone();
     let amx = Xfeatures::EMPTY.with(Component::TILECFG).with(Component::TILEDATA);
     if !amx.is_subset_of(host.user_supported()) {
-        return println!("SKIP: this host has no AMX (supported XCR0 {})", host.user_supported());
+        return skip!("this host has no AMX (supported XCR0 {})", host.user_supported());
     }
     let before = kvm.supported_xcr0().unwrap();
     if let Err(e) = perm::request_guest_permission(Component::TILEDATA) {
-        return println!("SKIP: ARCH_REQ_XCOMP_GUEST_PERM(TILEDATA) refused: {e}");
+        return skip!("ARCH_REQ_XCOMP_GUEST_PERM(TILEDATA) refused: {e}");
     }
     let supported = kvm.supported_cpuid().unwrap();
     let k = supported.leaf0d();
@@ -57,8 +58,8 @@ fn amx_for_guests_follows_the_guest_permission() {
 
     // 3. Tiles through KVM_SET_XSAVE / KVM_GET_XSAVE2 on a vCPU whose policy has AMX.
     if !amx.is_subset_of(xcr0) {
-        return println!(
-            "SKIP: tiles through KVM_SET_XSAVE: this KVM offers guests XCR0 {xcr0} even with guest permission {}",
+        return skip!(
+            "tiles through KVM_SET_XSAVE: this KVM offers guests XCR0 {xcr0} even with guest permission {}",
             perm::guest_permitted().unwrap()
         );
     }

@@ -1,5 +1,6 @@
 //! The KVM backend's XSAVE ioctls, where /dev/kvm exists.
 
+#[macro_use]
 mod common;
 
 use xstate::Xfeatures;

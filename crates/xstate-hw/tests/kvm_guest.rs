@@ -1,6 +1,7 @@
 //! A real guest moves vector and opmask registers; the host reads and writes them through
 //! KVM_GET_XSAVE2 / KVM_SET_XSAVE at the offsets the layout gives.
 
+#[macro_use]
 mod common;
 
 use xstate::image::Image;
@@ -35,7 +36,7 @@ fn guest_and_host_see_the_same_registers() {
     let layout = Layout::from_leaf0d(cpuid.leaf0d()).unwrap();
     let supported = layout.user_supported();
     if !supported.contains(Component::AVX) {
-        return println!("SKIP: KVM offers no AVX to guests");
+        return skip!("KVM offers no AVX to guests");
     }
     let avx512 = Xfeatures::AVX512.is_subset_of(supported) && std::env::var_os("XSTATE_GUEST_AVX_ONLY").is_none();
     let xcr0 = if avx512 { Xfeatures(0xE7) } else { Xfeatures(0x7) };

@@ -2,6 +2,7 @@
 //! record, checked with the compat logic, re-laid-out where needed and restored into the other,
 //! where guest code reads it; refused with reasons when the destination cannot hold it.
 
+#[macro_use]
 mod common;
 
 use xstate::compat::Verdict;
@@ -27,7 +28,7 @@ fn migrate_between_vms() {
     let host = common::host().layout().clone();
     let supported = kvm.supported_cpuid().unwrap();
     if !Xfeatures(0xE7).is_subset_of(supported.leaf0d().xcr0_supported() & host.user_supported()) {
-        return println!("SKIP: KVM offers no AVX-512 to guests; the migration test moves ZMM/opmask state");
+        return skip!("KVM offers no AVX-512 to guests; the migration test moves ZMM/opmask state");
     }
     let wide = Policy::derive(&host, &Selection::parse("avx,avx512").unwrap()).unwrap();
     let narrow = Policy::derive(&host, &Selection::parse("avx").unwrap()).unwrap();

@@ -8,6 +8,7 @@
 //!    accept (KVM_SET_XCRS runs KVM's `__kvm_set_xcr` against the guest CPUID), and the EBX
 //!    fields KVM recomputes for each accepted XCR0 equal the policy's.
 
+#[macro_use]
 mod common;
 
 use xstate::Xfeatures;
@@ -19,7 +20,7 @@ use common::kvm_or_skip;
 
 fn host_layout() -> Option<Layout> {
     if !xstate_hw::cpu::osxsave() {
-        println!("SKIP: this host has no OS-enabled XSAVE");
+        skip!("this host has no OS-enabled XSAVE");
         return None;
     }
     Some(Layout::from_leaf0d(xstate_hw::cpu::host_cpuid().leaf0d()).expect("host layout"))
@@ -31,7 +32,7 @@ fn supported_cpuid_leaf_0xd_is_the_derived_policy() {
     let supported = kvm.supported_cpuid().unwrap();
     let k = supported.leaf0d();
     if !k.xsave_enumerated() {
-        println!("SKIP: KVM_GET_SUPPORTED_CPUID reports no leaf 0xD");
+        skip!("KVM_GET_SUPPORTED_CPUID reports no leaf 0xD");
         return;
     }
     let compared = common::assert_leaf0d_is_derived_policy(k, &host);
@@ -59,7 +60,7 @@ fn vcpu_xcr0_rules_and_dynamic_ebx_follow_the_policy() {
     let supported = kvm.supported_cpuid().unwrap();
     let kvm_xcr0 = supported.leaf0d().xcr0_supported();
     if !supported.leaf0d().xsave_enumerated() {
-        println!("SKIP: KVM_GET_SUPPORTED_CPUID reports no leaf 0xD");
+        skip!("KVM_GET_SUPPORTED_CPUID reports no leaf 0xD");
         return;
     }
     let mut lists = vec!["x87", "avx"];

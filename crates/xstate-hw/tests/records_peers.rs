@@ -2,6 +2,7 @@
 //! what KVM_GET_XSAVE2 returns parse as NT_X86_XSTATE and kvm_xsave records; records xstate
 //! writes are accepted back by PTRACE_SETREGSET and KVM_SET_XSAVE, and the state arrives.
 
+#[macro_use]
 mod common;
 
 use xstate::Component;

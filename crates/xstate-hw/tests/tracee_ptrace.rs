@@ -1,5 +1,6 @@
 //! A child holding a known state, read and changed through ptrace, and dumped to a core.
 
+#[macro_use]
 mod common;
 
 use xstate::Component;
@@ -45,8 +46,8 @@ fn abort_leaves_a_core_with_the_state() {
             println!("core dump {} ({len} bytes)", p.display());
             assert!(len > 0);
         }
-        None => println!(
-            "SKIP: the kernel wrote no core (core_pattern {:?})",
+        None => skip!(
+            "the kernel wrote no core (core_pattern {:?})",
             std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default().trim()
         ),
     }

@@ -7,6 +7,7 @@
 //! xsave_not_enumerated must be refused with the matching error, and the anomalous one read with
 //! its anomaly noted.
 
+#[macro_use]
 mod common;
 
 use serde_json::Value;
@@ -115,7 +116,7 @@ fn every_ok_dump_reproduces_its_sizes() {
 #[test]
 fn this_machines_own_dump() {
     let Some(shared) = shared() else {
-        println!("SKIP: ../shared/cpuid not found: host-intel-amx-kvm.txt not checked");
+        skip!("../shared/cpuid not found: host-intel-amx-kvm.txt not checked");
         return;
     };
     let text = std::fs::read_to_string(shared.join("cpuid/host-intel-amx-kvm.txt")).unwrap();

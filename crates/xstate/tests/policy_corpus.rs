@@ -7,6 +7,7 @@
 //! smaller XCR0 the derived leaf is self-consistent: read back as a layout, its reported sizes
 //! agree with the sizes computed from its subleaves (the check Linux and Xen run at boot).
 
+#[macro_use]
 mod common;
 
 use serde_json::Value;

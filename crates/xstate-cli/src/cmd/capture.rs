@@ -13,7 +13,8 @@ use serde_json::json;
 use xstate::record::{self, Format, Options};
 
 use crate::cmd::imageio::ImageFormat;
-use crate::common::{CliError, CliResult, host_source, print_json, write_atomic};
+use crate::common::{CliError, CliResult, host_source, print_json, write_output};
+use crate::output::outln;
 
 /// Arguments of `xstate capture`.
 #[derive(Args, Debug)]
@@ -50,7 +51,7 @@ pub fn run(args: &CaptureArgs) -> CliResult {
             record::write(format, &contents, &host.layout, &host.layout, &Options::default())
                 .map_err(|e| CliError::invalid(format!("process {}: as {format}: {e}", args.pid)))?
         };
-        write_atomic(out, &data)?;
+        write_output(out, &data)?;
     }
     if args.json {
         print_json(&json!({
@@ -63,7 +64,7 @@ pub fn run(args: &CaptureArgs) -> CliResult {
             "output": args.output.as_ref().map(|p| p.display().to_string()),
         }))
     } else {
-        println!(
+        outln!(
             "process {}: {} bytes, XCR0 {} ({}), in use {} ({}){}",
             args.pid,
             bytes.len(),

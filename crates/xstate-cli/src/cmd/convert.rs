@@ -8,8 +8,9 @@ use clap::{Args, ValueEnum};
 use xstate::Xfeatures;
 use xstate::image::{Target, convert};
 
-use crate::cmd::imageio::{ImageFormat, emit, load, store};
-use crate::common::{CliError, CliResult, CpuArgs, checked_masks, file_source, parse_mask, write_atomic};
+use crate::cmd::imageio::{ImageFormat, load, store};
+use crate::common::{CliError, CliResult, CpuArgs, checked_masks, file_source, parse_mask, write_output};
+use crate::output::summary;
 
 /// The output form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -67,15 +68,18 @@ pub fn run(args: &ConvertArgs) -> CliResult {
     let out = convert(&loaded.image, from_layout, &to_layout, rfbm, target)
         .map_err(|e| CliError::invalid(format!("{}: cannot convert: {e}", args.image.display())))?;
     let bytes = store(&out, rfbm & to_layout.supported(), args.to_format, &to_layout)?;
-    write_atomic(&args.output, &bytes)?;
+    write_output(&args.output, &bytes)?;
     let h = out.header();
-    emit(&format!(
-        "{}: {} image, {} bytes, XSTATE_BV {} ({}), XCOMP_BV {}\n",
-        args.output.display(),
-        h.form(),
-        out.len(),
-        h.xstate_bv,
-        h.xstate_bv.names(),
-        h.xcomp_bv
-    ))
+    summary(
+        &args.output,
+        &format!(
+            "{}: {} image, {} bytes, XSTATE_BV {} ({}), XCOMP_BV {}\n",
+            args.output.display(),
+            h.form(),
+            out.len(),
+            h.xstate_bv,
+            h.xstate_bv.names(),
+            h.xcomp_bv
+        ),
+    )
 }

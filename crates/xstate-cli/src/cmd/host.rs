@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::cmd::layout::{check_json, layout_json, print_table};
 use crate::common::{CliError, CliResult, print_json};
+use crate::output::outln;
 
 /// Arguments of `xstate host`.
 #[derive(Args, Debug)]
@@ -68,33 +69,33 @@ pub fn run(args: &HostArgs) -> CliResult {
         v["leaves"] = cpuid_json["leaves"].clone();
         print_json(&v)?;
     } else {
-        println!(
+        outln!(
             "host: {} {}",
             data.vendor().unwrap_or_default(),
             data.brand().map(|b| format!("({b})")).unwrap_or_default()
         );
-        print_table(layout, xcr0, Xfeatures::EMPTY);
+        print_table(layout, xcr0, Xfeatures::EMPTY)?;
         match xinuse {
-            Some(x) => println!("XINUSE & XCR0 (XGETBV 1, this thread now): {x} ({})", x.names()),
-            None => println!("XINUSE: XGETBV(1) not supported"),
+            Some(x) => outln!("XINUSE & XCR0 (XGETBV 1, this thread now): {x} ({})", x.names()),
+            None => outln!("XINUSE: XGETBV(1) not supported"),
         }
         match &amx {
             None => {}
-            Some(Ok(p)) => println!("AMX permission: granted (permitted {p})"),
-            Some(Err(e)) => println!("AMX permission: FAILED: {e}"),
+            Some(Ok(p)) => outln!("AMX permission: granted (permitted {p})"),
+            Some(Err(e)) => outln!("AMX permission: FAILED: {e}"),
         }
-        println!();
-        println!("sizes CPUID reports, against the computed ones:");
+        outln!();
+        outln!("sizes CPUID reports, against the computed ones:");
         for c in &sizes {
-            println!("  {} {c}", if c.outcome.is_ok() { "ok  " } else { "FAIL" });
+            outln!("  {} {c}", if c.outcome.is_ok() { "ok  " } else { "FAIL" });
         }
-        println!();
-        println!("live check (XRSTOR of a fully used state, then saves into sentinel-filled buffers):");
+        outln!();
+        outln!("live check (XRSTOR of a fully used state, then saves into sentinel-filled buffers):");
         for c in &live {
-            println!("  {} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+            outln!("  {} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
         }
-        println!();
-        println!("{}", if ok { "host: every check agrees" } else { "host: CHECKS FAILED" });
+        outln!();
+        outln!("{}", if ok { "host: every check agrees" } else { "host: CHECKS FAILED" });
     }
     if ok { Ok(()) } else { Err(CliError::invalid("host: a check disagrees with the hardware (see above)")) }
 }

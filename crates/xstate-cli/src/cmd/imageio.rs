@@ -11,6 +11,7 @@ use xstate::record::{self, Contents, Format, Options};
 use xstate::{Layout, Xfeatures};
 
 use crate::common::{CliError, CliResult, read_file};
+pub use crate::output::emit;
 
 /// A file format holding one XSAVE image: the bare image, or a record ([`xstate::record`];
 /// byte layouts in docs/FORMATS.md).
@@ -167,11 +168,4 @@ pub fn host_mxcsr_mask() -> u32 {
 /// Refuses an image shorter than the legacy region and header (exit 1).
 pub fn need_header<'a>(image: &'a [u8], path: &Path) -> CliResult<xstate::image::Image<'a>> {
     xstate::image::Image::new(image).map_err(|e| CliError::invalid(format!("{}: {e}", path.display())))
-}
-
-/// Writes `text` to stdout; a closed or failing stdout is an I/O error (exit 2), not a panic.
-pub fn emit(text: &str) -> CliResult {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| CliError::usage(format!("stdout: {e}")))
 }

@@ -12,6 +12,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::common::{CliError, CliResult, print_json};
+use crate::output::outln;
 
 /// Arguments of `xstate kvm`.
 #[derive(Args, Debug)]
@@ -140,30 +141,30 @@ pub fn run(args: &KvmArgs) -> CliResult {
             "ok": ok,
         }))?;
     } else {
-        println!("KVM_CAP_XSAVE2: {cap_xsave2} bytes");
-        println!(
+        outln!("KVM_CAP_XSAVE2: {cap_xsave2} bytes");
+        outln!(
             "supported XCR0 {} ({}), IA32_XSS {}",
             s.xcr0_supported(),
             s.xcr0_supported().names(),
             s.xss_supported()
         );
-        println!("supported standard size (0xD.0 ECX): {}", s.standard_size_max());
+        outln!("supported standard size (0xD.0 ECX): {}", s.standard_size_max());
         match guest_perm {
-            Some(p) => println!("guest permission (ARCH_GET_XCOMP_GUEST_PERM): {p} ({})", p.names()),
-            None => println!("guest permission: not available from this kernel"),
+            Some(p) => outln!("guest permission (ARCH_GET_XCOMP_GUEST_PERM): {p} ({})", p.names()),
+            None => outln!("guest permission: not available from this kernel"),
         }
         match &amx_request {
             None => {}
             Some(Ok(())) if s.xcr0_supported().contains(xstate::Component::TILEDATA) => {
-                println!("guest AMX: permission granted; KVM offers TILECFG/TILEDATA (supported XCR0 {before} before)")
+                outln!("guest AMX: permission granted; KVM offers TILECFG/TILEDATA (supported XCR0 {before} before)")
             }
-            Some(Ok(())) => println!(
+            Some(Ok(())) => outln!(
                 "guest AMX: permission granted, but this KVM still offers XCR0 {} to guests (no AMX)",
                 s.xcr0_supported()
             ),
-            Some(Err(e)) => println!("guest AMX: ARCH_REQ_XCOMP_GUEST_PERM refused: {e}"),
+            Some(Err(e)) => outln!("guest AMX: ARCH_REQ_XCOMP_GUEST_PERM refused: {e}"),
         }
-        println!(
+        outln!(
             "guest round trip ({}; XCR0 {xcr0}), {} rounds each way: {} values checked, {}",
             if avx512 { "zmm0-31, k0-7" } else { "ymm0-15" },
             args.rounds,

@@ -6,6 +6,7 @@ use xstate::layout::{Outcome, SizeCheck};
 use xstate::{Layout, Xfeatures};
 
 use crate::common::{CliResult, CpuArgs, checked_masks, hex, print_json};
+use crate::output::outln;
 
 /// Arguments of `xstate layout`: the CPU, and the XCR0 (standard size) and XCR0 | XSS
 /// (compacted size) to size for.
@@ -77,20 +78,20 @@ pub fn check_json(c: &SizeCheck) -> Value {
 }
 
 /// Prints the component table and sizes.
-pub fn print_table(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) {
+pub fn print_table(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> CliResult {
     let enabled = xcr0 | xss;
     let sup = layout.supervisor_supported();
-    println!(
+    outln!(
         "supported XCR0 {} ({})  IA32_XSS {} ({})",
         layout.user_supported(),
         layout.user_supported().names(),
         sup,
         sup.names()
     );
-    println!("XSAVE features: {}", layout.features().names().collect::<Vec<_>>().join(" "));
-    println!("XCR0 {} ({}), IA32_XSS {}", xcr0, xcr0.names(), xss);
-    println!();
-    println!("{:>5}  {:<14} {:>6}  {:>8}  {:>9}  flags", "index", "component", "size", "offset", "compacted");
+    outln!("XSAVE features: {}", layout.features().names().collect::<Vec<_>>().join(" "));
+    outln!("XCR0 {} ({}), IA32_XSS {}", xcr0, xcr0.names(), xss);
+    outln!();
+    outln!("{:>5}  {:<14} {:>6}  {:>8}  {:>9}  flags", "index", "component", "size", "offset", "compacted");
     for c in layout.supported() {
         let g = layout.geometry(c).unwrap_or_default();
         let mut flags = Vec::new();
@@ -106,7 +107,7 @@ pub fn print_table(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) {
         if !enabled.contains(c) {
             flags.push("(not enabled)");
         }
-        println!(
+        outln!(
             "{:>5}  {:<14} {:>6}  {:>8}  {:>9}  {}",
             c.index(),
             layout.name(c),
@@ -116,27 +117,28 @@ pub fn print_table(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) {
             flags.join(" ")
         );
     }
-    println!();
+    outln!();
     let std = layout.standard_size(xcr0).unwrap_or(0);
-    println!(
+    outln!(
         "standard size for XCR0 {xcr0}: {std} ({std:#x}); maximum {} ({:#x})",
         layout.standard_size_max(),
         layout.standard_size_max()
     );
     match layout.compacted_size(enabled) {
-        Some(s) if layout.features().compaction() => println!("compacted size for XCR0|XSS {enabled}: {s} ({s:#x})"),
-        Some(s) => println!("compacted size for XCR0|XSS {enabled}: {s} ({s:#x}) (this CPU has no XSAVEC/XSAVES)"),
+        Some(s) if layout.features().compaction() => outln!("compacted size for XCR0|XSS {enabled}: {s} ({s:#x})"),
+        Some(s) => outln!("compacted size for XCR0|XSS {enabled}: {s} ({s:#x}) (this CPU has no XSAVEC/XSAVES)"),
         None => {}
     }
     let holes = layout.holes(xcr0).unwrap_or_default();
     if !holes.is_empty() {
         let h: Vec<String> =
             holes.iter().map(|r| format!("{:#x}..{:#x} ({} bytes)", r.start, r.end, r.end - r.start)).collect();
-        println!("holes in the standard format: {}", h.join(", "));
+        outln!("holes in the standard format: {}", h.join(", "));
     }
     for a in layout.anomalies() {
-        println!("note: {a}");
+        outln!("note: {a}");
     }
+    Ok(())
 }
 
 /// Runs `xstate layout`.
@@ -155,7 +157,7 @@ pub fn run(args: &LayoutArgs) -> CliResult {
         v["reported_checks"] = Value::from(checks.iter().map(check_json).collect::<Vec<_>>());
         print_json(&v)
     } else {
-        println!(
+        outln!(
             "source: {}{}",
             src.name,
             src.cpuid
@@ -163,11 +165,11 @@ pub fn run(args: &LayoutArgs) -> CliResult {
                 .map(|v| format!(" ({v}{})", src.cpuid.brand().map(|b| format!(", {b}")).unwrap_or_default()))
                 .unwrap_or_default()
         );
-        print_table(&src.layout, xcr0, xss);
-        println!();
-        println!("sizes the source reported, against the computed ones:");
+        print_table(&src.layout, xcr0, xss)?;
+        outln!();
+        outln!("sizes the source reported, against the computed ones:");
         for c in &checks {
-            println!("  {c}");
+            outln!("  {c}");
         }
         Ok(())
     }

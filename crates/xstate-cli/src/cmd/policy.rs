@@ -10,6 +10,7 @@ use xstate::Xfeatures;
 use xstate::policy::{Components, Policy, PolicyError, Selection};
 
 use crate::common::{CliError, CliResult, parse_mask, print_json, source};
+use crate::output::outln;
 
 /// Arguments of `xstate policy`.
 #[derive(Args, Debug)]
@@ -106,27 +107,27 @@ pub fn run(args: &PolicyArgs) -> CliResult {
             "subleaves": subleaves,
         }));
     }
-    println!("host: {}", src.name);
-    println!("features: x87,sse{}{}", if features.is_empty() { "" } else { "," }, features.join(","));
-    println!(
+    outln!("host: {}", src.name);
+    outln!("features: x87,sse{}{}", if features.is_empty() { "" } else { "," }, features.join(","));
+    outln!(
         "maximum XCR0 {} ({}), IA32_XSS {} ({})",
         p.xcr0_max(),
         p.xcr0_max().names(),
         p.xss_max(),
         p.xss_max().names()
     );
-    println!("current XCR0 {cur_xcr0}, IA32_XSS {cur_xss}");
-    println!();
-    println!("CPUID leaf 0xD:");
-    println!("{:>8}  {:>10} {:>10} {:>10} {:>10}", "subleaf", "EAX", "EBX", "ECX", "EDX");
+    outln!("current XCR0 {cur_xcr0}, IA32_XSS {cur_xss}");
+    outln!();
+    outln!("CPUID leaf 0xD:");
+    outln!("{:>8}  {:>10} {:>10} {:>10} {:>10}", "subleaf", "EAX", "EBX", "ECX", "EDX");
     for (i, r) in leaf.iter() {
-        println!("{:>8}  {:#010x} {:#010x} {:#010x} {:#010x}", format!("{i:#x}"), r.eax, r.ebx, r.ecx, r.edx);
+        outln!("{:>8}  {:#010x} {:#010x} {:#010x} {:#010x}", format!("{i:#x}"), r.eax, r.ebx, r.ecx, r.edx);
     }
-    println!("(every other subleaf reads 0)");
-    println!();
+    outln!("(every other subleaf reads 0)");
+    outln!();
     let (smax, cmax) = (p.standard_size_max(), p.compacted_size_max());
-    println!("standard size: {smax} ({smax:#x}) for the maximum, {standard} ({standard:#x}) for the current XCR0");
-    println!(
+    outln!("standard size: {smax} ({smax:#x}) for the maximum, {standard} ({standard:#x}) for the current XCR0");
+    outln!(
         "compacted size: {cmax} ({cmax:#x}) for the maximum XCR0|XSS, {compacted} ({compacted:#x}) for the current{}",
         if p.compaction() { "" } else { " (the guest sees no XSAVEC/XSAVES)" }
     );

@@ -18,6 +18,7 @@ use xstate::{Layout, Xfeatures};
 use crate::cmd::imageio::ImageFormat;
 use crate::cmd::imageio::host_mxcsr_mask;
 use crate::common::{CliError, CliResult, file_source, host_source, read_file};
+use crate::output::outln;
 
 /// Arguments of `xstate restore`.
 #[derive(Args, Debug)]
@@ -80,7 +81,7 @@ pub fn run(args: &RestoreArgs) -> CliResult {
     validate(&out, &host.layout, Profile::Linux, &ctx)
         .map_err(|e| CliError::invalid(format!("{name}: process {} would refuse it: {e}", args.pid)))?;
     session.set(&out)?;
-    println!(
+    outln!(
         "process {}: {} bytes written (XCR0 {task_xcr0}, in use {})",
         args.pid,
         out.len(),

@@ -6,6 +6,15 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// Prints "SKIP: …" where `cargo test` shows it: straight to the stderr handle, which the test
+/// harness does not capture (it captures only `print!`/`eprint!` output).
+macro_rules! skip {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIP: {}", format_args!($($t)*));
+    }};
+}
+
 /// Runs the `xstate` binary: (exit code, stdout, stderr).
 pub fn xstate(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_xstate")).args(args).output().expect("run xstate");
@@ -43,7 +52,7 @@ pub fn shared_or_skip(not_checked: &str) -> Option<PathBuf> {
     if p.join("cpuid/corpus.json").is_file() {
         Some(p)
     } else {
-        println!("SKIP: ../shared/cpuid not found: {not_checked}");
+        skip!("../shared/cpuid not found: {not_checked}");
         None
     }
 }
@@ -55,7 +64,7 @@ pub fn dumps_or_skip() -> Option<PathBuf> {
     if d.is_dir() {
         Some(d)
     } else {
-        println!("SKIP: ../shared/cpuid/dumps not found");
+        skip!("../shared/cpuid/dumps not found");
         None
     }
 }

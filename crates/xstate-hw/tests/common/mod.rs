@@ -15,6 +15,15 @@ use xstate_hw::selfcheck::{Rng, crafted_image};
 use xstate_hw::tracee::{self, Tracee};
 use xstate_hw::{Host, perm, ptrace};
 
+/// Prints "SKIP: …" where `cargo test` shows it: straight to the stderr handle, which the test
+/// harness does not capture (it captures only `print!`/`eprint!` output).
+macro_rules! skip {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIP: {}", format_args!($($t)*));
+    }};
+}
+
 /// The host, with AMX permission requested where the kernel offers it.
 pub fn host() -> Host {
     let h = Host::probe().expect("this x86_64 Linux machine enables XSAVE");
@@ -27,11 +36,11 @@ pub fn kvm_or_skip() -> Option<KvmSystem> {
     match KvmSystem::open() {
         Ok(Some(k)) => Some(k),
         Ok(None) => {
-            println!("SKIP: /dev/kvm does not exist");
+            skip!("/dev/kvm does not exist");
             None
         }
         Err(e) => {
-            println!("SKIP: /dev/kvm cannot be opened: {e}");
+            skip!("/dev/kvm cannot be opened: {e}");
             None
         }
     }
@@ -62,7 +71,7 @@ pub fn regset_or_skip(pid: i32) -> Option<Vec<u8>> {
     match ptrace::get_xstate(pid) {
         Ok(g) => Some(g),
         Err(e) => {
-            println!("SKIP: PTRACE_GETREGSET refused: {e}");
+            skip!("PTRACE_GETREGSET refused: {e}");
             None
         }
     }

@@ -5,6 +5,15 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+/// Prints "SKIP: …" where `cargo test` shows it: straight to the stderr handle, which the test
+/// harness does not capture (it captures only `print!`/`eprint!` output).
+macro_rules! skip {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIP: {}", format_args!($($t)*));
+    }};
+}
+
 /// The CPUID corpus of `../shared/cpuid` (or `$XSTATE_SHARED/cpuid`).
 pub struct Corpus {
     /// The shared folder.
@@ -32,7 +41,7 @@ pub fn shared() -> Option<PathBuf> {
 /// The corpus, read; `None` after printing "SKIP: … `not_checked`" where it is missing.
 pub fn corpus_or_skip(not_checked: &str) -> Option<Corpus> {
     let Some(shared) = shared() else {
-        println!("SKIP: ../shared/cpuid/corpus.json not found (set XSTATE_SHARED): {not_checked}");
+        skip!("../shared/cpuid/corpus.json not found (set XSTATE_SHARED): {not_checked}");
         return None;
     };
     let entries = serde_json::from_str(&std::fs::read_to_string(shared.join("cpuid/corpus.json")).unwrap()).unwrap();
