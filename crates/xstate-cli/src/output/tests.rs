@@ -15,10 +15,16 @@ use super::write_output;
 #[derive(Clone, Debug)]
 enum Entry {
     Missing,
-    File { mode: u32, len: usize },
+    File {
+        mode: u32,
+        len: usize,
+    },
     Dir,
     /// A symlink to the entry at this index of the chain (relative or absolute).
-    Link { to: usize, relative: bool },
+    Link {
+        to: usize,
+        relative: bool,
+    },
 }
 
 fn entry() -> impl Strategy<Value = Entry> {

@@ -54,6 +54,14 @@ pub enum ConvertError {
         /// The component.
         component: Component,
     },
+    /// A component in use exists on the target layout but the target's RFBM (its XCR0, or XCR0
+    /// | XSS) does not enable it ([`convert_between()`]).
+    NotEnabled {
+        /// The component.
+        component: Component,
+        /// The target's RFBM.
+        rfbm: Xfeatures,
+    },
     /// A component in use has another size on the target layout.
     SizeDiffers {
         /// The component.
@@ -110,6 +118,11 @@ impl fmt::Display for ConvertError {
                     component.index()
                 )
             }
+            ConvertError::NotEnabled { component, rfbm } => write!(
+                f,
+                "component {} ({component}) is in use but the target's XCR0|XSS {rfbm} does not enable it",
+                component.index()
+            ),
             ConvertError::SizeDiffers { component, from, to } => write!(
                 f,
                 "component {} ({component}) is in use and is {from} bytes on the source but {to} on the target",
@@ -167,7 +180,24 @@ pub fn convert(
     rfbm: Xfeatures,
     target: Target,
 ) -> Result<ImageBuf, ConvertError> {
-    Ok(assemble(&plan(image, from, to, rfbm, target)?))
+    Ok(assemble(&plan(image, from, rfbm, to, rfbm, target)?))
+}
+
+/// [`convert()`] where the two sides restore with different RFBMs: the source is an image XRSTOR
+/// with RFBM = `from_rfbm` loads on `from`, the output is laid out for RFBM = `to_rfbm` on `to`
+/// (a guest moving to a host that enables more, or fewer, components). Every component in use
+/// must be enabled by `to_rfbm` (else [`ConvertError::NotEnabled`]); components of `to_rfbm`
+/// the source does not enable are written in their init state, as XRSTOR loads them when
+/// XSTATE_BV is clear. `convert(i, a, b, r, t)` is `convert_between(i, a, r, b, r, t)`.
+pub fn convert_between(
+    image: &[u8],
+    from: &Layout,
+    from_rfbm: Xfeatures,
+    to: &Layout,
+    to_rfbm: Xfeatures,
+    target: Target,
+) -> Result<ImageBuf, ConvertError> {
+    Ok(assemble(&plan(image, from, from_rfbm, to, to_rfbm, target)?))
 }
 
 /// [`convert()`] into a buffer the caller keeps (resized to the output's length): no
@@ -182,7 +212,7 @@ pub fn convert_into(
     target: Target,
     out: &mut ImageBuf,
 ) -> Result<(), ConvertError> {
-    let p = plan(image, from, to, rfbm, target)?;
+    let p = plan(image, from, rfbm, to, rfbm, target)?;
     out.resize(p.len);
     write_into(&p, out);
     Ok(())
@@ -203,9 +233,14 @@ struct Plan<'a> {
 /// RFBM read on each side of a conversion (see [`convert()`]): the part each layout enumerates
 /// must keep the XCR0 rules; returns the target's part.
 fn target_rfbm(rfbm: Xfeatures, from: &Layout, to: &Layout) -> Result<Xfeatures, ConvertError> {
-    check_xcr0(rfbm & from.user_supported()).map_err(ConvertError::BadXcr0)?;
-    check_xcr0(rfbm & to.user_supported()).map_err(ConvertError::BadXcr0)?;
-    Ok(rfbm & to.supported())
+    sides(rfbm, from, rfbm, to)
+}
+
+/// Each side's RFBM, read against its layout, must keep the XCR0 rules; returns the target's.
+fn sides(from_rfbm: Xfeatures, from: &Layout, to_rfbm: Xfeatures, to: &Layout) -> Result<Xfeatures, ConvertError> {
+    check_xcr0(from_rfbm & from.user_supported()).map_err(ConvertError::BadXcr0)?;
+    check_xcr0(to_rfbm & to.user_supported()).map_err(ConvertError::BadXcr0)?;
+    Ok(to_rfbm & to.supported())
 }
 
 /// Checks a conversion and lays it out (see [`convert()`]).
@@ -213,11 +248,12 @@ fn target_rfbm(rfbm: Xfeatures, from: &Layout, to: &Layout) -> Result<Xfeatures,
 fn plan<'a>(
     image: &'a [u8],
     from: &'a Layout,
-    to: &'a Layout,
     rfbm: Xfeatures,
+    to: &'a Layout,
+    to_rfbm: Xfeatures,
     target: Target,
 ) -> Result<Plan<'a>, ConvertError> {
-    let dst_rfbm = target_rfbm(rfbm, from, to)?;
+    let dst_rfbm = sides(rfbm, from, to_rfbm, to)?;
     let img = Image::new(image).map_err(|_| {
         ConvertError::Invalid(ValidationError {
             profile: Profile::Hardware,
@@ -241,7 +277,7 @@ fn plan<'a>(
     for c in in_use.iter() {
         let Some(gt) = to.geometry(c) else { return Err(ConvertError::Missing { component: c }) };
         if !dst_rfbm.contains(c) {
-            return Err(ConvertError::Missing { component: c });
+            return Err(ConvertError::NotEnabled { component: c, rfbm: to_rfbm });
         }
         let gf = from.geometry(c).unwrap_or_default();
         if !c.is_legacy() && gf.size != gt.size {

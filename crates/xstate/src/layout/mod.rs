@@ -6,6 +6,7 @@
 //! are plain arithmetic on tables filled once, so they execute no CPUID and allocate nothing.
 
 mod check;
+mod partial;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -13,6 +14,7 @@ use core::fmt;
 use core::ops::Range;
 
 pub use check::{Outcome, SizeCheck, SizeField};
+pub use partial::Partial;
 
 use crate::component::{Component, legacy::EXTENDED_OFFSET};
 use crate::cpuid::{Leaf0d, Regs, XsaveFeatures};

@@ -276,3 +276,25 @@ fn components_only_the_target_has_are_sized_and_init_there() {
         Err(ConvertError::Missing { component: Component::TILEDATA })
     );
 }
+
+#[test]
+fn each_side_restores_with_its_own_rfbm() {
+    // A Zen 4 guest running with XCR0 0x7 moves to Skylake-SP, which restores with 0x2e7:
+    // the output is Skylake-SP's 2696-byte image with the AVX-512 and PKRU components init.
+    let zen4 = layout(AMD_ZEN4);
+    let skx = layout(INTEL_SKYLAKE_SP);
+    let src = filled(&zen4, Xfeatures(0x7), Xfeatures(0x7), 0x1F80);
+    let out = convert_between(&src, &zen4, Xfeatures(0x7), &skx, Xfeatures(0x2E7), Target::Standard).unwrap();
+    assert_eq!(out.len(), 2696);
+    assert_eq!(out.header().xstate_bv, Xfeatures(0x7));
+    assert_eq!(values(&out, &skx, Xfeatures(0x7)), values(&src, &zen4, Xfeatures(0x7)));
+    assert!(out[0x340..].iter().all(|&b| b == 0), "the components only the target enables are init");
+    // Back with a smaller RFBM than the state in use: refused, naming the component.
+    let used = filled(&skx, Xfeatures(0x2E7), Xfeatures(0x27), 0x1F80);
+    let e = convert_between(&used, &skx, Xfeatures(0x2E7), &zen4, Xfeatures(0x7), Target::Standard).unwrap_err();
+    assert_eq!(e, ConvertError::NotEnabled { component: Component::OPMASK, rfbm: Xfeatures(0x7) });
+    // The same RFBM on both sides is convert().
+    let a = convert_between(&used, &skx, Xfeatures(0x2E7), &zen4, Xfeatures(0x2E7), Target::Standard).unwrap();
+    let b = convert(&used, &skx, &zen4, Xfeatures(0x2E7), Target::Standard).unwrap();
+    assert_eq!(a[..], b[..]);
+}
