@@ -61,7 +61,7 @@ impl Layout {
     /// (and only those: every other defect is still an error). A leaf without XSAVE is still
     /// [`LayoutError::XsaveNotEnumerated`].
     pub fn from_leaf0d_partial(leaf: &Leaf0d) -> Result<Partial, LayoutError> {
-        let mut leaf = leaf.clone();
+        let mut leaf = *leaf;
         let mut omitted = Xfeatures::EMPTY;
         // Each round removes one component; there are at most 63.
         for _ in 0..64 {
