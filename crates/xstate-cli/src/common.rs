@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 pub use crate::output::write_output;
 
 use xstate::cpuid::{self, CpuidData};
+use xstate::layout::Partial;
 use xstate::xcr0::{check_xcr0_supported, check_xss};
-use xstate::{Layout, Xfeatures};
+use xstate::{Layout, LayoutError, Xfeatures};
 
 /// A failure that ends the command: exit 1 for invalid or incompatible input, 2 for usage and
 /// I/O problems. The message is printed as one line on stderr.
@@ -45,17 +46,25 @@ pub fn read_file(path: &Path) -> CliResult<Vec<u8>> {
     crate::output::read_input(path)
 }
 
-/// Reads a CPUID dump (AIDA64/InstLatX64 text, `cpuid -r` output or the project's JSON).
-/// A file that is not a dump is invalid input (exit 1), naming file and line.
+/// Reads a CPUID dump (AIDA64/InstLatX64 text, `cpuid -r` output, or the project's JSON as
+/// `xstate host --json` and `xstate policy --json` write it). A file that is not a dump is
+/// invalid input (exit 1), naming file and line.
 fn read_cpuid(path: &Path) -> CliResult<CpuidData> {
     let bytes = read_file(path)?;
     let text = String::from_utf8_lossy(&bytes);
     cpuid::parse(&text).map_err(|e| CliError::invalid(format!("{}: {e}", path.display())))
 }
 
-/// The layout of a CPUID source, failing with the file named.
-fn layout_of(data: &CpuidData, what: &str) -> CliResult<Layout> {
-    Layout::from_leaf0d(data.leaf0d()).map_err(|e| CliError::invalid(format!("{what}: {e}")))
+/// The layout of a CPUID source, leaving out (and noting) components whose subleaf a dump
+/// lacks; a source without XSAVE is refused in plain words.
+fn layout_of(data: &CpuidData, what: &str) -> CliResult<Partial> {
+    Layout::from_leaf0d_partial(data.leaf0d()).map_err(|e| match e {
+        LayoutError::XsaveNotEnumerated => CliError::invalid(format!(
+            "{what}: this CPU does not enumerate XSAVE (CPUID leaf 0xD subleaf 0 is all zero): it has no XSAVE \
+             layout; its x87/SSE state is FXSAVE's 512-byte area"
+        )),
+        e => CliError::invalid(format!("{what}: {e}")),
+    })
 }
 
 /// Where a layout came from.
@@ -64,28 +73,46 @@ pub struct Source {
     pub cpuid: CpuidData,
     /// Its layout.
     pub layout: Layout,
-    /// XCR0 to assume when the user gives none: XGETBV on the host, every supported user
-    /// component for a dump.
+    /// Components the CPU enumerates whose place the source does not give (a dump missing
+    /// their subleaf): not in `layout`; a mask that needs one is refused.
+    pub omitted: Xfeatures,
+    /// XCR0 to assume when neither `--xcr0` nor the input says: XGETBV(0) on the host, every
+    /// user component a dump or policy enumerates.
     pub default_xcr0: Xfeatures,
     /// How to name it in messages.
     pub name: String,
 }
 
-/// The layout of `--cpuid FILE`, or of this host.
-pub fn source(cpuid_file: Option<&PathBuf>) -> CliResult<Source> {
-    match cpuid_file {
-        Some(p) => file_source(p),
-        None => host_source(),
+impl Source {
+    /// Notes about components left out of the layout.
+    pub fn notes(&self) -> Vec<String> {
+        Partial { layout: self.layout.clone(), omitted: self.omitted }.notes()
     }
 }
 
-/// A CPUID dump as a [`Source`]; its default XCR0 is every user component it supports.
+/// The word that names this machine wherever a CPUID source is asked for.
+pub const HOST: &str = "host";
+
+/// The CPU a `--cpuid` (or `--to-cpuid`, `--from`, `--to`) argument names: `host` (or no
+/// argument) is this machine; anything else a file ([`file_source`]).
+pub fn source(cpuid_file: Option<&PathBuf>) -> CliResult<Source> {
+    match cpuid_file {
+        Some(p) if p.as_os_str() != HOST => file_source(p),
+        _ => host_source(),
+    }
+}
+
+/// A CPUID dump or policy file as a [`Source`]; its default XCR0 is every user component it
+/// supports.
 pub fn file_source(path: &Path) -> CliResult<Source> {
+    if path.as_os_str() == HOST {
+        return host_source();
+    }
     let cpuid = read_cpuid(path)?;
     let name = path.display().to_string();
-    let layout = layout_of(&cpuid, &name)?;
-    let default_xcr0 = layout.user_supported();
-    Ok(Source { cpuid, layout, default_xcr0, name })
+    let partial = layout_of(&cpuid, &name)?;
+    let default_xcr0 = partial.layout.user_supported();
+    Ok(Source { cpuid, layout: partial.layout, omitted: partial.omitted, default_xcr0, name })
 }
 
 /// This machine as a [`Source`].
@@ -98,9 +125,10 @@ pub fn host_source() -> CliResult<Source> {
             ));
         }
         let cpuid = xstate_hw::cpu::host_cpuid();
-        let layout = layout_of(&cpuid, "this host's CPUID")?;
+        let partial = layout_of(&cpuid, "this host's CPUID")?;
+        let layout = partial.layout;
         let default_xcr0 = xstate_hw::cpu::xcr0().unwrap_or(layout.user_supported());
-        Ok(Source { cpuid, layout, default_xcr0, name: "this host".into() })
+        Ok(Source { cpuid, layout, omitted: partial.omitted, default_xcr0, name: "this host".into() })
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     Err(CliError::usage("reading this host needs x86_64 Linux; pass --cpuid FILE"))
@@ -110,28 +138,28 @@ pub fn host_source() -> CliResult<Source> {
 /// `--xcr0` and `--xss`, meaning the same in every subcommand that takes them.
 #[derive(clap::Args, Debug)]
 pub struct CpuArgs {
-    /// CPUID dump of the CPU (AIDA64/InstLatX64 text, `cpuid -r` output, or xstate JSON);
-    /// default: this host.
+    /// The CPU: `host` (the default), a CPUID dump (AIDA64/InstLatX64 text, `cpuid -r`
+    /// output), or xstate's JSON (`xstate host --json`, `xstate policy --json`).
     #[arg(long, value_name = "FILE")]
     pub cpuid: Option<PathBuf>,
-    /// XCR0 (hex 0x… or decimal); default: the one a record file holds, else XGETBV(0) on the
-    /// host or every supported user component of a dump.
+    /// XCR0 (hex 0x… or decimal); default: the one the input records (a record format), else
+    /// the CPU's: XGETBV(0) on this host, every user component of a dump or policy.
     #[arg(long, value_name = "MASK", value_parser = parse_mask)]
     pub xcr0: Option<Xfeatures>,
-    /// IA32_XSS, for supervisor state (XRSTORS, compacted images only); default: the one a
-    /// record file holds, else 0.
+    /// IA32_XSS, for supervisor state (XRSTORS, compacted images only); default: the one the
+    /// input records, else 0.
     #[arg(long, value_name = "MASK", value_parser = parse_mask)]
     pub xss: Option<Xfeatures>,
 }
 
 impl CpuArgs {
-    /// The CPU: `--cpuid FILE`, or this host.
+    /// The CPU: `--cpuid`, or this host.
     pub fn source(&self) -> CliResult<Source> {
         source(self.cpuid.as_ref())
     }
 
-    /// XCR0 and XSS: the arguments, else the ones a file records (`recorded`), else XCR0 from
-    /// `src` and XSS = 0.
+    /// XCR0 and XSS: the arguments, else the ones the input records (`recorded`), else the
+    /// CPU's default XCR0 and XSS = 0. Never inferred from an image's XSTATE_BV.
     pub fn masks(&self, src: &Source, recorded: (Option<Xfeatures>, Option<Xfeatures>)) -> (Xfeatures, Xfeatures) {
         let xcr0 = self.xcr0.or(recorded.0).unwrap_or(src.default_xcr0);
         let xss = self.xss.or(recorded.1).unwrap_or_default();
@@ -139,11 +167,31 @@ impl CpuArgs {
     }
 }
 
-/// Checks XCR0/XSS arguments against the layout and the rules (exit 1 naming the rule).
+/// Checks XCR0/XSS against the layout and the rules (exit 1 naming the rule).
 pub fn checked_masks(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> CliResult<(Xfeatures, Xfeatures)> {
     check_xcr0_supported(xcr0, layout.user_supported(), layout.supervisor_supported()).map_err(CliError::invalid)?;
     check_xss(xss, layout.user_supported(), layout.supervisor_supported()).map_err(CliError::invalid)?;
     Ok((xcr0, xss))
+}
+
+/// Refuses a mask that needs a component `src` could not place (exit 1, naming it).
+pub fn placeable(src: &Source, mask: Xfeatures) -> CliResult {
+    match (mask & src.omitted).iter().next() {
+        None => Ok(()),
+        Some(c) => Err(CliError::invalid(format!(
+            "{}: XCR0|XSS {mask} enables component {} ({}), which the CPU enumerates but whose CPUID 0xD subleaf \
+             the source lacks: its place is unknown",
+            src.name,
+            c.index(),
+            c.name()
+        ))),
+    }
+}
+
+/// A 64-bit mask in JSON: a hex string (`"0x600e7"`), since JSON numbers above 2^53 lose
+/// precision in JavaScript and most JSON tools.
+pub fn mask_json(m: Xfeatures) -> serde_json::Value {
+    serde_json::Value::String(format!("{:#x}", m.bits()))
 }
 
 /// Prints a JSON value, pretty, with a trailing newline.

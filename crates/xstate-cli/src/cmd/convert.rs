@@ -1,15 +1,23 @@
-//! `xstate convert IMAGE --to standard|compacted [--mask MASK] [--xcr0 MASK] [--cpuid FILE]
-//! [--to-cpuid FILE] [--from-format F] [--to-format G] -o OUT`: the output, restored with RFBM =
-//! XCR0 on the target CPU, loads the same architectural state as the input on its CPU.
+//! `xstate convert IN --to standard|compacted [--mask MASK] [--cpuid A] [--xcr0 M] [--xss M]
+//! [--to-cpuid B] [--to-xcr0 M] [--from-format F] [--to-format G] -o OUT [--json]`: the output,
+//! restored on B with its XCR0, loads the same architectural state as the input on A.
+//!
+//! The two sides' XCR0s: the input's is `--xcr0`, else what the input records, else A's
+//! default (XGETBV(0) on this host, every user component of a dump). The output's is
+//! `--to-xcr0`, else the input's when the output format records an XCR0 (the guest keeps its
+//! XCR0) or B is A, else B's default: the XCR0 `validate OUT --cpuid B` assumes for a bare image.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use serde_json::json;
 use xstate::Xfeatures;
-use xstate::image::{Target, convert};
+use xstate::image::{Target, convert_between};
 
-use crate::cmd::imageio::{ImageFormat, load, store};
-use crate::common::{CliError, CliResult, CpuArgs, checked_masks, file_source, parse_mask, write_output};
+use crate::cmd::imageio::{ImageFormat, check_image_size, load, records_xcr0, store};
+use crate::common::{
+    CliError, CliResult, CpuArgs, checked_masks, mask_json, parse_mask, placeable, source, write_output,
+};
 use crate::output::summary;
 
 /// The output form.
@@ -24,62 +32,122 @@ pub enum FormArg {
 /// Arguments of `xstate convert`.
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// The image file.
+    /// The input file (`-`: standard input).
     pub image: PathBuf,
     /// The output form.
     #[arg(long, value_enum)]
     pub to: FormArg,
-    /// Components to lay out with --to compacted; default: XCR0 (those the target supports).
+    /// Components to lay out with --to compacted; default: the output's XCR0 | XSS.
     #[arg(long, value_name = "MASK", value_parser = parse_mask)]
     pub mask: Option<Xfeatures>,
-    /// The CPU the image comes from, and the XCR0 | XSS it is restored with there.
+    /// The CPU the input comes from, and the XCR0 | XSS it is restored with there.
     #[command(flatten)]
     pub cpu: CpuArgs,
-    /// CPUID dump of the CPU the output is for; default: the source CPU.
+    /// The CPU the output is for: `host`, a CPUID dump or policy JSON; default: the input's CPU.
     #[arg(long, value_name = "FILE")]
     pub to_cpuid: Option<PathBuf>,
-    /// File format of IMAGE.
-    #[arg(long, value_enum, default_value = "raw")]
+    /// The XCR0 the output is restored with; default: the input's when OUT's format records
+    /// one or the CPU is the same, else the --to-cpuid CPU's default.
+    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
+    pub to_xcr0: Option<Xfeatures>,
+    /// File format of the input.
+    #[arg(long, value_enum, default_value = "auto")]
     pub from_format: ImageFormat,
     /// File format of OUT.
     #[arg(long, value_enum, default_value = "raw")]
     pub to_format: ImageFormat,
-    /// Output file, written atomically.
+    /// Output file, written atomically (`-`: standard output).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Record formats that hold standard images only.
+fn standard_only(f: ImageFormat) -> bool {
+    !matches!(f, ImageFormat::Raw | ImageFormat::FcBlob | ImageFormat::Portable)
 }
 
 /// Runs `xstate convert`.
 pub fn run(args: &ConvertArgs) -> CliResult {
+    if args.to == FormArg::Standard && args.mask.is_some() {
+        return Err(CliError::usage("--mask applies to --to compacted only"));
+    }
+    if args.to == FormArg::Compacted && standard_only(args.to_format) {
+        return Err(CliError::usage(format!(
+            "--to-format {}: the format holds standard images only; use --to standard",
+            args.to_format.name()
+        )));
+    }
+    if args.to_format == ImageFormat::Auto {
+        return Err(CliError::usage("--to-format auto: name the output format"));
+    }
     let src = args.cpu.source()?;
-    let to_layout = match &args.to_cpuid {
-        Some(p) => file_source(p)?.layout,
-        None => src.layout.clone(),
+    let dst = match &args.to_cpuid {
+        Some(p) => Some(source(Some(p))?),
+        None => None,
     };
+    let name = args.image.display().to_string();
     let loaded = load(&args.image, args.from_format, &src.layout)?;
     let from_layout = loaded.layout.as_ref().unwrap_or(&src.layout);
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
+    if loaded.layout.is_none() {
+        placeable(&src, xcr0 | xss)?;
+    }
     checked_masks(from_layout, xcr0, xss)?;
-    let rfbm = xcr0 | xss;
+    if loaded.format == xstate::record::Format::Image {
+        check_image_size(&loaded.image, from_layout, xcr0, &name, &src.name)?;
+    }
+    let to_layout = dst.as_ref().map_or(from_layout, |d| &d.layout);
+    let keeps_xcr0 = args.to_format.as_record().is_some_and(records_xcr0);
+    let to_xcr0 = match (args.to_xcr0, &dst) {
+        (Some(x), _) => x,
+        (None, Some(d)) if !keeps_xcr0 => d.default_xcr0,
+        _ => xcr0,
+    };
+    if let Some(d) = &dst {
+        placeable(d, to_xcr0 | xss)?;
+    }
+    checked_masks(to_layout, to_xcr0, xss)
+        .map_err(|e| CliError { message: format!("the output's XCR0|XSS: {}", e.message), ..e })?;
+    let to_rfbm = to_xcr0 | xss;
     let target = match args.to {
         FormArg::Standard => Target::Standard,
-        FormArg::Compacted => Target::Compacted { mask: args.mask.unwrap_or(rfbm & to_layout.supported()) },
+        FormArg::Compacted => Target::Compacted { mask: args.mask.unwrap_or(to_rfbm & to_layout.supported()) },
     };
-    let out = convert(&loaded.image, from_layout, &to_layout, rfbm, target)
-        .map_err(|e| CliError::invalid(format!("{}: cannot convert: {e}", args.image.display())))?;
-    let bytes = store(&out, rfbm & to_layout.supported(), args.to_format, &to_layout)?;
+    let out = convert_between(&loaded.image, from_layout, xcr0 | xss, to_layout, to_rfbm, target)
+        .map_err(|e| CliError::invalid(format!("{name}: cannot convert: {e}")))?;
+    let bytes = store(&out, to_rfbm & to_layout.supported(), args.to_format, to_layout)?;
     write_output(&args.output, &bytes)?;
     let h = out.header();
-    summary(
-        &args.output,
-        &format!(
-            "{}: {} image, {} bytes, XSTATE_BV {} ({}), XCOMP_BV {}\n",
+    let text = if args.json {
+        let v = json!({
+            "input": name,
+            "input_format": loaded.format.name(),
+            "output": args.output.display().to_string(),
+            "output_format": args.to_format.name(),
+            "form": h.form().name(),
+            "size": bytes.len(),
+            "image_size": out.len(),
+            "xcr0": mask_json(xcr0),
+            "xss": mask_json(xss),
+            "to_xcr0": mask_json(to_xcr0),
+            "xstate_bv": mask_json(h.xstate_bv),
+            "xcomp_bv": mask_json(h.xcomp_bv),
+        });
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    } else {
+        format!(
+            "{}: {} image, {} bytes, XSTATE_BV {} ({}), XCOMP_BV {}, XCR0 {}\n",
             args.output.display(),
             h.form(),
             out.len(),
             h.xstate_bv,
             h.xstate_bv.names(),
-            h.xcomp_bv
-        ),
-    )
+            h.xcomp_bv,
+            to_xcr0
+        )
+    };
+    summary(&args.output, &text)
 }

@@ -63,6 +63,12 @@ impl ImageFormat {
         }
     }
 
+    /// The command-line name.
+    pub fn name(self) -> String {
+        use clap::ValueEnum as _;
+        self.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+    }
+
     /// The record format, `None` for raw and auto.
     fn record(self) -> Option<Format> {
         Some(match self {
@@ -86,8 +92,9 @@ impl ImageFormat {
 pub struct Loaded {
     /// The image.
     pub image: Vec<u8>,
-    /// XCR0 the file records for the image (for Xen records the accumulated XCR0 the image is
-    /// sized for), if it records one.
+    /// The XCR0 the file records for the image (for Xen records the accumulated XCR0 the image
+    /// is sized for); `None` where the format does not record the guest's XCR0 (a bare image;
+    /// kvm_xsave, whose bytes 464..471 hold KVM's supported mask, not the guest's XCR0).
     pub xcr0: Option<Xfeatures>,
     /// IA32_XSS the file records (forward-compatible blob, portable record).
     pub xss: Option<Xfeatures>,
@@ -98,33 +105,91 @@ pub struct Loaded {
     pub format: Format,
 }
 
+/// Whether `f` records the XCR0 its image is restored with.
+pub fn records_xcr0(f: Format) -> bool {
+    !matches!(f, Format::Image | Format::KvmXsave | Format::KvmXsave2)
+}
+
+/// The format of `bytes` as `--format` names it: `auto` recognises records by their magic
+/// numbers, type codes and exact size rules ([`record::detect`]) and reads anything else of at
+/// least 576 bytes as a bare image.
+pub fn format_of(bytes: &[u8], format: ImageFormat, layout: &Layout, name: &str) -> CliResult<Format> {
+    match format {
+        ImageFormat::Auto => record::detect(bytes, layout).ok_or_else(|| {
+            CliError::invalid(format!(
+                "{name}: not a known record format, and {} bytes are too few for an XSAVE image (576 at least)",
+                bytes.len()
+            ))
+        }),
+        other => Ok(other.as_record().unwrap_or(Format::Image)),
+    }
+}
+
 /// Reads the image in `path` written in `format`, for the CPU of `layout`.
 pub fn load(path: &Path, format: ImageFormat, layout: &Layout) -> CliResult<Loaded> {
     let bytes = read_file(path)?;
     let name = path.display();
-    let f = match format {
-        ImageFormat::Raw => Format::Image,
-        ImageFormat::Auto => record::detect(&bytes, layout)
-            .ok_or_else(|| CliError::invalid(format!("{name}: not a known image or record format")))?,
-        other => other.record().unwrap_or(Format::Image),
+    let f = format_of(&bytes, format, layout, &name.to_string())?;
+    // Named when the format was recognised rather than given, so a misreading can be undone.
+    let how = if format == ImageFormat::Auto && f != Format::Image {
+        format!(" (recognised as {f}; --format raw reads the bytes as a bare image)")
+    } else {
+        String::new()
     };
     if f == Format::Image {
         return Ok(Loaded { image: bytes, xcr0: None, xss: None, layout: None, format: f });
     }
-    let c =
-        record::read(f, &bytes, layout, &Options::default()).map_err(|e| CliError::invalid(format!("{name}: {e}")))?;
+    let c = record::read(f, &bytes, layout, &Options::default())
+        .map_err(|e| CliError::invalid(format!("{name}: {e}{how}")))?;
     let Some(image) = c.image.as_ref() else {
-        return Err(CliError::invalid(format!("{name}: {f}: holds no XSAVE image (no xsave state)")));
+        return Err(CliError::invalid(format!("{name}: {f}: holds no XSAVE image (no xsave state){how}")));
     };
     let l = c.layout.as_ref().unwrap_or(layout);
     let rfbm = c.rfbm();
+    let recorded = records_xcr0(f);
     Ok(Loaded {
         image: image.to_vec(),
-        xcr0: Some(rfbm & l.user_supported()),
-        xss: Some(rfbm & l.supervisor_supported()),
+        xcr0: recorded.then_some(rfbm & l.user_supported()),
+        xss: recorded.then_some(rfbm & l.supervisor_supported()),
         layout: c.layout,
         format: f,
     })
+}
+
+/// The size a bare image must have on the CPU of `layout`: standard_size(XCR0) for the
+/// standard form, compacted_size(XCOMP_BV) for the compacted form (what XSAVE, XSAVEC and
+/// XSAVES write). `None` for an image shorter than its header.
+pub fn expected_size(image: &[u8], layout: &Layout, xcr0: Xfeatures) -> Option<(usize, String)> {
+    let img = Image::new(image).ok()?;
+    Some(match img.form() {
+        Form::Standard => (layout.standard_size(xcr0)? as usize, format!("standard_size(XCR0 {xcr0})")),
+        Form::Compacted => {
+            let m = img.header().compacted_components();
+            (layout.compacted_size(m)? as usize, format!("compacted_size(XCOMP_BV {})", img.xcomp_bv()))
+        }
+    })
+}
+
+/// Refuses a bare image whose length is not the size its XCR0 or XCOMP_BV gives on its CPU
+/// (exit 1): a file of another length is an image of another CPU or XCR0, a record, or not an
+/// image, and reading it with these offsets would move the wrong bytes.
+pub fn check_image_size(image: &[u8], layout: &Layout, xcr0: Xfeatures, name: &str, cpu: &str) -> CliResult {
+    let img = Image::new(image).map_err(|e| CliError::invalid(format!("{name}: {e}")))?;
+    let Some((want, basis)) = expected_size(image, layout, xcr0) else {
+        return Err(CliError::invalid(format!(
+            "{name}: XCOMP_BV {} names components {cpu} does not enumerate",
+            img.xcomp_bv()
+        )));
+    };
+    if image.len() != want {
+        return Err(CliError::invalid(format!(
+            "{name}: {} bytes, but a {} image on {cpu} is {basis} = {want} bytes: an image of another CPU \
+             (--cpuid) or XCR0 (--xcr0), or a record (--format)",
+            image.len(),
+            img.form()
+        )));
+    }
+    Ok(())
 }
 
 /// The bytes of a file in `format` holding `image` (laid out for `layout`), restored with

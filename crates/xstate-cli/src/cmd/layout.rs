@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use xstate::layout::{Outcome, SizeCheck};
 use xstate::{Layout, Xfeatures};
 
-use crate::common::{CliResult, CpuArgs, checked_masks, hex, print_json};
+use crate::common::{CliResult, CpuArgs, checked_masks, hex, mask_json, placeable, print_json};
 use crate::output::outln;
 
 /// Arguments of `xstate layout`: the CPU, and the XCR0 (standard size) and XCR0 | XSS
@@ -145,7 +145,9 @@ pub fn print_table(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> CliResul
 pub fn run(args: &LayoutArgs) -> CliResult {
     let src = args.cpu.source()?;
     let (xcr0, xss) = args.cpu.masks(&src, (None, None));
+    placeable(&src, xcr0 | xss)?;
     let (xcr0, xss) = checked_masks(&src.layout, xcr0, xss)?;
+    let notes = src.notes();
     // The XCR0 in force when the data was read: known on the host (XGETBV), inferred for a dump.
     let known_xcr0 = args.cpu.cpuid.is_none().then_some(src.default_xcr0);
     let checks = src.layout.cross_check(known_xcr0, None);
@@ -154,7 +156,9 @@ pub fn run(args: &LayoutArgs) -> CliResult {
         v["source"] = json!(src.name);
         v["vendor"] = json!(src.cpuid.vendor());
         v["brand"] = json!(src.cpuid.brand());
-        v["reported_checks"] = Value::from(checks.iter().map(check_json).collect::<Vec<_>>());
+        v["size_checks"] = Value::from(checks.iter().map(check_json).collect::<Vec<_>>());
+        v["omitted"] = mask_json(src.omitted);
+        v["notes"] = json!(notes);
         print_json(&v)
     } else {
         outln!(
@@ -166,6 +170,9 @@ pub fn run(args: &LayoutArgs) -> CliResult {
                 .unwrap_or_default()
         );
         print_table(&src.layout, xcr0, xss)?;
+        for n in &notes {
+            outln!("note: {n}");
+        }
         outln!();
         outln!("sizes the source reported, against the computed ones:");
         for c in &checks {

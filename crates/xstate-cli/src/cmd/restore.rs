@@ -1,23 +1,27 @@
 //! `xstate restore --pid PID IMAGE [--format F] [--cpuid FILE]`: writes a live process's
 //! extended state with PTRACE_SETREGSET(NT_X86_XSTATE).
 //!
-//! The input (any record format, recognised with `--format auto`) is re-laid-out for this host
-//! (a portable record or a core with a layout note carries its own source layout; `--cpuid`
-//! names it otherwise), sized to exactly the task's user size — the kernel refuses any other
-//! length with EFAULT — and checked with the `linux` profile against the task's XCR0 before the
-//! kernel sees it: the kernel's own checks give EINVAL without saying which rule.
+//! The input (any record format, recognised by default) is read on the CPU it was saved on (a
+//! portable record or a core with a layout note carries its own layout; `--cpuid` names it
+//! otherwise, default this host) with the XCR0 it was saved with (`--xcr0`, else the record's,
+//! else that CPU's default; never guessed from XSTATE_BV). A bare image must be exactly the
+//! size that XCR0 gives there, so an image of another CPU or XCR0 is refused rather than read
+//! with the wrong offsets. It is then re-laid-out for this host and the task's XCR0, sized to
+//! exactly the task's user size (the kernel refuses a shorter buffer with EFAULT) and checked
+//! with the `linux` profile before the kernel sees it: the kernel's own checks give EINVAL
+//! without saying which rule. Nothing is written unless every check passes.
 
 use std::path::PathBuf;
 
 use clap::Args;
+use serde_json::json;
 use xstate::image::validate::{Context, Profile, validate};
-use xstate::image::{Target, convert};
-use xstate::record::{self, Options};
+use xstate::image::{Target, convert_between};
+use xstate::record::Format;
 use xstate::{Layout, Xfeatures};
 
-use crate::cmd::imageio::ImageFormat;
-use crate::cmd::imageio::host_mxcsr_mask;
-use crate::common::{CliError, CliResult, file_source, host_source, read_file};
+use crate::cmd::imageio::{ImageFormat, check_image_size, host_mxcsr_mask, load};
+use crate::common::{CliError, CliResult, CpuArgs, checked_masks, host_source, mask_json, placeable, print_json};
 use crate::output::outln;
 
 /// Arguments of `xstate restore`.
@@ -26,44 +30,42 @@ pub struct RestoreArgs {
     /// The process to write.
     #[arg(long)]
     pub pid: i32,
-    /// The state to load.
+    /// The state to load (`-`: standard input).
     pub image: PathBuf,
-    /// File format of IMAGE (`auto` recognises it).
+    /// File format of IMAGE (`auto` recognises records; other bytes are a bare image).
     #[arg(long, value_enum, default_value = "auto")]
     pub format: ImageFormat,
-    /// CPUID dump of the CPU IMAGE was saved on, if the record does not carry its layout;
-    /// default: this host.
-    #[arg(long, value_name = "FILE")]
-    pub cpuid: Option<PathBuf>,
+    /// The CPU IMAGE was saved on, and the XCR0 | XSS it was saved with (a record's own
+    /// layout and XCR0 win over the defaults): `--cpuid` default this host, `--xcr0` default the
+    /// record's, else the CPU's default.
+    #[command(flatten)]
+    pub cpu: CpuArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `xstate restore`.
 pub fn run(args: &RestoreArgs) -> CliResult {
     let host = host_source()?;
-    let bytes = read_file(&args.image)?;
+    let src = args.cpu.source()?;
     let name = args.image.display().to_string();
-    let saved_on: Layout = match &args.cpuid {
-        Some(p) => file_source(p)?.layout,
-        None => host.layout.clone(),
-    };
-    let format = if let Some(f) = args.format.as_record() {
-        f
-    } else {
-        record::detect(&bytes, &saved_on)
-            .ok_or_else(|| CliError::invalid(format!("{name}: not a recognised record")))?
-    };
-    let contents = record::read(format, &bytes, &saved_on, &Options::default())
-        .map_err(|e| CliError::invalid(format!("{name}: {e}")))?;
-    let from = contents.layout.clone().unwrap_or(saved_on);
-    let Some(image) = contents.image.as_ref() else {
-        return Err(CliError::invalid(format!("{name}: the {format} record holds no XSAVE image")));
-    };
+    let loaded = load(&args.image, args.format, &src.layout)?;
+    let from: &Layout = loaded.layout.as_ref().unwrap_or(&src.layout);
+    let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
+    if loaded.layout.is_none() {
+        placeable(&src, xcr0 | xss)?;
+    }
+    checked_masks(from, xcr0, xss)?;
+    if loaded.format == Format::Image {
+        check_image_size(&loaded.image, from, xcr0, &name, &src.name)?;
+    }
     let session = Session::open(args.pid)?;
     let task = session.current()?;
     let task_xcr0 = Xfeatures(task.get(464..472).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))));
-    let rfbm = contents.rfbm() & from.user_supported();
-    let mut out = convert(image.image().bytes(), &from, &host.layout, rfbm, Target::Standard)
-        .map_err(|e| CliError::invalid(format!("{name}: for this host: {e}")))?
+    // The image restored with its own RFBM on its CPU, laid out for the task's XCR0 here.
+    let mut out = convert_between(&loaded.image, from, xcr0 | xss, &host.layout, task_xcr0, Target::Standard)
+        .map_err(|e| CliError::invalid(format!("{name}: for process {}: {e}", args.pid)))?
         .into_inner()
         .to_vec();
     if out.len() > task.len() {
@@ -81,13 +83,26 @@ pub fn run(args: &RestoreArgs) -> CliResult {
     validate(&out, &host.layout, Profile::Linux, &ctx)
         .map_err(|e| CliError::invalid(format!("{name}: process {} would refuse it: {e}", args.pid)))?;
     session.set(&out)?;
-    outln!(
-        "process {}: {} bytes written (XCR0 {task_xcr0}, in use {})",
-        args.pid,
-        out.len(),
-        image.image().xstate_bv()
-    );
-    Ok(())
+    let in_use = xstate::image::Header::read(&out).map(|h| h.xstate_bv).unwrap_or_default();
+    if args.json {
+        print_json(&json!({
+            "pid": args.pid,
+            "input": name,
+            "format": loaded.format.name(),
+            "size": out.len(),
+            "xcr0": mask_json(xcr0),
+            "task_xcr0": mask_json(task_xcr0),
+            "xstate_bv": mask_json(in_use),
+        }))
+    } else {
+        outln!(
+            "process {}: {} bytes written (XCR0 {task_xcr0}, in use {in_use} ({}))",
+            args.pid,
+            out.len(),
+            in_use.names()
+        );
+        Ok(())
+    }
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]

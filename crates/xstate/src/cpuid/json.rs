@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Register values may be JSON integers or strings of hex digits (`"000602E7"` or
-//! `"0x602e7"`), so one entry of `../shared/cpuid/corpus.json` reads as is. `xstate host --json`
-//! writes this form; `format`, `vendor` and `leaves` are optional on input.
+//! `"0x602e7"`), so one entry of a corpus file reads as is. `xstate host --json` and `xstate policy
+//! --json` write this form; `format`, `vendor` and `leaves` are optional on input, and the array
+//! may also be called `subleaves` (older policy files).
 
 use alloc::format;
 use alloc::string::String;
@@ -53,7 +54,12 @@ pub fn parse_json(text: &str) -> Result<CpuidData, ParseError> {
         ));
     };
     let mut data = CpuidData::new(Format::Json);
-    let sub = o.get("leaf0d").and_then(Value::as_array).ok_or_else(|| ParseError::whole("missing \"leaf0d\" array"))?;
+    // `xstate policy --json` before 0.2 named the array "subleaves"; both are read.
+    let sub = o
+        .get("leaf0d")
+        .or_else(|| o.get("subleaves"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| ParseError::whole("missing \"leaf0d\" array"))?;
     for (k, e) in sub.iter().enumerate() {
         let what = format!("leaf0d[{k}]");
         let e = e.as_object().ok_or_else(|| ParseError::whole(format!("{what}: expected an object")))?;

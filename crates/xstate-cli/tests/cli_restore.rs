@@ -1,0 +1,115 @@
+//! `xstate restore` never writes a state that is not the image's (issue 10, items 6-8): on a
+//! live child holding known AVX-512 state (AVX where the host lacks it), read back with
+//! PTRACE_GETREGSET by the test itself and by the child's own XSAVE.
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use xstate::{Component, Layout, Xfeatures};
+use xstate_hw::Host;
+use xstate_hw::selfcheck::{Rng, crafted_image};
+use xstate_hw::tracee;
+
+use common::{s, shared_root, tmpdir, xstate};
+
+/// A dump of a CPU of the other vendor, whose AVX-512 (or AVX) state sits elsewhere than here.
+fn foreign_dump(host: &Host) -> Option<PathBuf> {
+    let intel = host.cpuid().vendor().as_deref() == Some("GenuineIntel");
+    let p = if intel {
+        "cpuid/dumps/AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt"
+    } else {
+        "cpuid/dumps/GenuineIntel/GenuineIntel00806F8_SapphireRapids_05_CPUID.txt"
+    };
+    let p = shared_root().join(p);
+    p.is_file().then_some(p)
+}
+
+fn layout_of(dump: &Path) -> Layout {
+    let d = xstate::cpuid::parse(&std::fs::read_to_string(dump).unwrap()).unwrap();
+    Layout::from_leaf0d(d.leaf0d()).unwrap()
+}
+
+/// The bytes of the components of `mask` above SSE, at this host's offsets, plus XMM.
+fn registers(l: &Layout, img: &[u8], mask: Xfeatures) -> Vec<(Component, Vec<u8>)> {
+    let mut v = vec![(Component::SSE, img[160..416].to_vec())];
+    for c in mask.iter().filter(|c| !c.is_legacy()) {
+        let r = l.standard_range(c).unwrap();
+        v.push((c, img[r].to_vec()));
+    }
+    v
+}
+
+#[test]
+fn restore_refuses_what_it_cannot_read_and_loads_what_it_can() {
+    let host = Host::probe().unwrap();
+    let l = host.layout().clone();
+    let xcr0 = host.xcr0();
+    let Some(dump) = foreign_dump(&host) else {
+        skip!("../shared/cpuid dumps not found: foreign-layout restore not checked");
+        return;
+    };
+    // Known state in AVX-512 (k, zmm_hi256, hi16_zmm) where the host has it, else AVX; tiles init.
+    let moved = xcr0 & Xfeatures(0xE7);
+    let foreign = layout_of(&dump);
+    let differs = moved.iter().filter(|c| !c.is_legacy()).any(|c| foreign.standard_range(c) != l.standard_range(c));
+    assert!(differs, "{}: expected other offsets than this host's for {moved}", dump.display());
+    let img = crafted_image(&l, moved, &mut Rng::new(7));
+    let child = tracee::spawn_stopped(&host, &img).unwrap();
+    let pid = child.pid().to_string();
+    let Ok(before) = xstate_hw::ptrace::get_xstate(child.pid()) else {
+        skip!("PTRACE_GETREGSET refused here: restore not checked");
+        return;
+    };
+    let want = registers(&l, &img, moved);
+    assert_eq!(registers(&l, &before, moved), want, "the child holds the known state");
+    let untouched = |what: &str| {
+        let now = xstate_hw::ptrace::get_xstate(child.pid()).unwrap();
+        assert_eq!(registers(&l, &now, moved), want, "{what}: the process's state changed");
+    };
+    let d = tmpdir("restore");
+    let cap = d.join("cap.nt");
+    let foreign_img = d.join("foreign.bin");
+    let (code, _, err) = xstate(&["capture", "--pid", &pid, "-o", s(&cap)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) =
+        xstate(&["convert", s(&cap), "--to", "standard", "--to-cpuid", s(&dump), "-o", s(&foreign_img)]);
+    assert_eq!(code, 0, "{err}");
+
+    // 6. Laid out for the other CPU, restored without saying so: refused, the process untouched.
+    let (code, _, err) = xstate(&["restore", "--pid", &pid, s(&foreign_img)]);
+    assert_eq!(code, 1, "restore read a foreign layout with this host's offsets: {err}");
+    assert!(err.contains("bytes"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    untouched("a foreign layout without --cpuid");
+
+    // 7. Said so: restored, with no false XCR0 complaint, and every register is the original.
+    let (code, out, err) = xstate(&["restore", "--pid", &pid, s(&foreign_img), "--cpuid", s(&dump)]);
+    assert_eq!(code, 0, "{out}{err}");
+    untouched("the foreign layout with --cpuid");
+    // Its XCR0 given explicitly works as well, and a wrong one is refused by size.
+    let fx = foreign.user_supported();
+    let (code, _, err) =
+        xstate(&["restore", "--pid", &pid, s(&foreign_img), "--cpuid", s(&dump), "--xcr0", &format!("{fx:#x}")]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = xstate(&["restore", "--pid", &pid, s(&foreign_img), "--cpuid", s(&dump), "--xcr0", "0x7"]);
+    assert_eq!(code, 1, "{err}");
+    untouched("a wrong --xcr0");
+
+    // 8. Files of zeros, 1 MiB and of every other length: refused naming the sizes.
+    for len in [1 << 20, 576, before.len() + 64] {
+        let zeros = d.join(format!("zeros{len}"));
+        std::fs::write(&zeros, vec![0u8; len]).unwrap();
+        for fmt in [&[][..], &["--format", "raw"]] {
+            let (code, _, err) = xstate(&[&["restore", "--pid", &pid, s(&zeros)][..], fmt].concat());
+            assert_eq!(code, 1, "{len} zero bytes {fmt:?}: {err}");
+            assert!(err.contains(&format!("{len} bytes")), "{err}");
+            untouched("a file of zeros");
+        }
+    }
+    // The child, continued, saves its own registers: still the original state.
+    let seen = child.resume_and_report().unwrap();
+    assert_eq!(registers(&l, &seen, moved), want, "the child's own XSAVE");
+    std::fs::remove_dir_all(&d).unwrap();
+}
