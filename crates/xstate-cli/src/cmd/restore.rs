@@ -52,16 +52,22 @@ pub fn run(args: &RestoreArgs) -> CliResult {
         record::detect(&bytes, &saved_on)
             .ok_or_else(|| CliError::invalid(format!("{name}: not a recognised record")))?
     };
-    let contents = record::read(format, &bytes, &saved_on, &Options::default())
-        .map_err(|e| CliError::invalid(format!("{name}: {e}")))?;
+    // A bare image does not record its XCR0: the saving CPU's default (XGETBV here, every user
+    // component of a dump).
+    let mut opts = Options::default();
+    opts.xcr0 = Some(if args.cpuid.is_some() { saved_on.user_supported() } else { host.default_xcr0 });
+    let contents =
+        record::read(format, &bytes, &saved_on, &opts).map_err(|e| CliError::invalid(format!("{name}: {e}")))?;
     let from = contents.layout.clone().unwrap_or(saved_on);
-    let Some(image) = contents.image.as_ref() else {
+    let Some((state, image)) = contents.state().and_then(|s| s.image.as_ref().map(|i| (s, i))) else {
         return Err(CliError::invalid(format!("{name}: the {format} record holds no XSAVE image")));
     };
     let session = Session::open(args.pid)?;
     let task = session.current()?;
     let task_xcr0 = Xfeatures(task.get(464..472).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))));
-    let rfbm = contents.rfbm() & from.user_supported();
+    let Some(rfbm) = state.rfbm.map(|r| r & from.user_supported()) else {
+        return Err(CliError::invalid(format!("{name}: the {format} record does not say its XCR0")));
+    };
     let mut out = convert(image.image().bytes(), &from, &host.layout, rfbm, Target::Standard)
         .map_err(|e| CliError::invalid(format!("{name}: for this host: {e}")))?
         .into_inner()
