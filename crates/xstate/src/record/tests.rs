@@ -615,3 +615,149 @@ fn truncation_and_corruption_never_panic() {
         }
     }
 }
+
+/// Issue 11 item 2: "no xsave state" (the 16-byte blob, an empty or 16-byte PV record) reads
+/// as a state without image, and writes as each target's own form or is refused.
+#[test]
+fn no_xsave_state_reads_and_writes_as_each_formats_own_form() {
+    let l = skx();
+    let none = DomctlBlob::NO_STATE.to_bytes();
+    let c = read(Format::XenDomctl, &none, &l, &Options::default()).unwrap();
+    assert!(c.state().unwrap().is_no_xsave_state());
+    let empty_pv = PvVcpuXsave { vcpu: 5, reserved: 0, blob: None }.to_bytes();
+    let p = read(Format::XenPv, &empty_pv, &l, &Options::default()).unwrap();
+    let st = p.state().unwrap();
+    assert!(st.is_no_xsave_state());
+    assert_eq!(st.id, Some(StateId::Vcpu(5)));
+    // Xen's PV save side wraps the 16-byte blob; the vCPU survives.
+    let out = write(Format::XenPv, &p, &l, &l, &Options::default()).unwrap();
+    assert_eq!(out, PvVcpuXsave { vcpu: 5, reserved: 0, blob: Some(DomctlBlob::NO_STATE) }.to_bytes());
+    assert_eq!(write(Format::FcBlob, &c, &l, &l, &Options::default()).unwrap(), alloc::vec![0u8; 16]);
+    let drop_vcpu = Options { drop: Drop::NONE.with(Field::Vcpu), ..Options::default() };
+    assert_eq!(write(Format::XenDomctl, &p, &l, &l, &drop_vcpu).unwrap(), none);
+    for f in [Format::XenHvm, Format::Image, Format::KvmXsave, Format::NtXstate, Format::SigFrame, Format::Portable] {
+        let e = write(f, &c, &l, &l, &Options { vcpu: Some(0), ..Options::default() }).unwrap_err();
+        assert_eq!(e.rule, Rule::NoStateForm, "{f}");
+        assert!(e.to_string().contains("no xsave state"), "{e}");
+    }
+}
+
+/// Issue 11 items 5 and 6: xcr0, xcr0_accum and the vCPU survive every conversion that can
+/// hold them; a field the target cannot hold is refused unless dropped; the vCPU number never
+/// saturates into an HVM instance.
+#[test]
+fn xen_fields_survive_or_are_named() {
+    let l = skx();
+    let img = standard(&l, Xfeatures(0x7), Xfeatures(0x1), 3);
+    let blob = DomctlBlob { xcr0: Xfeatures(0x1), xcr0_accum: Xfeatures(0x7), image: Some(&img) }.to_bytes();
+    let hvm = HvmCpuXsave {
+        vcpu: 3,
+        xfeature_mask: Xfeatures(0x2FF),
+        xcr0: Xfeatures(0x1),
+        xcr0_accum: Xfeatures(0x7),
+        image: &img,
+    }
+    .to_bytes();
+    let o = Options::default();
+    let c = read(Format::XenHvm, &hvm, &l, &o).unwrap();
+    let st = c.state().unwrap();
+    assert_eq!((st.xcr0, st.accum, st.vcpu()), (Some(Xfeatures(0x1)), Some(Xfeatures(0x7)), Some(3)));
+    // HVM -> PV: the instance is the vcpu_id, the masks as they were.
+    let pv = write(Format::XenPv, &c, &l, &l, &o).unwrap();
+    let r = PvVcpuXsave::parse(&pv, &l, &XenHost::of(&l)).unwrap();
+    let b = r.blob.unwrap();
+    assert_eq!((r.vcpu, b.xcr0, b.xcr0_accum), (3, Xfeatures(0x1), Xfeatures(0x7)));
+    // ... and back, byte for byte (the saving host's xfeature_mask kept on the same host).
+    let back = write(Format::XenHvm, &read(Format::XenPv, &pv, &l, &o).unwrap(), &l, &l, &o).unwrap();
+    assert_eq!(back, hvm);
+    // HVM -> domctl: the blob has no vCPU.
+    let e = write(Format::XenDomctl, &c, &l, &l, &o).unwrap_err();
+    assert_eq!((e.rule, e.detail.clone()), (Rule::NotHeld, Detail::Field(Field::Vcpu)));
+    let d = write(Format::XenDomctl, &c, &l, &l, &Options { drop: Drop::NONE.with(Field::Vcpu), ..o }).unwrap();
+    assert_eq!(d, blob);
+    // domctl -> HVM: a vCPU is needed.
+    let cb = read(Format::XenDomctl, &blob, &l, &o).unwrap();
+    assert_eq!(write(Format::XenHvm, &cb, &l, &l, &o).unwrap_err().rule, Rule::NeedsField);
+    assert_eq!(write(Format::XenHvm, &cb, &l, &l, &Options { vcpu: Some(3), ..o }).unwrap(), hvm);
+    // domctl -> NT_X86_XSTATE: xcr0_accum is not held.
+    let e = write(Format::NtXstate, &cb, &l, &l, &o).unwrap_err();
+    assert_eq!(e.detail, Detail::Field(Field::Accum));
+    assert!(e.to_string().contains("xcr0_accum"), "{e}");
+    let n = write(Format::NtXstate, &cb, &l, &l, &Options { drop: Drop::NONE.with(Field::Accum), ..o }).unwrap();
+    assert_eq!(NtXstate::parse(&n, &l).unwrap().xcr0, Xfeatures(0x1));
+    // PV vcpu_id 70000 does not fit an HVM instance (u16): refused, not saturated.
+    let big = PvVcpuXsave { vcpu: 70000, reserved: 0, blob: Some(DomctlBlob::parse(&blob, &l, &XenHost::of(&l)).unwrap()) };
+    let cbig = read(Format::XenPv, &big.to_bytes(), &l, &o).unwrap();
+    let e = write(Format::XenHvm, &cbig, &l, &l, &o).unwrap_err();
+    assert_eq!(e.rule, Rule::NotHeld);
+    assert!(e.to_string().contains("vcpu"), "{e}");
+    // The PV reserved word is carried as found.
+    let mut odd = big;
+    (odd.vcpu, odd.reserved) = (1, 0xDEAD);
+    let bytes = odd.to_bytes();
+    assert_eq!(write(Format::XenPv, &read(Format::XenPv, &bytes, &l, &o).unwrap(), &l, &l, &o).unwrap(), bytes);
+}
+
+/// Issue 12: bytes 464..471 of a kvm_xsave hold the host's supported mask, not the guest's
+/// XCR0. Reading does not report it as XCR0; converting to a format that records XCR0 is
+/// refused without the guest's (from KVM_GET_XCRS), and uses it when given.
+#[test]
+fn kvm_xsave_does_not_record_the_guests_xcr0() {
+    let l = fixtures::layout(AMD_ZEN4);
+    let mut buf = standard(&l, Xfeatures(0x2E7), Xfeatures(0x3), 8).to_vec();
+    buf.resize(KVM_XSAVE_SIZE, 0);
+    buf[464..472].copy_from_slice(&0x2E7u64.to_le_bytes()); // what KVM_GET_XSAVE writes
+    let c = read(Format::KvmXsave, &buf, &l, &Options::default()).unwrap();
+    assert_eq!(c.state().unwrap().xcr0, None);
+    let e = write(Format::XenDomctl, &c, &l, &l, &Options::default()).unwrap_err();
+    assert_eq!((e.rule, e.detail.clone()), (Rule::NeedsField, Detail::Field(Field::Xcr0)));
+    // KVM_SET_XCRS 0x7: the guest's XCR0, and the least xcr0_accum its state allows.
+    let given = Options { xcr0: Some(Xfeatures(0x7)), ..Options::default() };
+    let c = read(Format::KvmXsave, &buf, &l, &given).unwrap();
+    let out = write(Format::XenDomctl, &c, &l, &l, &given).unwrap();
+    let b = DomctlBlob::parse(&out, &l, &XenHost::of(&l)).unwrap();
+    assert_eq!((b.xcr0, b.xcr0_accum), (Xfeatures(0x7), Xfeatures(0x7)));
+    assert_eq!(out.len(), 16 + 832);
+}
+
+/// Issue 12: record errors chain to the image layer's, and name the errno of the consumer.
+#[test]
+fn record_errors_chain_and_carry_the_consumers_errno() {
+    use crate::image::validate::Errno;
+    let l = skx();
+    let img = standard(&l, Xfeatures(0x7), Xfeatures(0x7), 1);
+    let mut bytes = DomctlBlob { xcr0: Xfeatures(0x7), xcr0_accum: Xfeatures(0x7), image: Some(&img) }.to_bytes();
+    bytes[16 + 540] = 1;
+    let e = DomctlBlob::parse(&bytes, &l, &XenHost::of(&l)).unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::Eio));
+    let src = ::core::error::Error::source(&e).expect("the image layer's error");
+    assert!(src.to_string().contains("reserved header bytes"), "{src}");
+    let e = DomctlBlob::parse(&bytes[..100], &l, &XenHost::of(&l)).unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::Einval));
+    let hvm = HvmCpuXsave { vcpu: 0, xfeature_mask: Xfeatures(7), xcr0: Xfeatures(7), xcr0_accum: Xfeatures(7), image: &img };
+    let mut h = hvm.to_bytes();
+    h.push(1);
+    let blen = (h.len() - 8) as u32;
+    h[4..8].copy_from_slice(&blen.to_le_bytes());
+    let e = HvmCpuXsave::parse(&h, &l, &XenHost::of(&l)).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::TailNotZero, Some(Errno::Eopnotsupp)));
+    let e = HvmCpuXsave::parse(&h[..h.len() - 1], &l, &XenHost::of(&l)).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::LengthField, Some(Errno::Enodata)));
+    let pv = PvVcpuXsave { vcpu: 0, reserved: 0, blob: None }.to_bytes();
+    let mut bad = pv.clone();
+    bad[0] = 7;
+    assert_eq!(PvVcpuXsave::parse(&bad, &l, &XenHost::of(&l)).unwrap_err().errno(), None, "libxenguest has none");
+}
+
+/// Issue 11 item 7: the guest maxima bound xcr0_accum in validate_xstate().
+#[test]
+fn xen_guest_maxima_bound_xcr0_accum() {
+    use crate::policy::XenGuest;
+    let l = skx();
+    let img = standard(&l, Xfeatures(0x2FF), Xfeatures(0x3), 2);
+    let pkru_mpx = DomctlBlob { xcr0: Xfeatures(0x2FF), xcr0_accum: Xfeatures(0x2FF), image: Some(&img) }.to_bytes();
+    let ok = |g| DomctlBlob::parse(&pkru_mpx, &l, &XenHost::for_guest(&l, g)).is_ok();
+    assert!(!ok(XenGuest::Pv) && !ok(XenGuest::HvmShadow) && ok(XenGuest::HvmHap));
+    let e = DomctlBlob::parse(&pkru_mpx, &l, &XenHost::for_guest(&l, XenGuest::HvmShadow)).unwrap_err();
+    assert!(e.to_string().contains("pkru") && e.to_string().contains("EINVAL"), "{e}");
+}
