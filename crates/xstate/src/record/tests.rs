@@ -686,7 +686,8 @@ fn xen_fields_survive_or_are_named() {
     let n = write(Format::NtXstate, &cb, &l, &l, &Options { drop: Drop::NONE.with(Field::Accum), ..o }).unwrap();
     assert_eq!(NtXstate::parse(&n, &l).unwrap().xcr0, Xfeatures(0x1));
     // PV vcpu_id 70000 does not fit an HVM instance (u16): refused, not saturated.
-    let big = PvVcpuXsave { vcpu: 70000, reserved: 0, blob: Some(DomctlBlob::parse(&blob, &l, &XenHost::of(&l)).unwrap()) };
+    let big =
+        PvVcpuXsave { vcpu: 70000, reserved: 0, blob: Some(DomctlBlob::parse(&blob, &l, &XenHost::of(&l)).unwrap()) };
     let cbig = read(Format::XenPv, &big.to_bytes(), &l, &o).unwrap();
     let e = write(Format::XenHvm, &cbig, &l, &l, &o).unwrap_err();
     assert_eq!(e.rule, Rule::NotHeld);
@@ -734,7 +735,8 @@ fn record_errors_chain_and_carry_the_consumers_errno() {
     assert!(src.to_string().contains("reserved header bytes"), "{src}");
     let e = DomctlBlob::parse(&bytes[..100], &l, &XenHost::of(&l)).unwrap_err();
     assert_eq!(e.errno(), Some(Errno::Einval));
-    let hvm = HvmCpuXsave { vcpu: 0, xfeature_mask: Xfeatures(7), xcr0: Xfeatures(7), xcr0_accum: Xfeatures(7), image: &img };
+    let hvm =
+        HvmCpuXsave { vcpu: 0, xfeature_mask: Xfeatures(7), xcr0: Xfeatures(7), xcr0_accum: Xfeatures(7), image: &img };
     let mut h = hvm.to_bytes();
     h.push(1);
     let blen = (h.len() - 8) as u32;
