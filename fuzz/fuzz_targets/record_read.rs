@@ -15,7 +15,7 @@ use xstate::policy::XenGuest;
 use xstate::record::fc_blob::FcBlob as Blob;
 use xstate::record::linux::LayoutNote;
 use xstate::record::xen::{DomctlBlob, XenHost};
-use xstate::record::{Drop, Field, Format, Options, detect, read, write};
+use xstate::record::{Field, FieldSet, Format, Options, detect, read, write};
 use xstate::{Layout, Xfeatures};
 
 /// Bytes of the fuzzed leaf 0xD: subleaves 0..=19, 16 bytes each.
@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if data[2] & 4 != 0 {
         opts.vcpu = Some(u32::from(data[1]));
-        opts.drop = Field::ALL.into_iter().fold(Drop::NONE, Drop::with);
+        opts.drop = Field::ALL.into_iter().fold(FieldSet::NONE, FieldSet::with);
     }
     if data[2] & 8 != 0 {
         opts.xen = Some(XenHost::for_guest(&l, XenGuest::ALL[data[1] as usize % 3]));

@@ -52,7 +52,7 @@ pub fn run(args: &CaptureArgs) -> CliResult {
         } else {
             // `--format F` is the caller's choice of what to keep: XCR0 goes where F has no field for it.
             let mut opts = Options::default();
-            opts.drop = xstate::record::Drop::NONE.with(xstate::record::Field::Xcr0);
+            opts.drop = xstate::record::FieldSet::NONE.with(xstate::record::Field::Xcr0);
             record::write(format, &contents, &host.layout, &host.layout, &opts)
                 .map_err(|e| CliError::invalid(format!("process {}: as {format}: {e}", args.pid)))?
         };

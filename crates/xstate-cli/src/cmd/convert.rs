@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use xstate::Xfeatures;
 use xstate::image::{ImageBuf, Target, convert};
-use xstate::record::{Drop, Field, Options};
+use xstate::record::{Field, FieldSet, Options};
 
 use crate::cmd::imageio::{ImageFormat, XenArgs, load, raw_state, store};
 use crate::common::{CliError, CliResult, CpuArgs, checked_masks, file_source, parse_mask, write_output};
@@ -80,7 +80,7 @@ pub fn run(args: &ConvertArgs) -> CliResult {
     let mut out_opts = Options::default();
     out_opts.xen = args.xen.host(&to_layout);
     out_opts.vcpu = args.vcpu;
-    out_opts.drop = args.drop.iter().fold(Drop::NONE, |d, f| d.with(*f));
+    out_opts.drop = args.drop.iter().fold(FieldSet::NONE, |d, f| d.with(*f));
     // XCR0 where the source does not record it: --xcr0, or for a bare image the restoring XCR0.
     out_opts.xcr0 = if loaded.state.is_some() { args.cpu.xcr0 } else { Some(xcr0) };
     let Some(image) = &loaded.image else {

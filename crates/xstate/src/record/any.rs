@@ -125,20 +125,20 @@ pub struct Options {
     /// The vCPU a writer records where the state has none (a Xen HVM or PV record needs one).
     pub vcpu: Option<u32>,
     /// Fields a writer may lose when the target cannot hold them (else [`Rule::NotHeld`]).
-    pub drop: Drop,
+    pub drop: FieldSet,
 }
 
 /// A set of [`Field`]s a conversion may drop.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Drop(u8);
+pub struct FieldSet(u8);
 
-impl Drop {
+impl FieldSet {
     /// No field.
-    pub const NONE: Drop = Drop(0);
+    pub const NONE: FieldSet = FieldSet(0);
 
     /// The same set with `f`.
-    pub const fn with(self, f: Field) -> Drop {
-        Drop(self.0 | 1 << f as u8)
+    pub const fn with(self, f: Field) -> FieldSet {
+        FieldSet(self.0 | 1 << f as u8)
     }
 
     /// Whether `f` is in the set.

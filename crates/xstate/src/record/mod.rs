@@ -31,7 +31,7 @@ pub mod linux;
 pub mod portable;
 pub mod xen;
 
-pub use any::{Drop, Format, Options, detect, read, write};
+pub use any::{FieldSet, Format, Options, detect, read, write};
 pub use contents::{Contents, Field, State, StateId, Uninterpreted};
 pub use error::{Detail, RecordError, Rule, SizeBasis};
 

@@ -460,7 +460,7 @@ fn portable_round_trip_and_relayout() {
     assert_eq!(q.to_bytes(), bytes);
     // Read on an AMD host: re-laid out with the carried layout.
     let c = read(Format::Portable, &bytes, &to, &Options::default()).unwrap();
-    let drop = Options { drop: Drop::NONE.with(Field::Accum), ..Options::default() };
+    let drop = Options { drop: FieldSet::NONE.with(Field::Accum), ..Options::default() };
     let out = write(Format::NtXstate, &c, c.layout.as_ref().unwrap(), &to, &drop).unwrap();
     assert_eq!(out.len(), 2440);
     let relaid = NtXstate::parse(&out, &to).unwrap();
@@ -542,7 +542,7 @@ fn portable_size_rule_by_form() {
 /// Every field a format can hold, dropped explicitly; the vCPU and XCR0 given for targets
 /// that record them.
 fn lenient(accum: Xfeatures) -> Options {
-    let drop = Field::ALL.into_iter().fold(Drop::NONE, Drop::with);
+    let drop = Field::ALL.into_iter().fold(FieldSet::NONE, FieldSet::with);
     Options { xcr0: Some(accum), vcpu: Some(1), drop, ..Options::default() }
 }
 
@@ -633,7 +633,7 @@ fn no_xsave_state_reads_and_writes_as_each_formats_own_form() {
     let out = write(Format::XenPv, &p, &l, &l, &Options::default()).unwrap();
     assert_eq!(out, PvVcpuXsave { vcpu: 5, reserved: 0, blob: Some(DomctlBlob::NO_STATE) }.to_bytes());
     assert_eq!(write(Format::FcBlob, &c, &l, &l, &Options::default()).unwrap(), alloc::vec![0u8; 16]);
-    let drop_vcpu = Options { drop: Drop::NONE.with(Field::Vcpu), ..Options::default() };
+    let drop_vcpu = Options { drop: FieldSet::NONE.with(Field::Vcpu), ..Options::default() };
     assert_eq!(write(Format::XenDomctl, &p, &l, &l, &drop_vcpu).unwrap(), none);
     for f in [Format::XenHvm, Format::Image, Format::KvmXsave, Format::NtXstate, Format::SigFrame, Format::Portable] {
         let e = write(f, &c, &l, &l, &Options { vcpu: Some(0), ..Options::default() }).unwrap_err();
@@ -673,7 +673,7 @@ fn xen_fields_survive_or_are_named() {
     // HVM -> domctl: the blob has no vCPU.
     let e = write(Format::XenDomctl, &c, &l, &l, &o).unwrap_err();
     assert_eq!((e.rule, e.detail.clone()), (Rule::NotHeld, Detail::Field(Field::Vcpu)));
-    let d = write(Format::XenDomctl, &c, &l, &l, &Options { drop: Drop::NONE.with(Field::Vcpu), ..o }).unwrap();
+    let d = write(Format::XenDomctl, &c, &l, &l, &Options { drop: FieldSet::NONE.with(Field::Vcpu), ..o }).unwrap();
     assert_eq!(d, blob);
     // domctl -> HVM: a vCPU is needed.
     let cb = read(Format::XenDomctl, &blob, &l, &o).unwrap();
@@ -683,7 +683,7 @@ fn xen_fields_survive_or_are_named() {
     let e = write(Format::NtXstate, &cb, &l, &l, &o).unwrap_err();
     assert_eq!(e.detail, Detail::Field(Field::Accum));
     assert!(e.to_string().contains("xcr0_accum"), "{e}");
-    let n = write(Format::NtXstate, &cb, &l, &l, &Options { drop: Drop::NONE.with(Field::Accum), ..o }).unwrap();
+    let n = write(Format::NtXstate, &cb, &l, &l, &Options { drop: FieldSet::NONE.with(Field::Accum), ..o }).unwrap();
     assert_eq!(NtXstate::parse(&n, &l).unwrap().xcr0, Xfeatures(0x1));
     // PV vcpu_id 70000 does not fit an HVM instance (u16): refused, not saturated.
     let big =
