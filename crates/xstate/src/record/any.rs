@@ -171,18 +171,24 @@ const fn holds(f: Format) -> Holds {
     Holds { image, xcr0, xss, accum, vcpu }
 }
 
-/// The components a standard image of `image` laid out for `layout` covers: `hint` if the
-/// image is long enough for it and holds XSTATE_BV, else every user component if it is long
-/// enough, else `None`. For the extent of a buffer (KVM), never for an XCR0.
+/// The components a standard buffer of `image` laid out for `layout` holds (KVM's buffer:
+/// `hint`, the mask KVM writes at 464, else every user component): those that lie wholly
+/// inside it, less any XCR0 group cut in half (the AVX-512 trio, the MPX and AMX pairs: on an
+/// AMX host a 4096-byte kvm_xsave holds TILECFG but not TILEDATA). `None` when XSTATE_BV has a
+/// component outside. For the extent of a buffer, never for an XCR0.
 fn standard_extent(layout: &Layout, image: &[u8], hint: Xfeatures) -> Option<Xfeatures> {
     let img = Image::new(image).ok()?;
-    let fits = |m: Xfeatures| {
-        !m.is_empty()
-            && m.is_subset_of(layout.user_supported())
-            && (img.xstate_bv() - Xfeatures::BIT63).is_subset_of(m)
-            && layout.standard_size(m).is_some_and(|s| s as usize <= image.len())
-    };
-    [hint | Xfeatures::LEGACY, layout.user_supported()].into_iter().find(|&m| fits(m))
+    let base = if hint.is_empty() { layout.user_supported() } else { hint & layout.user_supported() };
+    let mut m = base
+        .iter()
+        .filter(|&c| c.is_legacy() || layout.standard_range(c).is_some_and(|r| r.end <= image.len()))
+        .fold(Xfeatures::LEGACY, |m, c| m.with(c));
+    for group in [Xfeatures::AVX512, Xfeatures::MPX, Xfeatures::AMX] {
+        if !(m & group).is_empty() && !group.is_subset_of(m) {
+            m = m - group;
+        }
+    }
+    (img.xstate_bv() - Xfeatures::BIT63).is_subset_of(m).then_some(m)
 }
 
 fn image_buf(bytes: &[u8]) -> Option<ImageBuf> {
