@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use xstate::fixtures::{AMD_ZEN4, INTEL_AMX_GUEST, INTEL_SKYLAKE_SP, layout};
 use xstate::image::Image;
 use xstate::image::regs::decode;
-use xstate::record::core::read_core;
+use xstate::record::elf::read_core;
 use xstate::record::linux::{LayoutNote, NtXstate};
 
 fuzz_target!(|data: &[u8]| {

@@ -9,7 +9,7 @@ use xstate::Component;
 use xstate::image::{Image, ImageBuf};
 use xstate::record::kvm::{KvmXcrs, KvmXsave};
 use xstate::record::linux::NtXstate;
-use xstate::record::{Contents, Format, Options, read, write};
+use xstate::record::{Contents, Format, Options, State, read, write};
 use xstate_hw::ptrace;
 use xstate_hw::selfcheck::{Rng, crafted_image};
 
@@ -23,15 +23,10 @@ fn ptrace_regset_is_an_nt_xstate_record() {
     assert_eq!(n.xcr0, xcr0);
     // A record xstate writes (from another state, through the generic writer) is taken back.
     let other = crafted_image(&l, xcr0, &mut Rng::new(56));
-    let c = Contents {
-        format: Format::Image,
-        image: Some(ImageBuf::from_bytes(&other).unwrap()),
-        xcr0,
-        xss: Default::default(),
-        accum: xcr0,
-        vcpu: None,
-        layout: None,
-    };
+    let c = Contents::one(
+        Format::Image,
+        State::new(Some(ImageBuf::from_bytes(&other).unwrap()), Some(xcr0)).with_xcr0(xcr0),
+    );
     let rec = write(Format::NtXstate, &c, &l, &l, &Options::default()).unwrap();
     ptrace::set_xstate(child.pid(), &rec).expect("PTRACE_SETREGSET accepts xstate's NT_X86_XSTATE");
     let seen = child.resume_and_report().unwrap();
@@ -51,21 +46,14 @@ fn kvm_buffers_are_kvm_xsave_records() {
     let supported = kvm.supported_xcr0().unwrap() & l.user_supported();
     let size = vcpu.xsave_buffer_size();
     let fmt = if size == 4096 { Format::KvmXsave } else { Format::KvmXsave2 };
-    let opts = Options { kvm_supported: Some(supported), kvm_xsave2_size: Some(size), ..Options::default() };
+    let mut opts = Options::default();
+    (opts.kvm_supported, opts.kvm_xsave2_size) = (Some(supported), Some(size));
     let got = vcpu.get_xsave().unwrap();
     KvmXsave::parse(fmt, &got, size, &l, supported, 0xFFFF).expect("KVM's buffer is a valid record");
     read(fmt, &got, &l, &opts).unwrap();
     // An xstate-written record with a crafted state goes in and comes back.
     let img = crafted_image(&l, supported, &mut Rng::new(77));
-    let c = Contents {
-        format: Format::Image,
-        image: Some(ImageBuf::from_bytes(&img).unwrap()),
-        xcr0: supported,
-        xss: Default::default(),
-        accum: supported,
-        vcpu: None,
-        layout: None,
-    };
+    let c = Contents::one(Format::Image, State::new(Some(ImageBuf::from_bytes(&img).unwrap()), Some(supported)));
     let rec = write(fmt, &c, &l, &l, &opts).unwrap();
     assert_eq!(rec.len(), size);
     vcpu.set_xsave(&rec).expect("KVM_SET_XSAVE accepts xstate's record");

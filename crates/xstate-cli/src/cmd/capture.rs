@@ -43,12 +43,17 @@ pub fn run(args: &CaptureArgs) -> CliResult {
     let bytes = ptrace_get(args.pid)?;
     let contents = record::read(Format::NtXstate, &bytes, &host.layout, &Options::default())
         .map_err(|e| CliError::invalid(format!("process {}: the kernel's NT_X86_XSTATE: {e}", args.pid)))?;
-    let in_use = contents.image.as_ref().map(|i| i.image().xstate_bv()).unwrap_or_default();
+    let state = contents.state().cloned().unwrap_or_else(xstate::record::State::no_xsave_state);
+    let in_use = state.image.as_ref().map(|i| i.image().xstate_bv()).unwrap_or_default();
+    let xcr0 = state.xcr0.unwrap_or_default();
     if let Some(out) = &args.output {
         let data = if format == Format::NtXstate {
             bytes.clone()
         } else {
-            record::write(format, &contents, &host.layout, &host.layout, &Options::default())
+            // `--format F` is the caller's choice of what to keep: XCR0 goes where F has no field for it.
+            let mut opts = Options::default();
+            opts.drop = xstate::record::FieldSet::NONE.with(xstate::record::Field::Xcr0);
+            record::write(format, &contents, &host.layout, &host.layout, &opts)
                 .map_err(|e| CliError::invalid(format!("process {}: as {format}: {e}", args.pid)))?
         };
         write_output(out, &data)?;
@@ -57,7 +62,7 @@ pub fn run(args: &CaptureArgs) -> CliResult {
         print_json(&json!({
             "pid": args.pid,
             "size": bytes.len(),
-            "xcr0": contents.xcr0.bits(),
+            "xcr0": xcr0.bits(),
             "xstate_bv": in_use.bits(),
             "in_use": in_use.names().to_string(),
             "format": format.name(),
@@ -68,8 +73,8 @@ pub fn run(args: &CaptureArgs) -> CliResult {
             "process {}: {} bytes, XCR0 {} ({}), in use {} ({}){}",
             args.pid,
             bytes.len(),
-            contents.xcr0,
-            contents.xcr0.names(),
+            xcr0,
+            xcr0.names(),
             in_use,
             in_use.names(),
             args.output.as_ref().map(|p| format!(", written to {} as {format}", p.display())).unwrap_or_default()

@@ -12,9 +12,10 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 use xstate::Xfeatures;
-use xstate::image::{Target, convert_between};
+use xstate::image::{ImageBuf, Target, convert_between};
+use xstate::record::{Field, FieldSet, Options};
 
-use crate::cmd::imageio::{ImageFormat, check_image_size, load, records_xcr0, store};
+use crate::cmd::imageio::{ImageFormat, XenArgs, check_image_size, load, raw_state, records_xcr0, store};
 use crate::common::{
     CliError, CliResult, CpuArgs, checked_masks, mask_json, parse_mask, placeable, source, write_output,
 };
@@ -59,6 +60,16 @@ pub struct ConvertArgs {
     /// Output file, written atomically (`-`: standard output).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: PathBuf,
+    /// The vCPU to record where the source has none (Xen HVM instance, PV vcpu_id).
+    #[arg(long, value_name = "N")]
+    pub vcpu: Option<u32>,
+    /// Fields of the source the output format cannot hold, to drop rather than refuse:
+    /// xcr0, xss, xcr0-accum, vcpu, image (comma-separated).
+    #[arg(long, value_name = "FIELDS", value_delimiter = ',', value_parser = parse_field)]
+    pub drop: Vec<Field>,
+    /// Xen's host and domain policy, for Xen records read or written.
+    #[command(flatten)]
+    pub xen: XenArgs,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -67,6 +78,10 @@ pub struct ConvertArgs {
 /// Record formats that hold standard images only.
 fn standard_only(f: ImageFormat) -> bool {
     !matches!(f, ImageFormat::Raw | ImageFormat::FcBlob | ImageFormat::Portable)
+}
+
+fn parse_field(s: &str) -> Result<Field, String> {
+    Field::from_name(s).ok_or_else(|| format!("{s:?}: expected xcr0, xss, xcr0-accum, vcpu or image"))
 }
 
 /// Runs `xstate convert`.
@@ -89,23 +104,40 @@ pub fn run(args: &ConvertArgs) -> CliResult {
         None => None,
     };
     let name = args.image.display().to_string();
-    let loaded = load(&args.image, args.from_format, &src.layout)?;
+    let mut opts = Options::default();
+    opts.xen = args.xen.host(&src.layout);
+    let loaded = load(&args.image, args.from_format, &src.layout, &opts)?;
     let from_layout = loaded.layout.as_ref().unwrap_or(&src.layout);
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     if loaded.layout.is_none() {
         placeable(&src, xcr0 | xss)?;
     }
-    checked_masks(from_layout, xcr0, xss)?;
-    if loaded.format == xstate::record::Format::Image {
-        check_image_size(&loaded.image, from_layout, xcr0, &name, &src.name)?;
-    }
     let to_layout = dst.as_ref().map_or(from_layout, |d| &d.layout);
+    // The output's XCR0 (module documentation).
     let keeps_xcr0 = args.to_format.as_record().is_some_and(records_xcr0);
     let to_xcr0 = match (args.to_xcr0, &dst) {
         (Some(x), _) => x,
         (None, Some(d)) if !keeps_xcr0 => d.default_xcr0,
         _ => xcr0,
     };
+    // What the output records beside the image: the record's fields, given ones, dropped ones.
+    let mut out_opts = Options::default();
+    out_opts.xen = args.xen.host(to_layout);
+    out_opts.vcpu = args.vcpu;
+    out_opts.drop = args.drop.iter().fold(FieldSet::NONE, |d, f| d.with(*f));
+    // XCR0 where the source does not record it: --xcr0, or for a bare image the restoring XCR0.
+    out_opts.xcr0 = if loaded.state.is_some() { args.cpu.xcr0.or(args.to_xcr0) } else { Some(to_xcr0) };
+    let Some(image) = &loaded.image else {
+        // "No xsave state": the output format's own form, or refused where it has none.
+        let state = loaded.state.clone().unwrap_or_else(xstate::record::State::no_xsave_state);
+        let bytes = store(&state, args.to_format, to_layout, &out_opts)?;
+        write_output(&args.output, &bytes)?;
+        return summary(&args.output, &format!("{}: no xsave state, {} bytes\n", args.output.display(), bytes.len()));
+    };
+    checked_masks(from_layout, xcr0, xss)?;
+    if loaded.format == xstate::record::Format::Image {
+        check_image_size(image, from_layout, xcr0, &name, &src.name)?;
+    }
     if let Some(d) = &dst {
         placeable(d, to_xcr0 | xss)?;
     }
@@ -116,9 +148,22 @@ pub fn run(args: &ConvertArgs) -> CliResult {
         FormArg::Standard => Target::Standard,
         FormArg::Compacted => Target::Compacted { mask: args.mask.unwrap_or(to_rfbm & to_layout.supported()) },
     };
-    let out = convert_between(&loaded.image, from_layout, xcr0 | xss, to_layout, to_rfbm, target)
+    let out = convert_between(image, from_layout, xcr0 | xss, to_layout, to_rfbm, target)
         .map_err(|e| CliError::invalid(format!("{name}: cannot convert: {e}")))?;
-    let bytes = store(&out, to_rfbm & to_layout.supported(), args.to_format, to_layout)?;
+    let mut state = match &loaded.state {
+        Some(s) => s.clone(),
+        None => raw_state(&out, to_rfbm)?,
+    };
+    state.image = Some(ImageBuf::from_bytes(&out).map_err(CliError::invalid)?);
+    state.rfbm = Some(to_rfbm & to_layout.supported());
+    // A format without an XCR0 field loses nothing when the XCR0 is the one its readers assume
+    // (the output CPU's default, what `validate OUT` and `restore OUT` take).
+    let reader_default = dst.as_ref().map_or(src.default_xcr0, |d| d.default_xcr0);
+    if !keeps_xcr0 && to_xcr0 == reader_default && state.xcr0.is_none_or(|x| x == to_xcr0) {
+        out_opts.drop = out_opts.drop.with(Field::Xcr0);
+    }
+    let bytes = store(&state, args.to_format, to_layout, &out_opts)
+        .map_err(|e| CliError { code: e.code, message: format!("{name}: {}", e.message) })?;
     write_output(&args.output, &bytes)?;
     let h = out.header();
     let text = if args.json {

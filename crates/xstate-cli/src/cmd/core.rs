@@ -16,7 +16,7 @@ use xstate::Layout;
 use xstate::cpuid::XsaveFeatures;
 use xstate::image::Image;
 use xstate::image::regs::decode;
-use xstate::record::core::read_core;
+use xstate::record::elf::read_core;
 use xstate::record::linux::{LayoutNote, NtXstate};
 
 use crate::cmd::imageio::emit;

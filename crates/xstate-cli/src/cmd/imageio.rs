@@ -2,12 +2,13 @@
 //! and the restoring context's defaults from this host.
 //!
 //! The format handling is the two functions [`load`] and [`store`], which hand record formats
-//! to [`xstate::record::read()`] and [`xstate::record::write()`].
+//! to [`xstate::record::read()`] and [`xstate::record::write()`]; [`XenArgs`] are the Xen
+//! flags `validate`, `inspect` and `convert` share.
 
 use std::path::Path;
 
 use xstate::image::{Form, Image, ImageBuf};
-use xstate::record::{self, Contents, Format, Options};
+use xstate::record::{self, Contents, Format, Options, State};
 use xstate::{Layout, Xfeatures};
 
 use crate::common::{CliError, CliResult, read_file};
@@ -74,7 +75,7 @@ impl ImageFormat {
         Some(match self {
             ImageFormat::Raw | ImageFormat::Auto => return None,
             ImageFormat::XenDomctl => Format::XenDomctl,
-            ImageFormat::FcBlob => Format::Blob,
+            ImageFormat::FcBlob => Format::FcBlob,
             ImageFormat::XenHvm => Format::XenHvm,
             ImageFormat::XenPv => Format::XenPv,
             ImageFormat::KvmXsave => Format::KvmXsave,
@@ -90,19 +91,20 @@ impl ImageFormat {
 /// An image read from a file, with what the file said about it.
 #[derive(Clone, Debug)]
 pub struct Loaded {
-    /// The image.
-    pub image: Vec<u8>,
-    /// The XCR0 the file records for the image (for Xen records the accumulated XCR0 the image
-    /// is sized for); `None` where the format does not record the guest's XCR0 (a bare image;
-    /// kvm_xsave, whose bytes 464..471 hold KVM's supported mask, not the guest's XCR0).
+    /// The image; `None` for a record holding "no xsave state".
+    pub image: Option<Vec<u8>>,
+    /// The components the image is laid out for (its RFBM), user part, if the file records
+    /// them (for Xen records the accumulated XCR0 the image is sized for).
     pub xcr0: Option<Xfeatures>,
-    /// IA32_XSS the file records (forward-compatible blob, portable record).
+    /// Their supervisor part (forward-compatible blob, portable record).
     pub xss: Option<Xfeatures>,
     /// The layout the file carries (portable record, core with NT_X86_XSAVE_LAYOUT); the image
     /// is laid out for it rather than for `--cpuid`.
     pub layout: Option<Layout>,
     /// The format read (after `auto`).
     pub format: Format,
+    /// What the record says (its first state); `None` for a bare image.
+    pub state: Option<State>,
 }
 
 /// Whether `f` records the XCR0 its image is restored with.
@@ -125,8 +127,9 @@ pub fn format_of(bytes: &[u8], format: ImageFormat, layout: &Layout, name: &str)
     }
 }
 
-/// Reads the image in `path` written in `format`, for the CPU of `layout`.
-pub fn load(path: &Path, format: ImageFormat, layout: &Layout) -> CliResult<Loaded> {
+/// Reads the image in `path` written in `format`, for the CPU of `layout`, with what the
+/// reader knows besides the bytes (`opts`: Xen's host and policy, ...).
+pub fn load(path: &Path, format: ImageFormat, layout: &Layout, opts: &Options) -> CliResult<Loaded> {
     let bytes = read_file(path)?;
     let name = path.display();
     let f = format_of(&bytes, format, layout, &name.to_string())?;
@@ -137,22 +140,24 @@ pub fn load(path: &Path, format: ImageFormat, layout: &Layout) -> CliResult<Load
         String::new()
     };
     if f == Format::Image {
-        return Ok(Loaded { image: bytes, xcr0: None, xss: None, layout: None, format: f });
+        return Ok(Loaded { image: Some(bytes), xcr0: None, xss: None, layout: None, format: f, state: None });
     }
-    let c = record::read(f, &bytes, layout, &Options::default())
-        .map_err(|e| CliError::invalid(format!("{name}: {e}{how}")))?;
-    let Some(image) = c.image.as_ref() else {
-        return Err(CliError::invalid(format!("{name}: {f}: holds no XSAVE image (no xsave state){how}")));
+    let c = record::read(f, &bytes, layout, opts).map_err(|e| CliError::invalid(format!("{name}: {e}{how}")))?;
+    let Some(state) = c.state().cloned() else {
+        return Err(CliError::invalid(format!("{name}: {f}: holds no XSAVE image{how}")));
     };
+    if state.image.is_none() && !state.is_no_xsave_state() {
+        return Err(CliError::invalid(format!("{name}: {f}: holds no XSAVE image{how}")));
+    }
     let l = c.layout.as_ref().unwrap_or(layout);
-    let rfbm = c.rfbm();
-    let recorded = records_xcr0(f);
+    let rfbm = state.rfbm;
     Ok(Loaded {
-        image: image.to_vec(),
-        xcr0: recorded.then_some(rfbm & l.user_supported()),
-        xss: recorded.then_some(rfbm & l.supervisor_supported()),
+        image: state.image.as_ref().map(|i| i.to_vec()),
+        xcr0: rfbm.map(|r| r & l.user_supported()),
+        xss: rfbm.map(|r| r & l.supervisor_supported()),
         layout: c.layout,
         format: f,
+        state: Some(state),
     })
 }
 
@@ -192,31 +197,29 @@ pub fn check_image_size(image: &[u8], layout: &Layout, xcr0: Xfeatures, name: &s
     Ok(())
 }
 
-/// The bytes of a file in `format` holding `image` (laid out for `layout`), restored with
-/// RFBM = `rfbm`.
-pub fn store(image: &[u8], rfbm: Xfeatures, format: ImageFormat, layout: &Layout) -> CliResult<Vec<u8>> {
+/// The bytes of a file in `format` holding `state` (its image laid out for `layout`), with
+/// `opts` supplying or dropping what the state and the format do not share.
+pub fn store(state: &State, format: ImageFormat, layout: &Layout, opts: &Options) -> CliResult<Vec<u8>> {
     let f = match format {
-        ImageFormat::Raw => return Ok(image.to_vec()),
+        ImageFormat::Raw => Format::Image,
         ImageFormat::Auto => return Err(CliError::usage("--to-format auto: name the output format")),
         other => other.record().unwrap_or(Format::Image),
     };
     if !f.writable() {
         return Err(CliError::usage(format!("--to-format {f}: this format is read, not written")));
     }
-    let img = ImageBuf::from_bytes(image).map_err(CliError::invalid)?;
-    if Image::new(image).is_ok_and(|i| i.form() == Form::Compacted) && !matches!(f, Format::Blob | Format::Portable) {
+    let compacted = state.image.as_ref().is_some_and(|i| i.image().form() == Form::Compacted);
+    if compacted && !matches!(f, Format::Image | Format::FcBlob | Format::Portable) {
         return Err(CliError::invalid(format!("{f} holds standard-format images only: use --to standard")));
     }
-    let c = Contents {
-        format: Format::Image,
-        image: Some(img),
-        xcr0: rfbm & layout.user_supported(),
-        xss: rfbm & layout.supervisor_supported(),
-        accum: rfbm,
-        vcpu: None,
-        layout: None,
-    };
-    record::write(f, &c, layout, layout, &Options::default()).map_err(CliError::invalid)
+    let c = Contents::one(Format::Image, state.clone());
+    record::write(f, &c, layout, layout, opts).map_err(CliError::invalid)
+}
+
+/// A bare image as a state: laid out for `rfbm`, nothing else known.
+pub fn raw_state(image: &[u8], rfbm: Xfeatures) -> CliResult<State> {
+    let img = ImageBuf::from_bytes(image).map_err(CliError::invalid)?;
+    Ok(State::new(Some(img), Some(rfbm)))
 }
 
 /// The running CPU's MXCSR mask ([`xstate_hw::Host::mxcsr_mask`]); 0xFFFF where the host
@@ -233,4 +236,67 @@ pub fn host_mxcsr_mask() -> u32 {
 /// Refuses an image shorter than the legacy region and header (exit 1).
 pub fn need_header<'a>(image: &'a [u8], path: &Path) -> CliResult<xstate::image::Image<'a>> {
     xstate::image::Image::new(image).map_err(|e| CliError::invalid(format!("{}: {e}", path.display())))
+}
+
+/// The Xen flags of `validate`, `inspect` and `convert`: what Xen knows besides a record.
+#[derive(clap::Args, Debug, Default)]
+pub struct XenArgs {
+    /// xen: the domain's maximum XCR0: `pv`, `hvm-shadow`, `hvm-hap` (Xen's guest maxima derived
+    /// from the CPU as recalculate_xstate() does) or a mask; default: hvm-hap, the largest.
+    #[arg(long, value_name = "POLICY", value_parser = parse_xen_policy)]
+    pub xen_policy: Option<XenPolicy>,
+    /// xen: the host's enabled xfeature_mask; default: Xen's, CPUID & XCNTXT_MASK (never LWP).
+    #[arg(long, value_name = "MASK", value_parser = crate::common::parse_mask)]
+    pub xen_host: Option<Xfeatures>,
+}
+
+/// `--xen-policy`: a named guest maximum or a mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XenPolicy {
+    /// One of Xen's guest maxima.
+    Guest(xstate::policy::XenGuest),
+    /// A mask.
+    Mask(Xfeatures),
+}
+
+fn parse_xen_policy(s: &str) -> Result<XenPolicy, String> {
+    if let Some(g) = xstate::policy::XenGuest::from_name(s) {
+        return Ok(XenPolicy::Guest(g));
+    }
+    s.parse::<Xfeatures>()
+        .map(XenPolicy::Mask)
+        .map_err(|_| format!("{s:?}: expected pv, hvm-shadow, hvm-hap or a mask"))
+}
+
+impl XenArgs {
+    /// Whether a flag was given.
+    pub fn given(&self) -> bool {
+        self.xen_policy.is_some() || self.xen_host.is_some()
+    }
+
+    /// The domain policy's maximum XCR0 on `layout`, if given.
+    pub fn policy_max(&self, layout: &Layout) -> Option<Xfeatures> {
+        self.xen_policy.map(|p| match p {
+            XenPolicy::Guest(g) => g.max_xcr0(layout),
+            XenPolicy::Mask(m) => m,
+        })
+    }
+
+    /// The name of the policy in force, for messages.
+    pub fn policy_name(&self) -> String {
+        match self.xen_policy {
+            Some(XenPolicy::Guest(g)) => g.name().to_string(),
+            Some(XenPolicy::Mask(m)) => format!("{m}"),
+            None => "hvm-hap (default)".to_string(),
+        }
+    }
+
+    /// Xen's host for records read on `layout`: the flags over Xen's defaults. `None` without
+    /// flags, so every format keeps its own default.
+    pub fn host(&self, layout: &Layout) -> Option<record::xen::XenHost> {
+        self.given().then(|| {
+            let d = record::xen::XenHost::of(layout);
+            record::xen::XenHost::new(self.xen_host.unwrap_or(d.host), self.policy_max(layout).unwrap_or(d.policy_max))
+        })
+    }
 }

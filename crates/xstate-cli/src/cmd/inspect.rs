@@ -14,7 +14,9 @@ use xstate::{Layout, Xfeatures};
 
 use std::fmt::Write as _;
 
-use crate::cmd::imageio::{ImageFormat, emit, host_mxcsr_mask, load, need_header};
+use xstate::record::{Format, Options, State, StateId};
+
+use crate::cmd::imageio::{ImageFormat, XenArgs, emit, host_mxcsr_mask, load, need_header};
 use crate::cmd::regs::{register_line, registers_json};
 use crate::common::{CliResult, CpuArgs, print_json};
 
@@ -35,6 +37,36 @@ pub struct InspectArgs {
     /// The CPU the image belongs to, and the XCR0 | XSS it is restored with.
     #[command(flatten)]
     pub cpu: CpuArgs,
+    /// Xen's host and domain policy, for Xen records.
+    #[command(flatten)]
+    pub xen: XenArgs,
+}
+
+/// What a record says beside its image, as the format names it: JSON keys and text lines.
+fn record_fields(format: Format, st: &State) -> Vec<(&'static str, serde_json::Value, String)> {
+    let mut out = Vec::new();
+    let hex = |m: Xfeatures| json!(format!("{:#x}", m.bits()));
+    if let Some(StateId::Vcpu(v)) = st.id {
+        let key = if format == Format::XenHvm { "instance" } else { "vcpu_id" };
+        out.push((key, json!(v), format!("{key} {v}")));
+    }
+    if let Some(StateId::Thread(t)) = st.id {
+        out.push(("tid", json!(t), format!("tid {t}")));
+    }
+    if let Some(m) = st.uninterpreted.xfeature_mask {
+        out.push(("xfeature_mask", hex(m), format!("xfeature_mask {m} (the saving host's; ignored on load)")));
+    }
+    if let Some(x) = st.xcr0 {
+        out.push(("xcr0", json!(x.bits()), format!("xcr0 {x} ({})", x.names())));
+    }
+    if let Some(x) = st.xss {
+        out.push(("xss", json!(x.bits()), format!("xss {x}")));
+    }
+    if let Some(a) = st.accum {
+        let key = if matches!(format, Format::FcBlob | Format::Portable) { "xstates_accum" } else { "xcr0_accum" };
+        out.push((key, hex(a), format!("{key} {a} ({})", a.names())));
+    }
+    out
 }
 
 struct ComponentRow {
@@ -70,8 +102,29 @@ fn rows(img: &Image<'_>, l: &Layout, rfbm: Xfeatures) -> Vec<ComponentRow> {
 /// Runs `xstate inspect`.
 pub fn run(args: &InspectArgs) -> CliResult {
     let src = args.cpu.source()?;
-    let loaded = load(&args.image, args.format, &src.layout)?;
-    let img = need_header(&loaded.image, &args.image)?;
+    let mut opts = Options::default();
+    opts.xen = args.xen.host(&src.layout);
+    let loaded = load(&args.image, args.format, &src.layout, &opts)?;
+    let fields = loaded.state.as_ref().map(|s| record_fields(loaded.format, s)).unwrap_or_default();
+    let Some(image) = &loaded.image else {
+        if args.json {
+            let mut v = json!({
+                "file": args.image.display().to_string(),
+                "format": loaded.format.name(),
+                "no_xsave_state": true,
+            });
+            for (k, val, _) in &fields {
+                v[*k] = val.clone();
+            }
+            return print_json(&v);
+        }
+        let mut out = format!("{}: {} record: no xsave state\n", args.image.display(), loaded.format);
+        for (_, _, line) in &fields {
+            writeln!(out, "{line}").ok();
+        }
+        return emit(&out);
+    };
+    let img = need_header(image, &args.image)?;
     let l = loaded.layout.as_ref().unwrap_or(&src.layout);
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     let rfbm = if img.form() == Form::Compacted { xcr0 | xss } else { xcr0 };
@@ -103,12 +156,18 @@ pub fn run(args: &InspectArgs) -> CliResult {
             "software_bytes_nonzero": software_nonzero,
             "xcr0": xcr0.bits(),
             "xss": xss.bits(),
+            "no_xsave_state": false,
             "hardware": json!({"valid": verdict.is_ok(), "error": verdict.as_ref().err().map(|e| e.to_string())}),
             "components": rows.iter().map(|r| json!({
                 "index": r.index, "name": r.name, "offset": r.offset, "size": r.size,
                 "in_use": r.in_use, "in_image": r.in_image,
             })).collect::<Vec<_>>(),
         });
+        // What the record says overrides the restoring context's defaults (a Xen record's own
+        // xcr0, and its xcr0_accum beside it).
+        for (k, val, _) in &fields {
+            v[*k] = val.clone();
+        }
         if let Some(d) = &decoded {
             (v["registers"], v["undecoded"]) = registers_json(d, l);
             v["truncated"] = json!(d.truncated.iter().map(|c| l.name(*c)).collect::<Vec<_>>());
@@ -118,6 +177,9 @@ pub fn run(args: &InspectArgs) -> CliResult {
     let mut out = String::new();
     if loaded.format != xstate::record::Format::Image {
         writeln!(out, "{}: {} record", args.image.display(), loaded.format).ok();
+        for (_, _, line) in &fields {
+            writeln!(out, "{line}").ok();
+        }
     }
     writeln!(out, "{}: {} bytes, {} form", args.image.display(), img.len(), img.form()).ok();
     writeln!(out, "XSTATE_BV {} ({})", h.xstate_bv, h.xstate_bv.names()).ok();

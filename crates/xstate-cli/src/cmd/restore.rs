@@ -17,7 +17,7 @@ use clap::Args;
 use serde_json::json;
 use xstate::image::validate::{Context, Profile, validate};
 use xstate::image::{Target, convert_between};
-use xstate::record::Format;
+use xstate::record::{Format, Options};
 use xstate::{Layout, Xfeatures};
 
 use crate::cmd::imageio::{ImageFormat, check_image_size, host_mxcsr_mask, load};
@@ -50,7 +50,12 @@ pub fn run(args: &RestoreArgs) -> CliResult {
     let host = host_source()?;
     let src = args.cpu.source()?;
     let name = args.image.display().to_string();
-    let loaded = load(&args.image, args.format, &src.layout)?;
+    let loaded = load(&args.image, args.format, &src.layout, &Options::default())?;
+    let Some(image) = loaded.image.as_deref() else {
+        // Xen's reading of the same record: "no xsave state" restores nothing, successfully.
+        outln!("process {}: {name} ({}) holds no xsave state: nothing written", args.pid, loaded.format);
+        return Ok(());
+    };
     let from: &Layout = loaded.layout.as_ref().unwrap_or(&src.layout);
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     if loaded.layout.is_none() {
@@ -58,13 +63,13 @@ pub fn run(args: &RestoreArgs) -> CliResult {
     }
     checked_masks(from, xcr0, xss)?;
     if loaded.format == Format::Image {
-        check_image_size(&loaded.image, from, xcr0, &name, &src.name)?;
+        check_image_size(image, from, xcr0, &name, &src.name)?;
     }
     let session = Session::open(args.pid)?;
     let task = session.current()?;
     let task_xcr0 = Xfeatures(task.get(464..472).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))));
     // The image restored with its own RFBM on its CPU, laid out for the task's XCR0 here.
-    let mut out = convert_between(&loaded.image, from, xcr0 | xss, &host.layout, task_xcr0, Target::Standard)
+    let mut out = convert_between(image, from, xcr0 | xss, &host.layout, task_xcr0, Target::Standard)
         .map_err(|e| CliError::invalid(format!("{name}: for process {}: {e}", args.pid)))?
         .into_inner()
         .to_vec();

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use xstate::Xfeatures;
-use xstate::image::validate::{Context, Profile, validate};
+use xstate::image::validate::{Context, Profile, XenCaller, validate};
+use xstate::record::{Format, Options};
 
-use crate::cmd::imageio::{ImageFormat, emit, host_mxcsr_mask, load};
+use crate::cmd::imageio::{ImageFormat, XenArgs, emit, host_mxcsr_mask, load};
 use crate::common::{CliError, CliResult, CpuArgs, checked_masks, parse_mask};
 
 /// The consumers `--profile` names.
@@ -35,6 +36,15 @@ impl From<ProfileArg> for Profile {
     }
 }
 
+/// `--xen-caller`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum XenCallerArg {
+    /// XEN_DOMCTL_setvcpuextstate: exactly standard_size(xcr0_accum) bytes.
+    Domctl,
+    /// hvm_load_cpu_xsave_states(): longer only with a zero tail.
+    Hvm,
+}
+
 /// Arguments of `xstate validate`.
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -56,12 +66,13 @@ pub struct ValidateArgs {
     /// xen: xcr0_accum; default: --xcr0.
     #[arg(long, value_name = "MASK", value_parser = parse_mask)]
     pub xcr0_accum: Option<Xfeatures>,
-    /// xen: the domain policy's maximum XCR0; default: every supported user component.
-    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
-    pub xen_policy: Option<Xfeatures>,
-    /// xen: the host's enabled xfeatures; default: every supported user component.
-    #[arg(long, value_name = "MASK", value_parser = parse_mask)]
-    pub xen_host: Option<Xfeatures>,
+    /// Xen's host and domain policy (records and `--profile xen`).
+    #[command(flatten)]
+    pub xen: XenArgs,
+    /// xen: whose size rule applies: the domctl's exact standard_size(xcr0_accum), or the HVM
+    /// loader's zero tail; default: domctl (hvm for a xen-hvm record).
+    #[arg(long, value_enum)]
+    pub xen_caller: Option<XenCallerArg>,
     /// File format of IMAGE.
     #[arg(long, value_enum, default_value = "raw")]
     pub format: ImageFormat,
@@ -70,8 +81,14 @@ pub struct ValidateArgs {
 /// Runs `xstate validate`.
 pub fn run(args: &ValidateArgs) -> CliResult {
     let src = args.cpu.source()?;
-    let loaded = load(&args.image, args.format, &src.layout)?;
+    let mut opts = Options::default();
+    opts.xen = args.xen.host(&src.layout);
+    let loaded = load(&args.image, args.format, &src.layout, &opts)?;
     let profile = Profile::from(args.profile);
+    let Some(img) = &loaded.image else {
+        let vcpu = loaded.state.as_ref().and_then(|s| s.vcpu()).map(|v| format!(", vCPU {v}")).unwrap_or_default();
+        return emit(&format!("{}: valid ({}): no xsave state{vcpu}\n", args.image.display(), loaded.format));
+    };
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     let layout = loaded.layout.as_ref().unwrap_or(&src.layout);
     if profile != Profile::Xen {
@@ -82,24 +99,37 @@ pub fn run(args: &ValidateArgs) -> CliResult {
         None if args.cpu.cpuid.is_none() => host_mxcsr_mask(),
         None => 0xFFFF,
     };
-    let mut ctx = Context::new(xcr0).with_mxcsr_mask_field(mxcsr_mask);
+    let state = loaded.state.as_ref();
+    // Xen checks the record's own xcr0 and xcr0_accum.
+    let xen_xcr0 = args.cpu.xcr0.or(state.and_then(|s| s.xcr0)).unwrap_or(xcr0);
+    let mut ctx = Context::new(if profile == Profile::Xen { xen_xcr0 } else { xcr0 }).with_mxcsr_mask_field(mxcsr_mask);
     ctx.xss = xss;
     ctx.kvm_supported = args.kvm_supported;
-    ctx.xen.xcr0_accum = args.xcr0_accum;
-    ctx.xen.policy_max = args.xen_policy;
-    ctx.xen.host = args.xen_host;
-    let img = &loaded.image;
+    ctx.xen.xcr0_accum = args.xcr0_accum.or(state.and_then(|s| s.accum));
+    ctx.xen.policy_max = args.xen.policy_max(layout);
+    ctx.xen.host = args.xen.xen_host;
+    ctx.xen.caller = match args.xen_caller {
+        Some(XenCallerArg::Hvm) => XenCaller::HvmLoad,
+        Some(XenCallerArg::Domctl) => XenCaller::Domctl,
+        None if loaded.format == Format::XenHvm => XenCaller::HvmLoad,
+        None => XenCaller::Domctl,
+    };
     validate(img, layout, profile, &ctx)
         .map_err(|e| CliError::invalid(format!("{}: invalid: {e}", args.image.display())))?;
     let h = xstate::image::Header::read(img).unwrap_or(xstate::image::Header::EMPTY);
+    let xen = if profile == Profile::Xen {
+        format!(", {} size rule, policy {}", ctx.xen.caller.name(), args.xen.policy_name())
+    } else {
+        String::new()
+    };
     emit(&format!(
-        "{}: valid ({profile}): {} image, {} bytes, XSTATE_BV {} ({}), XCOMP_BV {}, XCR0 {}\n",
+        "{}: valid ({profile}{xen}): {} image, {} bytes, XSTATE_BV {} ({}), XCOMP_BV {}, XCR0 {}\n",
         args.image.display(),
         h.form(),
         img.len(),
         h.xstate_bv,
         h.xstate_bv.names(),
         h.xcomp_bv,
-        xcr0
+        ctx.xcr0
     ))
 }

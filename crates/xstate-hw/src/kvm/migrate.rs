@@ -66,13 +66,12 @@ pub fn save(vcpu: &Vcpu, host: &Layout) -> Result<Vec<u8>, MigrateError> {
     } else {
         Format::KvmXsave2
     };
-    let opts = Options {
-        xcr0: Some(xcr0),
-        kvm_xsave2_size: Some(buf.len()),
-        // The vCPU's own buffer holds only what KVM supports; the host layout bounds it.
-        kvm_supported: Some(host.user_supported()),
-        ..Options::default()
-    };
+    let mut opts = Options::default();
+    // KVM_GET_XSAVE does not record the guest's XCR0: KVM_GET_XCRS's is given.
+    opts.xcr0 = Some(xcr0);
+    opts.kvm_xsave2_size = Some(buf.len());
+    // The vCPU's own buffer holds only what KVM supports; the host layout bounds it.
+    opts.kvm_supported = Some(host.user_supported());
     let contents = record::read(format, &buf, host, &opts).map_err(MigrateError::Record)?;
     record::write(Format::Portable, &contents, host, host, &opts).map_err(MigrateError::Record)
 }
@@ -85,22 +84,29 @@ pub fn restore(vcpu: &Vcpu, record_bytes: &[u8], host: &Layout, dst: &Policy) ->
     let contents =
         record::read(Format::Portable, record_bytes, host, &Options::default()).map_err(MigrateError::Record)?;
     let from = contents.layout.clone().unwrap_or_else(|| host.clone());
-    let Some(image) = contents.image.as_ref() else {
+    let Some((state, image)) = contents.state().and_then(|s| s.image.as_ref().map(|i| (s, i))) else {
         return Ok(compat::check(&Side::user_max(&from), &Side::user_max(dst.layout())));
     };
-    let src = Side { layout: &from, xcr0: contents.xcr0, xss: contents.xss };
+    let (xcr0, xss) = (state.xcr0.unwrap_or_default(), state.xss.unwrap_or_default());
+    let src = Side { layout: &from, xcr0, xss };
     let to = Side { layout: dst.layout(), xcr0: dst.xcr0_max(), xss: dst.xss_max() };
     let report = compat::check_image(&src, &to, image.image().bytes()).map_err(MigrateError::Invalid)?;
     if report.verdict == Verdict::Incompatible {
         return Err(MigrateError::Incompatible(report));
     }
-    if !contents.xcr0.is_subset_of(dst.xcr0_max()) {
+    if !xcr0.is_subset_of(dst.xcr0_max()) {
         // Enabled but unused states the destination lacks: the guest must not find them in XCR0.
         return Err(MigrateError::Incompatible(compat::check(&src, &to)));
     }
-    let out = convert(image.image().bytes(), &from, host, contents.rfbm() & from.user_supported(), Target::Standard)
-        .map_err(MigrateError::Convert)?;
-    vcpu.set_xcr0(contents.xcr0)?;
+    let out = convert(
+        image.image().bytes(),
+        &from,
+        host,
+        state.rfbm.unwrap_or(xcr0 | xss) & from.user_supported(),
+        Target::Standard,
+    )
+    .map_err(MigrateError::Convert)?;
+    vcpu.set_xcr0(xcr0)?;
     vcpu.set_xsave(out.image().bytes())?;
     Ok(report)
 }

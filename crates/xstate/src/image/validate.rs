@@ -22,7 +22,8 @@ use super::header::{Form, Header, RESERVED_OFFSET};
 use super::{Image, MIN_SIZE};
 use crate::component::Component;
 use crate::layout::Layout;
-use crate::xcr0::{MaskError, check_xcr0};
+use crate::policy::xen::{XenGuest, xen_host_mask};
+use crate::xcr0::{MaskError, catalogue_supervisor, check_xcr0};
 use crate::xfeatures::Xfeatures;
 
 /// The consumer whose rules apply.
@@ -64,15 +65,58 @@ impl fmt::Display for Profile {
     }
 }
 
+/// Which of Xen's callers of `validate_xstate()` the [`Profile::Xen`] size rule mirrors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum XenCaller {
+    /// `XEN_DOMCTL_setvcpuextstate` (xen/arch/x86/domctl.c): no image larger than
+    /// standard_size(host `xfeature_mask`) (`-EINVAL`, checked first), then `validate_xstate()`,
+    /// then exactly standard_size(xcr0_accum) bytes (`-EINVAL`): no short or long image, no
+    /// zero-extension. The default: the toolstack's path for PV and HVM vCPUs alike.
+    #[default]
+    Domctl,
+    /// `hvm_load_cpu_xsave_states()` (xen/arch/x86/hvm/hvm.c): `validate_xstate()`, then a longer
+    /// image only if every byte past standard_size(xcr0_accum) is zero (`-EOPNOTSUPP`, "non-zero
+    /// data", tolerating Xen ≤ 4.3.0's maximum-sized areas), and no shorter one (`-EINVAL`).
+    HvmLoad,
+}
+
+impl XenCaller {
+    /// `"domctl"` or `"hvm"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            XenCaller::Domctl => "domctl",
+            XenCaller::HvmLoad => "hvm",
+        }
+    }
+}
+
 /// Xen's view of a vCPU: the values `validate_xstate()` checks besides the header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct XenContext {
     /// The accumulated XCR0 the image describes; default: the context's XCR0.
     pub xcr0_accum: Option<Xfeatures>,
-    /// The domain policy's maximum XCR0; default: every user component the layout supports.
+    /// The domain policy's maximum XCR0 (`cpu_policy_xcr0_max()`); default: the largest
+    /// maximum Xen offers any guest on this host, [`XenGuest::HvmHap`]'s.
     pub policy_max: Option<Xfeatures>,
-    /// The host's enabled `xfeature_mask`; default: every user component the layout supports.
+    /// The host's enabled `xfeature_mask`; default: Xen's, CPUID ∩ `XCNTXT_MASK`
+    /// ([`xen_host_mask`]).
     pub host: Option<Xfeatures>,
+    /// Whose size rule applies.
+    pub caller: XenCaller,
+}
+
+impl XenContext {
+    /// The policy maximum in force: the given one, else [`XenGuest::HvmHap`]'s for `layout`.
+    pub fn policy_max_for(&self, layout: &Layout) -> Xfeatures {
+        self.policy_max.unwrap_or_else(|| XenGuest::HvmHap.max_xcr0(layout))
+    }
+
+    /// The host mask in force: the given one, else [`xen_host_mask`] of `layout`.
+    pub fn host_for(&self, layout: &Layout) -> Xfeatures {
+        self.host.unwrap_or_else(|| xen_host_mask(layout))
+    }
 }
 
 /// What the consumer knows besides the image.
@@ -100,7 +144,7 @@ impl Context {
             xss: Xfeatures(0),
             mxcsr_mask: 0xFFFF,
             kvm_supported: None,
-            xen: XenContext { xcr0_accum: None, policy_max: None, host: None },
+            xen: XenContext { xcr0_accum: None, policy_max: None, host: None, caller: XenCaller::Domctl },
         }
     }
 
@@ -151,6 +195,12 @@ pub enum Rule {
     XenInvalidXcr0,
     /// Xen: xcr0_accum has a bit the host has not enabled.
     XenAccumOutsideHost,
+    /// Xen domctl: the image is larger than standard_size(host `xfeature_mask`).
+    XenOversized,
+    /// Xen domctl: the image is not exactly standard_size(xcr0_accum) bytes.
+    XenSizeMismatch,
+    /// Xen HVM load: a byte past standard_size(xcr0_accum) is not zero.
+    XenTailNotZero,
     /// A mask names a component the layout does not enumerate, so no size can be computed.
     UnknownComponent,
 }
@@ -176,6 +226,9 @@ impl Rule {
             Rule::XenAccumOutsidePolicy => "xcr0_accum must be a subset of the policy's maximum XCR0",
             Rule::XenInvalidXcr0 => "xcr0 and xcr0_accum must be valid XCR0 values",
             Rule::XenAccumOutsideHost => "xcr0_accum must be a subset of the host's enabled xfeatures",
+            Rule::XenOversized => "the image must not exceed standard_size(host xfeature_mask)",
+            Rule::XenSizeMismatch => "the image must be exactly standard_size(xcr0_accum) bytes",
+            Rule::XenTailNotZero => "bytes past standard_size(xcr0_accum) must be zero",
             Rule::UnknownComponent => "every component named must be enumerated by the layout",
         }
     }
@@ -192,6 +245,8 @@ pub enum Errno {
     Eopnotsupp,
     /// EIO (Xen, reserved header bytes).
     Eio,
+    /// ENODATA (Xen's HVM loader: the stream ends inside a record).
+    Enodata,
 }
 
 impl Errno {
@@ -202,6 +257,7 @@ impl Errno {
             Errno::Efault => "EFAULT",
             Errno::Eopnotsupp => "EOPNOTSUPP",
             Errno::Eio => "EIO",
+            Errno::Enodata => "ENODATA",
         }
     }
 }
@@ -264,7 +320,7 @@ impl ValidationError {
                 Some(if self.rule == Rule::Truncated { Errno::Efault } else { Errno::Einval })
             }
             Profile::Xen => Some(match self.rule {
-                Rule::XenAccumOutsideHost | Rule::CompactedNotAccepted => Errno::Eopnotsupp,
+                Rule::XenAccumOutsideHost | Rule::CompactedNotAccepted | Rule::XenTailNotZero => Errno::Eopnotsupp,
                 Rule::ReservedHeader => Errno::Eio,
                 _ => Errno::Einval,
             }),
@@ -447,27 +503,67 @@ fn linux(c: &Check<'_, '_>, layout: &Layout, ctx: &Context, features: Xfeatures)
     c.length(layout.standard_size(copied & layout.supported()), "XSTATE_BV", h.xstate_bv)
 }
 
-/// Xen's `validate_xstate()` in its order (-EINVAL, -EOPNOTSUPP, -EIO), then the callers' rule
-/// that the image holds standard_size(xcr0_accum) bytes. Xen does not check MXCSR here.
+/// Xen's `validate_xstate()` (xen/arch/x86/xstate.c) in its order (-EINVAL, -EOPNOTSUPP,
+/// -EIO) inside its caller's size rule ([`XenCaller`]). Xen does not check MXCSR here.
 fn xen(c: &Check<'_, '_>, layout: &Layout, ctx: &Context) -> Result<(), ValidationError> {
-    let h = c.img.header();
     let xcr0 = ctx.xcr0;
     let accum = ctx.xen.xcr0_accum.unwrap_or(xcr0);
+    let host = ctx.xen.host_for(layout);
+    let len = c.img.len();
+    if ctx.xen.caller == XenCaller::Domctl {
+        // XEN_DOMCTL_setvcpuextstate: size > PV_XSAVE_SIZE(xfeature_mask) is -EINVAL first.
+        let Some(max) = layout.standard_size(host) else {
+            return c
+                .fail(Rule::UnknownComponent, Detail::Bits { field: "host xfeature_mask", value: host, bits: host });
+        };
+        if len > max as usize {
+            return c.fail(Rule::XenOversized, Detail::Length { len, needed: max as usize });
+        }
+    }
+    validate_xstate(c, xcr0, accum, ctx.xen.policy_max_for(layout), host)?;
+    let Some(size) = layout.standard_size(accum) else {
+        return c.fail(Rule::UnknownComponent, Detail::Bits { field: "xcr0_accum", value: accum, bits: accum });
+    };
+    let size = (size as usize).max(MIN_SIZE);
+    match ctx.xen.caller {
+        XenCaller::Domctl if len != size => c.fail(Rule::XenSizeMismatch, Detail::Length { len, needed: size }),
+        XenCaller::Domctl => Ok(()),
+        XenCaller::HvmLoad if len < size => c.fail(Rule::Truncated, Detail::Length { len, needed: size }),
+        XenCaller::HvmLoad => match c.img.bytes()[size..].iter().position(|&b| b != 0) {
+            Some(i) => c.fail(Rule::XenTailNotZero, Detail::Byte { offset: size + i, value: c.img.bytes()[size + i] }),
+            None => Ok(()),
+        },
+    }
+}
+
+/// `validate_xstate(d, xcr0, xcr0_accum, hdr)` itself: -EINVAL for XSTATE_BV ⊄ xcr0_accum,
+/// xcr0 ⊄ xcr0_accum, xcr0_accum ⊄ the policy's maximum or an invalid XCR0 value
+/// (`valid_xcr0()`, so 0 fails); -EOPNOTSUPP for xcr0_accum ⊄ the host's `xfeature_mask` or
+/// XCOMP_BV ≠ 0; -EIO for a non-zero reserved header qword.
+fn validate_xstate(
+    c: &Check<'_, '_>,
+    xcr0: Xfeatures,
+    accum: Xfeatures,
+    policy_max: Xfeatures,
+    host: Xfeatures,
+) -> Result<(), ValidationError> {
+    let h = c.img.header();
     c.subset(Rule::XenXstateBvOutsideAccum, "XSTATE_BV", h.xstate_bv, accum)?;
     c.subset(Rule::XenXcr0OutsideAccum, "xcr0", xcr0, accum)?;
-    c.subset(Rule::XenAccumOutsidePolicy, "xcr0_accum", accum, ctx.xen.policy_max.unwrap_or(layout.user_supported()))?;
+    c.subset(Rule::XenAccumOutsidePolicy, "xcr0_accum", accum, policy_max)?;
     for v in [xcr0, accum] {
-        if let Err(m) = check_xcr0(v) {
+        // `valid_xcr0()` looks at x87, SSE/YMM, the AVX-512 trio, the MPX and AMX pairs only.
+        let looked_at = Xfeatures(v.bits() & !(Xfeatures::BIT63 | catalogue_supervisor()).bits() & !(1 << 19));
+        if let Err(m) = check_xcr0(looked_at) {
             return c.fail(Rule::XenInvalidXcr0, Detail::Mask(m));
         }
     }
-    c.subset(Rule::XenAccumOutsideHost, "xcr0_accum", accum, ctx.xen.host.unwrap_or(layout.user_supported()))?;
+    c.subset(Rule::XenAccumOutsideHost, "xcr0_accum", accum, host)?;
     if !h.xcomp_bv.is_empty() {
         return c
             .fail(Rule::CompactedNotAccepted, Detail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: h.xcomp_bv });
     }
-    c.reserved(RESERVED_OFFSET..RESERVED_OFFSET + 48)?;
-    c.length(layout.standard_size(accum), "xcr0_accum", accum)
+    c.reserved(RESERVED_OFFSET..RESERVED_OFFSET + 48)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 
 mod feature;
 mod selection;
+pub mod xen;
 mod xsetbv;
 
 use alloc::string::String;
@@ -29,6 +30,7 @@ use core::fmt;
 
 pub use feature::{Feature, FeatureSet};
 pub use selection::{Components, Selection};
+pub use xen::{XCNTXT_MASK, XenGuest, xen_host_mask};
 pub use xsetbv::SetError;
 
 use crate::component::Component;

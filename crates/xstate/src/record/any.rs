@@ -4,8 +4,9 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::blob::Blob;
-use super::core::read_core;
+use super::contents::{Contents, Field, State, StateId};
+use super::elf::read_core;
+use super::fc_blob::FcBlob;
 use super::kvm::{KVM_XCRS_SIZE, KVM_XSAVE_SIZE, KvmXcrs, KvmXsave, cap_xsave2};
 use super::linux::{FP_XSTATE_MAGIC1, LayoutNote, NtXstate, SW_BYTES, SigFrame};
 use super::portable::{MAGIC, Portable};
@@ -19,13 +20,14 @@ use crate::xfeatures::Xfeatures;
 
 /// A record format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Format {
     /// A bare XSAVE image, standard or compacted.
     Image,
     /// Xen's get/setvcpuextstate blob.
     XenDomctl,
     /// The forward-compatible blob (first word XCR0 | XSS, standard or compacted image).
-    Blob,
+    FcBlob,
     /// Xen's HVM save record CPU_XSAVE (descriptor + body).
     XenHvm,
     /// Xen's PV migration record X86_PV_VCPU_XSAVE.
@@ -53,7 +55,7 @@ impl Format {
     pub const ALL: [Format; 13] = [
         Format::Image,
         Format::XenDomctl,
-        Format::Blob,
+        Format::FcBlob,
         Format::XenHvm,
         Format::XenPv,
         Format::KvmXsave,
@@ -71,7 +73,7 @@ impl Format {
         match self {
             Format::Image => "image",
             Format::XenDomctl => "xen-domctl",
-            Format::Blob => "fc-blob",
+            Format::FcBlob => "fc-blob",
             Format::XenHvm => "xen-hvm",
             Format::XenPv => "xen-pv",
             Format::KvmXsave => "kvm-xsave",
@@ -102,10 +104,13 @@ impl fmt::Display for Format {
     }
 }
 
-/// What the consumer knows besides the bytes. Every field has a default from the layout.
+/// What the consumer knows besides the bytes, and what a writer may supply or drop. Every
+/// field has a default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Options {
-    /// Xen's host mask and policy maximum (default: every state of the layout).
+    /// Xen's host mask and policy maximum (default: [`XenHost::of`] the layout: Xen's
+    /// `xfeature_mask` and the largest guest maximum).
     pub xen: Option<XenHost>,
     /// KVM's supported XCR0 (default: every user state of the layout).
     pub kvm_supported: Option<Xfeatures>,
@@ -113,112 +118,142 @@ pub struct Options {
     pub kvm_xsave2_size: Option<usize>,
     /// The restoring CPU's MXCSR mask for KVM's check (default: the image's MXCSR_MASK field).
     pub mxcsr_mask: Option<u32>,
-    /// XCR0 for formats that do not record it (bare images, kvm_xsave), and the value a writer
-    /// records; default: inferred from the image.
+    /// XCR0 where the record does not say (a bare image, kvm_xsave: KVM_GET_XCRS has it), and
+    /// the value a writer records instead of the state's. Never inferred: without it such a
+    /// state has no XCR0 and a target that records one is refused.
     pub xcr0: Option<Xfeatures>,
-    /// vCPU number to write when the source has none (default 0).
+    /// The vCPU a writer records where the state has none (a Xen HVM or PV record needs one).
     pub vcpu: Option<u32>,
+    /// Fields a writer may lose when the target cannot hold them (else [`Rule::NotHeld`]).
+    pub drop: FieldSet,
 }
 
-/// A record's meaning, independent of its format.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Contents {
-    /// The format read.
-    pub format: Format,
-    /// The image; `None` for "no xsave state" and for formats without one (kvm_xcrs, a
-    /// layout note).
-    pub image: Option<ImageBuf>,
-    /// XCR0.
-    pub xcr0: Xfeatures,
-    /// IA32_XSS.
-    pub xss: Xfeatures,
-    /// The accumulated states the image is sized for; RFBM for restoring it.
-    pub accum: Xfeatures,
-    /// The vCPU (Xen records).
-    pub vcpu: Option<u32>,
-    /// The layout the record carries (portable record, layout note, core with a layout note).
-    pub layout: Option<Layout>,
+/// A set of [`Field`]s a conversion may drop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FieldSet(u8);
+
+impl FieldSet {
+    /// No field.
+    pub const NONE: FieldSet = FieldSet(0);
+
+    /// The same set with `f`.
+    pub const fn with(self, f: Field) -> FieldSet {
+        FieldSet(self.0 | 1 << f as u8)
+    }
+
+    /// Whether `f` is in the set.
+    pub const fn contains(self, f: Field) -> bool {
+        self.0 & (1 << f as u8) != 0
+    }
 }
 
-impl Contents {
-    fn new(format: Format, image: Option<&[u8]>, xcr0: Xfeatures, accum: Xfeatures) -> Contents {
-        Contents {
-            format,
-            image: image.and_then(|i| ImageBuf::from_bytes(i).ok()),
-            xcr0,
-            xss: Xfeatures(0),
-            accum,
-            vcpu: None,
-            layout: None,
+/// Which fields of a [`State`] each format holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Holds {
+    image: bool,
+    xcr0: bool,
+    xss: bool,
+    accum: bool,
+    vcpu: bool,
+}
+
+const fn holds(f: Format) -> Holds {
+    let (image, xcr0, xss, accum, vcpu) = match f {
+        Format::Image | Format::KvmXsave | Format::KvmXsave2 => (true, false, false, false, false),
+        Format::XenDomctl => (true, true, false, true, false),
+        Format::FcBlob | Format::Portable => (true, true, true, true, false),
+        Format::XenHvm | Format::XenPv => (true, true, false, true, true),
+        Format::KvmXcrs => (false, true, false, false, false),
+        Format::NtXstate | Format::SigFrame => (true, true, false, false, false),
+        Format::XsaveLayout => (false, false, false, false, false),
+        Format::ElfCore => (true, true, false, false, true),
+    };
+    Holds { image, xcr0, xss, accum, vcpu }
+}
+
+/// The components a standard buffer of `image` laid out for `layout` holds (KVM's buffer:
+/// `hint`, the mask KVM writes at 464, else every user component): those that lie wholly
+/// inside it, less any XCR0 group cut in half (the AVX-512 trio, the MPX and AMX pairs: on an
+/// AMX host a 4096-byte kvm_xsave holds TILECFG but not TILEDATA). `None` when XSTATE_BV has a
+/// component outside. For the extent of a buffer, never for an XCR0.
+fn standard_extent(layout: &Layout, image: &[u8], hint: Xfeatures) -> Option<Xfeatures> {
+    let img = Image::new(image).ok()?;
+    let base = if hint.is_empty() { layout.user_supported() } else { hint & layout.user_supported() };
+    let mut m = base
+        .iter()
+        .filter(|&c| c.is_legacy() || layout.standard_range(c).is_some_and(|r| r.end <= image.len()))
+        .fold(Xfeatures::LEGACY, |m, c| m.with(c));
+    for group in [Xfeatures::AVX512, Xfeatures::MPX, Xfeatures::AMX] {
+        if !(m & group).is_empty() && !group.is_subset_of(m) {
+            m = m - group;
         }
     }
-
-    /// RFBM to restore the image with: the accumulated states, or XCR0 | XSS.
-    pub fn rfbm(&self) -> Xfeatures {
-        if self.accum.is_empty() { self.xcr0 | self.xss } else { self.accum }
-    }
+    (img.xstate_bv() - Xfeatures::BIT63).is_subset_of(m).then_some(m)
 }
 
-/// XCR0 for an image that does not record it: the option, else the record's own hint if it
-/// fits, else every user state of the layout if the image is long enough, else what is in use.
-fn infer_xcr0(layout: &Layout, image: &[u8], hint: Xfeatures, opt: Option<Xfeatures>) -> Xfeatures {
-    if let Some(x) = opt {
-        return x;
-    }
-    let Ok(img) = Image::new(image) else { return Xfeatures::LEGACY };
-    let fits = |m: Xfeatures| {
-        !m.is_empty()
-            && m.is_subset_of(layout.user_supported())
-            && img.xstate_bv().is_subset_of(m)
-            && layout.standard_size(m).is_some_and(|s| s as usize <= image.len())
-    };
-    match img.form() {
-        Form::Compacted => (img.header().compacted_components() & layout.user_supported()) | Xfeatures::LEGACY,
-        Form::Standard if fits(hint) => hint,
-        Form::Standard if fits(layout.user_supported()) => layout.user_supported(),
-        Form::Standard => img.xstate_bv() | Xfeatures::LEGACY,
-    }
+fn image_buf(bytes: &[u8]) -> Option<ImageBuf> {
+    ImageBuf::from_bytes(bytes).ok()
 }
 
-/// Reads `bytes` as `format` for the CPU of `layout`.
+fn xen_state(b: &DomctlBlob<'_>) -> State {
+    if b.xcr0_accum.is_empty() {
+        return State::no_xsave_state();
+    }
+    State::new(b.image.and_then(image_buf), Some(b.xcr0_accum)).with_xcr0(b.xcr0).with_accum(b.xcr0_accum)
+}
+
+/// Reads `bytes` as `format` for the CPU of `layout`. The contents say what the record says:
+/// a field it does not carry is `None` (XCR0 of a bare image or a `kvm_xsave` is
+/// `opts.xcr0`, never inferred from XSTATE_BV or a mask the record holds for another purpose).
 pub fn read(format: Format, bytes: &[u8], layout: &Layout, opts: &Options) -> Result<Contents, RecordError> {
     let xen = opts.xen.unwrap_or_else(|| XenHost::of(layout));
     let kvm_supported = opts.kvm_supported.unwrap_or(layout.user_supported());
     let f = format;
+    let one = |s: State| Contents::one(f, s);
     Ok(match format {
         Format::Image => {
             let img = Image::new(bytes)
                 .map_err(|_| RecordError::size(f, Rule::Truncated, bytes.len(), MIN_SIZE, super::SizeBasis::Fixed))?;
-            let xcr0 = infer_xcr0(layout, bytes, Xfeatures(0), opts.xcr0);
-            let mut c = Contents::new(f, Some(bytes), xcr0 & layout.user_supported(), Xfeatures(0));
+            let mut s = State::new(image_buf(bytes), None);
+            s.xcr0 = opts.xcr0;
             if img.form() == Form::Compacted {
-                c.xss = img.header().compacted_components() & layout.supervisor_supported();
+                let laid_out = img.header().compacted_components();
+                s.rfbm = Some(laid_out | Xfeatures::LEGACY);
+                s.xss = Some(laid_out & layout.supervisor_supported());
+            } else {
+                s.rfbm = opts.xcr0.map(|x| x & layout.user_supported());
             }
-            c
+            one(s)
         }
-        Format::XenDomctl => {
-            let b = DomctlBlob::parse(bytes, layout, &xen)?;
-            Contents::new(f, b.image, b.xcr0, b.xcr0_accum)
-        }
-        Format::Blob => {
-            let host = opts.xen.unwrap_or_else(|| Blob::host_of(layout));
-            let b = Blob::parse(bytes, layout, &host)?;
-            let mut c = Contents::new(f, b.image, b.xcr0(layout), b.xstates_accum);
-            c.xss = b.xss(layout);
-            c
+        Format::XenDomctl => one(xen_state(&DomctlBlob::parse(bytes, layout, &xen)?)),
+        Format::FcBlob => {
+            let host = opts.xen.unwrap_or_else(|| FcBlob::host_of(layout));
+            let b = FcBlob::parse(bytes, layout, &host)?;
+            if b.xstates_accum.is_empty() {
+                one(State::no_xsave_state())
+            } else {
+                let s = State::new(b.image.and_then(image_buf), Some(b.xstates_accum));
+                one(s.with_xcr0(b.xcr0(layout)).with_xss(b.xss(layout)).with_accum(b.xstates_accum))
+            }
         }
         Format::XenHvm => {
             let r = HvmCpuXsave::parse(bytes, layout, &xen)?;
-            let mut c = Contents::new(f, Some(r.image), r.xcr0, r.xcr0_accum);
-            c.vcpu = Some(r.vcpu.into());
-            c
+            let mut s = State::new(image_buf(r.image), Some(r.xcr0_accum))
+                .with_xcr0(r.xcr0)
+                .with_accum(r.xcr0_accum)
+                .with_id(StateId::Vcpu(r.vcpu.into()));
+            s.uninterpreted.xfeature_mask = Some(r.xfeature_mask);
+            one(s)
         }
         Format::XenPv => {
             let r = PvVcpuXsave::parse(bytes, layout, &xen)?;
-            let b = r.blob.unwrap_or(DomctlBlob::NO_STATE);
-            let mut c = Contents::new(f, b.image, b.xcr0, b.xcr0_accum);
-            c.vcpu = Some(r.vcpu);
-            c
+            let mut s = match &r.blob {
+                Some(b) => xen_state(b),
+                None => State::no_xsave_state(),
+            }
+            .with_id(StateId::Vcpu(r.vcpu));
+            s.uninterpreted.pv_reserved = Some(r.reserved);
+            one(s)
         }
         Format::KvmXsave | Format::KvmXsave2 => {
             let size = if f == Format::KvmXsave {
@@ -230,34 +265,37 @@ pub fn read(format: Format, bytes: &[u8], layout: &Layout, opts: &Options) -> Re
                 .mxcsr_mask
                 .unwrap_or_else(|| Image::new(bytes).map_or(0xFFFF, |i| mxcsr_mask_of_field(i.mxcsr_mask())));
             let k = KvmXsave::parse(f, bytes, size, layout, kvm_supported, mask)?;
-            let xcr0 = infer_xcr0(layout, k.image, k.sw_xcr0, opts.xcr0);
-            Contents::new(f, Some(k.image), xcr0, xcr0)
+            // Bytes 464..471 hold the host's supported mask, not the guest's XCR0.
+            let extent = standard_extent(layout, k.image, k.sw_mask & kvm_supported);
+            let mut s = State::new(image_buf(k.image), extent);
+            s.xcr0 = opts.xcr0;
+            one(s)
         }
         Format::KvmXcrs => {
             let x = KvmXcrs::parse(bytes, layout, kvm_supported)?;
-            let xcr0 = x.xcr0().unwrap_or(Xfeatures(0));
-            Contents::new(f, None, xcr0, xcr0)
+            let mut s = State::new(None, None);
+            s.xcr0 = x.xcr0();
+            one(s)
         }
         Format::NtXstate => {
             let n = NtXstate::parse(bytes, layout)?;
-            Contents::new(f, Some(n.image), n.xcr0, n.xcr0)
+            one(State::new(image_buf(n.image), Some(n.xcr0)).with_xcr0(n.xcr0))
         }
         Format::XsaveLayout => {
             let n = LayoutNote::parse(bytes)?;
-            let mut c = Contents::new(f, None, n.mask(), n.mask());
-            c.layout = Some(n.to_layout(layout.features())?);
-            c
+            Contents { format: f, layout: Some(n.to_layout(layout.features())?), states: Vec::new() }
         }
         Format::SigFrame => {
             let s = SigFrame::parse(bytes, layout)?;
-            Contents::new(f, Some(s.image), s.sw.xfeatures, s.sw.xfeatures)
+            one(State::new(image_buf(s.image), Some(s.sw.xfeatures)).with_xcr0(s.sw.xfeatures))
         }
         Format::Portable => {
             let p = Portable::parse(bytes)?;
-            let mut c = Contents::new(f, Some(p.image), p.xcr0, p.xstates_accum);
-            c.xss = p.xss;
-            c.layout = Some(p.layout);
-            c
+            let s = State::new(image_buf(p.image), Some(p.xstates_accum))
+                .with_xcr0(p.xcr0)
+                .with_xss(p.xss)
+                .with_accum(p.xstates_accum);
+            one(s).with_layout(p.layout)
         }
         Format::ElfCore => {
             let notes = read_core(bytes)?;
@@ -271,22 +309,25 @@ pub fn read(format: Format, bytes: &[u8], layout: &Layout, opts: &Options) -> Re
                 }
                 None => (None, layout.clone()),
             };
-            let Some(t) = notes.threads.first() else {
+            if notes.threads.is_empty() {
                 return Err(RecordError::new(
                     f,
                     Rule::NoImage,
                     None,
                     Detail::Text("the core has no NT_X86_XSTATE note"),
                 ));
-            };
-            let n = NtXstate::parse(t.xstate, &l).map_err(|mut e| {
-                e.format = f;
-                e
-            })?;
-            let mut c = Contents::new(f, Some(n.image), n.xcr0, n.xcr0);
-            c.vcpu = t.tid;
-            c.layout = layout_own;
-            c
+            }
+            let mut states = Vec::with_capacity(notes.threads.len());
+            for t in &notes.threads {
+                let n = NtXstate::parse(t.xstate, &l).map_err(|mut e| {
+                    e.format = f;
+                    e
+                })?;
+                let mut s = State::new(image_buf(n.image), Some(n.xcr0)).with_xcr0(n.xcr0);
+                s.id = t.tid.map(StateId::Thread);
+                states.push(s);
+            }
+            Contents { format: f, layout: layout_own, states }
         }
     })
 }
@@ -295,10 +336,59 @@ fn conversion(format: Format, e: ConvertError) -> RecordError {
     RecordError::new(format, Rule::Conversion, None, Detail::Convert(e))
 }
 
-/// Writes `contents`, whose image is laid out for `from` (use the record's own layout when it
-/// carries one), as `format` for the CPU of `to`: the image is converted (form and layout) with
-/// [`crate::image::convert()`], which refuses rather than drops state in use, and the result is
-/// read back with the format's own parser before it is returned.
+fn not_held(f: Format, field: Field) -> RecordError {
+    RecordError::new(f, Rule::NotHeld, None, Detail::Field(field))
+}
+
+fn needs(f: Format, field: Field) -> RecordError {
+    RecordError::new(f, Rule::NeedsField, None, Detail::Field(field))
+}
+
+/// A standard image laid out for `have` re-sized for `want` on the same layout: components of
+/// `want` that `have` lacks are init (XSTATE_BV clear, zero bytes); components `have` has and
+/// `want` lacks must be init (else [`Rule::NotHeld`] of the image's state) and their bytes go.
+fn fit_standard(
+    f: Format,
+    img: &ImageBuf,
+    layout: &Layout,
+    have: Xfeatures,
+    want: Xfeatures,
+) -> Result<ImageBuf, RecordError> {
+    let bv = img.image().xstate_bv() - Xfeatures::BIT63;
+    let lost = bv - want;
+    if !lost.is_empty() {
+        return Err(RecordError::bits(f, Rule::Conversion, 512, "XSTATE_BV", bv, lost));
+    }
+    let size = layout.standard_size(want).ok_or_else(|| {
+        RecordError::bits(f, Rule::UnknownComponent, 0, "enabled states", want, want - layout.supported())
+    })? as usize;
+    let mut out = ImageBuf::init(size.max(MIN_SIZE), Xfeatures(0));
+    out[..MIN_SIZE].copy_from_slice(&img[..MIN_SIZE]);
+    for c in (want & have & layout.user_supported()).iter().filter(|c| !c.is_legacy()) {
+        if let Some(r) = layout.standard_range(c).filter(|r| r.end <= img.len() && r.end <= out.len()) {
+            out[r.clone()].copy_from_slice(&img[r]);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the one state of `contents`, whose image is laid out for `from` (use the record's
+/// own layout when it carries one), as `format` for the CPU of `to`.
+///
+/// Nothing the state says is lost or invented:
+/// - every field the target holds is written as the state has it (xcr0, xcr0_accum, XSS, the
+///   vCPU), [`Options::xcr0`] and [`Options::vcpu`] supplying one the state lacks; a target
+///   that records a field neither gives is refused ([`Rule::NeedsField`]). The one derived
+///   value is the accumulated states of a source without them, written as XCR0 | XSS | the
+///   states in use (the least value `validate_xstate()` accepts);
+/// - a field the target cannot hold (a vCPU in a domctl blob, xcr0_accum in NT_X86_XSTATE, a
+///   vCPU number beyond an HVM instance's u16) is refused ([`Rule::NotHeld`]) unless
+///   [`Options::drop`] names it;
+/// - "no xsave state" is written as the target's own form (Xen's 16-byte blob, the PV record
+///   wrapping it, the forward-compatible 16 zero bytes) or refused where the target has none
+///   ([`Rule::NoStateForm`]);
+/// - the image is converted (form and layout) with [`crate::image::convert()`], which refuses
+///   rather than drops state in use, and the result is read back with the format's own parser.
 pub fn write(
     format: Format,
     contents: &Contents,
@@ -310,58 +400,132 @@ pub fn write(
     if !f.writable() {
         return Err(RecordError::new(f, Rule::Conversion, None, Detail::Text("core files are read, not written")));
     }
-    let vcpu = opts.vcpu.or(contents.vcpu).unwrap_or(0);
-    let rfbm = contents.rfbm();
-    let missing = rfbm - to.supported();
-    if !missing.is_empty() && contents.image.is_some() {
-        return Err(RecordError::bits(f, Rule::Conversion, 0, "enabled states", rfbm, missing));
+    if f == Format::XsaveLayout {
+        let mask = contents.state().and_then(|s| s.rfbm).unwrap_or(to.user_supported());
+        return Ok(LayoutNote::of_layout(to, mask).to_bytes());
     }
-    let xcr0 = opts.xcr0.unwrap_or(contents.xcr0);
+    let st = match contents.states.as_slice() {
+        [one] => one,
+        [] => return Err(RecordError::new(f, Rule::NoImage, None, Detail::Text("the source holds no state"))),
+        _ => {
+            return Err(RecordError::new(
+                f,
+                Rule::Conversion,
+                None,
+                Detail::Text("the source holds several states; write one"),
+            ));
+        }
+    };
+    let h = holds(f);
+    let dropped = |field: Field| opts.drop.contains(field);
+    // What the state carries that the target cannot hold.
+    let xss_carried = st.xss.is_some_and(|x| !x.is_empty());
+    for (field, carried, held) in [
+        (Field::Image, st.image.is_some(), h.image),
+        (Field::Xcr0, st.xcr0.is_some(), h.xcr0),
+        (Field::Xss, xss_carried, h.xss),
+        (Field::Accum, st.accum.is_some(), h.accum),
+        (Field::Vcpu, st.id.is_some(), h.vcpu),
+    ] {
+        if carried && !held && !dropped(field) {
+            return Err(not_held(f, field));
+        }
+    }
+    let vcpu = match (st.id, opts.vcpu) {
+        (_, Some(v)) => Some(v),
+        (Some(StateId::Vcpu(v)), None) => Some(v),
+        (Some(StateId::Thread(_)), None) if h.vcpu && !dropped(Field::Vcpu) => return Err(not_held(f, Field::Vcpu)),
+        _ => None,
+    };
+    let xcr0 = opts.xcr0.or(st.xcr0);
     if f == Format::KvmXcrs {
+        let xcr0 = xcr0.ok_or_else(|| needs(f, Field::Xcr0))?;
         return Ok(KvmXcrs::with_xcr0(xcr0).to_bytes());
     }
-    if f == Format::XsaveLayout {
-        return Ok(LayoutNote::of_layout(to, if rfbm.is_empty() { to.user_supported() } else { rfbm }).to_bytes());
-    }
-    let Some(src) = &contents.image else {
-        let no_state = match f {
-            Format::XenDomctl => Some(DomctlBlob::NO_STATE.to_bytes()),
-            Format::Blob => Some(Blob::NO_STATE.to_bytes()),
-            Format::XenPv => Some(PvVcpuXsave { vcpu, reserved: 0, blob: None }.to_bytes()),
-            _ => None,
+    let Some(src) = &st.image else {
+        if !st.is_no_xsave_state() {
+            return Err(RecordError::new(f, Rule::NoImage, None, Detail::Text("the source holds no XSAVE image")));
+        }
+        let out = match f {
+            Format::XenDomctl => DomctlBlob::NO_STATE.to_bytes(),
+            Format::FcBlob => FcBlob::NO_STATE.to_bytes(),
+            // Xen's save side writes the 16-byte blob for a vCPU without xsave state.
+            Format::XenPv => {
+                let v = vcpu.ok_or_else(|| needs(f, Field::Vcpu))?;
+                let reserved = st.uninterpreted.pv_reserved.unwrap_or(0);
+                PvVcpuXsave { vcpu: v, reserved, blob: Some(DomctlBlob::NO_STATE) }.to_bytes()
+            }
+            _ => return Err(RecordError::new(f, Rule::NoStateForm, None, Detail::None)),
         };
-        return no_state
-            .ok_or_else(|| RecordError::new(f, Rule::NoImage, None, Detail::Text("the source holds no xsave state")));
+        return Ok(out);
     };
+    if h.vcpu && vcpu.is_none() {
+        return Err(needs(f, Field::Vcpu));
+    }
+    let src_rfbm = st.rfbm.ok_or_else(|| needs(f, Field::Xcr0))?;
+    let missing = src_rfbm - to.supported();
+    if !missing.is_empty() {
+        return Err(RecordError::bits(f, Rule::Conversion, 0, "enabled states", src_rfbm, missing));
+    }
+    let xss = st.xss.unwrap_or_default();
+    let in_use = src.image().xstate_bv() - Xfeatures::BIT63;
     let src_form = src.image().form();
-    let keeps_form = matches!(f, Format::Image | Format::Blob | Format::Portable);
+    let keeps_form = matches!(f, Format::Image | Format::FcBlob | Format::Portable);
     let target = if keeps_form && src_form == Form::Compacted && to.features().compaction() {
         Target::Compacted { mask: src.image().header().compacted_components() }
     } else {
         Target::Standard
     };
-    let img = convert(src, from, to, rfbm, target).map_err(|e| conversion(f, e))?;
-    let user = rfbm & to.user_supported();
-    let sup = rfbm & to.supervisor_supported();
-    if target == Target::Standard && !sup.is_empty() && matches!(f, Format::Blob | Format::Portable) {
-        return Err(RecordError::bits(f, Rule::SupervisorInStandard, 0, "enabled states", rfbm, sup));
+    let img = convert(src, from, to, src_rfbm, target).map_err(|e| conversion(f, e))?;
+    let sup = src_rfbm & to.supervisor_supported();
+    if target == Target::Standard && !sup.is_empty() && matches!(f, Format::FcBlob | Format::Portable) {
+        return Err(RecordError::bits(f, Rule::SupervisorInStandard, 0, "enabled states", src_rfbm, sup));
     }
+    let need_xcr0 = || xcr0.ok_or_else(|| needs(f, Field::Xcr0));
+    // The accumulated states a target with them records: the state's, else the least value
+    // consistent with it.
+    let accum = st.accum.unwrap_or_else(|| xcr0.unwrap_or_default() | xss | in_use);
     let too_big = |size: usize| RecordError::size(f, Rule::Oversized, img.len(), size, super::SizeBasis::Fixed);
+    let standard_for = |want: Xfeatures| fit_standard(f, &img, to, src_rfbm & to.user_supported(), want);
+    let xen_host = opts.xen.unwrap_or_else(|| XenHost::of(to));
     let out = match f {
         Format::Image => img.to_vec(),
-        Format::XenDomctl => DomctlBlob { xcr0, xcr0_accum: user, image: Some(&img) }.to_bytes(),
-        Format::Blob => Blob { xstates: xcr0 | contents.xss, xstates_accum: rfbm, image: Some(&img) }.to_bytes(),
-        Format::XenHvm => HvmCpuXsave {
-            vcpu: u16::try_from(vcpu).unwrap_or(u16::MAX),
-            xfeature_mask: to.user_supported(),
-            xcr0,
-            xcr0_accum: user,
-            image: &img,
+        Format::XenDomctl | Format::XenHvm | Format::XenPv => {
+            let xcr0 = need_xcr0()?;
+            let sup = accum & to.supervisor_supported();
+            if !sup.is_empty() {
+                return Err(not_held(f, Field::Xss));
+            }
+            let user = accum & to.user_supported();
+            let img = standard_for(user)?;
+            match f {
+                Format::XenDomctl => DomctlBlob { xcr0, xcr0_accum: user, image: Some(&img) }.to_bytes(),
+                Format::XenHvm => {
+                    let v = vcpu.unwrap_or(0);
+                    let instance = u16::try_from(v).map_err(|_| {
+                        RecordError::new(
+                            f,
+                            Rule::NotHeld,
+                            None,
+                            Detail::Value { field: "vcpu", value: v.into(), expected: u16::MAX.into() },
+                        )
+                    })?;
+                    // Kept from the source on the same host; else the writing host's.
+                    let mask = st.uninterpreted.xfeature_mask.filter(|_| from == to).unwrap_or(xen_host.host);
+                    HvmCpuXsave { vcpu: instance, xfeature_mask: mask, xcr0, xcr0_accum: user, image: &img }.to_bytes()
+                }
+                _ => PvVcpuXsave {
+                    vcpu: vcpu.unwrap_or(0),
+                    reserved: st.uninterpreted.pv_reserved.unwrap_or(0),
+                    blob: Some(DomctlBlob { xcr0, xcr0_accum: user, image: Some(&img) }),
+                }
+                .to_bytes(),
+            }
         }
-        .to_bytes(),
-        Format::XenPv => {
-            PvVcpuXsave { vcpu, reserved: 0, blob: Some(DomctlBlob { xcr0, xcr0_accum: user, image: Some(&img) }) }
-                .to_bytes()
+        Format::FcBlob => {
+            let xcr0 = need_xcr0()?;
+            let img = if target == Target::Standard { standard_for(accum & to.user_supported())? } else { img };
+            FcBlob { xstates: xcr0 | xss, xstates_accum: accum, image: Some(&img) }.to_bytes()
         }
         Format::KvmXsave | Format::KvmXsave2 => {
             let size = if f == Format::KvmXsave {
@@ -370,25 +534,35 @@ pub fn write(
                 let supported = opts.kvm_supported.unwrap_or(to.user_supported());
                 opts.kvm_xsave2_size.or_else(|| cap_xsave2(to, supported)).unwrap_or(KVM_XSAVE_SIZE)
             };
+            let user = src_rfbm & to.user_supported();
             let mut b = KvmXsave::build(&img, size).ok_or_else(|| too_big(size))?;
             b[SW_BYTES..SW_BYTES + 8].copy_from_slice(&user.bits().to_le_bytes());
             b
         }
-        Format::NtXstate => NtXstate::build(&img, user, to).ok_or_else(|| too_big(img.len()))?,
-        Format::SigFrame => SigFrame::build(&img, user, to).ok_or_else(|| too_big(img.len()))?,
-        Format::Portable => Portable {
-            xcr0,
-            xss: contents.xss,
-            xstates_accum: rfbm,
-            mxcsr_mask: Image::new(&img).map_or(0, |i| i.mxcsr_mask()),
-            layout: to.clone(),
-            image: &img,
+        Format::NtXstate | Format::SigFrame => {
+            let xcr0 = need_xcr0()? & to.user_supported();
+            let img = standard_for(xcr0)?;
+            let built =
+                if f == Format::NtXstate { NtXstate::build(&img, xcr0, to) } else { SigFrame::build(&img, xcr0, to) };
+            built.ok_or_else(|| too_big(img.len()))?
         }
-        .to_bytes(),
+        Format::Portable => {
+            let xcr0 = need_xcr0()?;
+            let img = if target == Target::Standard { standard_for(accum & to.user_supported())? } else { img };
+            Portable {
+                xcr0,
+                xss,
+                xstates_accum: accum,
+                mxcsr_mask: Image::new(&img).map_or(0, |i| i.mxcsr_mask()),
+                layout: to.clone(),
+                image: &img,
+            }
+            .to_bytes()
+        }
         Format::KvmXcrs | Format::XsaveLayout | Format::ElfCore => unreachable_format(f)?,
     };
     let mut check = *opts;
-    check.xcr0 = Some(xcr0);
+    check.xcr0 = xcr0;
     read(f, &out, to, &check)?;
     Ok(out)
 }
@@ -438,7 +612,7 @@ pub fn detect(bytes: &[u8], layout: &Layout) -> Option<Format> {
             let supervisor = !(b & (catalogue_supervisor() | layout.supervisor_supported())).is_empty();
             let std_fits = layout.standard_size(b).is_some_and(|s| (s as usize).checked_add(16) == Some(len));
             if h.xcomp_bv.bits() & COMPACTED != 0 || supervisor {
-                return Some(Format::Blob);
+                return Some(Format::FcBlob);
             }
             if std_fits {
                 return Some(Format::XenDomctl);

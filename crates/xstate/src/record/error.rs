@@ -2,7 +2,8 @@
 
 use core::fmt;
 
-use super::Format;
+use super::{Field, Format};
+use crate::image::validate::Errno;
 use crate::image::{ConvertError, ValidationError};
 use crate::layout::LayoutError;
 use crate::xcr0::MaskError;
@@ -10,6 +11,7 @@ use crate::xfeatures::Xfeatures;
 
 /// The rule a record breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Rule {
     /// Shorter than the record's fixed part (a header or descriptor cannot be read).
     Truncated,
@@ -56,6 +58,12 @@ pub enum Rule {
     Conversion,
     /// The bytes are not in any format this reader knows.
     Unrecognised,
+    /// The source carries a field the target format cannot hold (drop it explicitly).
+    NotHeld,
+    /// The target format records a field the source does not carry (give it).
+    NeedsField,
+    /// "No xsave state" where the target format has no form for it.
+    NoStateForm,
 }
 
 impl Rule {
@@ -84,12 +92,16 @@ impl Rule {
             Rule::NoImage => "the format carries no XSAVE image",
             Rule::Conversion => "the image must fit the target format",
             Rule::Unrecognised => "not a known record format",
+            Rule::NotHeld => "the target format cannot hold a field the source carries",
+            Rule::NeedsField => "the target format records a field the source does not carry",
+            Rule::NoStateForm => "the target format has no form for \"no xsave state\"",
         }
     }
 }
 
 /// Which size function an exact-size rule uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SizeOf {
     /// `standard_size(mask)`: the largest offset + size over the mask's user components.
     Standard,
@@ -99,6 +111,7 @@ pub enum SizeOf {
 
 /// How the expected size of a record follows from its fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SizeBasis {
     /// A fixed size or minimum of the format.
     Fixed,
@@ -119,6 +132,7 @@ pub enum SizeBasis {
 
 /// What is at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Detail {
     /// Nothing more to say.
     None,
@@ -159,10 +173,13 @@ pub enum Detail {
     Convert(ConvertError),
     /// Free text (which format would have been needed, ...).
     Text(&'static str),
+    /// The field a conversion would lose or lacks.
+    Field(Field),
 }
 
 /// A record that cannot be read or written.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecordError {
     /// The format.
     pub format: Format,
@@ -207,6 +224,59 @@ impl RecordError {
 
     pub(crate) fn image(format: Format, offset: usize, e: ValidationError) -> RecordError {
         RecordError::new(format, Rule::Image, Some(offset), Detail::Image(e))
+    }
+
+    /// The errno the consumer this format's reader mirrors returns for the error, as
+    /// [`ValidationError::errno`] does for images; `None` where that consumer has none (a
+    /// toolstack or tool failing without one, sigreturn's SIGSEGV, xstate's own formats, a
+    /// refused conversion).
+    ///
+    /// - `xen-domctl` (`XEN_DOMCTL_setvcpuextstate`): `-EOPNOTSUPP` for a compacted image,
+    ///   else `-EINVAL`; the image's own rules carry `validate_xstate()`'s errno.
+    /// - `xen-hvm` (`hvm_load_cpu_xsave_states()`): `-ENODATA` where the descriptor or the data
+    ///   it announces is cut short, `-EOPNOTSUPP` for a non-zero tail, else `-EINVAL`.
+    /// - `xen-pv` (libxenguest's `handle_x86_pv_vcpu_blob()`): the framing and a blob shorter
+    ///   than 16 bytes fail in the toolstack (`None`); the blob's other rules are the domctl's.
+    /// - `fc-blob`: as `xen-domctl`, whose successor it proposes to be.
+    /// - `kvm-xsave`, `kvm-xsave2`: KVM_SET_XSAVE's (the image rules: `EINVAL`); `kvm-xcrs`:
+    ///   KVM_SET_XCRS's `EINVAL`. Sizes are fixed by the ioctl, so a wrong one has none.
+    /// - `nt-xstate`: PTRACE_SETREGSET's for the image rules.
+    pub fn errno(&self) -> Option<Errno> {
+        if let Detail::Image(e) = &self.detail {
+            return e.errno();
+        }
+        if matches!(self.rule, Rule::NotHeld | Rule::NeedsField | Rule::NoStateForm | Rule::Conversion | Rule::NoImage)
+        {
+            return None;
+        }
+        let framing_size = match self.detail {
+            Detail::Size { expected, .. } => expected,
+            _ => usize::MAX,
+        };
+        match self.format {
+            Format::XenDomctl | Format::FcBlob => Some(match self.rule {
+                Rule::CompactedNotAccepted => Errno::Eopnotsupp,
+                _ => Errno::Einval,
+            }),
+            Format::XenHvm => match self.rule {
+                Rule::TypeCode => None,
+                Rule::LengthField => Some(Errno::Enodata),
+                Rule::Truncated if framing_size == super::xen::HVM_DESCRIPTOR => Some(Errno::Enodata),
+                Rule::TailNotZero | Rule::CompactedNotAccepted => Some(Errno::Eopnotsupp),
+                _ => Some(Errno::Einval),
+            },
+            Format::XenPv => match self.rule {
+                Rule::TypeCode | Rule::LengthField => None,
+                Rule::Truncated if framing_size <= super::xen::BLOB_HEADER => None,
+                Rule::CompactedNotAccepted => Some(Errno::Eopnotsupp),
+                _ => Some(Errno::Einval),
+            },
+            Format::KvmXcrs => match self.rule {
+                Rule::Reserved | Rule::InvalidMask | Rule::LengthField => Some(Errno::Einval),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 }
 
@@ -274,8 +344,36 @@ impl fmt::Display for RecordError {
                 write!(f, "{}", self.rule.text())?;
                 at(f)
             }
+            Detail::Field(field) => {
+                write!(f, "{}: {}", self.rule.text(), field.record_name())?;
+                match self.rule {
+                    Rule::NotHeld => write!(f, " (drop it with --drop {field})"),
+                    Rule::NeedsField if *field == Field::Vcpu => f.write_str(" (give it with --vcpu N)"),
+                    Rule::NeedsField if *field == Field::Xcr0 => {
+                        f.write_str(" (give the guest's XCR0 with --xcr0: KVM_GET_XCRS, a kvm-xcrs record)")
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }?;
+        if self.rule == Rule::NoStateForm {
+            f.write_str(": the source holds no xsave state")?;
+        }
+        match self.errno() {
+            Some(e) if !matches!(self.detail, Detail::Image(_)) => write!(f, " ({})", e.name()),
+            _ => Ok(()),
         }
     }
 }
 
-impl core::error::Error for RecordError {}
+impl core::error::Error for RecordError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match &self.detail {
+            Detail::Image(e) => Some(e),
+            Detail::Mask(e) => Some(e),
+            Detail::Layout(e) => Some(e),
+            Detail::Convert(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -37,8 +37,10 @@ pub struct KvmXsave<'a> {
     /// The standard image, the whole buffer (bytes past the components are zero in what KVM
     /// writes and ignored by KVM_SET_XSAVE).
     pub image: &'a [u8],
-    /// The XCR0 value KVM_GET_XSAVE writes at bytes 464..471 (the host's), 0 if none.
-    pub sw_xcr0: Xfeatures,
+    /// The mask KVM_GET_XSAVE writes at bytes 464..471: the host's supported user features
+    /// (the kernel's `xstate_fx_sw_bytes`), not the guest's XCR0 (KVM_GET_XCRS has that); 0
+    /// if none.
+    pub sw_mask: Xfeatures,
 }
 
 impl<'a> KvmXsave<'a> {
@@ -67,7 +69,7 @@ impl<'a> KvmXsave<'a> {
         ctx.kvm_supported = Some(supported);
         ctx.mxcsr_mask = mxcsr_mask;
         image_validate::validate(bytes, layout, Profile::Kvm, &ctx).map_err(|e| RecordError::image(format, 0, e))?;
-        Ok(KvmXsave { image: bytes, sw_xcr0: Xfeatures(u64_at(bytes, 464).unwrap_or(0)) })
+        Ok(KvmXsave { image: bytes, sw_mask: Xfeatures(u64_at(bytes, 464).unwrap_or(0)) })
     }
 
     /// A buffer of `size` bytes holding a standard image (copied, zero-extended). `None` if

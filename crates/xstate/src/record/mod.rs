@@ -10,26 +10,29 @@
 //! | module | formats |
 //! |---|---|
 //! | [`xen`] | the get/setvcpuextstate blob, the HVM `CPU_XSAVE` record, the PV `X86_PV_VCPU_XSAVE` record |
-//! | [`blob`] | the forward-compatible blob (first word XCR0 \| XSS, standard or compacted image) |
+//! | [`fc_blob`] | the forward-compatible blob (first word XCR0 \| XSS, standard or compacted image) |
 //! | [`kvm`] | `struct kvm_xsave` (4096 bytes), the KVM_GET_XSAVE2 buffer, `struct kvm_xcrs` |
 //! | [`linux`] | NT_X86_XSTATE, NT_X86_XSAVE_LAYOUT, the x86-64 signal-frame fpstate |
 //! | [`portable`] | xstate's versioned record carrying its own layout descriptor |
-//! | [`core`] | the extended-state notes of an ELF core dump |
+//! | [`elf`] | the extended-state notes of an ELF core dump |
 //!
-//! [`read()`] and [`write()`] move any of them through one intermediate, [`Contents`], so that
-//! `xstate convert --from-format F --to-format G` is a read, an image conversion
-//! ([`crate::image::convert()`]) and a write.
+//! [`read()`] and [`write()`] move any of them through one intermediate, [`Contents`] (the
+//! file-level facts and one [`State`] per vCPU or thread, each saying only what the record
+//! says), so that `xstate convert --from-format F --to-format G` is a read, an image
+//! conversion ([`crate::image::convert()`]) and a write that neither loses nor invents a field.
 
 mod any;
-pub mod blob;
-pub mod core;
+mod contents;
+pub mod elf;
 mod error;
+pub mod fc_blob;
 pub mod kvm;
 pub mod linux;
 pub mod portable;
 pub mod xen;
 
-pub use any::{Contents, Format, Options, detect, read, write};
+pub use any::{FieldSet, Format, Options, detect, read, write};
+pub use contents::{Contents, Field, State, StateId, Uninterpreted};
 pub use error::{Detail, RecordError, Rule, SizeBasis};
 
 /// Little-endian field readers over untrusted bytes: `None` past the end, never a panic.

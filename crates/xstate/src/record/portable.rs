@@ -23,7 +23,7 @@
 
 use alloc::vec::Vec;
 
-use super::blob::{AccumAt, accum_image_size};
+use super::fc_blob::{AccumAt, accum_image_size};
 use super::le::{u16_at, u32_at, u64_at};
 use super::{Detail, Format, RecordError, Rule, SizeBasis};
 use crate::component::Component;

@@ -3,7 +3,7 @@
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
-use super::blob::Blob;
+use super::fc_blob::FcBlob as Blob;
 use super::kvm::{KVM_XSAVE_SIZE, KvmXcrs, KvmXsave};
 use super::linux::{FP_XSTATE_MAGIC1, LayoutNote, NtXstate, SigFrame};
 use super::portable::Portable;
@@ -12,7 +12,6 @@ use super::*;
 use crate::component::Component;
 use crate::cpuid::XsaveFeatures;
 use crate::fixtures::{self, AMD_ZEN4, INTEL_AMX_GUEST, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP};
-use crate::image::state::State;
 use crate::image::{Image, ImageBuf, Target, convert};
 use crate::layout::{Geometry, Layout};
 use crate::xfeatures::Xfeatures;
@@ -43,7 +42,7 @@ fn standard(l: &Layout, xcr0: Xfeatures, bv: Xfeatures, seed: u8) -> ImageBuf {
 }
 
 fn values(img: &[u8], l: &Layout, rfbm: Xfeatures) -> crate::image::state::Values {
-    State::new(Image::new(img).unwrap(), l, rfbm).values().unwrap()
+    crate::image::state::State::new(Image::new(img).unwrap(), l, rfbm).values().unwrap()
 }
 
 fn skx() -> Layout {
@@ -89,7 +88,7 @@ fn domctl_blob_round_trip_and_exact_size() {
     assert_eq!(e.rule, Rule::SizeMismatch);
     assert_eq!(
         e.to_string(),
-        "xen-domctl: size 2711 != 16 + standard_size(xcr0_accum 0x2ff) = 2712: the record's size must be exactly what its fields fix"
+        "xen-domctl: size 2711 != 16 + standard_size(xcr0_accum 0x2ff) = 2712: the record's size must be exactly what its fields fix (EINVAL)"
     );
     let mut longer = bytes.clone();
     longer.push(0);
@@ -111,11 +110,20 @@ fn domctl_blob_round_trip_and_exact_size() {
     let e = DomctlBlob::parse(&r, &l, &host).unwrap_err();
     assert_eq!(e.rule, Rule::Image);
     assert!(e.to_string().contains("EIO"), "{e}");
+    // XCOMP_BV[63]: validate_xstate()'s -EOPNOTSUPP (XCOMP_BV ≠ 0), as Xen answers it.
     let mut c = bytes.clone();
     c[16 + 527] = 0x80;
     let e = DomctlBlob::parse(&c, &l, &host).unwrap_err();
-    assert_eq!(e.rule, Rule::CompactedNotAccepted);
-    assert_eq!(e.offset, Some(16 + 520));
+    assert_eq!((e.rule, e.offset), (Rule::Image, Some(16)));
+    assert_eq!(e.errno(), Some(crate::image::validate::Errno::Eopnotsupp));
+    // ... and after a no-state header, the domctl's own -EOPNOTSUPP check.
+    let mut n = alloc::vec![0u8; 16 + 576];
+    n[16 + 527] = 0x80;
+    let e = DomctlBlob::parse(&n, &l, &host).unwrap_err();
+    assert_eq!((e.rule, e.offset), (Rule::CompactedNotAccepted, Some(16 + 520)));
+    assert_eq!(e.errno(), Some(crate::image::validate::Errno::Eopnotsupp));
+    n[16 + 527] = 0;
+    assert_eq!(DomctlBlob::parse(&n, &l, &host).unwrap_err().errno(), Some(crate::image::validate::Errno::Einval));
 }
 
 #[test]
@@ -188,7 +196,9 @@ fn pv_record_rules() {
 #[test]
 fn blob_old_and_new_rules_both_ways() {
     let l = fixtures::layout(INTEL_SAPPHIRE_RAPIDS);
-    let old_host = XenHost::of(&l);
+    // A policy allowing every state Xen enables (no Xen guest maximum has AMX; see
+    // xen_guest_maxima_bound_xcr0_accum).
+    let old_host = XenHost::new(crate::policy::xen_host_mask(&l), l.user_supported());
     let new_host = Blob::host_of(&l);
     // Every valid old blob is a valid new blob with the same meaning.
     for (accum, bv) in [(0x3u64, 0x3u64), (0x7, 0x4), (0xE7, 0xE3), (0x2E7, 0x207), (0x602E7, 0x60003)] {
@@ -213,8 +223,10 @@ fn blob_old_and_new_rules_both_ways() {
     let bytes = Blob { xstates: accum, xstates_accum: accum, image: Some(&comp) }.to_bytes();
     let b = Blob::parse(&bytes, &l, &new_host).unwrap();
     assert_eq!(b.form(), Some(crate::image::Form::Compacted));
+    // Xen's validate_xstate(): the masks are fine, so XCOMP_BV ≠ 0 gives -EOPNOTSUPP.
     let e = DomctlBlob::parse(&bytes, &l, &old_host).unwrap_err();
-    assert_eq!((e.rule, e.offset), (Rule::CompactedNotAccepted, Some(16 + 520)));
+    assert_eq!((e.rule, e.offset), (Rule::Image, Some(16)));
+    assert_eq!(e.errno(), Some(crate::image::validate::Errno::Eopnotsupp), "{e}");
     assert!(e.to_string().contains("only standard-format images"), "{e}");
     // Size cross-checked from XCOMP_BV: one byte short or long.
     let e = Blob::parse(&bytes[..bytes.len() - 1], &l, &new_host).unwrap_err();
@@ -255,7 +267,9 @@ fn blob_old_and_new_rules_both_ways() {
     let bytes = Blob { xstates, xstates_accum: xstates, image: Some(&sup_img) }.to_bytes();
     let b = Blob::parse(&bytes, &l, &new_host).unwrap();
     assert_eq!((b.xcr0(&l), b.xss(&l)), (Xfeatures(0x2E7), Xfeatures(0x100)));
-    assert_eq!(DomctlBlob::parse(&bytes, &l, &old_host).unwrap_err().rule, Rule::CompactedNotAccepted);
+    // Old rules: PT in xcr0_accum is outside every policy (-EINVAL before XCOMP_BV is read).
+    let e = DomctlBlob::parse(&bytes, &l, &old_host).unwrap_err();
+    assert_eq!(e.errno(), Some(crate::image::validate::Errno::Einval), "{e}");
     // Supervisor state claimed with a standard image: refused by the new rules.
     let std_bytes =
         Blob { xstates, xstates_accum: xstates, image: Some(&standard(&l, Xfeatures(0x2E7), Xfeatures(3), 1)) }
@@ -295,21 +309,15 @@ fn kvm_structures() {
     assert_eq!(super::kvm::cap_xsave2(&l, Xfeatures(0x2E7)), Some(4096));
     let big = standard(&amx, Xfeatures(0x600E7), Xfeatures(0x400E7), 2);
     assert!(KvmXsave::build(&big, 4096).is_none());
-    let c = Contents {
-        format: Format::Image,
-        image: Some(big.clone()),
-        xcr0: Xfeatures(0x600E7),
-        xss: Xfeatures(0),
-        accum: Xfeatures(0x600E7),
-        vcpu: None,
-        layout: None,
-    };
+    let c = Contents::one(Format::Image, State::new(Some(big.clone()), Some(Xfeatures(0x600E7))));
     let e = write(Format::KvmXsave, &c, &amx, &amx, &Options::default()).unwrap_err();
     assert_eq!(e.rule, Rule::Oversized);
     let x2 = write(Format::KvmXsave2, &c, &amx, &amx, &Options::default()).unwrap();
     assert_eq!(x2.len(), 11008);
     let back = read(Format::KvmXsave2, &x2, &amx, &Options::default()).unwrap();
-    assert_eq!(back.xcr0, Xfeatures(0x600E7));
+    let st = back.state().unwrap();
+    assert_eq!(st.rfbm, Some(Xfeatures(0x600E7)), "the buffer's components");
+    assert_eq!(st.xcr0, None, "kvm_xsave does not record the guest's XCR0");
 
     let xcrs = KvmXcrs::with_xcr0(Xfeatures(0x2E7));
     let b = xcrs.to_bytes();
@@ -386,15 +394,7 @@ fn linux_formats_refuse_hostile_masks_and_layouts() {
     for xcr0 in [0, 0x100, 1 << 63] {
         assert_eq!(NtXstate::build(&img, Xfeatures(xcr0), &l), None, "xcr0 {xcr0:#x}");
     }
-    let c = Contents {
-        format: Format::Image,
-        image: Some(img.clone()),
-        xcr0: Xfeatures(0),
-        xss: Xfeatures(0),
-        accum: Xfeatures(0),
-        vcpu: None,
-        layout: None,
-    };
+    let c = Contents::one(Format::Image, State::new(Some(img.clone()), Some(Xfeatures(0))).with_xcr0(Xfeatures(0)));
     assert!(write(Format::NtXstate, &c, &l, &l, &Options::default()).is_err());
 
     // AVX at 0xFFFFFE00..0xFFFFFFFF: standard_size(0x7) = u32::MAX.
@@ -428,14 +428,14 @@ fn core_header_type_and_machine() {
         h[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
         h
     };
-    let e = core::read_core(&elf(2, 62)).unwrap_err();
+    let e = super::elf::read_core(&elf(2, 62)).unwrap_err();
     assert_eq!((e.rule, e.offset), (Rule::TypeCode, Some(16)));
     assert!(e.to_string().contains("e_type (ET_CORE)"), "{e}");
-    let e = core::read_core(&elf(4, 3)).unwrap_err();
+    let e = super::elf::read_core(&elf(4, 3)).unwrap_err();
     assert_eq!((e.rule, e.offset), (Rule::TypeCode, Some(18)));
     assert!(e.to_string().contains("e_machine (EM_X86_64)"), "{e}");
     let good = elf(4, 62);
-    let notes = core::read_core(&good).unwrap();
+    let notes = super::elf::read_core(&good).unwrap();
     assert!(notes.threads.is_empty() && notes.layout.is_none());
 }
 
@@ -460,7 +460,8 @@ fn portable_round_trip_and_relayout() {
     assert_eq!(q.to_bytes(), bytes);
     // Read on an AMD host: re-laid out with the carried layout.
     let c = read(Format::Portable, &bytes, &to, &Options::default()).unwrap();
-    let out = write(Format::NtXstate, &c, c.layout.as_ref().unwrap(), &to, &Options::default()).unwrap();
+    let drop = Options { drop: FieldSet::NONE.with(Field::Accum), ..Options::default() };
+    let out = write(Format::NtXstate, &c, c.layout.as_ref().unwrap(), &to, &drop).unwrap();
     assert_eq!(out.len(), 2440);
     let relaid = NtXstate::parse(&out, &to).unwrap();
     let ra = values(relaid.image, &to, accum);
@@ -538,35 +539,36 @@ fn portable_size_rule_by_form() {
     assert!(e.to_string().contains("0 + compacted_size(XCOMP_BV 0x80000000000002e7) = 2440"), "{e}");
 }
 
+/// Every field a format can hold, dropped explicitly; the vCPU and XCR0 given for targets
+/// that record them.
+fn lenient(accum: Xfeatures) -> Options {
+    let drop = Field::ALL.into_iter().fold(FieldSet::NONE, FieldSet::with);
+    Options { xcr0: Some(accum), vcpu: Some(1), drop, ..Options::default() }
+}
+
 #[test]
 fn convert_between_every_format() {
     let l = skx();
     let accum = Xfeatures(0x2FF);
     let img = standard(&l, accum, Xfeatures(0x2E7), 33);
-    let src = Contents {
-        format: Format::Image,
-        image: Some(img.clone()),
-        xcr0: accum,
-        xss: Xfeatures(0),
-        accum,
-        vcpu: Some(1),
-        layout: None,
-    };
-    let opts = Options::default();
+    let state = State::new(Some(img.clone()), Some(accum)).with_xcr0(accum).with_accum(accum);
+    let src = Contents::one(Format::Image, state.with_id(StateId::Vcpu(1)));
+    let opts = lenient(accum);
     let want = values(&img, &l, accum);
     for f in Format::ALL.into_iter().filter(|f| f.writable()) {
         let bytes = write(f, &src, &l, &l, &opts).unwrap_or_else(|e| panic!("{f}: {e}"));
         // A forward-compatible blob with a standard image is byte for byte an old blob.
         let seen = detect(&bytes, &l);
         // So is a 4096-byte KVM_GET_XSAVE2 buffer a kvm_xsave.
-        let same = (f == Format::Blob && seen == Some(Format::XenDomctl))
+        let same = (f == Format::FcBlob && seen == Some(Format::XenDomctl))
             || (f == Format::KvmXsave2 && bytes.len() == 4096 && seen == Some(Format::KvmXsave));
         assert!(seen == Some(f) || same, "detect {f}: {seen:?}");
         let c = read(f, &bytes, &l, &opts).unwrap_or_else(|e| panic!("{f}: {e}"));
-        if let Some(i) = &c.image {
+        let image = c.state().and_then(|s| s.image.as_ref());
+        if let Some(i) = image {
             let lay = c.layout.clone().unwrap_or_else(|| l.clone());
-            assert_eq!(values(i, &lay, c.rfbm()), want, "{f}");
-            // And back again, byte-exact.
+            assert_eq!(values(i, &lay, c.state().unwrap().rfbm.unwrap()), want, "{f}");
+            // And back again, byte-exact, with nothing to drop or give.
             let again = write(f, &c, &lay, &l, &opts).unwrap();
             assert_eq!(again, bytes, "{f} round trip");
         }
@@ -575,12 +577,12 @@ fn convert_between_every_format() {
             match write(g, &c, &lay, &l, &opts) {
                 Ok(b) => {
                     let d = read(g, &b, &l, &opts).unwrap();
-                    if let (Some(i), Some(_)) = (&d.image, &c.image) {
+                    if let (Some(i), Some(_)) = (d.state().and_then(|s| s.image.as_ref()), image) {
                         let lay2 = d.layout.clone().unwrap_or_else(|| l.clone());
                         assert_eq!(values(i, &lay2, accum), want, "{f} -> {g}");
                     }
                 }
-                Err(e) => assert!(c.image.is_none() || g == Format::KvmXsave, "{f} -> {g}: {e}"),
+                Err(e) => assert!(image.is_none() || g == Format::KvmXsave, "{f} -> {g}: {e}"),
             }
         }
     }
@@ -591,16 +593,8 @@ fn truncation_and_corruption_never_panic() {
     let l = skx();
     let accum = Xfeatures(0x2FF);
     let img = standard(&l, accum, Xfeatures(0x2E7), 5);
-    let src = Contents {
-        format: Format::Image,
-        image: Some(img),
-        xcr0: accum,
-        xss: Xfeatures(0),
-        accum,
-        vcpu: None,
-        layout: None,
-    };
-    let opts = Options::default();
+    let src = Contents::one(Format::Image, State::new(Some(img), Some(accum)).with_xcr0(accum).with_accum(accum));
+    let opts = lenient(accum);
     for f in Format::ALL.into_iter().filter(|f| f.writable() && *f != Format::Image) {
         let bytes = write(f, &src, &l, &l, &opts).unwrap();
         for cut in (0..bytes.len()).step_by(7).chain([bytes.len() - 1]) {
@@ -620,4 +614,152 @@ fn truncation_and_corruption_never_panic() {
             let _ = detect(&b, &l);
         }
     }
+}
+
+/// Issue 11 item 2: "no xsave state" (the 16-byte blob, an empty or 16-byte PV record) reads
+/// as a state without image, and writes as each target's own form or is refused.
+#[test]
+fn no_xsave_state_reads_and_writes_as_each_formats_own_form() {
+    let l = skx();
+    let none = DomctlBlob::NO_STATE.to_bytes();
+    let c = read(Format::XenDomctl, &none, &l, &Options::default()).unwrap();
+    assert!(c.state().unwrap().is_no_xsave_state());
+    let empty_pv = PvVcpuXsave { vcpu: 5, reserved: 0, blob: None }.to_bytes();
+    let p = read(Format::XenPv, &empty_pv, &l, &Options::default()).unwrap();
+    let st = p.state().unwrap();
+    assert!(st.is_no_xsave_state());
+    assert_eq!(st.id, Some(StateId::Vcpu(5)));
+    // Xen's PV save side wraps the 16-byte blob; the vCPU survives.
+    let out = write(Format::XenPv, &p, &l, &l, &Options::default()).unwrap();
+    assert_eq!(out, PvVcpuXsave { vcpu: 5, reserved: 0, blob: Some(DomctlBlob::NO_STATE) }.to_bytes());
+    assert_eq!(write(Format::FcBlob, &c, &l, &l, &Options::default()).unwrap(), alloc::vec![0u8; 16]);
+    let drop_vcpu = Options { drop: FieldSet::NONE.with(Field::Vcpu), ..Options::default() };
+    assert_eq!(write(Format::XenDomctl, &p, &l, &l, &drop_vcpu).unwrap(), none);
+    for f in [Format::XenHvm, Format::Image, Format::KvmXsave, Format::NtXstate, Format::SigFrame, Format::Portable] {
+        let e = write(f, &c, &l, &l, &Options { vcpu: Some(0), ..Options::default() }).unwrap_err();
+        assert_eq!(e.rule, Rule::NoStateForm, "{f}");
+        assert!(e.to_string().contains("no xsave state"), "{e}");
+    }
+}
+
+/// Issue 11 items 5 and 6: xcr0, xcr0_accum and the vCPU survive every conversion that can
+/// hold them; a field the target cannot hold is refused unless dropped; the vCPU number never
+/// saturates into an HVM instance.
+#[test]
+fn xen_fields_survive_or_are_named() {
+    let l = skx();
+    let img = standard(&l, Xfeatures(0x7), Xfeatures(0x1), 3);
+    let blob = DomctlBlob { xcr0: Xfeatures(0x1), xcr0_accum: Xfeatures(0x7), image: Some(&img) }.to_bytes();
+    let hvm = HvmCpuXsave {
+        vcpu: 3,
+        xfeature_mask: Xfeatures(0x2FF),
+        xcr0: Xfeatures(0x1),
+        xcr0_accum: Xfeatures(0x7),
+        image: &img,
+    }
+    .to_bytes();
+    let o = Options::default();
+    let c = read(Format::XenHvm, &hvm, &l, &o).unwrap();
+    let st = c.state().unwrap();
+    assert_eq!((st.xcr0, st.accum, st.vcpu()), (Some(Xfeatures(0x1)), Some(Xfeatures(0x7)), Some(3)));
+    // HVM -> PV: the instance is the vcpu_id, the masks as they were.
+    let pv = write(Format::XenPv, &c, &l, &l, &o).unwrap();
+    let r = PvVcpuXsave::parse(&pv, &l, &XenHost::of(&l)).unwrap();
+    let b = r.blob.unwrap();
+    assert_eq!((r.vcpu, b.xcr0, b.xcr0_accum), (3, Xfeatures(0x1), Xfeatures(0x7)));
+    // ... and back, byte for byte (the saving host's xfeature_mask kept on the same host).
+    let back = write(Format::XenHvm, &read(Format::XenPv, &pv, &l, &o).unwrap(), &l, &l, &o).unwrap();
+    assert_eq!(back, hvm);
+    // HVM -> domctl: the blob has no vCPU.
+    let e = write(Format::XenDomctl, &c, &l, &l, &o).unwrap_err();
+    assert_eq!((e.rule, e.detail.clone()), (Rule::NotHeld, Detail::Field(Field::Vcpu)));
+    let d = write(Format::XenDomctl, &c, &l, &l, &Options { drop: FieldSet::NONE.with(Field::Vcpu), ..o }).unwrap();
+    assert_eq!(d, blob);
+    // domctl -> HVM: a vCPU is needed.
+    let cb = read(Format::XenDomctl, &blob, &l, &o).unwrap();
+    assert_eq!(write(Format::XenHvm, &cb, &l, &l, &o).unwrap_err().rule, Rule::NeedsField);
+    assert_eq!(write(Format::XenHvm, &cb, &l, &l, &Options { vcpu: Some(3), ..o }).unwrap(), hvm);
+    // domctl -> NT_X86_XSTATE: xcr0_accum is not held.
+    let e = write(Format::NtXstate, &cb, &l, &l, &o).unwrap_err();
+    assert_eq!(e.detail, Detail::Field(Field::Accum));
+    assert!(e.to_string().contains("xcr0_accum"), "{e}");
+    let n = write(Format::NtXstate, &cb, &l, &l, &Options { drop: FieldSet::NONE.with(Field::Accum), ..o }).unwrap();
+    assert_eq!(NtXstate::parse(&n, &l).unwrap().xcr0, Xfeatures(0x1));
+    // PV vcpu_id 70000 does not fit an HVM instance (u16): refused, not saturated.
+    let big =
+        PvVcpuXsave { vcpu: 70000, reserved: 0, blob: Some(DomctlBlob::parse(&blob, &l, &XenHost::of(&l)).unwrap()) };
+    let cbig = read(Format::XenPv, &big.to_bytes(), &l, &o).unwrap();
+    let e = write(Format::XenHvm, &cbig, &l, &l, &o).unwrap_err();
+    assert_eq!(e.rule, Rule::NotHeld);
+    assert!(e.to_string().contains("vcpu"), "{e}");
+    // The PV reserved word is carried as found.
+    let mut odd = big;
+    (odd.vcpu, odd.reserved) = (1, 0xDEAD);
+    let bytes = odd.to_bytes();
+    assert_eq!(write(Format::XenPv, &read(Format::XenPv, &bytes, &l, &o).unwrap(), &l, &l, &o).unwrap(), bytes);
+}
+
+/// Issue 12: bytes 464..471 of a kvm_xsave hold the host's supported mask, not the guest's
+/// XCR0. Reading does not report it as XCR0; converting to a format that records XCR0 is
+/// refused without the guest's (from KVM_GET_XCRS), and uses it when given.
+#[test]
+fn kvm_xsave_does_not_record_the_guests_xcr0() {
+    let l = fixtures::layout(AMD_ZEN4);
+    let mut buf = standard(&l, Xfeatures(0x2E7), Xfeatures(0x3), 8).to_vec();
+    buf.resize(KVM_XSAVE_SIZE, 0);
+    buf[464..472].copy_from_slice(&0x2E7u64.to_le_bytes()); // what KVM_GET_XSAVE writes
+    let c = read(Format::KvmXsave, &buf, &l, &Options::default()).unwrap();
+    assert_eq!(c.state().unwrap().xcr0, None);
+    let e = write(Format::XenDomctl, &c, &l, &l, &Options::default()).unwrap_err();
+    assert_eq!((e.rule, e.detail.clone()), (Rule::NeedsField, Detail::Field(Field::Xcr0)));
+    // KVM_SET_XCRS 0x7: the guest's XCR0, and the least xcr0_accum its state allows.
+    let given = Options { xcr0: Some(Xfeatures(0x7)), ..Options::default() };
+    let c = read(Format::KvmXsave, &buf, &l, &given).unwrap();
+    let out = write(Format::XenDomctl, &c, &l, &l, &given).unwrap();
+    let b = DomctlBlob::parse(&out, &l, &XenHost::of(&l)).unwrap();
+    assert_eq!((b.xcr0, b.xcr0_accum), (Xfeatures(0x7), Xfeatures(0x7)));
+    assert_eq!(out.len(), 16 + 832);
+}
+
+/// Issue 12: record errors chain to the image layer's, and name the errno of the consumer.
+#[test]
+fn record_errors_chain_and_carry_the_consumers_errno() {
+    use crate::image::validate::Errno;
+    let l = skx();
+    let img = standard(&l, Xfeatures(0x7), Xfeatures(0x7), 1);
+    let mut bytes = DomctlBlob { xcr0: Xfeatures(0x7), xcr0_accum: Xfeatures(0x7), image: Some(&img) }.to_bytes();
+    bytes[16 + 540] = 1;
+    let e = DomctlBlob::parse(&bytes, &l, &XenHost::of(&l)).unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::Eio));
+    let src = ::core::error::Error::source(&e).expect("the image layer's error");
+    assert!(src.to_string().contains("reserved header bytes"), "{src}");
+    let e = DomctlBlob::parse(&bytes[..100], &l, &XenHost::of(&l)).unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::Einval));
+    let hvm =
+        HvmCpuXsave { vcpu: 0, xfeature_mask: Xfeatures(7), xcr0: Xfeatures(7), xcr0_accum: Xfeatures(7), image: &img };
+    let mut h = hvm.to_bytes();
+    h.push(1);
+    let blen = (h.len() - 8) as u32;
+    h[4..8].copy_from_slice(&blen.to_le_bytes());
+    let e = HvmCpuXsave::parse(&h, &l, &XenHost::of(&l)).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::TailNotZero, Some(Errno::Eopnotsupp)));
+    let e = HvmCpuXsave::parse(&h[..h.len() - 1], &l, &XenHost::of(&l)).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::LengthField, Some(Errno::Enodata)));
+    let pv = PvVcpuXsave { vcpu: 0, reserved: 0, blob: None }.to_bytes();
+    let mut bad = pv.clone();
+    bad[0] = 7;
+    assert_eq!(PvVcpuXsave::parse(&bad, &l, &XenHost::of(&l)).unwrap_err().errno(), None, "libxenguest has none");
+}
+
+/// Issue 11 item 7: the guest maxima bound xcr0_accum in validate_xstate().
+#[test]
+fn xen_guest_maxima_bound_xcr0_accum() {
+    use crate::policy::XenGuest;
+    let l = skx();
+    let img = standard(&l, Xfeatures(0x2FF), Xfeatures(0x3), 2);
+    let pkru_mpx = DomctlBlob { xcr0: Xfeatures(0x2FF), xcr0_accum: Xfeatures(0x2FF), image: Some(&img) }.to_bytes();
+    let ok = |g| DomctlBlob::parse(&pkru_mpx, &l, &XenHost::for_guest(&l, g)).is_ok();
+    assert!(!ok(XenGuest::Pv) && !ok(XenGuest::HvmShadow) && ok(XenGuest::HvmHap));
+    let e = DomctlBlob::parse(&pkru_mpx, &l, &XenHost::for_guest(&l, XenGuest::HvmShadow)).unwrap_err();
+    assert!(e.to_string().contains("pkru") && e.to_string().contains("EINVAL"), "{e}");
 }

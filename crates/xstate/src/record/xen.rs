@@ -14,9 +14,10 @@ use alloc::vec::Vec;
 
 use super::le::{u16_at, u32_at, u64_at};
 use super::{Detail, Format, RecordError, Rule, SizeBasis};
-use crate::image::validate::{Context, Profile, Rule as ImageRule, XenContext};
+use crate::image::validate::{Context, Profile, Rule as ImageRule, XenCaller};
 use crate::image::{Form, Header, MIN_SIZE, validate};
 use crate::layout::Layout;
+use crate::policy::xen::{XenGuest, xen_host_mask};
 use crate::record::error::SizeOf;
 use crate::xfeatures::Xfeatures;
 
@@ -38,21 +39,35 @@ pub const PV_VCPU_HEADER: usize = 8;
 /// What Xen knows besides the record: its enabled `xfeature_mask` and the domain policy's
 /// maximum XCR0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct XenHost {
     /// The host's enabled XCR0 (`xfeature_mask`): the largest blob Xen accepts is
     /// 16 + standard_size(host).
     pub host: Xfeatures,
-    /// The domain policy's maximum XCR0.
+    /// The domain policy's maximum XCR0 (`cpu_policy_xcr0_max()`).
     pub policy_max: Xfeatures,
 }
 
 impl XenHost {
-    /// A host enabling, and a policy allowing, every user component of `layout`.
+    /// A host enabling `host` (`xfeature_mask`) for a domain whose policy allows `policy_max`.
+    pub const fn new(host: Xfeatures, policy_max: Xfeatures) -> XenHost {
+        XenHost { host, policy_max }
+    }
+
+    /// Xen on a host of `layout`: `xfeature_mask` = CPUID ∩ `XCNTXT_MASK` (`xstate_init()`),
+    /// and the largest maximum Xen offers any guest there ([`XenGuest::HvmHap`]).
     pub fn of(layout: &Layout) -> XenHost {
-        XenHost { host: layout.user_supported(), policy_max: layout.user_supported() }
+        XenHost::for_guest(layout, XenGuest::HvmHap)
+    }
+
+    /// Xen on a host of `layout` with a domain of kind `guest` at its maximum policy.
+    pub fn for_guest(layout: &Layout, guest: XenGuest) -> XenHost {
+        XenHost { host: xen_host_mask(layout), policy_max: guest.max_xcr0(layout) }
     }
 }
 
+/// `validate_xstate()` alone (the image layer's [`Profile::Xen`] without its caller's size
+/// rule: each record states its own, in record offsets).
 fn xen_validate(
     format: Format,
     image: &[u8],
@@ -63,11 +78,14 @@ fn xen_validate(
     accum: Xfeatures,
 ) -> Result<(), RecordError> {
     let mut ctx = Context::new(xcr0);
-    ctx.xen = XenContext { xcr0_accum: Some(accum), policy_max: Some(host.policy_max), host: Some(host.host) };
+    ctx.xen.xcr0_accum = Some(accum);
+    ctx.xen.policy_max = Some(host.policy_max);
+    ctx.xen.host = Some(host.host);
+    // The HVM caller has no size rule before validate_xstate(), and its size rules come after.
+    ctx.xen.caller = XenCaller::HvmLoad;
     match validate(image, layout, Profile::Xen, &ctx) {
         Ok(()) => Ok(()),
-        // The caller's exact-size rule says this better.
-        Err(e) if e.rule == ImageRule::Truncated => Ok(()),
+        Err(e) if matches!(e.rule, ImageRule::Truncated | ImageRule::XenTailNotZero) => Ok(()),
         Err(e) => Err(RecordError::image(format, image_offset, e)),
     }
 }
@@ -100,10 +118,14 @@ impl<'a> DomctlBlob<'a> {
     /// The 16-byte "no xsave state" blob (non-architectural, found in the field).
     pub const NO_STATE: DomctlBlob<'static> = DomctlBlob { xcr0: Xfeatures(0), xcr0_accum: Xfeatures(0), image: None };
 
-    /// Parses a blob as XEN_DOMCTL_setvcpuextstate does (XSAVE-FACTS §6.1), in its order:
-    /// size bounds, `xcr0 = 0` iff `xcr0_accum = 0`, the 16-byte no-state form, at least 592
-    /// bytes, no compacted image, `validate_xstate()`, and the exact size
-    /// 16 + standard_size(xcr0_accum).
+    /// Parses a blob as `XEN_DOMCTL_setvcpuextstate` (xen/arch/x86/domctl.c) does, in its
+    /// order and with its errno ([`RecordError::errno`]):
+    /// 1. size < 16 or > 16 + standard_size(host `xfeature_mask`): `-EINVAL`;
+    /// 2. xcr0_accum ≠ 0: size ≥ 592 (else `-EINVAL`) and `validate_xstate()`;
+    ///    xcr0_accum = 0: xcr0 = 0 (else `-EINVAL`);
+    /// 3. size = 16: "nothing to restore" ([`DomctlBlob::NO_STATE`]);
+    /// 4. size < 592: `-EINVAL`; XCOMP_BV\[63\]: `-EOPNOTSUPP`;
+    /// 5. size ≠ 16 + standard_size(xcr0_accum): `-EINVAL` (exact: no short or long image).
     pub fn parse(bytes: &'a [u8], layout: &Layout, host: &XenHost) -> Result<DomctlBlob<'a>, RecordError> {
         let f = Format::XenDomctl;
         let len = bytes.len();
@@ -125,16 +147,35 @@ impl<'a> DomctlBlob<'a> {
             if !xcr0.is_empty() {
                 return Err(RecordError::bits(f, Rule::NoStateNotEmpty, 0, "xcr0", xcr0, xcr0));
             }
-            if len != BLOB_HEADER {
-                return Err(RecordError::size(f, Rule::NoStateNotEmpty, len, BLOB_HEADER, SizeBasis::Fixed));
+            if len == BLOB_HEADER {
+                return Ok(DomctlBlob::NO_STATE);
             }
-            return Ok(DomctlBlob::NO_STATE);
+            // Bytes after a no-state header: -EINVAL, or -EOPNOTSUPP for a compacted header.
+            let compacted = len >= BLOB_HEADER + MIN_SIZE
+                && Header::read(&bytes[BLOB_HEADER..]).is_some_and(|h| h.form() == Form::Compacted);
+            if compacted {
+                let h = Header::read(&bytes[BLOB_HEADER..]).unwrap_or(Header::EMPTY);
+                return Err(RecordError::bits(
+                    f,
+                    Rule::CompactedNotAccepted,
+                    BLOB_HEADER + 520,
+                    "XCOMP_BV",
+                    h.xcomp_bv,
+                    Xfeatures::BIT63,
+                ));
+            }
+            return Err(RecordError::size(f, Rule::NoStateNotEmpty, len, BLOB_HEADER, SizeBasis::Fixed));
         }
-        parse_image_part(f, bytes, BLOB_HEADER, layout, host, xcr0, accum).map(|image| DomctlBlob {
-            xcr0,
-            xcr0_accum: accum,
-            image: Some(image),
-        })
+        let Some(image) = bytes.get(BLOB_HEADER..).filter(|i| i.len() >= MIN_SIZE) else {
+            return Err(RecordError::size(f, Rule::Truncated, len, BLOB_HEADER + MIN_SIZE, SizeBasis::Fixed));
+        };
+        xen_validate(f, image, BLOB_HEADER, layout, host, xcr0, accum)?;
+        let expected = BLOB_HEADER + standard_size(f, layout, "xcr0_accum", 8, accum)?;
+        if len != expected {
+            let basis = SizeBasis::Plus { fixed: BLOB_HEADER, of: SizeOf::Standard, field: "xcr0_accum", mask: accum };
+            return Err(RecordError::size(f, Rule::SizeMismatch, len, expected, basis));
+        }
+        Ok(DomctlBlob { xcr0, xcr0_accum: accum, image: Some(image) })
     }
 
     /// The blob's bytes: 16 bytes, then the image.
@@ -146,41 +187,6 @@ impl<'a> DomctlBlob<'a> {
         out.extend_from_slice(img);
         out
     }
-}
-
-/// The rules shared by the blob and the HVM record once `xcr0_accum` ≠ 0: at least the legacy
-/// region and header, standard form only, `validate_xstate()`, exact size. Returns the image.
-fn parse_image_part<'a>(
-    f: Format,
-    bytes: &'a [u8],
-    fixed: usize,
-    layout: &Layout,
-    host: &XenHost,
-    xcr0: Xfeatures,
-    accum: Xfeatures,
-) -> Result<&'a [u8], RecordError> {
-    let len = bytes.len();
-    let Some(image) = bytes.get(fixed..).filter(|i| i.len() >= MIN_SIZE) else {
-        return Err(RecordError::size(f, Rule::Truncated, len, fixed + MIN_SIZE, SizeBasis::Fixed));
-    };
-    let h = Header::read(image).unwrap_or(Header::EMPTY);
-    if h.form() == Form::Compacted {
-        return Err(RecordError::bits(
-            f,
-            Rule::CompactedNotAccepted,
-            fixed + 520,
-            "XCOMP_BV",
-            h.xcomp_bv,
-            Xfeatures::BIT63,
-        ));
-    }
-    xen_validate(f, image, fixed, layout, host, xcr0, accum)?;
-    let expected = fixed + standard_size(f, layout, "xcr0_accum", fixed - 8, accum)?;
-    if len != expected {
-        let basis = SizeBasis::Plus { fixed, of: SizeOf::Standard, field: "xcr0_accum", mask: accum };
-        return Err(RecordError::size(f, Rule::SizeMismatch, len, expected, basis));
-    }
-    Ok(image)
 }
 
 /// Xen's HVM save record CPU_XSAVE, descriptor included.
@@ -232,17 +238,6 @@ impl<'a> HvmCpuXsave<'a> {
         }
         let (xcr0, accum) = (Xfeatures(xcr0), Xfeatures(accum));
         let image_all = &body[HVM_BODY_HEADER..];
-        let h = Header::read(image_all).unwrap_or(Header::EMPTY);
-        if h.form() == Form::Compacted {
-            return Err(RecordError::bits(
-                f,
-                Rule::CompactedNotAccepted,
-                HVM_DESCRIPTOR + HVM_BODY_HEADER + 520,
-                "XCOMP_BV",
-                h.xcomp_bv,
-                Xfeatures::BIT63,
-            ));
-        }
         xen_validate(f, image_all, HVM_DESCRIPTOR + HVM_BODY_HEADER, layout, host, xcr0, accum)?;
         let expected = HVM_BODY_HEADER + standard_size(f, layout, "xcr0_accum", HVM_DESCRIPTOR + 16, accum)?;
         if body.len() < expected {

@@ -86,7 +86,9 @@ fn hardware_compacted_rules() {
         let e = validate(&img(0x3, BIT63 | 0x3, 4096), &l, p, &ctx).unwrap_err();
         assert_eq!((e.rule, e.errno()), (Rule::CompactedNotAccepted, Some(Errno::Einval)));
     }
-    let e = validate(&img(0x3, BIT63 | 0x3, 4096), &l, Profile::Xen, &ctx).unwrap_err();
+    let mut hvm = ctx;
+    hvm.xen.caller = XenCaller::HvmLoad;
+    let e = validate(&img(0x3, BIT63 | 0x3, 4096), &l, Profile::Xen, &hvm).unwrap_err();
     assert_eq!((e.rule, e.errno()), (Rule::CompactedNotAccepted, Some(Errno::Eopnotsupp)));
 }
 
@@ -130,14 +132,17 @@ fn xen_order_and_errnos() {
     let mut ctx = Context::new(Xfeatures(0x7));
     ctx.xen.xcr0_accum = Some(Xfeatures(0x2E7));
     assert_eq!(rule(validate(&b, &l, Profile::Xen, &ctx)), None);
-    assert_eq!(rule(validate(&b[..2600], &l, Profile::Xen, &ctx)), Some(Rule::Truncated));
+    assert_eq!(rule(validate(&b[..2600], &l, Profile::Xen, &ctx)), Some(Rule::XenSizeMismatch));
+    let mut hvm = ctx;
+    hvm.xen.caller = XenCaller::HvmLoad;
+    assert_eq!(rule(validate(&b[..2600], &l, Profile::Xen, &hvm)), Some(Rule::Truncated));
     let e = validate(&img(0x7, 0, 2696), &l, Profile::Xen, &Context::new(Xfeatures(0x3))).unwrap_err();
     assert_eq!((e.rule, e.errno()), (Rule::XenXstateBvOutsideAccum, Some(Errno::Einval)));
     let e = validate(&b, &l, Profile::Xen, &Context::new(Xfeatures(0))).unwrap_err();
     assert_eq!(e.rule, Rule::XenXstateBvOutsideAccum);
     let e = validate(&img(0, 0, 2696), &l, Profile::Xen, &Context::new(Xfeatures(0))).unwrap_err();
     assert_eq!((e.rule, e.errno()), (Rule::XenInvalidXcr0, Some(Errno::Einval)));
-    let mut c2 = ctx;
+    let mut c2 = hvm;
     c2.xen.host = Some(Xfeatures(0xE7));
     let e = validate(&b, &l, Profile::Xen, &c2).unwrap_err();
     assert_eq!((e.rule, e.errno()), (Rule::XenAccumOutsideHost, Some(Errno::Eopnotsupp)));
@@ -152,4 +157,61 @@ fn xen_order_and_errnos() {
     let mut m = b.clone();
     m[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(rule(validate(&m, &l, Profile::Xen, &ctx)), None);
+}
+
+/// Issue 11 item 1: an image longer than standard_size(xcr0_accum) with a non-zero tail (Haswell,
+/// xcr0 = xcr0_accum = 0x1, 577 bytes ending in 0x01). The domctl path takes exactly
+/// standard_size(xcr0_accum) bytes (-EINVAL otherwise, a larger image than the host's first);
+/// the HVM loader a longer one only with a zero tail (-EOPNOTSUPP "non-zero data").
+#[test]
+fn xen_size_rule_follows_the_caller() {
+    let l = layout(AVX_ONLY);
+    let mut ctx = Context::new(Xfeatures(0x1));
+    ctx.xen.xcr0_accum = Some(Xfeatures(0x1));
+    let mut long = img(0x1, 0, 577);
+    long[576] = 0x01;
+    let mut zero_tail = long.clone();
+    zero_tail[576] = 0;
+    let exact = img(0x1, 0, 576);
+    let e = validate(&long, &l, Profile::Xen, &ctx).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::XenSizeMismatch, Some(Errno::Einval)));
+    assert_eq!(e.detail, Detail::Length { len: 577, needed: 576 });
+    assert_eq!(rule(validate(&zero_tail, &l, Profile::Xen, &ctx)), Some(Rule::XenSizeMismatch));
+    assert_eq!(rule(validate(&exact, &l, Profile::Xen, &ctx)), None);
+    // Larger than the host's maximum (832): -EINVAL before validate_xstate() looks at XCOMP_BV.
+    let mut huge = img(0x1, BIT63 | 0x1, 900);
+    let e = validate(&huge, &l, Profile::Xen, &ctx).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::XenOversized, Some(Errno::Einval)));
+    let mut hvm = ctx;
+    hvm.xen.caller = XenCaller::HvmLoad;
+    let e = validate(&long, &l, Profile::Xen, &hvm).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::XenTailNotZero, Some(Errno::Eopnotsupp)));
+    assert_eq!(e.detail, Detail::Byte { offset: 576, value: 1 });
+    assert_eq!(rule(validate(&zero_tail, &l, Profile::Xen, &hvm)), None);
+    assert_eq!(rule(validate(&exact, &l, Profile::Xen, &hvm)), None);
+    // The HVM loader runs validate_xstate() before the tail: XCOMP_BV is -EOPNOTSUPP there.
+    huge[900 - 1] = 0;
+    let e = validate(&huge, &l, Profile::Xen, &hvm).unwrap_err();
+    assert_eq!(e.rule, Rule::CompactedNotAccepted);
+}
+
+/// Issue 11 item 3: without a host mask the xen profile uses Xen's, CPUID ∩ XCNTXT_MASK, so
+/// LWP (AMD family 15h) is never accepted in xcr0_accum: the guest maxima lack it (-EINVAL).
+#[test]
+fn xen_default_host_and_policy_are_xens() {
+    let l = layout(crate::fixtures::AMD_FAM15H_LWP);
+    let accum = Xfeatures(0x4000_0000_0000_0007);
+    let mut ctx = Context::new(Xfeatures(0x7));
+    ctx.xen.xcr0_accum = Some(accum);
+    // The domctl's size limit follows the host mask: 16 + 832, not 16 + 960.
+    let e = validate(&img(0x7, 0, 0x3C0), &l, Profile::Xen, &ctx).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::XenOversized, Some(Errno::Einval)));
+    assert_eq!(e.detail, Detail::Length { len: 0x3C0, needed: 0x340 });
+    ctx.xen.caller = XenCaller::HvmLoad;
+    let e = validate(&img(0x7, 0, 0x3C0), &l, Profile::Xen, &ctx).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::XenAccumOutsidePolicy, Some(Errno::Einval)));
+    // Even under a policy that allows it, Xen's host never enables LWP (-EOPNOTSUPP).
+    ctx.xen.policy_max = Some(accum);
+    let e = validate(&img(0x7, 0, 0x3C0), &l, Profile::Xen, &ctx).unwrap_err();
+    assert_eq!((e.rule, e.errno()), (Rule::XenAccumOutsideHost, Some(Errno::Eopnotsupp)));
 }

@@ -12,7 +12,9 @@
 //! bytes with XSTATE_BV ⊆ XCOMP_BV\[62:0\] ⊆ xstates_accum. Every blob the old rules
 //! ([`super::xen::DomctlBlob`]) accept is accepted here with the same meaning (XSS = 0); a blob
 //! only this reader understands (a compacted image, supervisor state) is refused by the old
-//! rules with [`super::Rule::CompactedNotAccepted`] before anything else is read.
+//! rules as Xen refuses it: `validate_xstate()` answers -EINVAL where the accumulated states
+//! hold bits outside the policy (supervisor states always are), else -EOPNOTSUPP for the
+//! non-zero XCOMP_BV.
 
 use alloc::vec::Vec;
 
@@ -20,7 +22,7 @@ use super::error::SizeOf;
 use super::le::u64_at;
 use super::xen::{BLOB_HEADER, XenHost};
 use super::{Detail, Format, RecordError, Rule, SizeBasis};
-use crate::image::validate::{Context, Profile, Rule as ImageRule, XenContext};
+use crate::image::validate::{Context, Profile, Rule as ImageRule, XenCaller};
 use crate::image::{Form, Header, MIN_SIZE, RESERVED_OFFSET, validate};
 use crate::layout::Layout;
 use crate::xcr0::{check_xcr0, check_xss};
@@ -90,7 +92,7 @@ pub(super) fn accum_image_size(
 
 /// The forward-compatible blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Blob<'a> {
+pub struct FcBlob<'a> {
     /// The active states, XCR0 | XSS; 0 in the "no xsave state" form.
     pub xstates: Xfeatures,
     /// The accumulated states; 0 in the "no xsave state" form.
@@ -99,9 +101,9 @@ pub struct Blob<'a> {
     pub image: Option<&'a [u8]>,
 }
 
-impl<'a> Blob<'a> {
+impl<'a> FcBlob<'a> {
     /// The 16-byte "no xsave state" blob.
-    pub const NO_STATE: Blob<'static> = Blob { xstates: Xfeatures(0), xstates_accum: Xfeatures(0), image: None };
+    pub const NO_STATE: FcBlob<'static> = FcBlob { xstates: Xfeatures(0), xstates_accum: Xfeatures(0), image: None };
 
     /// XCR0: the user part of the active states under `layout`.
     pub fn xcr0(&self, layout: &Layout) -> Xfeatures {
@@ -120,9 +122,9 @@ impl<'a> Blob<'a> {
 
     /// Parses a blob for the CPU of `layout`. `host` bounds the accumulated states (its masks
     /// may hold supervisor bits; [`XenHost::of`] allows user states only, use
-    /// [`Blob::host_of`] for XCR0 | XSS).
-    pub fn parse(bytes: &'a [u8], layout: &Layout, host: &XenHost) -> Result<Blob<'a>, RecordError> {
-        let f = Format::Blob;
+    /// [`FcBlob::host_of`] for XCR0 | XSS).
+    pub fn parse(bytes: &'a [u8], layout: &Layout, host: &XenHost) -> Result<FcBlob<'a>, RecordError> {
+        let f = Format::FcBlob;
         let len = bytes.len();
         let (Some(active), Some(accum)) = (u64_at(bytes, 0), u64_at(bytes, 8)) else {
             return Err(RecordError::size(f, Rule::Truncated, len, BLOB_HEADER, SizeBasis::Fixed));
@@ -135,7 +137,7 @@ impl<'a> Blob<'a> {
             if len != BLOB_HEADER {
                 return Err(RecordError::size(f, Rule::NoStateNotEmpty, len, BLOB_HEADER, SizeBasis::Fixed));
             }
-            return Ok(Blob::NO_STATE);
+            return Ok(FcBlob::NO_STATE);
         }
         let unknown = accum - layout.supported();
         if !unknown.is_empty() {
@@ -166,9 +168,14 @@ impl<'a> Blob<'a> {
             Form::Standard => {
                 // The old rules: validate_xstate(xcr0, xcr0_accum, header).
                 let mut ctx = Context::new(active);
-                ctx.xen = XenContext { xcr0_accum: Some(accum), policy_max: Some(accum), host: Some(accum) };
+                ctx.xen.xcr0_accum = Some(accum);
+                ctx.xen.policy_max = Some(accum);
+                ctx.xen.host = Some(accum);
+                ctx.xen.caller = XenCaller::HvmLoad;
                 match validate(image, layout, Profile::Xen, &ctx) {
-                    Err(e) if e.rule != ImageRule::Truncated => return Err(RecordError::image(f, BLOB_HEADER, e)),
+                    Err(e) if !matches!(e.rule, ImageRule::Truncated | ImageRule::XenTailNotZero) => {
+                        return Err(RecordError::image(f, BLOB_HEADER, e));
+                    }
                     _ => {}
                 }
             }
@@ -190,7 +197,7 @@ impl<'a> Blob<'a> {
         if len != BLOB_HEADER + expected {
             return Err(RecordError::size(f, Rule::SizeMismatch, len, BLOB_HEADER + expected, basis));
         }
-        Ok(Blob { xstates: active, xstates_accum: accum, image: Some(image) })
+        Ok(FcBlob { xstates: active, xstates_accum: accum, image: Some(image) })
     }
 
     /// A host enabling every user and supervisor state of `layout`.
