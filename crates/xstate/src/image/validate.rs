@@ -132,6 +132,10 @@ pub struct Context {
     pub mxcsr_mask: u32,
     /// KVM's supported XCR0 (KVM_GET_SUPPORTED_CPUID 0xD.0); default: `xcr0`.
     pub kvm_supported: Option<Xfeatures>,
+    /// The bytes KVM_SET_XSAVE reads (the vCPU's `uabi_size`: 4096, or KVM_CAP_XSAVE2's size
+    /// once the guest may use more); default: the larger of 4096 and the standard size of the
+    /// KVM-supported XCR0.
+    pub kvm_buffer: Option<usize>,
     /// Xen's values.
     pub xen: XenContext,
 }
@@ -144,6 +148,7 @@ impl Context {
             xss: Xfeatures(0),
             mxcsr_mask: 0xFFFF,
             kvm_supported: None,
+            kvm_buffer: None,
             xen: XenContext { xcr0_accum: None, policy_max: None, host: None, caller: XenCaller::Domctl },
         }
     }
@@ -203,6 +208,8 @@ pub enum Rule {
     XenTailNotZero,
     /// A mask names a component the layout does not enumerate, so no size can be computed.
     UnknownComponent,
+    /// Linux ptrace: a regset buffer is a whole number of 8-byte words (ptrace_regset(): EINVAL).
+    RegsetWords,
 }
 
 impl Rule {
@@ -230,6 +237,7 @@ impl Rule {
             Rule::XenSizeMismatch => "the image must be exactly standard_size(xcr0_accum) bytes",
             Rule::XenTailNotZero => "bytes past standard_size(xcr0_accum) must be zero",
             Rule::UnknownComponent => "every component named must be enumerated by the layout",
+            Rule::RegsetWords => "a regset buffer is a whole number of 8-byte words",
         }
     }
 }
@@ -356,6 +364,8 @@ impl fmt::Display for ValidationError {
 impl core::error::Error for ValidationError {}
 
 const SSE_AVX: Xfeatures = Xfeatures(0x6);
+/// `sizeof(struct kvm_xsave)`: what KVM_SET_XSAVE reads without KVM_CAP_XSAVE2.
+const KVM_XSAVE_SIZE: usize = 4096;
 const X87_SSE_AVX: Xfeatures = Xfeatures(0x7);
 
 struct Check<'a, 'b> {
@@ -392,6 +402,22 @@ impl Check<'_, '_> {
         if value & !mask != 0 { self.fail(Rule::MxcsrReserved, Detail::Mxcsr { value, mask }) } else { Ok(()) }
     }
 
+    fn err(&self, rule: Rule, len: usize, needed: usize) -> ValidationError {
+        ValidationError { profile: self.profile, rule, detail: Detail::Length { len, needed } }
+    }
+
+    /// The image must hold at least `needed` bytes (the consumer copies exactly that many);
+    /// returns it.
+    fn whole(&self, needed: Option<u32>, mask_field: &'static str, mask: Xfeatures) -> Result<usize, ValidationError> {
+        let Some(needed) = needed else {
+            self.fail(Rule::UnknownComponent, Detail::Bits { field: mask_field, value: mask, bits: mask })?;
+            return Ok(0);
+        };
+        let needed = (needed as usize).max(MIN_SIZE);
+        let len = self.img.len();
+        if len < needed { Err(self.err(Rule::Truncated, len, needed)) } else { Ok(needed) }
+    }
+
     fn length(&self, needed: Option<u32>, mask_field: &'static str, mask: Xfeatures) -> Result<(), ValidationError> {
         let Some(needed) = needed else {
             return self.fail(Rule::UnknownComponent, Detail::Bits { field: mask_field, value: mask, bits: mask });
@@ -425,11 +451,33 @@ pub(crate) fn validate_image(
     let c = Check { profile, img };
     match profile {
         Profile::Hardware => hardware(&c, layout, ctx),
-        Profile::Linux => linux(&c, layout, ctx, ctx.xcr0),
+        Profile::Linux => {
+            // PTRACE_SETREGSET(NT_X86_XSTATE), measured (tests/linux_regset_sizes.rs):
+            // ptrace_regset() refuses a length that is not a whole number of 8-byte words
+            // (EINVAL) and cuts a longer one to the regset's size; xstateregs_set() then wants
+            // the task's whole user size, standard_size(its user features) (EFAULT); only those
+            // bytes are checked.
+            let len = img.len();
+            if len % 8 != 0 {
+                return c.fail(Rule::RegsetWords, Detail::Length { len, needed: len.next_multiple_of(8) });
+            }
+            let size = c.whole(layout.standard_size(ctx.xcr0 & layout.user_supported()), "XCR0", ctx.xcr0)?;
+            let head = Image::new(&img.bytes()[..size]).map_err(|_| c.err(Rule::TooShort, len, MIN_SIZE))?;
+            linux(&Check { profile, img: &head }, ctx, ctx.xcr0)
+        }
         Profile::Kvm => {
+            // KVM_SET_XSAVE copies the vCPU's uabi_size bytes (4096, or KVM_CAP_XSAVE2's) and
+            // checks XSTATE_BV against what KVM supports before the kernel's own checks.
             let supported = ctx.kvm_supported.unwrap_or(ctx.xcr0);
-            c.subset(Rule::KvmUnsupported, "XSTATE_BV", img.xstate_bv(), supported)?;
-            linux(&c, layout, ctx, supported)
+            let n = ctx.kvm_buffer.unwrap_or_else(|| {
+                let s = layout.standard_size(supported & layout.user_supported()).unwrap_or(0) as usize;
+                s.max(KVM_XSAVE_SIZE)
+            });
+            let size = c.whole(Some(n as u32), "KVM-supported XCR0", supported)?;
+            let head = Image::new(&img.bytes()[..size]).map_err(|_| c.err(Rule::TooShort, img.len(), MIN_SIZE))?;
+            let c = Check { profile, img: &head };
+            c.subset(Rule::KvmUnsupported, "XSTATE_BV", head.xstate_bv(), supported)?;
+            linux(&c, ctx, supported)
         }
         Profile::Xen => xen(&c, layout, ctx),
     }
@@ -486,9 +534,9 @@ fn hardware(c: &Check<'_, '_>, layout: &Layout, ctx: &Context) -> Result<(), Val
 }
 
 /// The Linux kernel's checks of a user buffer (validate_user_xstate_header and the MXCSR check
-/// of copy_uabi_to_xstate), with `features` the task's (or KVM's) user features. The kernel
-/// copies only the components in XSTATE_BV, so that is the length needed.
-fn linux(c: &Check<'_, '_>, layout: &Layout, ctx: &Context, features: Xfeatures) -> Result<(), ValidationError> {
+/// of copy_uabi_to_xstate), with `features` the task's (or KVM's) user features, on the bytes
+/// the caller's length rule let through.
+fn linux(c: &Check<'_, '_>, ctx: &Context, features: Xfeatures) -> Result<(), ValidationError> {
     let h = c.img.header();
     c.subset(Rule::XstateBvOutsideXcr0, "XSTATE_BV", h.xstate_bv, features)?;
     if !h.xcomp_bv.is_empty() {
@@ -499,8 +547,7 @@ fn linux(c: &Check<'_, '_>, layout: &Layout, ctx: &Context, features: Xfeatures)
     if !(h.xstate_bv & X87_SSE_AVX).is_empty() {
         c.mxcsr(ctx.mxcsr_mask)?;
     }
-    let copied = h.xstate_bv | Xfeatures::LEGACY;
-    c.length(layout.standard_size(copied & layout.supported()), "XSTATE_BV", h.xstate_bv)
+    Ok(())
 }
 
 /// Xen's `validate_xstate()` (xen/arch/x86/xstate.c) in its order (-EINVAL, -EOPNOTSUPP,

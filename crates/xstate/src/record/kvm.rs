@@ -67,6 +67,7 @@ impl<'a> KvmXsave<'a> {
         }
         let mut ctx = Context::new(supported);
         ctx.kvm_supported = Some(supported);
+        ctx.kvm_buffer = Some(size);
         ctx.mxcsr_mask = mxcsr_mask;
         image_validate::validate(bytes, layout, Profile::Kvm, &ctx).map_err(|e| RecordError::image(format, 0, e))?;
         Ok(KvmXsave { image: bytes, sw_mask: Xfeatures(u64_at(bytes, 464).unwrap_or(0)) })

@@ -115,14 +115,29 @@ fn kvm_and_linux() {
     let e = validate(&b, &l, Profile::Kvm, &ctx).unwrap_err();
     assert_eq!(e.rule, Rule::KvmUnsupported);
     assert_eq!(e.detail, Detail::Bits { field: "XSTATE_BV", value: Xfeatures(0x203), bits: Xfeatures(0x200) });
-    // The data the kernel copies must be there: PKRU ends at 2696.
-    assert_eq!(rule(validate(&b[..2695], &l, Profile::Linux, &ctx)), Some(Rule::Truncated));
-    assert_eq!(validate(&b[..2695], &l, Profile::Linux, &ctx).unwrap_err().errno(), Some(Errno::Efault));
+    // PTRACE_SETREGSET's lengths (measured: xstate-hw tests/linux_regset_sizes.rs): whole
+    // 8-byte words (EINVAL), at least the task's user size, standard_size(0x2e7) = 2696 here
+    // (EFAULT); a longer buffer is cut to that size.
+    assert_eq!(rule(validate(&b[..2695], &l, Profile::Linux, &ctx)), Some(Rule::RegsetWords));
+    assert_eq!(validate(&b[..2695], &l, Profile::Linux, &ctx).unwrap_err().errno(), Some(Errno::Einval));
+    assert_eq!(rule(validate(&b[..2688], &l, Profile::Linux, &ctx)), Some(Rule::Truncated));
+    assert_eq!(validate(&b[..2688], &l, Profile::Linux, &ctx).unwrap_err().errno(), Some(Errno::Efault));
+    assert_eq!(rule(validate(&b[..2696], &l, Profile::Linux, &ctx)), None);
     assert_eq!(
         rule(validate(&b[..1000], &l, Profile::Linux, &Context::new(Xfeatures(0x3)))),
         Some(Rule::XstateBvOutsideXcr0)
     );
-    assert_eq!(rule(validate(&img(0x3, 0, 1000), &l, Profile::Linux, &ctx)), None);
+    // A 576- or 1000-byte buffer is not a task's state (it was accepted before issue 10).
+    assert_eq!(rule(validate(&img(0x3, 0, 1000), &l, Profile::Linux, &ctx)), Some(Rule::Truncated));
+    assert_eq!(rule(validate(&img(0x3, 0, 576), &l, Profile::Linux, &ctx)), Some(Rule::Truncated));
+    // KVM_SET_XSAVE reads a whole struct kvm_xsave (4096 bytes here): nothing shorter is one.
+    let mut kvm = ctx;
+    kvm.kvm_supported = Some(Xfeatures(0x2E7));
+    assert_eq!(rule(validate(&img(0x3, 0, 4096), &l, Profile::Kvm, &kvm)), None);
+    assert_eq!(rule(validate(&img(0x3, 0, 576), &l, Profile::Kvm, &kvm)), Some(Rule::Truncated));
+    assert_eq!(rule(validate(&img(0x3, 0, 2696), &l, Profile::Kvm, &kvm)), Some(Rule::Truncated));
+    kvm.kvm_buffer = Some(2696);
+    assert_eq!(rule(validate(&img(0x3, 0, 2696), &l, Profile::Kvm, &kvm)), None);
 }
 
 #[test]
