@@ -458,7 +458,7 @@ pub(crate) fn validate_image(
             // the task's whole user size, standard_size(its user features) (EFAULT); only those
             // bytes are checked.
             let len = img.len();
-            if len % 8 != 0 {
+            if !len.is_multiple_of(8) {
                 return c.fail(Rule::RegsetWords, Detail::Length { len, needed: len.next_multiple_of(8) });
             }
             let size = c.whole(layout.standard_size(ctx.xcr0 & layout.user_supported()), "XCR0", ctx.xcr0)?;
