@@ -93,7 +93,7 @@ fn host_checks_agree_and_round_trip_as_a_dump() {
     let dir = tmpdir("host");
     let f = dir.join("host.json");
     std::fs::write(&f, &out).unwrap();
-    let (code, out2, err) = xstate(&["layout", "--cpuid", s(&f), "--json", "--xcr0", &v["xcr0"].to_string()]);
+    let (code, out2, err) = xstate(&["layout", "--cpuid", s(&f), "--json", "--xcr0", v["xcr0"].as_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let v2: Value = serde_json::from_str(&out2).unwrap();
     assert_eq!(v2["components"], v["components"]);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use common::{json, ok, s, tmpdir, xstate};
+use common::{json, mask, ok, s, tmpdir, xstate};
 
 type Rows = &'static [(u8, u32, u32, u32, u32)];
 
@@ -101,13 +101,6 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// A JSON mask: an integer or a "0x..." string.
-fn mask(v: &Value) -> u64 {
-    match v {
-        Value::Number(n) => n.as_u64().unwrap(),
-        Value::String(t) => u64::from_str_radix(t.trim_start_matches("0x"), 16).unwrap(),
-        other => panic!("not a mask: {other}"),
-    }
-}
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);

@@ -13,7 +13,7 @@ use serde_json::json;
 use xstate::record::{self, Format, Options};
 
 use crate::cmd::imageio::ImageFormat;
-use crate::common::{CliError, CliResult, host_source, print_json, write_output};
+use crate::common::{CliError, CliResult, host_source, mask_json, print_json, write_output};
 use crate::output::outln;
 
 /// Arguments of `xstate capture`.
@@ -62,8 +62,8 @@ pub fn run(args: &CaptureArgs) -> CliResult {
         print_json(&json!({
             "pid": args.pid,
             "size": bytes.len(),
-            "xcr0": xcr0.bits(),
-            "xstate_bv": in_use.bits(),
+            "xcr0": mask_json(xcr0),
+            "xstate_bv": mask_json(in_use),
             "in_use": in_use.names().to_string(),
             "format": format.name(),
             "output": args.output.as_ref().map(|p| p.display().to_string()),

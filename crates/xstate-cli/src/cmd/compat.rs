@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::{Value, json};
 use xstate::compat::{Reason, Report, Side, Verdict, check, check_image, verdict};
-use xstate::cpuid::{self, CpuidData, Regs, XsaveFeatures};
-use xstate::layout::Geometry;
-use xstate::{Component, Layout, LayoutError, Xfeatures};
+use xstate::xcr0::catalogue_supervisor;
+use xstate::{Layout, Xfeatures};
 
 use crate::cmd::imageio::emit;
-use crate::common::{CliError, CliResult, host_source, parse_mask, print_json, read_file, say};
+use crate::common::{
+    CliError, CliResult, Source, mask_json, parse_mask, placeable, print_json, read_file, say, source,
+};
 
 /// Appends text without a newline.
 macro_rules! say_part {
@@ -55,72 +56,10 @@ pub struct CompatArgs {
     pub json: bool,
 }
 
-/// Reads a CPUID source: a dump, the JSON of `xstate policy --json` (its "subleaves"), or
-/// `host`. Returns the layout, a name and notes about components left out.
-fn load(path: &Path) -> CliResult<(Layout, String, Vec<String>)> {
-    if path.as_os_str() == "host" {
-        let s = host_source()?;
-        return Ok((s.layout, s.name, Vec::new()));
-    }
-    let name = path.display().to_string();
-    let mut data = read_cpuid_or_policy(path)?;
-    let (l, notes) = lenient_layout(&mut data).map_err(|e| CliError::invalid(format!("{name}: {e}")))?;
-    Ok((l, name, notes))
-}
-
-/// The layout of a dump, leaving out components whose subleaf the dump lacks (old AIDA64
-/// builds omit the PT and MPX subleaves; XSAVE-FACTS §9.4) as if the policy masked them, and
-/// reading a dump without XSAVE as x87/SSE only (FXSAVE state). Each omission is noted.
-fn lenient_layout(data: &mut CpuidData) -> Result<(Layout, Vec<String>), LayoutError> {
-    let mut notes = Vec::new();
-    for _ in 0..64 {
-        match Layout::from_leaf0d(data.leaf0d()) {
-            Ok(l) => return Ok((l, notes)),
-            Err(LayoutError::MissingSubleaf { component }) => {
-                notes.push(format!("{}: CPUID 0xD subleaf missing, treated as not supported", component.name()));
-                let bit = component.bit();
-                let leaf = data.leaf0d_mut();
-                for sub in [0u8, 1] {
-                    let r = leaf.get(sub);
-                    let (lo, hi) = if sub == 0 { (r.eax, r.edx) } else { (r.ecx, r.edx) };
-                    let m = (u64::from(hi) << 32 | u64::from(lo)) & !bit;
-                    let regs = if sub == 0 {
-                        Regs::new(m as u32, r.ebx, r.ecx, (m >> 32) as u32)
-                    } else {
-                        Regs::new(r.eax, r.ebx, m as u32, (m >> 32) as u32)
-                    };
-                    leaf.set(sub, regs);
-                }
-            }
-            Err(LayoutError::XsaveNotEnumerated) => {
-                notes.push("no XSAVE enumerated: x87 and SSE only (FXSAVE state)".into());
-                let l = Layout::from_components(XsaveFeatures(0), [(Component::SSE, Geometry::default())])?;
-                return Ok((l, notes));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(LayoutError::XsaveNotEnumerated)
-}
-
-fn read_cpuid_or_policy(path: &Path) -> CliResult<CpuidData> {
-    let bytes = read_file(path)?;
-    let text = String::from_utf8_lossy(&bytes);
-    match cpuid::parse(&text) {
-        Ok(d) => Ok(d),
-        Err(e) => {
-            // `xstate policy --json` lists leaf 0xD under "subleaves".
-            if let Ok(Value::Object(mut o)) = serde_json::from_str::<Value>(&text)
-                && !o.contains_key("leaf0d")
-                && let Some(s) = o.remove("subleaves")
-            {
-                o.insert("leaf0d".into(), s);
-                let t = Value::Object(o).to_string();
-                return cpuid::parse(&t).map_err(|e| CliError::invalid(format!("{}: {e}", path.display())));
-            }
-            Err(CliError::invalid(format!("{}: {e}", path.display())))
-        }
-    }
+/// Reads a CPUID source as every command does ([`crate::common::source`]): `host`, a dump or
+/// policy JSON; components whose subleaf a dump lacks are left out and returned.
+fn load(path: &Path) -> CliResult<Source> {
+    source(Some(&path.to_path_buf()))
 }
 
 fn reason_json(r: &Reason) -> Value {
@@ -175,18 +114,24 @@ pub fn run(args: &CompatArgs) -> CliResult {
     let (Some(from), Some(to)) = (&args.from, &args.to) else {
         return Err(CliError::usage("xstate compat needs --from A --to B, or --matrix DIR"));
     };
-    let (fl, fname, fnotes) = load(from)?;
-    let (tl, tname, tnotes) = load(to)?;
+    let fsrc = load(from)?;
+    let tsrc = load(to)?;
+    let (fl, fname, fnotes) = (&fsrc.layout, &fsrc.name, fsrc.notes());
+    let (tl, tname, tnotes) = (&tsrc.layout, &tsrc.name, tsrc.notes());
     let fs = Side {
-        layout: &fl,
-        xcr0: args.from_xcr0.unwrap_or(fl.user_supported()),
+        layout: fl,
+        // Every user component the source enumerates, placed or not (a dump's missing subleaf).
+        xcr0: args.from_xcr0.unwrap_or(fl.user_supported() | (fsrc.omitted - catalogue_supervisor())),
         xss: args.from_xss.unwrap_or(Xfeatures(0)),
     };
     let ts = Side {
-        layout: &tl,
+        layout: tl,
         xcr0: args.to_xcr0.unwrap_or(tl.user_supported()),
         xss: args.to_xss.unwrap_or(tl.supervisor_supported()),
     };
+    // No verdict about state a source could not place.
+    placeable(&fsrc, fs.xcr0 | fs.xss).map_err(|e| CliError { message: format!("--from: {}", e.message), ..e })?;
+    placeable(&tsrc, fs.xcr0 | fs.xss).map_err(|e| CliError { message: format!("--to: {}", e.message), ..e })?;
     for (what, side) in [("--from", &fs), ("--to", &ts)] {
         let extra = (side.xcr0 | side.xss) - side.layout.supported();
         if !extra.is_empty() {
@@ -297,14 +242,19 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
     let mut cpus: Vec<(String, usize)> = Vec::new();
     let mut cpu_notes: Vec<Vec<String>> = Vec::new();
     let mut unusable: Vec<(String, String)> = Vec::new();
+    // CPUs whose dump lacks the subleaf of a user component: the matrix (user state) cannot
+    // place it, so it claims nothing about them.
+    let mut incomplete: Vec<(String, Xfeatures)> = Vec::new();
     let mut members: Vec<Vec<usize>> = Vec::new();
     for p in &paths {
         let name = p.strip_prefix(dir).unwrap_or(p).display().to_string();
-        let layout = read_cpuid_or_policy(p)
-            .and_then(|mut d| lenient_layout(&mut d).map_err(|e| CliError::invalid(format!("{name}: {e}"))));
-        match layout {
-            Ok((l, notes)) => {
-                cpu_notes.push(notes);
+        match load(p) {
+            Ok(src) if !(src.omitted - catalogue_supervisor()).is_empty() => {
+                incomplete.push((name, src.omitted - catalogue_supervisor()));
+            }
+            Ok(src) => {
+                cpu_notes.push(src.notes());
+                let l = src.layout;
                 let key = class_key(&l);
                 let next = layouts.len();
                 let k = *class_of_key.entry(key).or_insert(next);
@@ -315,7 +265,8 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
                 members[k].push(cpus.len());
                 cpus.push((name, k));
             }
-            Err(e) => unusable.push((name, e.message)),
+            Err(e) => unusable
+                .push((name, e.message.strip_prefix(&format!("{}: ", p.display())).unwrap_or(&e.message).to_string())),
         }
     }
     let n = layouts.len();
@@ -366,6 +317,11 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
             "verdict_codes": ["compatible", "relayout", "incompatible"],
             "cpus": cpus.iter().zip(&cpu_notes).map(|((name, k), n)| json!({"name": name, "class": k, "notes": n})).collect::<Vec<_>>(),
             "unusable": unusable.iter().map(|(name, e)| json!({"name": name, "error": e})).collect::<Vec<_>>(),
+            "incomplete": incomplete.iter().map(|(name, m)| json!({
+                "name": name,
+                "unknown": mask_json(*m),
+                "unknown_names": m.names().to_string(),
+            })).collect::<Vec<_>>(),
             "classes": classes,
             "class_matrix": (0..n).map(|i| (0..n).map(|j| code(cv[i * n + j])).collect::<Vec<_>>()).collect::<Vec<_>>(),
             "class_pairs": pairs,
@@ -383,10 +339,11 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
     let partial = cpu_notes.iter().filter(|n| !n.is_empty()).count();
     say!(
         out,
-        "{} CPUs in {} layout classes ({} read with components left out, see --json notes; {} unusable)",
+        "{} CPUs in {} layout classes ({} read with supervisor components left out, see --json notes); {} incomplete, {} unusable",
         cpus.len(),
         n,
         partial,
+        incomplete.len(),
         unusable.len()
     );
     for k in 0..n {
@@ -417,6 +374,9 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
         say!(out, "  L{i:<3}{row}");
     }
     say!(out, "\nCPU pairs: {} compatible as is, {} after re-layout, {} incompatible", counts[0], counts[1], counts[2]);
+    for (name, m) in &incomplete {
+        say!(out, "incomplete: {name}: CPUID 0xD subleaf missing for {m} ({}): no verdict", m.names());
+    }
     for (name, e) in &unusable {
         say!(out, "unusable: {name}: {e}");
     }

@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use crate::cmd::layout::{check_json, layout_json, print_table};
-use crate::common::{CliError, CliResult, print_json};
+use crate::common::{CliError, CliResult, mask_json, print_json};
 use crate::output::outln;
 
 /// Arguments of `xstate host`.
@@ -54,10 +54,10 @@ pub fn run(args: &HostArgs) -> CliResult {
         v["format"] = json!("xstate-host");
         v["vendor"] = json!(data.vendor());
         v["brand"] = json!(data.brand());
-        v["xinuse"] = json!(xinuse.map(|x| x.bits()));
+        v["xinuse"] = json!(xinuse.map(mask_json));
         v["amx_permission"] = match &amx {
             None => Value::Null,
-            Some(Ok(p)) => json!({"granted": true, "permitted": p.bits()}),
+            Some(Ok(p)) => json!({"granted": true, "permitted": mask_json(*p)}),
             Some(Err(e)) => json!({"granted": false, "error": e}),
         };
         v["size_checks"] = Value::from(sizes.iter().map(check_json).collect::<Vec<_>>());

@@ -18,7 +18,7 @@ use xstate::record::{Format, Options, State, StateId};
 
 use crate::cmd::imageio::{ImageFormat, XenArgs, emit, host_mxcsr_mask, load, need_header};
 use crate::cmd::regs::{register_line, registers_json};
-use crate::common::{CliResult, CpuArgs, print_json};
+use crate::common::{CliError, CliResult, CpuArgs, mask_json, print_json};
 
 /// Arguments of `xstate inspect`.
 #[derive(Args, Debug)]
@@ -31,8 +31,8 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// File format of IMAGE.
-    #[arg(long, value_enum, default_value = "raw")]
+    /// File format of IMAGE (`auto` recognises records; other bytes are a bare image).
+    #[arg(long, value_enum, default_value = "auto")]
     pub format: ImageFormat,
     /// The CPU the image belongs to, and the XCR0 | XSS it is restored with.
     #[command(flatten)]
@@ -57,10 +57,10 @@ fn record_fields(format: Format, st: &State) -> Vec<(&'static str, serde_json::V
         out.push(("xfeature_mask", hex(m), format!("xfeature_mask {m} (the saving host's; ignored on load)")));
     }
     if let Some(x) = st.xcr0 {
-        out.push(("xcr0", json!(x.bits()), format!("xcr0 {x} ({})", x.names())));
+        out.push(("xcr0", hex(x), format!("xcr0 {x} ({})", x.names())));
     }
     if let Some(x) = st.xss {
-        out.push(("xss", json!(x.bits()), format!("xss {x}")));
+        out.push(("xss", hex(x), format!("xss {x}")));
     }
     if let Some(a) = st.accum {
         let key = if matches!(format, Format::FcBlob | Format::Portable) { "xstates_accum" } else { "xcr0_accum" };
@@ -146,16 +146,16 @@ pub fn run(args: &InspectArgs) -> CliResult {
             "format": loaded.format.name(),
             "size": img.len(),
             "form": img.form().name(),
-            "xstate_bv": h.xstate_bv.bits(),
+            "xstate_bv": mask_json(h.xstate_bv),
             "xstate_bv_names": h.xstate_bv.names().to_string(),
-            "xcomp_bv": h.xcomp_bv.bits(),
+            "xcomp_bv": mask_json(h.xcomp_bv),
             "reserved_nonzero": reserved.iter().map(|(o, b)| json!({"offset": o, "value": b})).collect::<Vec<_>>(),
             "mxcsr": img.mxcsr(),
             "mxcsr_loaded": effective_mxcsr(&img, rfbm),
             "mxcsr_mask": img.mxcsr_mask(),
             "software_bytes_nonzero": software_nonzero,
-            "xcr0": xcr0.bits(),
-            "xss": xss.bits(),
+            "xcr0": mask_json(xcr0),
+            "xss": mask_json(xss),
             "no_xsave_state": false,
             "hardware": json!({"valid": verdict.is_ok(), "error": verdict.as_ref().err().map(|e| e.to_string())}),
             "components": rows.iter().map(|r| json!({
@@ -172,7 +172,8 @@ pub fn run(args: &InspectArgs) -> CliResult {
             (v["registers"], v["undecoded"]) = registers_json(d, l);
             v["truncated"] = json!(d.truncated.iter().map(|c| l.name(*c)).collect::<Vec<_>>());
         }
-        return print_json(&v);
+        print_json(&v)?;
+        return refused(&verdict, &args.image);
     }
     let mut out = String::new();
     if loaded.format != xstate::record::Format::Image {
@@ -233,5 +234,11 @@ pub fn run(args: &InspectArgs) -> CliResult {
             writeln!(out, "{:<12} not decoded: beyond the image's end", l.name(*c)).ok();
         }
     }
-    emit(&out)
+    emit(&out)?;
+    refused(&verdict, &args.image)
+}
+
+/// After printing what it could read, `inspect` of an image XRSTOR would refuse exits 1.
+fn refused(verdict: &Result<(), xstate::image::ValidationError>, path: &std::path::Path) -> CliResult {
+    verdict.as_ref().map_err(|e| CliError::invalid(format!("{}: XRSTOR would refuse it: {e}", path.display()))).copied()
 }

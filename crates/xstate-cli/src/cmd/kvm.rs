@@ -11,7 +11,7 @@
 use clap::Args;
 use serde_json::json;
 
-use crate::common::{CliError, CliResult, print_json};
+use crate::common::{CliError, CliResult, mask_json, print_json};
 use crate::output::outln;
 
 /// Arguments of `xstate kvm`.
@@ -119,20 +119,20 @@ pub fn run(args: &KvmArgs) -> CliResult {
     if args.json {
         print_json(&json!({
             "kvm_cap_xsave2": cap_xsave2,
-            "supported_xcr0": s.xcr0_supported().bits(),
-            "supported_xss": s.xss_supported().bits(),
+            "supported_xcr0": mask_json(s.xcr0_supported()),
+            "supported_xss": mask_json(s.xss_supported()),
             "supported_standard_size": s.standard_size_max(),
-            "guest_permitted": guest_perm.map(|p| p.bits()),
+            "guest_permitted": guest_perm.map(mask_json),
             "guest_amx_permission": match &amx_request {
                 None => json!(null),
                 Some(r) => json!({
                     "granted": r.is_ok(),
                     "error": r.as_ref().err().map(|e| e.to_string()),
-                    "supported_xcr0_before": before.bits(),
+                    "supported_xcr0_before": mask_json(before),
                 }),
             },
             "round_trip": {
-                "guest_xcr0": xcr0.bits(),
+                "guest_xcr0": mask_json(xcr0),
                 "registers": if avx512 { "zmm0-31, k0-7" } else { "ymm0-15" },
                 "rounds": args.rounds,
                 "checked": checked,

@@ -43,11 +43,11 @@ pub fn layout_json(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> Value {
     let holes: Vec<Value> =
         layout.holes(xcr0).unwrap_or_default().iter().map(|r| json!({"start": r.start, "end": r.end})).collect();
     json!({
-        "xcr0_supported": layout.user_supported().bits(),
-        "xss_supported": layout.supervisor_supported().bits(),
+        "xcr0_supported": mask_json(layout.user_supported()),
+        "xss_supported": mask_json(layout.supervisor_supported()),
         "xsave_features": layout.features().names().collect::<Vec<_>>(),
-        "xcr0": xcr0.bits(),
-        "xss": xss.bits(),
+        "xcr0": mask_json(xcr0),
+        "xss": mask_json(xss),
         "standard_size_max": layout.standard_size_max(),
         "standard_size": layout.standard_size(xcr0),
         "compacted_size": layout.compacted_size(enabled),
@@ -70,7 +70,7 @@ pub fn check_json(c: &SizeCheck) -> Value {
         "what": c.field.description(),
         "reported": c.reported,
         "computed": c.computed,
-        "mask": c.mask.map(|m| m.bits()),
+        "mask": c.mask.map(mask_json),
         "ok": c.outcome.is_ok(),
         "verdict": verdict,
         "reason": why,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use xstate::Xfeatures;
 use xstate::policy::{Components, Policy, PolicyError, Selection};
 
-use crate::common::{CliError, CliResult, parse_mask, print_json, source};
+use crate::common::{CliError, CliResult, mask_json, parse_mask, print_json, source};
 use crate::output::outln;
 
 /// Arguments of `xstate policy`.
@@ -94,17 +94,17 @@ pub fn run(args: &PolicyArgs) -> CliResult {
             .collect();
         return print_json(&json!({
             "source": src.name,
-            "xcr0_max": p.xcr0_max().bits(),
-            "xss_max": p.xss_max().bits(),
+            "xcr0_max": mask_json(p.xcr0_max()),
+            "xss_max": mask_json(p.xss_max()),
             "standard_size_max": p.standard_size_max(),
             "compacted_size_max": p.compacted_size_max(),
             "xsave_features": p.instructions().names().collect::<Vec<_>>(),
             "features": features,
-            "current_xcr0": cur_xcr0.bits(),
-            "current_xss": cur_xss.bits(),
+            "current_xcr0": mask_json(cur_xcr0),
+            "current_xss": mask_json(cur_xss),
             "standard_size": standard,
             "compacted_size": compacted,
-            "subleaves": subleaves,
+            "leaf0d": subleaves,
         }));
     }
     outln!("host: {}", src.name);

@@ -9,8 +9,10 @@ use xstate::Xfeatures;
 use xstate::image::validate::{Context, Profile, XenCaller, validate};
 use xstate::record::{Format, Options};
 
+use serde_json::json;
+
 use crate::cmd::imageio::{ImageFormat, XenArgs, emit, host_mxcsr_mask, load};
-use crate::common::{CliError, CliResult, CpuArgs, checked_masks, parse_mask};
+use crate::common::{CliError, CliResult, CpuArgs, checked_masks, mask_json, parse_mask, placeable, print_json};
 
 /// The consumers `--profile` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -73,9 +75,29 @@ pub struct ValidateArgs {
     /// loader's zero tail; default: domctl (hvm for a xen-hvm record).
     #[arg(long, value_enum)]
     pub xen_caller: Option<XenCallerArg>,
-    /// File format of IMAGE.
-    #[arg(long, value_enum, default_value = "raw")]
+    /// File format of IMAGE (`auto` recognises records; other bytes are a bare image).
+    #[arg(long, value_enum, default_value = "auto")]
     pub format: ImageFormat,
+    /// Print the verdict as JSON (on stdout, valid or not; the exit code still tells).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags that only mean something for one profile are usage errors elsewhere.
+fn check_flags(args: &ValidateArgs, xen_record: bool) -> CliResult {
+    let p = args.profile;
+    let misplaced = |given: bool, flag: &str, needs: &str| {
+        if given { Err(CliError::usage(format!("{flag} applies to {needs} only"))) } else { Ok(()) }
+    };
+    misplaced(args.kvm_supported.is_some() && p != ProfileArg::Kvm, "--kvm-supported", "--profile kvm")?;
+    misplaced(args.xcr0_accum.is_some() && p != ProfileArg::Xen, "--xcr0-accum", "--profile xen")?;
+    misplaced(args.xen_caller.is_some() && p != ProfileArg::Xen, "--xen-caller", "--profile xen")?;
+    misplaced(
+        args.xen.given() && p != ProfileArg::Xen && !xen_record,
+        "--xen-policy/--xen-host",
+        "--profile xen and Xen records",
+    )?;
+    misplaced(args.mxcsr_mask.is_some() && p == ProfileArg::Xen, "--mxcsr-mask", "profiles that check MXCSR (not xen)")
 }
 
 /// Runs `xstate validate`.
@@ -84,13 +106,25 @@ pub fn run(args: &ValidateArgs) -> CliResult {
     let mut opts = Options::default();
     opts.xen = args.xen.host(&src.layout);
     let loaded = load(&args.image, args.format, &src.layout, &opts)?;
+    check_flags(args, matches!(loaded.format, Format::XenDomctl | Format::XenHvm | Format::XenPv))?;
     let profile = Profile::from(args.profile);
     let Some(img) = &loaded.image else {
         let vcpu = loaded.state.as_ref().and_then(|s| s.vcpu()).map(|v| format!(", vCPU {v}")).unwrap_or_default();
+        if args.json {
+            return print_json(&json!({
+                "file": args.image.display().to_string(),
+                "format": loaded.format.name(),
+                "valid": true,
+                "no_xsave_state": true,
+            }));
+        }
         return emit(&format!("{}: valid ({}): no xsave state{vcpu}\n", args.image.display(), loaded.format));
     };
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     let layout = loaded.layout.as_ref().unwrap_or(&src.layout);
+    if loaded.layout.is_none() {
+        placeable(&src, xcr0 | xss)?;
+    }
     if profile != Profile::Xen {
         checked_masks(layout, xcr0, xss)?;
     }
@@ -114,15 +148,39 @@ pub fn run(args: &ValidateArgs) -> CliResult {
         None if loaded.format == Format::XenHvm => XenCaller::HvmLoad,
         None => XenCaller::Domctl,
     };
-    validate(img, layout, profile, &ctx)
-        .map_err(|e| CliError::invalid(format!("{}: invalid: {e}", args.image.display())))?;
+    let verdict = validate(img, layout, profile, &ctx);
     let h = xstate::image::Header::read(img).unwrap_or(xstate::image::Header::EMPTY);
+    let notes = length_notes(img, layout, profile, &ctx);
     let xen = if profile == Profile::Xen {
         format!(", {} size rule, policy {}", ctx.xen.caller.name(), args.xen.policy_name())
     } else {
         String::new()
     };
-    emit(&format!(
+    if args.json {
+        print_json(&json!({
+            "file": args.image.display().to_string(),
+            "format": loaded.format.name(),
+            "profile": profile.name(),
+            "valid": verdict.is_ok(),
+            "error": verdict.as_ref().err().map(|e| json!({
+                "rule": format!("{:?}", e.rule),
+                "text": e.to_string(),
+                "errno": e.errno().map(|n| n.name()),
+            })),
+            "size": img.len(),
+            "form": h.form().name(),
+            "xstate_bv": mask_json(h.xstate_bv),
+            "xcomp_bv": mask_json(h.xcomp_bv),
+            "xcr0": mask_json(ctx.xcr0),
+            "xss": mask_json(ctx.xss),
+            "notes": notes,
+        }))?;
+    }
+    verdict.map_err(|e| CliError::invalid(format!("{}: invalid: {e}", args.image.display())))?;
+    if args.json {
+        return Ok(());
+    }
+    let mut text = format!(
         "{}: valid ({profile}{xen}): {} image, {} bytes, XSTATE_BV {} ({}), XCOMP_BV {}, XCR0 {}\n",
         args.image.display(),
         h.form(),
@@ -131,5 +189,35 @@ pub fn run(args: &ValidateArgs) -> CliResult {
         h.xstate_bv.names(),
         h.xcomp_bv,
         ctx.xcr0
-    ))
+    );
+    for n in &notes {
+        text.push_str(&format!("note: {n}\n"));
+    }
+    emit(&text)
+}
+
+/// What a valid image's length means to the consumer: bytes it never reads.
+fn length_notes(img: &[u8], layout: &xstate::Layout, profile: Profile, ctx: &Context) -> Vec<String> {
+    let Ok(i) = xstate::image::Image::new(img) else { return Vec::new() };
+    let read = match (profile, i.form()) {
+        (Profile::Hardware, xstate::image::Form::Standard) => layout.standard_size(ctx.xcr0 & layout.user_supported()),
+        (Profile::Hardware, xstate::image::Form::Compacted) => {
+            layout.compacted_size(i.header().compacted_components() & (ctx.xcr0 | ctx.xss))
+        }
+        (Profile::Linux, _) => layout.standard_size(ctx.xcr0 & layout.user_supported()),
+        _ => None,
+    };
+    let Some(read) = read.map(|r| (r as usize).max(576)) else { return Vec::new() };
+    // The most any consumer of this CPU's images reads: its largest image, or a kvm_xsave.
+    let any = (layout.standard_size_max() as usize).max(4096);
+    let mut notes = Vec::new();
+    if img.len() > any {
+        notes.push(format!(
+            "{} bytes: no consumer reads past byte {any} (this CPU's largest image or a 4096-byte kvm_xsave); {profile} reads {read}",
+            img.len()
+        ));
+    } else if img.len() > read {
+        notes.push(format!("{} bytes: {profile} reads only the first {read}", img.len()));
+    }
+    notes
 }

@@ -82,6 +82,15 @@ pub fn tmpdir(tag: &str) -> PathBuf {
     d
 }
 
+/// A 64-bit mask as the JSON writes it (`"0x600e7"`); a number is read too.
+pub fn mask(v: &Value) -> u64 {
+    match v {
+        Value::Number(n) => n.as_u64().unwrap(),
+        Value::String(t) => u64::from_str_radix(t.trim_start_matches("0x"), 16).unwrap(),
+        other => panic!("not a mask: {other}"),
+    }
+}
+
 /// A path as the `&str` an argument list takes.
 pub fn s(path: &Path) -> &str {
     path.to_str().unwrap()
