@@ -9,7 +9,7 @@ pub use crate::output::write_output;
 
 use xstate::cpuid::{self, CpuidData};
 use xstate::layout::Partial;
-use xstate::xcr0::{check_xcr0_supported, check_xss};
+use xstate::xcr0::{check_xcr0_supported, check_xss, largest_valid_xcr0};
 use xstate::{Layout, LayoutError, Xfeatures};
 
 /// A failure that ends the command: exit 1 for invalid or incompatible input, 2 for usage and
@@ -111,7 +111,8 @@ pub fn file_source(path: &Path) -> CliResult<Source> {
     let cpuid = read_cpuid(path)?;
     let name = path.display().to_string();
     let partial = layout_of(&cpuid, &name)?;
-    let default_xcr0 = partial.layout.user_supported();
+    // Every user component it enumerates, less groups a missing subleaf broke.
+    let default_xcr0 = largest_valid_xcr0(partial.layout.user_supported());
     Ok(Source { cpuid, layout: partial.layout, omitted: partial.omitted, default_xcr0, name })
 }
 

@@ -153,6 +153,31 @@ pub fn check_xcr0(value: Xfeatures) -> Result<(), MaskError> {
     Ok(())
 }
 
+/// The largest XCR0 within `mask` that keeps the rules of [`check_xcr0`]: groups that must be
+/// set together are dropped whole when one member is missing (a dump that lost BNDCSR's
+/// subleaf still enables x87..AVX-512, not BNDREGS alone), AVX without SSE and AVX-512 without
+/// AVX are dropped, and so is APX beside MPX. For a CPU's complete supported mask it is the mask
+/// itself (less bit 63 and supervisor bits).
+pub fn largest_valid_xcr0(mask: Xfeatures) -> Xfeatures {
+    let mut v = mask.bits() & !(1 << 63) & !catalogue_supervisor().bits() | 1;
+    if v & 0x2 == 0 {
+        v &= !0x4;
+    }
+    if v & 0xE0 != 0xE0 || v & 0x4 == 0 {
+        v &= !0xE0;
+    }
+    if v & 0x18 != 0x18 {
+        v &= !0x18;
+    }
+    if v & 0x6_0000 != 0x6_0000 {
+        v &= !0x6_0000;
+    }
+    if v & 0x18 != 0 {
+        v &= !(1 << 19);
+    }
+    Xfeatures(v)
+}
+
 /// Checks an XCR0 value against the rules and a CPU's supported user and supervisor masks
 /// (CPUID 0xD.0 EDX:EAX and 0xD.1 EDX:ECX).
 pub fn check_xcr0_supported(
@@ -238,6 +263,18 @@ pub fn valid_xcr0_values(supported: Xfeatures) -> alloc::vec::Vec<Xfeatures> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn largest_valid_xcr0_drops_broken_groups() {
+        assert_eq!(largest_valid_xcr0(Xfeatures(0xF)), Xfeatures(0x7), "BNDREGS without BNDCSR");
+        assert_eq!(largest_valid_xcr0(Xfeatures(0x2FF)), Xfeatures(0x2FF));
+        assert_eq!(largest_valid_xcr0(Xfeatures(0x63)), Xfeatures(0x3), "AVX-512 without AVX");
+        assert_eq!(largest_valid_xcr0(Xfeatures(0x200C7)), Xfeatures(0x7), "half of AVX-512 and of AMX");
+        for m in [0x0u64, 0x1, 0x5, 0x7, 0xF, 0xE7, 0x2FF, 0x602E7, 0x80007, 0x8001F, u64::MAX] {
+            assert!(check_xcr0(largest_valid_xcr0(Xfeatures(m))).is_ok(), "{m:#x}");
+            assert!(largest_valid_xcr0(Xfeatures(m)).is_subset_of(Xfeatures(m | 1)));
+        }
+    }
     use alloc::string::ToString;
 
     fn rule(v: u64) -> Option<Rule> {

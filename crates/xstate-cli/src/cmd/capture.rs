@@ -65,7 +65,7 @@ pub fn run(args: &CaptureArgs) -> CliResult {
             "xcr0": mask_json(xcr0),
             "xstate_bv": mask_json(in_use),
             "in_use": in_use.names().to_string(),
-            "format": format.name(),
+            "format": crate::cmd::imageio::format_name(format),
             "output": args.output.as_ref().map(|p| p.display().to_string()),
         }))
     } else {

@@ -169,7 +169,7 @@ pub fn run(args: &ConvertArgs) -> CliResult {
     let text = if args.json {
         let v = json!({
             "input": name,
-            "input_format": loaded.format.name(),
+            "input_format": crate::cmd::imageio::format_name(loaded.format),
             "output": args.output.display().to_string(),
             "output_format": args.to_format.name(),
             "form": h.form().name(),

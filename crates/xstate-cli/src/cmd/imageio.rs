@@ -107,6 +107,11 @@ pub struct Loaded {
     pub state: Option<State>,
 }
 
+/// A format as `--format` names it (`raw` for a bare image), for JSON and messages.
+pub fn format_name(f: Format) -> &'static str {
+    if f == Format::Image { "raw" } else { f.name() }
+}
+
 /// Whether `f` records the XCR0 its image is restored with.
 pub fn records_xcr0(f: Format) -> bool {
     !matches!(f, Format::Image | Format::KvmXsave | Format::KvmXsave2)

@@ -110,7 +110,7 @@ pub fn run(args: &InspectArgs) -> CliResult {
         if args.json {
             let mut v = json!({
                 "file": args.image.display().to_string(),
-                "format": loaded.format.name(),
+                "format": crate::cmd::imageio::format_name(loaded.format),
                 "no_xsave_state": true,
             });
             for (k, val, _) in &fields {
@@ -143,7 +143,7 @@ pub fn run(args: &InspectArgs) -> CliResult {
     if args.json {
         let mut v = json!({
             "file": args.image.display().to_string(),
-            "format": loaded.format.name(),
+            "format": crate::cmd::imageio::format_name(loaded.format),
             "size": img.len(),
             "form": img.form().name(),
             "xstate_bv": mask_json(h.xstate_bv),

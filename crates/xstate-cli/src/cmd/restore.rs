@@ -93,7 +93,7 @@ pub fn run(args: &RestoreArgs) -> CliResult {
         print_json(&json!({
             "pid": args.pid,
             "input": name,
-            "format": loaded.format.name(),
+            "format": crate::cmd::imageio::format_name(loaded.format),
             "size": out.len(),
             "xcr0": mask_json(xcr0),
             "task_xcr0": mask_json(task_xcr0),

@@ -113,7 +113,7 @@ pub fn run(args: &ValidateArgs) -> CliResult {
         if args.json {
             return print_json(&json!({
                 "file": args.image.display().to_string(),
-                "format": loaded.format.name(),
+                "format": crate::cmd::imageio::format_name(loaded.format),
                 "valid": true,
                 "no_xsave_state": true,
             }));
@@ -159,7 +159,7 @@ pub fn run(args: &ValidateArgs) -> CliResult {
     if args.json {
         print_json(&json!({
             "file": args.image.display().to_string(),
-            "format": loaded.format.name(),
+            "format": crate::cmd::imageio::format_name(loaded.format),
             "profile": profile.name(),
             "valid": verdict.is_ok(),
             "error": verdict.as_ref().err().map(|e| json!({

@@ -623,16 +623,19 @@ pub fn detect(bytes: &[u8], layout: &Layout) -> Option<Format> {
         return Some(Format::XsaveLayout);
     }
     if len >= MIN_SIZE {
+        // Linux and KVM write a user-feature mask at 464..471, where XSAVE writes nothing: only a
+        // mask the CPU could enable counts (garbage a save left there does not).
         let x = Xfeatures(u64_at(bytes, SW_BYTES).unwrap_or(0));
-        if !x.is_empty() && layout.standard_size(x).is_some_and(|s| s as usize == len) {
+        let mask = x.contains(crate::component::Component::X87)
+            && x.is_subset_of(layout.user_supported())
+            && crate::xcr0::check_xcr0(x).is_ok();
+        if mask && layout.standard_size(x).is_some_and(|s| s as usize == len) {
             return Some(Format::NtXstate);
         }
-        if len == KVM_XSAVE_SIZE && !x.is_empty() {
+        if mask && len == KVM_XSAVE_SIZE {
             return Some(Format::KvmXsave);
         }
-        if len > KVM_XSAVE_SIZE && len.is_multiple_of(4) && !x.is_empty() {
-            return Some(Format::KvmXsave2);
-        }
+        // A KVM_GET_XSAVE2 buffer has NT_X86_XSTATE's shape; it is never guessed.
         return Some(Format::Image);
     }
     None
