@@ -80,56 +80,70 @@ int main(int argc, char **argv) {
 
     xstate_error e;
     xstate_layout *src = NULL, *host = NULL;
-    if (xstate_layout_from_host(&host, &e) != 0)
-        return fail("this host's layout", &e);
-    if (from_cpuid && xstate_layout_from_dump(from_cpuid, &src, &e) != 0)
-        return fail(from_cpuid, &e);
+    xstate_compat *report = NULL;
+    uint8_t *out = NULL;
+    int rc = 1;
+    const char *what = blob_path;
+    if (xstate_layout_from_host(&host, &e) != 0) {
+        what = "this host's layout";
+        goto failed;
+    }
+    if (from_cpuid && xstate_layout_from_dump(from_cpuid, &src, &e) != 0) {
+        what = from_cpuid;
+        goto failed;
+    }
     const xstate_layout *writer = src ? src : host;
 
     /* 1. Xen's rules, on the layout the image was saved in. */
     xstate_blob_info info;
     if (xstate_xen_domctl_parse(blob, len, writer, NULL, &info, &e) != 0)
-        return fail(blob_path, &e);
+        goto failed;
     printf("blob: %zu bytes, xcr0 %#" PRIx64 ", xcr0_accum %#" PRIx64 ", image %zu bytes\n", len, info.xcr0,
            info.accum, info.image_len);
 
     /* 2. Can this host hold what the vCPU has ever enabled? */
     xstate_side from = {writer, info.accum, 0};
     xstate_side to = {host, xstate_layout_xcr0_supported(host), 0};
-    xstate_compat *report = NULL;
     const uint8_t *image = info.image_len ? blob + info.image_offset : NULL;
     if (xstate_compat_check(&from, &to, image, info.image_len, &report, &e) != 0)
-        return fail(blob_path, &e);
+        goto failed;
     printf("this host: %s\n", xstate_compat_verdict_text(report));
     for (size_t i = 0; i < xstate_compat_reason_count(report); i++)
         printf("  %s: %s\n", xstate_compat_reason_kind(report, i), xstate_compat_reason(report, i));
-    int verdict = xstate_compat_verdict(report);
-    xstate_compat_free(report);
-    if (verdict == XSTATE_COMPAT_INCOMPATIBLE) {
+    if (xstate_compat_verdict(report) == XSTATE_COMPAT_INCOMPATIBLE) {
         fprintf(stderr, "set_vcpu_extstate: %s: this host cannot hold the vCPU's state\n", blob_path);
-        return 1;
+        goto done;
     }
 
     /* 3. The blob for this host: size first, then the bytes; the library reads its output back
      * with Xen's rules for this host before returning it. */
     size_t out_len = 0;
     if (xstate_xen_domctl_write(info.xcr0, info.accum, image, info.image_len, writer, host, NULL, &out_len, &e) != 0)
-        return fail(blob_path, &e);
-    uint8_t *out = malloc(out_len);
+        goto failed;
+    out = malloc(out_len);
     if (!out || xstate_xen_domctl_write(info.xcr0, info.accum, image, info.image_len, writer, host, out, &out_len,
                                         &e) != 0)
-        return fail(blob_path, &e);
+        goto failed;
     printf("for this host: %zu bytes for XEN_DOMCTL_setvcpuextstate\n", out_len);
-    int rc = 0;
+    rc = 0;
     if (out_path) {
         FILE *f = fopen(out_path, "wb");
-        if (!f || fwrite(out, 1, out_len, f) != out_len || fclose(f) != 0) {
+        int written = f && fwrite(out, 1, out_len, f) == out_len;
+        if (f && fclose(f) != 0)
+            written = 0;
+        if (!written) {
             fprintf(stderr, "set_vcpu_extstate: %s: %s\n", out_path, strerror(errno));
             rc = 2;
         }
     }
+    goto done;
+
+failed:
+    rc = fail(what, &e);
+done:
     free(out);
     free(blob);
+    xstate_compat_free(report);
     xstate_layout_free(src);
     xstate_layout_free(host);
     return rc;

@@ -31,21 +31,21 @@ static _Atomic int checks_passed;
         checks_passed++;                                                                    \
     } while (0)
 
-/* A call that must fail with `code` (a negative errno) and fill `e` accordingly. */
-#define FAILS_WITH(code, e, call)                                                           \
+/* A call that must fail with `want` (a negative errno) and fill `e` accordingly. */
+#define FAILS_WITH(want, e, call)                                                           \
     do {                                                                                    \
         memset(&(e), 0x5a, sizeof(e));                                                      \
         int f_rc_ = (call);                                                                 \
-        if (f_rc_ != (code)) {                                                              \
+        if (f_rc_ != (want)) {                                                              \
             fprintf(stderr, "%s:%d: %s returned %d, expected %s = %d (message: %.*s)\n",    \
-                    __FILE__, __LINE__, #call, f_rc_, #code, (code),                        \
+                    __FILE__, __LINE__, #call, f_rc_, #want, (want),                        \
                     (int)sizeof((e).message), (e).message);                                 \
             exit(1);                                                                        \
         }                                                                                   \
-        CHECK((e).code == (code));                                                          \
+        CHECK((e).code == (want));                                                          \
         CHECK(memchr((e).message, 0, sizeof((e).message)) != NULL);                         \
         CHECK(strlen((e).message) > 0);                                                     \
-        CHECK((e).rule != NULL);                                                            \
+        CHECK(memchr((e).rule, 0, sizeof((e).rule)) != NULL && (e).rule[0] != 0);            \
     } while (0)
 
 #define SKIP(...)                                                                           \

@@ -503,7 +503,9 @@ static void test_bad_input(xstate_layout *genoa, xstate_layout *amx, const char 
     FAILS_WITH(-EFAULT, e, xstate_validate(g, glen - 1, genoa, XSTATE_PROFILE_LINUX, &ctx, &e));
     size_t n = 4096;
     uint8_t *buf = area_alloc(n);
-    FAILS_WITH(-EINVAL, e, xstate_convert(g, 600, genoa, amx, 0xe7, XSTATE_FORM_STANDARD, 0, buf, &n, &e));
+    FAILS_WITH(-EFAULT, e, xstate_convert(g, 600, genoa, amx, 0xe7, XSTATE_FORM_STANDARD, 0, buf, &n, &e));
+    n = 4096;
+    FAILS_WITH(-EINVAL, e, xstate_convert(g, 100, genoa, amx, 0xe7, XSTATE_FORM_STANDARD, 0, buf, &n, &e));
 
     /* Wrong masks. */
     ctx.xcr0 = 0x3;
@@ -526,8 +528,14 @@ static void test_bad_input(xstate_layout *genoa, xstate_layout *amx, const char 
     n = 4096; /* compaction mask without AVX-512, which is in use */
     FAILS_WITH(-EINVAL, e, xstate_convert(g, glen, genoa, amx, 0xe7, XSTATE_FORM_COMPACTED, 0x7, buf, &n, &e));
     CHECK(strstr(e.message, "compaction mask") != NULL);
-    n = 4096; /* PKRU is not on the AMX guest */
-    FAILS_WITH(-EINVAL, e, xstate_convert(g, glen, genoa, amx, 0x2e7, XSTATE_FORM_STANDARD, 0, buf, &n, &e));
+    n = 4096; /* PKRU in use, and the AMX guest has none */
+    uint8_t *with_pkru = area_alloc(0x988);
+    memcpy(with_pkru, g, glen);
+    uint64_t pkru_bv = 0x2e7;
+    memcpy(with_pkru + 512, &pkru_bv, 8);
+    FAILS_WITH(-EINVAL, e, xstate_convert(with_pkru, 0x988, genoa, amx, 0x2e7, XSTATE_FORM_STANDARD, 0, buf, &n, &e));
+    CHECK(strstr(e.message, "pkru") != NULL);
+    free(with_pkru);
     FAILS_WITH(-EINVAL, e, xstate_convert(g, glen, genoa, amx, 0xe7, 9, 0, buf, &n, &e));
 
     /* A reserved header byte: Xen says -EIO and the byte's offset. */
