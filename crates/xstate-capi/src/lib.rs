@@ -87,3 +87,15 @@ mod tests {
         assert_eq!(super::VERSION.to_str().unwrap(), v);
     }
 }
+
+/// The threading rules of docs/C-API.md, checked by the compiler: layouts, policies and
+/// reports are immutable and shared between threads; an area moves between threads and is
+/// used by one at a time.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    const fn movable<T: Send>() {}
+    shared::<layout::xstate_layout>();
+    shared::<area::xstate_policy>();
+    shared::<compat::xstate_compat>();
+    movable::<area::xstate_area>();
+};

@@ -101,7 +101,7 @@ fn compile(prefix: &Path, sources: &[PathBuf], exe: &Path, linkage: Linkage) {
             .collect(),
     };
     run(Command::new("gcc")
-        .args(["-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-pthread"])
+        .args(["-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-pthread"])
         .arg(format!("-I{}", repo().join("crates/xstate-capi/tests/c").display()))
         .args(&cflags)
         .args(sources)
@@ -213,6 +213,70 @@ fn c_tests(valgrind: bool) {
 #[test]
 fn c_tests_shared_and_static() {
     c_tests(false);
+}
+
+/// The complete programs of docs/C-API.md: every block fenced as `c`.
+fn doc_examples() -> Vec<String> {
+    let doc = std::fs::read_to_string(repo().join("docs/C-API.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```c") => current = Some(String::new()),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(b), l) => {
+                b.push_str(l);
+                b.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn doc_examples_compile_and_run() {
+    let Some(prefix) = installed() else { return };
+    let Some(cpuid) = shared_cpuid() else {
+        skip("../shared/cpuid not found: docs/C-API.md's examples were not run");
+        return;
+    };
+    let dump = cpuid.join("dumps/AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    let blocks = doc_examples();
+    assert!(blocks.len() >= 4, "docs/C-API.md has {} c blocks", blocks.len());
+    let dir = scratch(prefix, "doc");
+    let valgrind = have("valgrind");
+    for (i, block) in blocks.iter().enumerate() {
+        let src = dir.join(format!("example{i}.c"));
+        std::fs::write(&src, block).unwrap();
+        let exe = dir.join(format!("example{i}"));
+        compile(prefix, &[src], &exe, Linkage::Shared);
+        for under_valgrind in [false, valgrind] {
+            exec(prefix, &exe, &[dump.to_str().unwrap()], under_valgrind);
+        }
+    }
+    let busy = exec(prefix, &dir.join("example2"), &[dump.to_str().unwrap()], false);
+    assert!(String::from_utf8_lossy(&busy.stdout).contains("-EBUSY"), "{}", text(&busy));
+}
+
+#[test]
+fn header_compiles_as_cxx() {
+    let Some(prefix) = installed() else { return };
+    if !have("g++") {
+        skip("g++ not found: the header was not compiled as C++");
+        return;
+    }
+    let dir = scratch(prefix, "cxx");
+    let exe = dir.join("cxx_header");
+    run(Command::new("g++")
+        .args(["-std=c++11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"])
+        .args(pkg_config(prefix, &["--cflags"]))
+        .arg(c_source("cxx_header.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .args(pkg_config(prefix, &["--libs"])));
+    let o = exec(prefix, &exe, &[], false);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("cxx_header: ok"), "{}", text(&o));
 }
 
 #[test]
