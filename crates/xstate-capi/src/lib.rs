@@ -77,17 +77,6 @@ pub unsafe extern "C" fn xstate_component_name(index: u32, buf: *mut c_char, len
     })
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn version_constants_are_the_package_version() {
-        let v =
-            format!("{}.{}.{}", super::XSTATE_VERSION_MAJOR, super::XSTATE_VERSION_MINOR, super::XSTATE_VERSION_PATCH);
-        assert_eq!(v, env!("CARGO_PKG_VERSION"));
-        assert_eq!(super::VERSION.to_str().unwrap(), v);
-    }
-}
-
 /// The threading rules of docs/C-API.md, checked by the compiler: layouts, policies and
 /// reports are immutable and shared between threads; an area moves between threads and is
 /// used by one at a time.
@@ -99,3 +88,14 @@ const _: () = {
     shared::<compat::xstate_compat>();
     movable::<area::xstate_area>();
 };
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_constants_are_the_package_version() {
+        let v =
+            format!("{}.{}.{}", super::XSTATE_VERSION_MAJOR, super::XSTATE_VERSION_MINOR, super::XSTATE_VERSION_PATCH);
+        assert_eq!(v, env!("CARGO_PKG_VERSION"));
+        assert_eq!(super::VERSION.to_str().unwrap(), v);
+    }
+}
