@@ -133,28 +133,6 @@ typedef struct xstate_error {
 } xstate_error;
 
 /**
- * The registers of one CPUID subleaf.
- */
-typedef struct xstate_cpuid_regs {
-    /**
-     * EAX.
-     */
-    uint32_t eax;
-    /**
-     * EBX.
-     */
-    uint32_t ebx;
-    /**
-     * ECX.
-     */
-    uint32_t ecx;
-    /**
-     * EDX.
-     */
-    uint32_t edx;
-} xstate_cpuid_regs;
-
-/**
  * One side of a migration: a layout (a CPU's, or a policy's from `xstate_policy_layout`) and
  * the states enabled there (on the source: those the guest may use; on the destination:
  * those it can enable).
@@ -173,77 +151,6 @@ typedef struct xstate_side {
      */
     uint64_t xss;
 } xstate_side;
-
-/**
- * What the consumer knows besides the image. Zero every field you do not set
- * (`memset(&ctx, 0, sizeof ctx)`): 0 means the default given for each.
- */
-typedef struct xstate_context {
-    /**
-     * XCR0 of the restoring context (the task's user features for the Linux profile).
-     */
-    uint64_t xcr0;
-    /**
-     * IA32_XSS: non-zero makes the hardware profile XRSTORS (compacted images only, RFBM =
-     * XCR0 | XSS).
-     */
-    uint64_t xss;
-    /**
-     * The restoring CPU's MXCSR mask (the MXCSR_MASK field its FXSAVE/XSAVE writes at byte 28,
-     * 0xFFBF where that field is 0). 0: 0xFFFF.
-     */
-    uint32_t mxcsr_mask;
-    /**
-     * Zero.
-     */
-    uint32_t reserved;
-    /**
-     * KVM's supported XCR0 (KVM_GET_SUPPORTED_CPUID 0xD.0). 0: `xcr0`.
-     */
-    uint64_t kvm_supported;
-    /**
-     * Xen: the vCPU's xcr0_accum. 0: `xcr0`.
-     */
-    uint64_t xen_xcr0_accum;
-    /**
-     * Xen: the domain policy's maximum XCR0. 0: every user component of the layout.
-     */
-    uint64_t xen_policy_max;
-    /**
-     * Xen: the host's enabled xfeature_mask. 0: every user component of the layout.
-     */
-    uint64_t xen_host;
-} xstate_context;
-
-/**
- * Where a state component sits in the standard form, and how it compacts (CPUID 0xD.i).
- */
-typedef struct xstate_component_info {
-    /**
-     * Size in bytes (0xD.i EAX).
-     */
-    uint32_t size;
-    /**
-     * Offset in a standard image (0xD.i EBX); 0 for supervisor components, which have none.
-     */
-    uint32_t offset;
-    /**
-     * 1 for a supervisor component (IA32_XSS; 0xD.i ECX bit 0).
-     */
-    uint8_t supervisor;
-    /**
-     * 1 if it starts 64-byte aligned in a compacted image (0xD.i ECX bit 1).
-     */
-    uint8_t align64;
-    /**
-     * 1 if it supports extended feature disable (0xD.i ECX bit 2).
-     */
-    uint8_t xfd;
-    /**
-     * Zero.
-     */
-    uint8_t reserved;
-} xstate_component_info;
 
 /**
  * What Xen knows besides a blob: its enabled `xfeature_mask` (the largest blob it takes is 16
@@ -292,88 +199,117 @@ typedef struct xstate_blob_info {
     int form;
 } xstate_blob_info;
 
+/**
+ * Where a state component sits in the standard form, and how it compacts (CPUID 0xD.i).
+ */
+typedef struct xstate_component_info {
+    /**
+     * Size in bytes (0xD.i EAX).
+     */
+    uint32_t size;
+    /**
+     * Offset in a standard image (0xD.i EBX); 0 for supervisor components, which have none.
+     */
+    uint32_t offset;
+    /**
+     * 1 for a supervisor component (IA32_XSS; 0xD.i ECX bit 0).
+     */
+    uint8_t supervisor;
+    /**
+     * 1 if it starts 64-byte aligned in a compacted image (0xD.i ECX bit 1).
+     */
+    uint8_t align64;
+    /**
+     * 1 if it supports extended feature disable (0xD.i ECX bit 2).
+     */
+    uint8_t xfd;
+    /**
+     * Zero.
+     */
+    uint8_t reserved;
+} xstate_component_info;
+
+/**
+ * The registers of one CPUID subleaf.
+ */
+typedef struct xstate_cpuid_regs {
+    /**
+     * EAX.
+     */
+    uint32_t eax;
+    /**
+     * EBX.
+     */
+    uint32_t ebx;
+    /**
+     * ECX.
+     */
+    uint32_t ecx;
+    /**
+     * EDX.
+     */
+    uint32_t edx;
+} xstate_cpuid_regs;
+
+/**
+ * What the consumer knows besides the image. Zero every field you do not set
+ * (`memset(&ctx, 0, sizeof ctx)`): 0 means the default given for each.
+ */
+typedef struct xstate_context {
+    /**
+     * XCR0 of the restoring context (the task's user features for the Linux profile).
+     */
+    uint64_t xcr0;
+    /**
+     * IA32_XSS: non-zero makes the hardware profile XRSTORS (compacted images only, RFBM =
+     * XCR0 | XSS).
+     */
+    uint64_t xss;
+    /**
+     * The restoring CPU's MXCSR mask (the MXCSR_MASK field its FXSAVE/XSAVE writes at byte 28,
+     * 0xFFBF where that field is 0). 0: 0xFFFF.
+     */
+    uint32_t mxcsr_mask;
+    /**
+     * Zero.
+     */
+    uint32_t reserved;
+    /**
+     * KVM's supported XCR0 (KVM_GET_SUPPORTED_CPUID 0xD.0). 0: `xcr0`.
+     */
+    uint64_t kvm_supported;
+    /**
+     * Xen: the vCPU's xcr0_accum. 0: `xcr0`.
+     */
+    uint64_t xen_xcr0_accum;
+    /**
+     * Xen: the domain policy's maximum XCR0. 0: every user component of the layout.
+     */
+    uint64_t xen_policy_max;
+    /**
+     * Xen: the host's enabled xfeature_mask. 0: every user component of the layout.
+     */
+    uint64_t xen_host;
+} xstate_context;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
 /**
- * The library's version, `"MAJOR.MINOR.PATCH"`: a static string.
+ * Frees a save area (NULL: nothing).
  */
-const char *xstate_version(void);
+void xstate_area_free(struct xstate_area *area);
 
 /**
- * The short name of state component `index` (`"tiledata"`, or `"component 23"` for one the
- * library does not know) into `buf` of `len` bytes, NUL-terminated. Returns the name's length
- * (without the NUL); `-ERANGE` if `len` is too small (an empty string is written when
- * `len` > 0); `-EINVAL` for an index outside 0..=62. With `buf` NULL and `len` 0, returns
- * the length only.
+ * XRSTOR into the area: an image of either form, checked as XRSTOR with RFBM = XCR0 (XRSTORS
+ * with XCR0 | XSS for a compacted image when XSS ≠ 0) would check it; the components of RFBM
+ * take the image's state, the others keep theirs. On failure nothing changes.
  */
-int xstate_component_name(uint32_t index, char *buf, size_t len);
-
-/**
- * A policy from the host's layout and a feature list: names separated by commas or spaces
- * (`"avx,avx512"`, `"all,-amx"`; names: avx, mpx, avx512, pku, amx, apx, lwp, pt, pasid, cet,
- * hdc, uintr, lbr, hwp, and the instruction features xsaveopt, xsavec, xgetbv1, xsaves, xfd,
- * whose default is the host's). `-EOPNOTSUPP` for a feature the host lacks, `-EINVAL` for an
- * unknown name, a missing prerequisite (`avx512` needs `avx`) or exclusive features.
- */
-int xstate_policy_new(const struct xstate_layout *host,
-                      const char *features,
-                      struct xstate_policy **out,
-                      struct xstate_error *err);
-
-/**
- * A policy from raw masks: the guest's maximum XCR0 and IA32_XSS, taken as given (checked
- * against the host and the XCR0/XSS rules).
- */
-int xstate_policy_from_masks(const struct xstate_layout *host,
-                             uint64_t xcr0_max,
-                             uint64_t xss_max,
-                             struct xstate_policy **out,
-                             struct xstate_error *err);
-
-/**
- * Frees a policy (NULL: nothing). Areas made from it keep it alive.
- */
-void xstate_policy_free(struct xstate_policy *policy);
-
-/**
- * The guest's maximum XCR0. 0 for NULL.
- */
-uint64_t xstate_policy_xcr0_max(const struct xstate_policy *policy);
-
-/**
- * The guest's maximum IA32_XSS. 0 for NULL.
- */
-uint64_t xstate_policy_xss_max(const struct xstate_policy *policy);
-
-/**
- * The guest's layout (its derived leaf 0xD), owned by the policy: valid until the policy is
- * freed; do not free it. NULL for NULL.
- */
-const struct xstate_layout *xstate_policy_layout(const struct xstate_policy *policy);
-
-/**
- * The size of a save area for the policy in `form`: the guest's CPUID 0xD.0 ECX for the
- * standard form, the compacted size of its maximum XCR0 | IA32_XSS for the compacted form.
- * `-EINVAL` for a standard area of a policy with supervisor state, `-EOPNOTSUPP` for a
- * compacted one on a host without XSAVEC/XSAVES.
- */
-int xstate_policy_area_size(const struct xstate_policy *policy,
-                            int form,
-                            size_t *size,
-                            struct xstate_error *err);
-
-/**
- * The guest's CPUID leaf 0xD with `xcr0` in XCR0 and `xss` in IA32_XSS (their sizes in 0xD.0
- * EBX and 0xD.1 EBX), all 64 subleaves into `out[0..64]`. `-EINVAL` if XSETBV/WRMSR would
- * refuse the values.
- */
-int xstate_policy_leaf0d(const struct xstate_policy *policy,
-                         uint64_t xcr0,
-                         uint64_t xss,
-                         struct xstate_cpuid_regs *out,
-                         struct xstate_error *err);
+int xstate_area_load(struct xstate_area *area,
+                     const uint8_t *image,
+                     size_t len,
+                     struct xstate_error *err);
 
 /**
  * A fresh save area for the policy in `form`, in the init state (FCW 0x037F, MXCSR 0x1F80,
@@ -385,34 +321,18 @@ int xstate_area_new(const struct xstate_policy *policy,
                     struct xstate_error *err);
 
 /**
- * Frees a save area (NULL: nothing).
+ * The MXCSR mask loads are checked against, as the MXCSR_MASK field FXSAVE/XSAVE writes on
+ * the host (0 means 0xFFBF). Default 0xFFFF.
  */
-void xstate_area_free(struct xstate_area *area);
+void xstate_area_set_mxcsr_mask(struct xstate_area *area, uint32_t field);
 
 /**
- * The area's size in bytes (its policy's size for its form). 0 for NULL.
+ * Moves the area to another policy, resized, its state kept. `-EBUSY` (Xen's) when the vCPU
+ * has enabled state the new policy does not allow; on any failure nothing changes.
  */
-size_t xstate_area_size(const struct xstate_area *area);
-
-/**
- * The vCPU's XCR0. 0 for NULL.
- */
-uint64_t xstate_area_xcr0(const struct xstate_area *area);
-
-/**
- * The vCPU's IA32_XSS. 0 for NULL.
- */
-uint64_t xstate_area_xss(const struct xstate_area *area);
-
-/**
- * Every XCR0 bit the vCPU ever set (Xen's xcr0_accum). 0 for NULL.
- */
-uint64_t xstate_area_xcr0_accum(const struct xstate_area *area);
-
-/**
- * Every IA32_XSS bit the vCPU ever set. 0 for NULL.
- */
-uint64_t xstate_area_xss_accum(const struct xstate_area *area);
+int xstate_area_set_policy(struct xstate_area *area,
+                           const struct xstate_policy *policy,
+                           struct xstate_error *err);
 
 /**
  * XSETBV: sets XCR0, keeping the state. `-EINVAL` where the guest's XSETBV would raise #GP
@@ -426,20 +346,9 @@ int xstate_area_set_xcr0(struct xstate_area *area, uint64_t xcr0, struct xstate_
 int xstate_area_set_xss(struct xstate_area *area, uint64_t xss, struct xstate_error *err);
 
 /**
- * The MXCSR mask loads are checked against, as the MXCSR_MASK field FXSAVE/XSAVE writes on
- * the host (0 means 0xFFBF). Default 0xFFFF.
+ * The area's size in bytes (its policy's size for its form). 0 for NULL.
  */
-void xstate_area_set_mxcsr_mask(struct xstate_area *area, uint32_t field);
-
-/**
- * XRSTOR into the area: an image of either form, checked as XRSTOR with RFBM = XCR0 (XRSTORS
- * with XCR0 | XSS for a compacted image when XSS ≠ 0) would check it; the components of RFBM
- * take the image's state, the others keep theirs. On failure nothing changes.
- */
-int xstate_area_load(struct xstate_area *area,
-                     const uint8_t *image,
-                     size_t len,
-                     struct xstate_error *err);
+size_t xstate_area_size(const struct xstate_area *area);
 
 /**
  * XSAVE from the area: an image of `form` as XSAVE (standard, RFBM = XCR0) or XSAVEC/XSAVES
@@ -452,12 +361,24 @@ int xstate_area_store(const struct xstate_area *area,
                       struct xstate_error *err);
 
 /**
- * Moves the area to another policy, resized, its state kept. `-EBUSY` (Xen's) when the vCPU
- * has enabled state the new policy does not allow; on any failure nothing changes.
+ * The vCPU's XCR0. 0 for NULL.
  */
-int xstate_area_set_policy(struct xstate_area *area,
-                           const struct xstate_policy *policy,
-                           struct xstate_error *err);
+uint64_t xstate_area_xcr0(const struct xstate_area *area);
+
+/**
+ * Every XCR0 bit the vCPU ever set (Xen's xcr0_accum). 0 for NULL.
+ */
+uint64_t xstate_area_xcr0_accum(const struct xstate_area *area);
+
+/**
+ * The vCPU's IA32_XSS. 0 for NULL.
+ */
+uint64_t xstate_area_xss(const struct xstate_area *area);
+
+/**
+ * Every IA32_XSS bit the vCPU ever set. 0 for NULL.
+ */
+uint64_t xstate_area_xss_accum(const struct xstate_area *area);
 
 /**
  * Can state saved on `from` be restored on `to`? With `image` (`len` bytes, restorable on
@@ -478,37 +399,6 @@ int xstate_compat_check(const struct xstate_side *from,
 void xstate_compat_free(struct xstate_compat *report);
 
 /**
- * `XSTATE_COMPAT_AS_IS`, `_AFTER_RELAYOUT` or `_INCOMPATIBLE`; -EINVAL for NULL.
- */
-int xstate_compat_verdict(const struct xstate_compat *report);
-
-/**
- * `"compatible"`, `"compatible after re-layout"` or `"incompatible"`: a static string; NULL
- * for NULL.
- */
-const char *xstate_compat_verdict_text(const struct xstate_compat *report);
-
-/**
- * How many reasons the report gives.
- */
-size_t xstate_compat_reason_count(const struct xstate_compat *report);
-
-/**
- * Reason `i` as a sentence naming the component and both values (`"opmask (5) is at standard
- * offset 0x340 on the source, 0x440 on the destination"`), owned by the report; NULL past
- * the end.
- */
-const char *xstate_compat_reason(const struct xstate_compat *report, size_t i);
-
-/**
- * Reason `i`'s kind, a short key (`"component_missing"`, `"size_differs"`,
- * `"offset_differs"`, `"align_differs"`, `"destination_maximum_smaller"`,
- * `"standard_size_differs"`, `"amx_permission_needed"`, `"supervisor_state_unsupported"`,
- * `"compaction_unsupported"`), owned by the report; NULL past the end.
- */
-const char *xstate_compat_reason_kind(const struct xstate_compat *report, size_t i);
-
-/**
  * The source components to mask (whole feature groups, with what depends on them) for the
  * migration to become at least "after re-layout".
  */
@@ -520,16 +410,44 @@ uint64_t xstate_compat_mask(const struct xstate_compat *report);
 uint64_t xstate_compat_mask_as_is(const struct xstate_compat *report);
 
 /**
- * Would `profile`'s consumer accept the image of `len` bytes, on the CPU of `layout`? 0 if
- * so; else the consumer's negative errno, and in `err` the rule, the offending bits or byte
- * (its offset in `err->offset`) and the message.
+ * Reason `i` as a sentence naming the component and both values (`"opmask (5) is at standard
+ * offset 0x340 on the source, 0x440 on the destination"`), owned by the report; NULL past
+ * the end.
  */
-int xstate_validate(const uint8_t *image,
-                    size_t len,
-                    const struct xstate_layout *layout,
-                    int profile,
-                    const struct xstate_context *ctx,
-                    struct xstate_error *err);
+const char *xstate_compat_reason(const struct xstate_compat *report, size_t i);
+
+/**
+ * How many reasons the report gives.
+ */
+size_t xstate_compat_reason_count(const struct xstate_compat *report);
+
+/**
+ * Reason `i`'s kind, a short key (`"component_missing"`, `"size_differs"`,
+ * `"offset_differs"`, `"align_differs"`, `"destination_maximum_smaller"`,
+ * `"standard_size_differs"`, `"amx_permission_needed"`, `"supervisor_state_unsupported"`,
+ * `"compaction_unsupported"`), owned by the report; NULL past the end.
+ */
+const char *xstate_compat_reason_kind(const struct xstate_compat *report, size_t i);
+
+/**
+ * `XSTATE_COMPAT_AS_IS`, `_AFTER_RELAYOUT` or `_INCOMPATIBLE`; -EINVAL for NULL.
+ */
+int xstate_compat_verdict(const struct xstate_compat *report);
+
+/**
+ * `"compatible"`, `"compatible after re-layout"` or `"incompatible"`: a static string; NULL
+ * for NULL.
+ */
+const char *xstate_compat_verdict_text(const struct xstate_compat *report);
+
+/**
+ * The short name of state component `index` (`"tiledata"`, or `"component 23"` for one the
+ * library does not know) into `buf` of `len` bytes, NUL-terminated. Returns the name's length
+ * (without the NUL); `-ERANGE` if `len` is too small (an empty string is written when
+ * `len` > 0); `-EINVAL` for an index outside 0..=62. With `buf` NULL and `len` 0, returns
+ * the length only.
+ */
+int xstate_component_name(uint32_t index, char *buf, size_t len);
 
 /**
  * Converts an image restorable on the CPU of `from` with RFBM `rfbm` (XCR0, or XCR0 | XSS for
@@ -555,6 +473,69 @@ int xstate_convert(const uint8_t *image,
                    struct xstate_error *err);
 
 /**
+ * Parses a forward-compatible blob: every blob Xen's rules accept means the same here; a
+ * compacted image (and so supervisor state) is accepted with its own size rule,
+ * 16 + compacted_size(XCOMP_BV). `host` NULL: every user and supervisor state of `layout`.
+ */
+int xstate_fc_blob_parse(const uint8_t *blob,
+                         size_t len,
+                         const struct xstate_layout *layout,
+                         const struct xstate_xen_host *host,
+                         struct xstate_blob_info *info,
+                         struct xstate_error *err);
+
+/**
+ * Writes a forward-compatible blob `{xstates, xstates_accum, image}` for `to`: a compacted
+ * image stays compacted where `to` has the compacted form, else the standard form is written.
+ * As `xstate_xen_domctl_write` otherwise.
+ */
+int xstate_fc_blob_write(uint64_t xstates,
+                         uint64_t xstates_accum,
+                         const uint8_t *image,
+                         size_t image_len,
+                         const struct xstate_layout *from,
+                         const struct xstate_layout *to,
+                         uint8_t *out,
+                         size_t *out_len,
+                         struct xstate_error *err);
+
+/**
+ * The offset of component `index` in a compacted image whose XCOMP_BV is `xcomp_bv` (bit 63
+ * ignored). `-ENOENT` if the component is not in XCOMP_BV, `-EINVAL` for an index outside
+ * 0..=62 or bits the CPU does not enumerate, `-EOPNOTSUPP` without a compacted form.
+ */
+int xstate_layout_compacted_offset(const struct xstate_layout *layout,
+                                   uint32_t index,
+                                   uint64_t xcomp_bv,
+                                   size_t *offset,
+                                   struct xstate_error *err);
+
+/**
+ * The size of a compacted image laying out `mask` (XCR0 | IA32_XSS, what XSAVEC/XSAVES write
+ * with that RFBM; bit 63 ignored): components packed from 576 in index order, 64-byte aligned
+ * where CPUID says so. `-EINVAL` for a bit the CPU does not enumerate, `-EOPNOTSUPP` if the
+ * CPU has no compacted form.
+ */
+int xstate_layout_compacted_size(const struct xstate_layout *layout,
+                                 uint64_t mask,
+                                 size_t *size,
+                                 struct xstate_error *err);
+
+/**
+ * Component `index`'s size, standard offset and flags. `-ENOENT` if the CPU does not
+ * enumerate it, `-EINVAL` for an index outside 0..=62.
+ */
+int xstate_layout_component(const struct xstate_layout *layout,
+                            uint32_t index,
+                            struct xstate_component_info *info,
+                            struct xstate_error *err);
+
+/**
+ * Frees a layout (NULL: nothing). Handles made from it (policies, areas) keep their own copy.
+ */
+void xstate_layout_free(struct xstate_layout *layout);
+
+/**
  * A layout from CPUID leaf 0xD: `subleaves[i]` is subleaf i (ECX = i), `count` of them
  * (at most 64; subleaves past `count` count as not read). Refuses (`-EINVAL`) an enumeration
  * no CPU could have: a supported component without its subleaf, offsets inside the legacy
@@ -564,13 +545,6 @@ int xstate_layout_from_cpuid(const struct xstate_cpuid_regs *subleaves,
                              size_t count,
                              struct xstate_layout **out,
                              struct xstate_error *err);
-
-/**
- * The running CPU's layout, read with CPUID (x86-64 Linux; `-EOPNOTSUPP` elsewhere or
- * without XSAVE). Each call executes CPUID 64 times (a VM exit each in a guest): make it
- * once and share it.
- */
-int xstate_layout_from_host(struct xstate_layout **out, struct xstate_error *err);
 
 /**
  * A layout from a CPUID dump file: AIDA64/InstLatX64 text, the output of `cpuid -r`, or
@@ -589,25 +563,11 @@ int xstate_layout_from_dump_text(const char *text,
                                  struct xstate_error *err);
 
 /**
- * Frees a layout (NULL: nothing). Handles made from it (policies, areas) keep their own copy.
+ * The running CPU's layout, read with CPUID (x86-64 Linux; `-EOPNOTSUPP` elsewhere or
+ * without XSAVE). Each call executes CPUID 64 times (a VM exit each in a guest): make it
+ * once and share it.
  */
-void xstate_layout_free(struct xstate_layout *layout);
-
-/**
- * The user components the CPU supports (CPUID 0xD.0 EDX:EAX): the largest valid XCR0. 0 for
- * a NULL layout.
- */
-uint64_t xstate_layout_xcr0_supported(const struct xstate_layout *layout);
-
-/**
- * The supervisor components the CPU supports (CPUID 0xD.1 EDX:ECX). 0 for a NULL layout.
- */
-uint64_t xstate_layout_xss_supported(const struct xstate_layout *layout);
-
-/**
- * CPUID 0xD.1 EAX: bit 0 XSAVEOPT, 1 XSAVEC, 2 XGETBV1, 3 XSAVES, 4 XFD. 0 for a NULL layout.
- */
-uint32_t xstate_layout_xsave_features(const struct xstate_layout *layout);
+int xstate_layout_from_host(struct xstate_layout **out, struct xstate_error *err);
 
 /**
  * The size of a standard-format image for XCR0 `xcr0` (SDM Vol. 1 §13.4.3): the largest
@@ -621,35 +581,102 @@ int xstate_layout_standard_size(const struct xstate_layout *layout,
                                 struct xstate_error *err);
 
 /**
- * The size of a compacted image laying out `mask` (XCR0 | IA32_XSS, what XSAVEC/XSAVES write
- * with that RFBM; bit 63 ignored): components packed from 576 in index order, 64-byte aligned
- * where CPUID says so. `-EINVAL` for a bit the CPU does not enumerate, `-EOPNOTSUPP` if the
- * CPU has no compacted form.
+ * The user components the CPU supports (CPUID 0xD.0 EDX:EAX): the largest valid XCR0. 0 for
+ * a NULL layout.
  */
-int xstate_layout_compacted_size(const struct xstate_layout *layout,
-                                 uint64_t mask,
-                                 size_t *size,
-                                 struct xstate_error *err);
+uint64_t xstate_layout_xcr0_supported(const struct xstate_layout *layout);
 
 /**
- * The offset of component `index` in a compacted image whose XCOMP_BV is `xcomp_bv` (bit 63
- * ignored). `-ENOENT` if the component is not in XCOMP_BV, `-EINVAL` for an index outside
- * 0..=62 or bits the CPU does not enumerate, `-EOPNOTSUPP` without a compacted form.
+ * CPUID 0xD.1 EAX: bit 0 XSAVEOPT, 1 XSAVEC, 2 XGETBV1, 3 XSAVES, 4 XFD. 0 for a NULL layout.
  */
-int xstate_layout_compacted_offset(const struct xstate_layout *layout,
-                                   uint32_t index,
-                                   uint64_t xcomp_bv,
-                                   size_t *offset,
-                                   struct xstate_error *err);
+uint32_t xstate_layout_xsave_features(const struct xstate_layout *layout);
 
 /**
- * Component `index`'s size, standard offset and flags. `-ENOENT` if the CPU does not
- * enumerate it, `-EINVAL` for an index outside 0..=62.
+ * The supervisor components the CPU supports (CPUID 0xD.1 EDX:ECX). 0 for a NULL layout.
  */
-int xstate_layout_component(const struct xstate_layout *layout,
-                            uint32_t index,
-                            struct xstate_component_info *info,
+uint64_t xstate_layout_xss_supported(const struct xstate_layout *layout);
+
+/**
+ * The size of a save area for the policy in `form`: the guest's CPUID 0xD.0 ECX for the
+ * standard form, the compacted size of its maximum XCR0 | IA32_XSS for the compacted form.
+ * `-EINVAL` for a standard area of a policy with supervisor state, `-EOPNOTSUPP` for a
+ * compacted one on a host without XSAVEC/XSAVES.
+ */
+int xstate_policy_area_size(const struct xstate_policy *policy,
+                            int form,
+                            size_t *size,
                             struct xstate_error *err);
+
+/**
+ * Frees a policy (NULL: nothing). Areas made from it keep it alive.
+ */
+void xstate_policy_free(struct xstate_policy *policy);
+
+/**
+ * A policy from raw masks: the guest's maximum XCR0 and IA32_XSS, taken as given (checked
+ * against the host and the XCR0/XSS rules).
+ */
+int xstate_policy_from_masks(const struct xstate_layout *host,
+                             uint64_t xcr0_max,
+                             uint64_t xss_max,
+                             struct xstate_policy **out,
+                             struct xstate_error *err);
+
+/**
+ * The guest's layout (its derived leaf 0xD), owned by the policy: valid until the policy is
+ * freed; do not free it. NULL for NULL.
+ */
+const struct xstate_layout *xstate_policy_layout(const struct xstate_policy *policy);
+
+/**
+ * The guest's CPUID leaf 0xD with `xcr0` in XCR0 and `xss` in IA32_XSS (their sizes in 0xD.0
+ * EBX and 0xD.1 EBX), all 64 subleaves into `out[0..64]`. `-EINVAL` if XSETBV/WRMSR would
+ * refuse the values.
+ */
+int xstate_policy_leaf0d(const struct xstate_policy *policy,
+                         uint64_t xcr0,
+                         uint64_t xss,
+                         struct xstate_cpuid_regs *out,
+                         struct xstate_error *err);
+
+/**
+ * A policy from the host's layout and a feature list: names separated by commas or spaces
+ * (`"avx,avx512"`, `"all,-amx"`; names: avx, mpx, avx512, pku, amx, apx, lwp, pt, pasid, cet,
+ * hdc, uintr, lbr, hwp, and the instruction features xsaveopt, xsavec, xgetbv1, xsaves, xfd,
+ * whose default is the host's). `-EOPNOTSUPP` for a feature the host lacks, `-EINVAL` for an
+ * unknown name, a missing prerequisite (`avx512` needs `avx`) or exclusive features.
+ */
+int xstate_policy_new(const struct xstate_layout *host,
+                      const char *features,
+                      struct xstate_policy **out,
+                      struct xstate_error *err);
+
+/**
+ * The guest's maximum XCR0. 0 for NULL.
+ */
+uint64_t xstate_policy_xcr0_max(const struct xstate_policy *policy);
+
+/**
+ * The guest's maximum IA32_XSS. 0 for NULL.
+ */
+uint64_t xstate_policy_xss_max(const struct xstate_policy *policy);
+
+/**
+ * Would `profile`'s consumer accept the image of `len` bytes, on the CPU of `layout`? 0 if
+ * so; else the consumer's negative errno, and in `err` the rule, the offending bits or byte
+ * (its offset in `err->offset`) and the message.
+ */
+int xstate_validate(const uint8_t *image,
+                    size_t len,
+                    const struct xstate_layout *layout,
+                    int profile,
+                    const struct xstate_context *ctx,
+                    struct xstate_error *err);
+
+/**
+ * The library's version, `"MAJOR.MINOR.PATCH"`: a static string.
+ */
+const char *xstate_version(void);
 
 /**
  * Parses a Xen domctl blob as XEN_DOMCTL_setvcpuextstate does, in its order: size bounds,
@@ -664,18 +691,6 @@ int xstate_xen_domctl_parse(const uint8_t *blob,
                             const struct xstate_xen_host *host,
                             struct xstate_blob_info *info,
                             struct xstate_error *err);
-
-/**
- * Parses a forward-compatible blob: every blob Xen's rules accept means the same here; a
- * compacted image (and so supervisor state) is accepted with its own size rule,
- * 16 + compacted_size(XCOMP_BV). `host` NULL: every user and supervisor state of `layout`.
- */
-int xstate_fc_blob_parse(const uint8_t *blob,
-                         size_t len,
-                         const struct xstate_layout *layout,
-                         const struct xstate_xen_host *host,
-                         struct xstate_blob_info *info,
-                         struct xstate_error *err);
 
 /**
  * Writes a Xen domctl blob for the CPU of `to` from an image (either form) laid out for
@@ -693,21 +708,6 @@ int xstate_xen_domctl_write(uint64_t xcr0,
                             uint8_t *out,
                             size_t *out_len,
                             struct xstate_error *err);
-
-/**
- * Writes a forward-compatible blob `{xstates, xstates_accum, image}` for `to`: a compacted
- * image stays compacted where `to` has the compacted form, else the standard form is written.
- * As `xstate_xen_domctl_write` otherwise.
- */
-int xstate_fc_blob_write(uint64_t xstates,
-                         uint64_t xstates_accum,
-                         const uint8_t *image,
-                         size_t image_len,
-                         const struct xstate_layout *from,
-                         const struct xstate_layout *to,
-                         uint8_t *out,
-                         size_t *out_len,
-                         struct xstate_error *err);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -67,7 +67,8 @@ fn installed() -> Option<&'static Path> {
                     return None;
                 }
             }
-            let prefix = std::env::temp_dir().join(format!("xstate-capi-{}", std::process::id()));
+            // Under the target directory (`cargo clean` removes it), fresh for every run.
+            let prefix = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi-prefix");
             let _ = std::fs::remove_dir_all(&prefix);
             // The dev profile: `cargo test` has just built the library, so this costs no build.
             run(Command::new(repo().join("scripts/install-capi")).arg("--prefix").arg(&prefix).arg("--debug"));
