@@ -271,7 +271,7 @@ typedef struct xstate_context {
      */
     uint32_t mxcsr_mask;
     /**
-     * Zero.
+     * Zero (refused with `-EINVAL` otherwise: room for a later field).
      */
     uint32_t reserved;
     /**

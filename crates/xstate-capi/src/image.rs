@@ -4,7 +4,7 @@
 use core::ffi::c_int;
 
 use crate::adapt;
-use crate::error::{guard, xstate_error};
+use crate::error::{Failure, guard, xstate_error};
 use crate::ffi;
 use crate::layout::xstate_layout;
 
@@ -33,7 +33,7 @@ pub struct xstate_context {
     /// The restoring CPU's MXCSR mask (the MXCSR_MASK field its FXSAVE/XSAVE writes at byte 28,
     /// 0xFFBF where that field is 0). 0: 0xFFFF.
     pub mxcsr_mask: u32,
-    /// Zero.
+    /// Zero (refused with `-EINVAL` otherwise: room for a later field).
     pub reserved: u32,
     /// KVM's supported XCR0 (KVM_GET_SUPPORTED_CPUID 0xD.0). 0: `xcr0`.
     pub kvm_supported: u64,
@@ -62,6 +62,9 @@ pub unsafe extern "C" fn xstate_validate(
         // `ctx` a readable context.
         let (img, l, c) =
             unsafe { (ffi::bytes(image, len, "image")?, ffi::get(layout, "layout")?, ffi::get(ctx, "ctx")?) };
+        if c.reserved != 0 {
+            return Err(Failure::arg("`ctx->reserved` is not zero (a field of a later version?)"));
+        }
         let known = adapt::Known {
             xcr0: c.xcr0,
             xss: c.xss,

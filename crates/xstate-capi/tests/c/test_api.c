@@ -494,6 +494,9 @@ static void test_bad_input(xstate_layout *genoa, xstate_layout *amx, const char 
     FAILS_WITH(-EINVAL, e, xstate_validate(g, glen, genoa, XSTATE_PROFILE_HARDWARE, NULL, &e));
     FAILS_WITH(-EINVAL, e, xstate_layout_from_host(NULL, &e));
     FAILS_WITH(-EINVAL, e, xstate_validate(g, glen, genoa, 7, &ctx, &e)); /* no such profile */
+    ctx.reserved = 1;
+    FAILS_WITH(-EINVAL, e, xstate_validate(g, glen, genoa, XSTATE_PROFILE_HARDWARE, &ctx, &e));
+    ctx.reserved = 0;
     CHECK(xstate_validate(g, glen, genoa, 7, &ctx, NULL) == -EINVAL);     /* err may be NULL */
 
     /* Truncated. */
