@@ -88,6 +88,33 @@
 #define XSTATE_PROFILE_XEN 3
 
 /**
+ * Xen's `XEN_DOMCTL_setvcpuextstate` size rule: no image larger than the host's maximum, and
+ * exactly standard_size(xcr0_accum) bytes (`-EINVAL`).
+ */
+#define XSTATE_XEN_CALLER_DOMCTL 0
+
+/**
+ * Xen's `hvm_load_cpu_xsave_states()` size rule: a longer image only if every byte past
+ * standard_size(xcr0_accum) is zero (`-EOPNOTSUPP`), no shorter one (`-EINVAL`).
+ */
+#define XSTATE_XEN_CALLER_HVM 1
+
+/**
+ * What Xen on a host of a layout enables, and offers a PV guest.
+ */
+#define XSTATE_XEN_GUEST_PV 0
+
+/**
+ * ... an HVM guest on shadow paging.
+ */
+#define XSTATE_XEN_GUEST_HVM_SHADOW 1
+
+/**
+ * ... an HVM guest with HAP (EPT/NPT): the largest maximum, Xen's default here.
+ */
+#define XSTATE_XEN_GUEST_HVM_HAP 2
+
+/**
  * One vCPU's save area (opaque).
  */
 typedef struct xstate_area xstate_area;
@@ -271,9 +298,10 @@ typedef struct xstate_context {
      */
     uint32_t mxcsr_mask;
     /**
-     * Zero (refused with `-EINVAL` otherwise: room for a later field).
+     * Xen: whose size rule applies after `validate_xstate()`: `XSTATE_XEN_CALLER_DOMCTL`
+     * (0, the default) or `XSTATE_XEN_CALLER_HVM`; `-EINVAL` for another value.
      */
-    uint32_t reserved;
+    uint32_t xen_caller;
     /**
      * KVM's supported XCR0 (KVM_GET_SUPPORTED_CPUID 0xD.0). 0: `xcr0`.
      */
@@ -283,11 +311,12 @@ typedef struct xstate_context {
      */
     uint64_t xen_xcr0_accum;
     /**
-     * Xen: the domain policy's maximum XCR0. 0: every user component of the layout.
+     * Xen: the domain policy's maximum XCR0 (`cpu_policy_xcr0_max()`). 0: the largest Xen
+     * offers any guest on this layout's host (HVM with HAP).
      */
     uint64_t xen_policy_max;
     /**
-     * Xen: the host's enabled xfeature_mask. 0: every user component of the layout.
+     * Xen: the host's enabled xfeature_mask. 0: Xen's on this layout, CPUID ∩ XCNTXT_MASK.
      */
     uint64_t xen_host;
 } xstate_context;
@@ -475,7 +504,8 @@ int xstate_convert(const uint8_t *image,
 /**
  * Parses a forward-compatible blob: every blob Xen's rules accept means the same here; a
  * compacted image (and so supervisor state) is accepted with its own size rule,
- * 16 + compacted_size(XCOMP_BV). `host` NULL: every user and supervisor state of `layout`.
+ * 16 + compacted_size(XCOMP_BV). `host` NULL: every user and supervisor state of `layout`
+ * (the format is a proposal no Xen implements, so no Xen default applies).
  */
 int xstate_fc_blob_parse(const uint8_t *blob,
                          size_t len,
@@ -487,7 +517,8 @@ int xstate_fc_blob_parse(const uint8_t *blob,
 /**
  * Writes a forward-compatible blob `{xstates, xstates_accum, image}` for `to`: a compacted
  * image stays compacted where `to` has the compacted form, else the standard form is written.
- * As `xstate_xen_domctl_write` otherwise.
+ * As `xstate_xen_domctl_write` otherwise (`host` NULL: every user and supervisor state of
+ * `to`).
  */
 int xstate_fc_blob_write(uint64_t xstates,
                          uint64_t xstates_accum,
@@ -495,6 +526,7 @@ int xstate_fc_blob_write(uint64_t xstates,
                          size_t image_len,
                          const struct xstate_layout *from,
                          const struct xstate_layout *to,
+                         const struct xstate_xen_host *host,
                          uint8_t *out,
                          size_t *out_len,
                          struct xstate_error *err);
@@ -683,7 +715,8 @@ const char *xstate_version(void);
  * the 16-byte "no xsave state" form, no compacted image (`-EOPNOTSUPP`), Xen's
  * `validate_xstate()` (its errno), the exact size 16 + standard_size(xcr0_accum) (`-EINVAL`).
  * `layout` is the CPU whose layout the image is in (the host that wrote it); `host` NULL
- * means a host enabling, and a policy allowing, every user state of `layout`.
+ * means Xen on that host: xfeature_mask = CPUID ∩ XCNTXT_MASK and the largest policy maximum
+ * Xen offers a guest there (HVM with HAP).
  */
 int xstate_xen_domctl_parse(const uint8_t *blob,
                             size_t len,
@@ -695,8 +728,8 @@ int xstate_xen_domctl_parse(const uint8_t *blob,
 /**
  * Writes a Xen domctl blob for the CPU of `to` from an image (either form) laid out for
  * `from`: the image is converted to the standard form of `to` with RFBM `xcr0_accum`
- * (refusing state `to` cannot hold), and the blob is checked with Xen's rules for `to`
- * before it is returned. `image` NULL with both masks 0 writes the 16-byte "no xsave state"
+ * (refusing state `to` cannot hold), and the blob is checked with Xen's rules for `to` and
+ * `host` (NULL: Xen's own there, `xstate_xen_host_for` HVM HAP) before it is returned. `image` NULL with both masks 0 writes the 16-byte "no xsave state"
  * blob. Output: the caller-buffer protocol (size query with `out` NULL, `-ERANGE`).
  */
 int xstate_xen_domctl_write(uint64_t xcr0,
@@ -705,9 +738,21 @@ int xstate_xen_domctl_write(uint64_t xcr0,
                             size_t image_len,
                             const struct xstate_layout *from,
                             const struct xstate_layout *to,
+                            const struct xstate_xen_host *host,
                             uint8_t *out,
                             size_t *out_len,
                             struct xstate_error *err);
+
+/**
+ * Xen on a host of `layout`, as Xen derives it: `host` = its xfeature_mask (CPUID ∩
+ * XCNTXT_MASK: x87, SSE, AVX, MPX, AVX-512, PKRU, AMX), `policy_max` = the largest XCR0 it
+ * offers a guest of kind `guest` (`XSTATE_XEN_GUEST_*`; never AMX, LWP or supervisor state).
+ * This is the `xstate_xen_host` the blob functions use when given NULL (with HVM HAP).
+ */
+int xstate_xen_host_for(const struct xstate_layout *layout,
+                        int guest,
+                        struct xstate_xen_host *out,
+                        struct xstate_error *err);
 
 #ifdef __cplusplus
 }  // extern "C"

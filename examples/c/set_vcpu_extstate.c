@@ -118,11 +118,12 @@ int main(int argc, char **argv) {
     /* 3. The blob for this host: size first, then the bytes; the library reads its output back
      * with Xen's rules for this host before returning it. */
     size_t out_len = 0;
-    if (xstate_xen_domctl_write(info.xcr0, info.accum, image, info.image_len, writer, host, NULL, &out_len, &e) != 0)
+    if (xstate_xen_domctl_write(info.xcr0, info.accum, image, info.image_len, writer, host, NULL, NULL, &out_len,
+                                &e) != 0)
         goto failed;
     out = malloc(out_len);
-    if (!out || xstate_xen_domctl_write(info.xcr0, info.accum, image, info.image_len, writer, host, out, &out_len,
-                                        &e) != 0)
+    if (!out || xstate_xen_domctl_write(info.xcr0, info.accum, image, info.image_len, writer, host, NULL, out,
+                                        &out_len, &e) != 0)
         goto failed;
     printf("for this host: %zu bytes for XEN_DOMCTL_setvcpuextstate\n", out_len);
     rc = 0;

@@ -5,17 +5,17 @@
 
 use std::sync::Arc;
 
-use libc::{EBUSY, EFAULT, EINVAL, EIO, ENOENT, EOPNOTSUPP};
+use libc::{EBUSY, EFAULT, EINVAL, EIO, ENODATA, ENOENT, EOPNOTSUPP};
 use xstate::area::{AreaError, SaveArea};
 use xstate::compat::{self, Report, Side};
 use xstate::cpuid::{self, Leaf0d, Regs};
-use xstate::image::validate::{Context, Detail, Errno, Profile, Rule, ValidationError, XenContext};
+use xstate::image::validate::{Context, Detail, Errno, Profile, Rule, ValidationError, XenCaller};
 use xstate::image::{self, ConvertError, Form, ImageBuf, Target};
 use xstate::layout::LayoutError;
-use xstate::policy::{Policy, PolicyError, Selection, SetError};
-use xstate::record::blob::Blob;
+use xstate::policy::{Policy, PolicyError, Selection, SetError, XenGuest};
+use xstate::record::fc_blob::FcBlob;
 use xstate::record::xen::{DomctlBlob, XenHost};
-use xstate::record::{self, Contents, Format, Options, RecordError};
+use xstate::record::{self, Contents, Format, Options, RecordError, State};
 use xstate::{Component, Layout, Xfeatures};
 
 use crate::error::{Failure, Result};
@@ -30,6 +30,7 @@ fn validation_errno(e: &ValidationError) -> i32 {
         Some(Errno::Efault) => EFAULT,
         Some(Errno::Eopnotsupp) => EOPNOTSUPP,
         Some(Errno::Eio) => EIO,
+        Some(Errno::Enodata) => ENODATA,
         None if e.rule == Rule::Truncated => EFAULT,
         None => EINVAL,
     }
@@ -264,6 +265,8 @@ pub(crate) struct Known {
     pub xcr0: u64,
     pub xss: u64,
     pub mxcsr_mask: u32,
+    /// 0: XEN_DOMCTL_setvcpuextstate's size rule, 1: hvm_load_cpu_xsave_states()'.
+    pub xen_caller: u32,
     pub kvm_supported: u64,
     pub xen_xcr0_accum: u64,
     pub xen_policy_max: u64,
@@ -281,8 +284,14 @@ pub(crate) fn validate(image: &[u8], layout: &Layout, profile: Profile, k: &Know
         ctx.mxcsr_mask = k.mxcsr_mask;
     }
     ctx.kvm_supported = opt(k.kvm_supported);
-    ctx.xen =
-        XenContext { xcr0_accum: opt(k.xen_xcr0_accum), policy_max: opt(k.xen_policy_max), host: opt(k.xen_host) };
+    ctx.xen.xcr0_accum = opt(k.xen_xcr0_accum);
+    ctx.xen.policy_max = opt(k.xen_policy_max);
+    ctx.xen.host = opt(k.xen_host);
+    ctx.xen.caller = match k.xen_caller {
+        0 => XenCaller::Domctl,
+        1 => XenCaller::HvmLoad,
+        c => return Err(Failure::arg(format_args!("xen_caller {c} is not an XSTATE_XEN_CALLER_* value"))),
+    };
     image::validate(image, layout, profile, &ctx).map_err(|e| validation_failure(&e))
 }
 
@@ -323,20 +332,31 @@ fn image_at(bytes: &[u8], image: Option<&[u8]>) -> Option<(usize, usize, i32)> {
     Some((offset, img.len(), form))
 }
 
-/// Xen's host: its enabled mask and the policy maximum; `None`: every state of the layout.
+/// Xen's host: its enabled mask and the policy maximum; `None`: Xen's own on the layout.
 pub(crate) type Host = Option<(u64, u64)>;
 
+/// What Xen enables on a host of `layout` and offers a guest of kind `guest` (0 PV, 1 HVM
+/// with shadow paging, 2 HVM with HAP): (xfeature_mask, the guest's maximum XCR0).
+pub(crate) fn xen_host_for(layout: &Layout, guest: i32) -> Result<(u64, u64)> {
+    let g = match guest {
+        0 => XenGuest::Pv,
+        1 => XenGuest::HvmShadow,
+        2 => XenGuest::HvmHap,
+        _ => return Err(Failure::arg(format_args!("guest {guest} is not an XSTATE_XEN_GUEST_* value"))),
+    };
+    let h = XenHost::for_guest(layout, g);
+    Ok((h.host.bits(), h.policy_max.bits()))
+}
+
 pub(crate) fn domctl_parse(bytes: &[u8], layout: &Layout, host: Host) -> Result<Parsed> {
-    let host =
-        host.map_or_else(|| XenHost::of(layout), |(h, p)| XenHost { host: Xfeatures(h), policy_max: Xfeatures(p) });
+    let host = host.map_or_else(|| XenHost::of(layout), |(h, p)| XenHost::new(Xfeatures(h), Xfeatures(p)));
     let b = DomctlBlob::parse(bytes, layout, &host).map_err(|e| record_failure(&e))?;
     Ok(Parsed { xcr0: b.xcr0.bits(), xss: 0, accum: b.xcr0_accum.bits(), image: image_at(bytes, b.image) })
 }
 
 pub(crate) fn fc_blob_parse(bytes: &[u8], layout: &Layout, host: Host) -> Result<Parsed> {
-    let host =
-        host.map_or_else(|| Blob::host_of(layout), |(h, p)| XenHost { host: Xfeatures(h), policy_max: Xfeatures(p) });
-    let b = Blob::parse(bytes, layout, &host).map_err(|e| record_failure(&e))?;
+    let host = host.map_or_else(|| FcBlob::host_of(layout), |(h, p)| XenHost::new(Xfeatures(h), Xfeatures(p)));
+    let b = FcBlob::parse(bytes, layout, &host).map_err(|e| record_failure(&e))?;
     Ok(Parsed {
         xcr0: b.xcr0(layout).bits(),
         xss: b.xss(layout).bits(),
@@ -363,10 +383,11 @@ pub(crate) fn blob_write(
     img: Option<&[u8]>,
     from: &Layout,
     to: &Layout,
+    host: Host,
 ) -> Result<Vec<u8>> {
     let format = match kind {
         BlobKind::XenDomctl => Format::XenDomctl,
-        BlobKind::ForwardCompatible => Format::Blob,
+        BlobKind::ForwardCompatible => Format::FcBlob,
     };
     let image = match (img, accum) {
         (None, 0) if active == 0 => None,
@@ -390,16 +411,17 @@ pub(crate) fn blob_write(
         return Err(unknown_bits(from, "the masks", unknown.bits()));
     }
     let (user, sup) = (from.user_supported(), from.supervisor_supported());
-    let contents = Contents {
-        format,
-        image,
-        xcr0: Xfeatures(active) & user,
-        xss: Xfeatures(active) & sup,
-        accum: Xfeatures(accum),
-        vcpu: None,
-        layout: None,
+    let state = match image {
+        None => State::no_xsave_state(),
+        Some(img) => State::new(Some(img), Some(Xfeatures(accum)))
+            .with_xcr0(Xfeatures(active) & user)
+            .with_xss(Xfeatures(active) & sup)
+            .with_accum(Xfeatures(accum)),
     };
-    record::write(format, &contents, from, to, &Options::default()).map_err(|e| record_failure(&e))
+    let contents = Contents::one(format, state);
+    let mut opts = Options::default();
+    opts.xen = host.map(|(h, p)| XenHost::new(Xfeatures(h), Xfeatures(p)));
+    record::write(format, &contents, from, to, &opts).map_err(|e| record_failure(&e))
 }
 
 // ---- policies and save areas --------------------------------------------------------------

@@ -4,7 +4,7 @@
 use core::ffi::c_int;
 
 use crate::adapt;
-use crate::error::{Failure, guard, xstate_error};
+use crate::error::{guard, xstate_error};
 use crate::ffi;
 use crate::layout::xstate_layout;
 
@@ -20,6 +20,13 @@ pub const XSTATE_PROFILE_KVM: c_int = 2;
 /// compacted image) or `-EIO` (reserved header bytes), in Xen's order.
 pub const XSTATE_PROFILE_XEN: c_int = 3;
 
+/// Xen's `XEN_DOMCTL_setvcpuextstate` size rule: no image larger than the host's maximum, and
+/// exactly standard_size(xcr0_accum) bytes (`-EINVAL`).
+pub const XSTATE_XEN_CALLER_DOMCTL: u32 = 0;
+/// Xen's `hvm_load_cpu_xsave_states()` size rule: a longer image only if every byte past
+/// standard_size(xcr0_accum) is zero (`-EOPNOTSUPP`), no shorter one (`-EINVAL`).
+pub const XSTATE_XEN_CALLER_HVM: u32 = 1;
+
 /// What the consumer knows besides the image. Zero every field you do not set
 /// (`memset(&ctx, 0, sizeof ctx)`): 0 means the default given for each.
 #[repr(C)]
@@ -33,15 +40,17 @@ pub struct xstate_context {
     /// The restoring CPU's MXCSR mask (the MXCSR_MASK field its FXSAVE/XSAVE writes at byte 28,
     /// 0xFFBF where that field is 0). 0: 0xFFFF.
     pub mxcsr_mask: u32,
-    /// Zero (refused with `-EINVAL` otherwise: room for a later field).
-    pub reserved: u32,
+    /// Xen: whose size rule applies after `validate_xstate()`: `XSTATE_XEN_CALLER_DOMCTL`
+    /// (0, the default) or `XSTATE_XEN_CALLER_HVM`; `-EINVAL` for another value.
+    pub xen_caller: u32,
     /// KVM's supported XCR0 (KVM_GET_SUPPORTED_CPUID 0xD.0). 0: `xcr0`.
     pub kvm_supported: u64,
     /// Xen: the vCPU's xcr0_accum. 0: `xcr0`.
     pub xen_xcr0_accum: u64,
-    /// Xen: the domain policy's maximum XCR0. 0: every user component of the layout.
+    /// Xen: the domain policy's maximum XCR0 (`cpu_policy_xcr0_max()`). 0: the largest Xen
+    /// offers any guest on this layout's host (HVM with HAP).
     pub xen_policy_max: u64,
-    /// Xen: the host's enabled xfeature_mask. 0: every user component of the layout.
+    /// Xen: the host's enabled xfeature_mask. 0: Xen's on this layout, CPUID ∩ XCNTXT_MASK.
     pub xen_host: u64,
 }
 
@@ -62,13 +71,11 @@ pub unsafe extern "C" fn xstate_validate(
         // `ctx` a readable context.
         let (img, l, c) =
             unsafe { (ffi::bytes(image, len, "image")?, ffi::get(layout, "layout")?, ffi::get(ctx, "ctx")?) };
-        if c.reserved != 0 {
-            return Err(Failure::arg("`ctx->reserved` is not zero (a field of a later version?)"));
-        }
         let known = adapt::Known {
             xcr0: c.xcr0,
             xss: c.xss,
             mxcsr_mask: c.mxcsr_mask,
+            xen_caller: c.xen_caller,
             kvm_supported: c.kvm_supported,
             xen_xcr0_accum: c.xen_xcr0_accum,
             xen_policy_max: c.xen_policy_max,

@@ -15,7 +15,8 @@ use xstate_capi::layout::*;
 use xstate_capi::record::*;
 use xstate_capi::{XSTATE_FORM_COMPACTED, XSTATE_FORM_STANDARD};
 
-const DOCUMENTED: [i32; 7] = [libc::EINVAL, libc::EFAULT, libc::EOPNOTSUPP, libc::EIO, libc::ERANGE, libc::ENOENT, libc::EBUSY];
+const DOCUMENTED: [i32; 7] =
+    [libc::EINVAL, libc::EFAULT, libc::EOPNOTSUPP, libc::EIO, libc::ERANGE, libc::ENOENT, libc::EBUSY];
 
 fn new_error() -> xstate_error {
     xstate_error { code: 0, offset: 0, rule: [0; 128], message: [0; 512] }
@@ -102,7 +103,16 @@ struct Case {
 }
 
 fn masks() -> impl Strategy<Value = u64> {
-    prop_oneof![Just(0u64), Just(0x3), Just(0x7), Just(0xe7), Just(0x2e7), Just(0x600e7), Just(0x1800 | 0xe7), any::<u64>()]
+    prop_oneof![
+        Just(0u64),
+        Just(0x3),
+        Just(0x7),
+        Just(0xe7),
+        Just(0x2e7),
+        Just(0x600e7),
+        Just(0x1800 | 0xe7),
+        any::<u64>()
+    ]
 }
 
 /// Mostly meaningful values, sometimes hostile ones: `None` for an RFBM means the source
@@ -114,13 +124,8 @@ fn cases() -> impl Strategy<Value = Case> {
     let form = prop_oneof![9 => 0..2i32, 1 => -1..3i32];
     let mask = prop_oneof![4 => Just(0u64), 1 => masks()];
     let room = prop_oneof![3 => Just(16384usize), 1 => 0..12000usize];
-    (
-        (0..9usize, 0..9usize, any::<bool>()),
-        flips,
-        cut,
-        (rfbm, -1..5i32, form, mask, room, masks()),
-    )
-        .prop_map(|((from, to, compacted_seed), flips, cut, (rfbm, profile, form, mask, room, xcr0))| Case {
+    ((0..9usize, 0..9usize, any::<bool>()), flips, cut, (rfbm, -1..5i32, form, mask, room, masks())).prop_map(
+        |((from, to, compacted_seed), flips, cut, (rfbm, profile, form, mask, room, xcr0))| Case {
             from,
             to,
             compacted_seed,
@@ -132,7 +137,8 @@ fn cases() -> impl Strategy<Value = Case> {
             mask,
             room,
             xcr0,
-        })
+        },
+    )
 }
 
 proptest! {
@@ -195,7 +201,7 @@ proptest! {
                 }
             }
             let mut n = 0;
-            let rc = xstate_xen_domctl_write(c.xcr0, c.rfbm, img.as_ptr(), img.len(), from, to, null_mut(), &mut n, &mut e);
+            let rc = xstate_xen_domctl_write(c.xcr0, c.rfbm, img.as_ptr(), img.len(), from, to, null(), null_mut(), &mut n, &mut e);
             checked(rc, &e, "domctl write");
 
             // Compatibility with the image, and a save area loading it.

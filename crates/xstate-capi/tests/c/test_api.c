@@ -155,23 +155,48 @@ static void test_host(const char *scratch) {
     OK(xstate_validate(a, std_size, host, XSTATE_PROFILE_HARDWARE, &ctx, &e));
     OK(xstate_validate(a, std_size, host, XSTATE_PROFILE_LINUX, &ctx, &e));
     OK(xstate_validate(a, std_size, host, XSTATE_PROFILE_KVM, &ctx, &e));
+    /* Xen: a guest gets at most what Xen offers an HVM guest here (never AMX). */
+    xstate_xen_host xen;
+    OK(xstate_xen_host_for(host, XSTATE_XEN_GUEST_HVM_HAP, &xen, &e));
+    CHECK((xen.policy_max & ~xen.host) == 0 && (xen.host & ~xcr0) == 0 && (xen.policy_max & 3) == 3);
+    CHECK((xen.policy_max & 0x60000) == 0);
     ctx.xen_xcr0_accum = xcr0;
+    if (xcr0 & ~xen.policy_max) {
+        /* This host's whole XCR0 is more than Xen gives a guest: refused, naming the bits. */
+        FAILS_WITH(-EINVAL, e, xstate_validate(a, std_size, host, XSTATE_PROFILE_XEN, &ctx, &e));
+        CHECK(strcmp(e.rule, "xcr0_accum must be a subset of the policy's maximum XCR0") == 0);
+        ctx.xen_policy_max = xcr0; /* a Xen that offered it */
+    }
     OK(xstate_validate(a, std_size, host, XSTATE_PROFILE_XEN, &ctx, &e));
-    ctx.xen_xcr0_accum = 0;
+    ctx.xen_xcr0_accum = ctx.xen_policy_max = 0;
 
-    /* The Xen blob of it, written and read back; saved for the toolstack example. */
-    size_t blob_len = 0;
-    OK(xstate_xen_domctl_write(xcr0, xcr0, a, std_size, host, host, NULL, &blob_len, &e));
-    CHECK(blob_len == 16 + std_size);
+    /* A Xen guest's blob: the guest's XCR0 is what Xen offers, saved by XSAVE with that RFBM;
+     * written, read back, and saved for the toolstack example. */
+    uint64_t guest = xcr0 & xen.policy_max;
+    size_t guest_size = 0, blob_len = 0;
+    OK(xstate_layout_standard_size(host, guest, &guest_size, &e));
+    uint8_t *ga = area_alloc(guest_size);
+    xsave64(ga, guest);
+    OK(xstate_xen_domctl_write(guest, guest, ga, guest_size, host, host, NULL, NULL, &blob_len, &e));
+    CHECK(blob_len == 16 + guest_size);
     uint8_t *blob = malloc(blob_len);
-    OK(xstate_xen_domctl_write(xcr0, xcr0, a, std_size, host, host, blob, &blob_len, &e));
+    OK(xstate_xen_domctl_write(guest, guest, ga, guest_size, host, host, NULL, blob, &blob_len, &e));
     xstate_blob_info bi;
     OK(xstate_xen_domctl_parse(blob, blob_len, host, NULL, &bi, &e));
-    CHECK(bi.xcr0 == xcr0 && bi.accum == xcr0 && bi.xss == 0);
-    CHECK(bi.image_offset == 16 && bi.image_len == std_size && bi.form == XSTATE_FORM_STANDARD);
-    CHECK(memcmp(blob + 16, a, 416) == 0);
+    CHECK(bi.xcr0 == guest && bi.accum == guest && bi.xss == 0);
+    CHECK(bi.image_offset == 16 && bi.image_len == guest_size && bi.form == XSTATE_FORM_STANDARD);
+    CHECK(memcmp(blob + 16, ga, 416) == 0);
     write_file(scratch, "host.domctl", blob, blob_len);
     free(blob);
+    free(ga);
+    /* The whole XCR0 in a blob for a Xen that allows it (an explicit host), refused by default
+     * where it has AMX. */
+    size_t whole_len = 0;
+    xstate_xen_host all = {xcr0, xcr0};
+    OK(xstate_xen_domctl_write(xcr0, xcr0, a, std_size, host, host, &all, NULL, &whole_len, &e));
+    CHECK(whole_len == 16 + std_size);
+    if (xcr0 & ~xen.policy_max)
+        FAILS_WITH(-EINVAL, e, xstate_xen_domctl_write(xcr0, xcr0, a, std_size, host, host, NULL, NULL, &whole_len, &e));
 
     if (!compaction) {
         SKIP("host: no XSAVEC (CPUID 0xD.1 EAX[1] = 0): compacted images not tested on the CPU");
@@ -217,14 +242,15 @@ static void test_host(const char *scratch) {
 
     /* The forward-compatible blob keeps the compacted form. */
     size_t fc_len = 0;
-    OK(xstate_fc_blob_write(xcr0, xcr0, b, csize, host, host, NULL, &fc_len, &e));
+    OK(xstate_fc_blob_write(xcr0, xcr0, b, csize, host, host, NULL, NULL, &fc_len, &e));
     CHECK(fc_len == 16 + csize);
     uint8_t *fc = malloc(fc_len);
-    OK(xstate_fc_blob_write(xcr0, xcr0, b, csize, host, host, fc, &fc_len, &e));
+    OK(xstate_fc_blob_write(xcr0, xcr0, b, csize, host, host, NULL, fc, &fc_len, &e));
     OK(xstate_fc_blob_parse(fc, fc_len, host, NULL, &bi, &e));
     CHECK(bi.form == XSTATE_FORM_COMPACTED && bi.accum == xcr0 && bi.image_len == csize);
-    /* ... which the old Xen rules refuse at its XCOMP_BV, as Xen does (-EOPNOTSUPP). */
-    FAILS_WITH(-EOPNOTSUPP, e, xstate_xen_domctl_parse(fc, fc_len, host, NULL, &bi, &e));
+    /* ... which Xen's rules refuse at its XCOMP_BV (-EOPNOTSUPP), on a Xen whose policy
+     * allows every state of it (else -EINVAL comes first, for AMX on an AMX host). */
+    FAILS_WITH(-EOPNOTSUPP, e, xstate_xen_domctl_parse(fc, fc_len, host, &all, &bi, &e));
     free(fc);
 
     xstate_layout_free(host);
@@ -494,9 +520,9 @@ static void test_bad_input(xstate_layout *genoa, xstate_layout *amx, const char 
     FAILS_WITH(-EINVAL, e, xstate_validate(g, glen, genoa, XSTATE_PROFILE_HARDWARE, NULL, &e));
     FAILS_WITH(-EINVAL, e, xstate_layout_from_host(NULL, &e));
     FAILS_WITH(-EINVAL, e, xstate_validate(g, glen, genoa, 7, &ctx, &e)); /* no such profile */
-    ctx.reserved = 1;
-    FAILS_WITH(-EINVAL, e, xstate_validate(g, glen, genoa, XSTATE_PROFILE_HARDWARE, &ctx, &e));
-    ctx.reserved = 0;
+    ctx.xen_caller = 2; /* no such caller */
+    FAILS_WITH(-EINVAL, e, xstate_validate(g, glen, genoa, XSTATE_PROFILE_XEN, &ctx, &e));
+    ctx.xen_caller = XSTATE_XEN_CALLER_DOMCTL;
     CHECK(xstate_validate(g, glen, genoa, 7, &ctx, NULL) == -EINVAL);     /* err may be NULL */
 
     /* Truncated. */
@@ -516,8 +542,14 @@ static void test_bad_input(xstate_layout *genoa, xstate_layout *amx, const char 
     CHECK(strcmp(e.rule, "XSTATE_BV must be a subset of XCR0") == 0);
     CHECK(strstr(e.message, "avx") != NULL && strstr(e.message, "#GP") != NULL);
     ctx.xcr0 = 0xe7;
-    ctx.xen_host = 0x7; /* Xen's host has not enabled AVX-512: -EOPNOTSUPP */
+    ctx.xen_host = 0x7; /* Xen's host has not enabled AVX-512 */
+    /* XEN_DOMCTL_setvcpuextstate first refuses an image larger than the host's maximum ... */
+    FAILS_WITH(-EINVAL, e, xstate_validate(g, glen, genoa, XSTATE_PROFILE_XEN, &ctx, &e));
+    CHECK(strstr(e.message, "standard_size(host xfeature_mask)") != NULL);
+    /* ... the HVM loader has no such rule: validate_xstate() says -EOPNOTSUPP */
+    ctx.xen_caller = XSTATE_XEN_CALLER_HVM;
     FAILS_WITH(-EOPNOTSUPP, e, xstate_validate(g, glen, genoa, XSTATE_PROFILE_XEN, &ctx, &e));
+    ctx.xen_caller = XSTATE_XEN_CALLER_DOMCTL;
     ctx.xen_host = 0;
     ctx.kvm_supported = 0x7; /* KVM does not support AVX-512 */
     FAILS_WITH(-EINVAL, e, xstate_validate(g, glen, genoa, XSTATE_PROFILE_KVM, &ctx, &e));
@@ -588,9 +620,9 @@ static void test_bad_input(xstate_layout *genoa, xstate_layout *amx, const char 
 
     /* Xen blobs: a byte short, a compacted image, "no state" with a non-zero XCR0. */
     size_t blen = 0;
-    OK(xstate_xen_domctl_write(0xe7, 0xe7, g, glen, genoa, genoa, NULL, &blen, &e));
+    OK(xstate_xen_domctl_write(0xe7, 0xe7, g, glen, genoa, genoa, NULL, NULL, &blen, &e));
     uint8_t *blob = malloc(blen);
-    OK(xstate_xen_domctl_write(0xe7, 0xe7, g, glen, genoa, genoa, blob, &blen, &e));
+    OK(xstate_xen_domctl_write(0xe7, 0xe7, g, glen, genoa, genoa, NULL, blob, &blen, &e));
     OK(xstate_xen_domctl_parse(blob, blen, genoa, NULL, &bi, &e));
     FAILS_WITH(-EINVAL, e, xstate_xen_domctl_parse(blob, blen - 1, genoa, NULL, &bi, &e));
     CHECK(strstr(e.message, "16 + standard_size") != NULL);
@@ -616,7 +648,7 @@ static void test_bad_input(xstate_layout *genoa, xstate_layout *amx, const char 
     memcpy(gp, g, glen);
     memcpy(gp + 512, &bv, 8);
     blen = 0;
-    FAILS_WITH(-EINVAL, e, xstate_xen_domctl_write(0x2e7, 0x2e7, gp, 0x988, genoa, amx, NULL, &blen, &e));
+    FAILS_WITH(-EINVAL, e, xstate_xen_domctl_write(0x2e7, 0x2e7, gp, 0x988, genoa, amx, NULL, NULL, &blen, &e));
     free(gp);
     free(blob);
 
