@@ -199,7 +199,8 @@ static void test_host(const char *scratch) {
         FAILS_WITH(-EINVAL, e, xstate_xen_domctl_write(xcr0, xcr0, a, std_size, host, host, NULL, NULL, &whole_len, &e));
 
     if (!compaction) {
-        SKIP("host: no XSAVEC (CPUID 0xD.1 EAX[1] = 0): compacted images not tested on the CPU");
+        SKIP("host: the CPU this runs on has no XSAVEC (CPUID 0xD.1 EAX[1] = 0; under valgrind: valgrind's): "
+             "compacted images not tested on the CPU");
         xstate_layout_free(host);
         free(a);
         free(scratch_area);
@@ -373,7 +374,8 @@ static void test_corpus(const char *shared, xstate_layout **genoa_out, xstate_la
         free(scr);
         xstate_layout_free(host);
     } else {
-        SKIP("corpus: this host has no AVX-512 enabled (XCR0 %#llx): Genoa's image not restored on the CPU",
+        SKIP("corpus: the CPU this runs on has no AVX-512 enabled (XCR0 %#llx; under valgrind: valgrind's): "
+             "Genoa's image not restored on the CPU",
              (unsigned long long)xcr0);
     }
 
