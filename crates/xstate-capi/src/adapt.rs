@@ -26,13 +26,19 @@ use crate::error::{Failure, Result};
 /// profile `EFAULT` where XRSTOR would read past the image (#PF) and `EINVAL` for its #GP.
 fn validation_errno(e: &ValidationError) -> i32 {
     match e.errno() {
-        Some(Errno::Einval) => EINVAL,
-        Some(Errno::Efault) => EFAULT,
-        Some(Errno::Eopnotsupp) => EOPNOTSUPP,
-        Some(Errno::Eio) => EIO,
-        Some(Errno::Enodata) => ENODATA,
+        Some(n) => errno(n),
         None if e.rule == Rule::Truncated => EFAULT,
         None => EINVAL,
+    }
+}
+
+fn errno(e: Errno) -> i32 {
+    match e {
+        Errno::Einval => EINVAL,
+        Errno::Efault => EFAULT,
+        Errno::Eopnotsupp => EOPNOTSUPP,
+        Errno::Eio => EIO,
+        Errno::Enodata => ENODATA,
     }
 }
 
@@ -60,24 +66,18 @@ fn convert_failure(e: &ConvertError) -> Failure {
     }
 }
 
-/// A record's errno: the embedded image's consumer errno, Xen's -EOPNOTSUPP for a compacted
-/// image or a non-zero tail, else -EINVAL (Xen's and Linux's for a record of the wrong size or
-/// fields). The offset is the byte in the record.
+/// A record's errno: the one its consumer returns (`RecordError::errno`: the embedded image's,
+/// Xen's -EOPNOTSUPP for a compacted image, ...), -EINVAL where the consumer has none (a
+/// conversion the target format cannot take). The offset is the byte in the record.
 fn record_failure(e: &RecordError) -> Failure {
-    use record::{Detail as RDetail, Rule as RRule};
+    use record::Detail as RDetail;
     match &e.detail {
         RDetail::Image(v) => {
             let inner = validation_offset(v).map(|o| o + e.offset.unwrap_or(0)).or(e.offset);
             Failure::new(validation_errno(v), v.rule.text(), e).at(inner)
         }
         RDetail::Convert(c) => Failure { message: e.to_string(), ..convert_failure(c) },
-        _ => {
-            let errno = match e.rule {
-                RRule::CompactedNotAccepted | RRule::TailNotZero => EOPNOTSUPP,
-                _ => EINVAL,
-            };
-            Failure::new(errno, e.rule.text(), e).at(e.offset)
-        }
+        _ => Failure::new(e.errno().map_or(EINVAL, errno), e.rule.text(), e).at(e.offset),
     }
 }
 
