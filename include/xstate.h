@@ -586,6 +586,18 @@ int xstate_layout_from_cpuid(const struct xstate_cpuid_regs *subleaves,
 int xstate_layout_from_dump(const char *path, struct xstate_layout **out, struct xstate_error *err);
 
 /**
+ * A layout from a CPUID dump file whose leaf 0xD may lack the subleaf of a component its CPU
+ * enumerates (old AIDA64 builds omit PT, MPX, PKRU or LWP): those components are left out of
+ * the layout, as if masked, and named in `*omitted` (0 for a complete dump; required).
+ * Anything that names one of them afterwards is refused as a component the layout does not
+ * enumerate. Otherwise as `xstate_layout_from_dump`.
+ */
+int xstate_layout_from_dump_partial(const char *path,
+                                    struct xstate_layout **out,
+                                    uint64_t *omitted,
+                                    struct xstate_error *err);
+
+/**
  * A layout from a CPUID dump held in memory: `len` bytes of text (no NUL needed), in any
  * format `xstate_layout_from_dump` reads.
  */

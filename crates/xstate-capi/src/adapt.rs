@@ -143,6 +143,26 @@ pub(crate) fn layout_from_text(text: &str, source: &str) -> Result<Layout> {
     layout_from_leaf(data.leaf0d())
 }
 
+/// A layout from a CPUID dump's text with the enumerated components whose subleaf the dump
+/// lacks left out (old AIDA64 builds omit PT, MPX, LWP, ...), and those components.
+pub(crate) fn layout_from_text_partial(text: &str, source: &str) -> Result<(Layout, u64)> {
+    let data = cpuid::parse(text).map_err(|e| {
+        Failure::new(
+            EINVAL,
+            "a CPUID dump in a known format (AIDA64, cpuid -r, xstate JSON)",
+            format_args!("{source}: {e}"),
+        )
+    })?;
+    let leaf = data.leaf0d();
+    layout_from_leaf(leaf).map(|l| (l, 0)).or_else(|strict| {
+        if strict.code != -EINVAL {
+            return Err(strict);
+        }
+        let p = Layout::from_leaf0d_partial(leaf).map_err(|e| layout_failure(&e))?;
+        Ok((p.layout, p.omitted.bits()))
+    })
+}
+
 /// The running CPU's layout (CPUID leaf 0xD).
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub(crate) fn host_layout() -> Result<Layout> {

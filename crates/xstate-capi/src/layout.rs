@@ -103,15 +103,40 @@ pub unsafe extern "C" fn xstate_layout_from_dump(
     make(out, err, || {
         // SAFETY: the C contract: `path` is a NUL-terminated string.
         let path = unsafe { ffi::string(path, "path") }?;
-        let text = std::fs::read(path).map_err(|e| {
-            Failure::new(
-                e.raw_os_error().unwrap_or(libc::EIO),
-                "the dump file must be readable",
-                format_args!("{path}: {e}"),
-            )
-        })?;
-        adapt::layout_from_text(&String::from_utf8_lossy(&text), path)
+        adapt::layout_from_text(&read_dump(path)?, path)
     })
+}
+
+/// A layout from a CPUID dump file whose leaf 0xD may lack the subleaf of a component its CPU
+/// enumerates (old AIDA64 builds omit PT, MPX, PKRU or LWP): those components are left out of
+/// the layout, as if masked, and named in `*omitted` (0 for a complete dump; required).
+/// Anything that names one of them afterwards is refused as a component the layout does not
+/// enumerate. Otherwise as `xstate_layout_from_dump`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn xstate_layout_from_dump_partial(
+    path: *const c_char,
+    out: *mut *mut xstate_layout,
+    omitted: *mut u64,
+    err: *mut xstate_error,
+) -> c_int {
+    make(out, err, || {
+        // SAFETY: the C contract: `path` is a NUL-terminated string, `omitted` a writable u64.
+        let (path, omitted) = unsafe { (ffi::string(path, "path")?, ffi::get_mut(omitted, "omitted")?) };
+        let (layout, left_out) = adapt::layout_from_text_partial(&read_dump(path)?, path)?;
+        *omitted = left_out;
+        Ok(layout)
+    })
+}
+
+fn read_dump(path: &str) -> crate::error::Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::new(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            "the dump file must be readable",
+            format_args!("{path}: {e}"),
+        )
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// A layout from a CPUID dump held in memory: `len` bytes of text (no NUL needed), in any

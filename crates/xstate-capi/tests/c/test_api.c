@@ -312,6 +312,26 @@ static void test_corpus(const char *shared, xstate_layout **genoa_out, xstate_la
     OK(xstate_layout_component(genoa, 11, &info, &e));
     CHECK(info.size == 16 && info.supervisor);
 
+    /* An old dump without the subleaf of a component its CPU enumerates (LWP on Bulldozer):
+     * refused, or read with LWP left out and named, and then nothing answers for LWP. */
+    xstate_layout *bulldozer = NULL;
+    uint64_t omitted = 0;
+    snprintf(path, sizeof path, "%s/dumps/AuthenticAMD/AuthenticAMD0600F01_K15_Bulldozer_CPUID.txt", shared);
+    xstate_error f;
+    FAILS_WITH(-EINVAL, f, xstate_layout_from_dump(path, &bulldozer, &f));
+    CHECK(strstr(f.message, "subleaf 62") != NULL && bulldozer == NULL);
+    OK(xstate_layout_from_dump_partial(path, &bulldozer, &omitted, &e));
+    CHECK(omitted == 1ull << 62);
+    OK(xstate_layout_standard_size(bulldozer, 0x7, &n, &e));
+    CHECK(n == 0x340);
+    FAILS_WITH(-EINVAL, f, xstate_layout_standard_size(bulldozer, 1ull << 62 | 0x7, &n, &f));
+    FAILS_WITH(-ENOENT, f, xstate_layout_component(bulldozer, 62, &info, &f));
+    xstate_layout_free(bulldozer);
+    snprintf(path, sizeof path, "%s/host-intel-amx-kvm.txt", shared);
+    OK(xstate_layout_from_dump_partial(path, &bulldozer, &omitted, &e));
+    CHECK(omitted == 0); /* a complete dump */
+    xstate_layout_free(bulldozer);
+
     /* The Intel AMX guest: holes before opmask and TILECFG, tiles 64-byte aligned. */
     OK(xstate_layout_standard_size(amx, 0x600e7, &n, &e));
     CHECK(n == 0x2b00);
