@@ -233,3 +233,52 @@ proptest! {
         }
     }
 }
+
+/// Every dump of `../shared/cpuid/dumps` through both dump readers: read, or refused with a
+/// documented errno; the counts are the ones docs/C-API.md gives.
+#[test]
+fn every_corpus_dump_reads_or_is_refused() {
+    use std::io::Write;
+    let root = std::env::var_os("XSTATE_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let dumps = root.join("cpuid/dumps");
+    let Ok(vendors) = std::fs::read_dir(&dumps) else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP: {} not found: the corpus was not read through the C API",
+            dumps.display()
+        );
+        return;
+    };
+    let mut files: Vec<_> = vendors
+        .flatten()
+        .flat_map(|v| std::fs::read_dir(v.path()).into_iter().flatten().flatten())
+        .map(|f| f.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    let (mut strict, mut partial, mut neither) = (0, 0, 0);
+    for f in &files {
+        let path = std::ffi::CString::new(f.to_str().unwrap()).unwrap();
+        let (mut l, mut e, mut omitted) = (null_mut(), new_error(), 0u64);
+        // SAFETY: a NUL-terminated path and writable outputs; each layout is freed once.
+        unsafe {
+            let rc = xstate_layout_from_dump(path.as_ptr(), &mut l, &mut e);
+            if checked(rc, &e, "from_dump") {
+                strict += 1;
+            } else {
+                assert!(l.is_null());
+                let rc = xstate_layout_from_dump_partial(path.as_ptr(), &mut l, &mut omitted, &mut e);
+                if checked(rc, &e, "from_dump_partial") {
+                    assert_ne!(omitted, 0, "{f:?}: refused strictly but nothing omitted");
+                    partial += 1;
+                } else {
+                    neither += 1;
+                }
+            }
+            xstate_layout_free(l);
+        }
+    }
+    assert_eq!((files.len(), strict, partial, neither), (352, 282, 61, 9), "docs/C-API.md's counts");
+}
