@@ -307,6 +307,12 @@ typedef struct xstate_context {
      */
     uint64_t kvm_supported;
     /**
+     * The bytes KVM_SET_XSAVE reads: the vCPU's buffer, 4096 (`struct kvm_xsave`) or
+     * KVM_CAP_XSAVE2's size once the guest may use more. 0: the larger of 4096 and the
+     * standard size of the KVM-supported XCR0.
+     */
+    uint64_t kvm_buffer;
+    /**
      * Xen: the vCPU's xcr0_accum. 0: `xcr0`.
      */
     uint64_t xen_xcr0_accum;

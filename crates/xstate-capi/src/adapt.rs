@@ -288,6 +288,7 @@ pub(crate) struct Known {
     /// 0: XEN_DOMCTL_setvcpuextstate's size rule, 1: hvm_load_cpu_xsave_states()'.
     pub xen_caller: u32,
     pub kvm_supported: u64,
+    pub kvm_buffer: u64,
     pub xen_xcr0_accum: u64,
     pub xen_policy_max: u64,
     pub xen_host: u64,
@@ -304,6 +305,10 @@ pub(crate) fn validate(image: &[u8], layout: &Layout, profile: Profile, k: &Know
         ctx.mxcsr_mask = k.mxcsr_mask;
     }
     ctx.kvm_supported = opt(k.kvm_supported);
+    ctx.kvm_buffer = match k.kvm_buffer {
+        0 => None,
+        n => Some(usize::try_from(n).map_err(|_| Failure::arg(format_args!("kvm_buffer {n} does not fit")))?),
+    };
     ctx.xen.xcr0_accum = opt(k.xen_xcr0_accum);
     ctx.xen.policy_max = opt(k.xen_policy_max);
     ctx.xen.host = opt(k.xen_host);

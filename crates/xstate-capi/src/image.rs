@@ -45,6 +45,10 @@ pub struct xstate_context {
     pub xen_caller: u32,
     /// KVM's supported XCR0 (KVM_GET_SUPPORTED_CPUID 0xD.0). 0: `xcr0`.
     pub kvm_supported: u64,
+    /// The bytes KVM_SET_XSAVE reads: the vCPU's buffer, 4096 (`struct kvm_xsave`) or
+    /// KVM_CAP_XSAVE2's size once the guest may use more. 0: the larger of 4096 and the
+    /// standard size of the KVM-supported XCR0.
+    pub kvm_buffer: u64,
     /// Xen: the vCPU's xcr0_accum. 0: `xcr0`.
     pub xen_xcr0_accum: u64,
     /// Xen: the domain policy's maximum XCR0 (`cpu_policy_xcr0_max()`). 0: the largest Xen
@@ -77,6 +81,7 @@ pub unsafe extern "C" fn xstate_validate(
             mxcsr_mask: c.mxcsr_mask,
             xen_caller: c.xen_caller,
             kvm_supported: c.kvm_supported,
+            kvm_buffer: c.kvm_buffer,
             xen_xcr0_accum: c.xen_xcr0_accum,
             xen_policy_max: c.xen_policy_max,
             xen_host: c.xen_host,

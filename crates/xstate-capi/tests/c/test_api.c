@@ -154,7 +154,14 @@ static void test_host(const char *scratch) {
     ctx.mxcsr_mask = u32_at(a + 28);
     OK(xstate_validate(a, std_size, host, XSTATE_PROFILE_HARDWARE, &ctx, &e));
     OK(xstate_validate(a, std_size, host, XSTATE_PROFILE_LINUX, &ctx, &e));
-    OK(xstate_validate(a, std_size, host, XSTATE_PROFILE_KVM, &ctx, &e));
+    /* KVM_SET_XSAVE reads a struct kvm_xsave: at least 4096 bytes, the image at its start. */
+    size_t kvm_len = std_size > 4096 ? std_size : 4096;
+    uint8_t *kvm = area_alloc(kvm_len);
+    memcpy(kvm, a, std_size);
+    OK(xstate_validate(kvm, kvm_len, host, XSTATE_PROFILE_KVM, &ctx, &e));
+    if (std_size < 4096)
+        FAILS_WITH(-EFAULT, e, xstate_validate(a, std_size, host, XSTATE_PROFILE_KVM, &ctx, &e));
+    free(kvm);
     /* Xen: a guest gets at most what Xen offers an HVM guest here (never AMX). */
     xstate_xen_host xen;
     OK(xstate_xen_host_for(host, XSTATE_XEN_GUEST_HVM_HAP, &xen, &e));
@@ -551,7 +558,9 @@ static void test_bad_input(xstate_layout *genoa, xstate_layout *amx, const char 
     FAILS_WITH(-EINVAL, e, xstate_validate(g, 575, genoa, XSTATE_PROFILE_HARDWARE, &ctx, &e));
     CHECK(strstr(e.rule, "576") != NULL);
     FAILS_WITH(-EFAULT, e, xstate_validate(g, glen - 1, genoa, XSTATE_PROFILE_HARDWARE, &ctx, &e));
-    FAILS_WITH(-EFAULT, e, xstate_validate(g, glen - 1, genoa, XSTATE_PROFILE_LINUX, &ctx, &e));
+    FAILS_WITH(-EFAULT, e, xstate_validate(g, glen - 64, genoa, XSTATE_PROFILE_LINUX, &ctx, &e));
+    /* ptrace takes whole 8-byte words only */
+    FAILS_WITH(-EINVAL, e, xstate_validate(g, glen - 1, genoa, XSTATE_PROFILE_LINUX, &ctx, &e));
     size_t n = 4096;
     uint8_t *buf = area_alloc(n);
     FAILS_WITH(-EFAULT, e, xstate_convert(g, 600, genoa, amx, 0xe7, XSTATE_FORM_STANDARD, 0, buf, &n, &e));
@@ -573,9 +582,18 @@ static void test_bad_input(xstate_layout *genoa, xstate_layout *amx, const char 
     FAILS_WITH(-EOPNOTSUPP, e, xstate_validate(g, glen, genoa, XSTATE_PROFILE_XEN, &ctx, &e));
     ctx.xen_caller = XSTATE_XEN_CALLER_DOMCTL;
     ctx.xen_host = 0;
+    /* KVM_SET_XSAVE reads its 4096-byte struct kvm_xsave: the image alone is short ... */
+    FAILS_WITH(-EFAULT, e, xstate_validate(g, glen, genoa, XSTATE_PROFILE_KVM, &ctx, &e));
+    uint8_t *kvm = area_alloc(4096);
+    memcpy(kvm, g, glen);
+    OK(xstate_validate(kvm, 4096, genoa, XSTATE_PROFILE_KVM, &ctx, &e));
+    ctx.kvm_buffer = 8192; /* ... and a KVM_CAP_XSAVE2 buffer of 8192 bytes is shorter still */
+    FAILS_WITH(-EFAULT, e, xstate_validate(kvm, 4096, genoa, XSTATE_PROFILE_KVM, &ctx, &e));
+    ctx.kvm_buffer = 0;
     ctx.kvm_supported = 0x7; /* KVM does not support AVX-512 */
-    FAILS_WITH(-EINVAL, e, xstate_validate(g, glen, genoa, XSTATE_PROFILE_KVM, &ctx, &e));
+    FAILS_WITH(-EINVAL, e, xstate_validate(kvm, 4096, genoa, XSTATE_PROFILE_KVM, &ctx, &e));
     ctx.kvm_supported = 0;
+    free(kvm);
     ctx.mxcsr_mask = 0xffbf; /* DAZ (bit 6) is reserved on this CPU */
     FAILS_WITH(-EINVAL, e, xstate_validate(g, glen, genoa, XSTATE_PROFILE_HARDWARE, &ctx, &e));
     CHECK(strstr(e.message, "MXCSR") != NULL);
