@@ -75,6 +75,7 @@ pub fn run(args: &HostArgs) -> CliResult {
             data.brand().map(|b| format!("({b})")).unwrap_or_default()
         );
         print_table(layout, xcr0, Xfeatures::EMPTY)?;
+        outln!("{}", xss_line(layout, &sizes));
         match xinuse {
             Some(x) => outln!("XINUSE & XCR0 (XGETBV 1, this thread now): {x} ({})", x.names()),
             None => outln!("XINUSE: XGETBV(1) not supported"),
@@ -98,6 +99,32 @@ pub fn run(args: &HostArgs) -> CliResult {
         outln!("{}", if ok { "host: every check agrees" } else { "host: CHECKS FAILED" });
     }
     if ok { Ok(()) } else { Err(CliError::invalid("host: a check disagrees with the hardware (see above)")) }
+}
+
+/// IA32_XSS cannot be read from user mode (RDMSR needs CPL 0): the table above assumes 0, and
+/// what 0xD.1 EBX (the compacted size for the current XCR0 | XSS) implies is said apart.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn xss_line(layout: &xstate::Layout, sizes: &[xstate::layout::SizeCheck]) -> String {
+    use xstate::layout::SizeField;
+    let sup = layout.supervisor_supported();
+    if sup.is_empty() {
+        return "IA32_XSS: this CPU enumerates no supervisor components (it is 0)".into();
+    }
+    let inferred = sizes
+        .iter()
+        .find(|c| c.field == SizeField::CompactedEnabled && c.outcome.is_ok())
+        .and_then(|c| c.mask)
+        .map(|m| m & sup);
+    match inferred {
+        Some(x) => format!(
+            "IA32_XSS: unreadable from user mode (RDMSR needs CPL 0), so the sizes above take 0; CPUID 0xD.1 EBX \
+             is the compacted size of XCR0|XSS, which implies the kernel enabled {x} ({})",
+            x.names()
+        ),
+        None => "IA32_XSS: unreadable from user mode (RDMSR needs CPL 0), so the sizes above take 0; \
+                 CPUID 0xD.1 EBX does not tell which supervisor components are enabled"
+            .into(),
+    }
 }
 
 /// Runs `xstate host` (unsupported platform).

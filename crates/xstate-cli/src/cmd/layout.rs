@@ -82,14 +82,14 @@ pub fn print_table(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> CliResul
     let enabled = xcr0 | xss;
     let sup = layout.supervisor_supported();
     outln!(
-        "supported XCR0 {} ({})  IA32_XSS {} ({})",
+        "supported: XCR0 {} ({}), IA32_XSS {} ({})",
         layout.user_supported(),
         layout.user_supported().names(),
         sup,
         sup.names()
     );
     outln!("XSAVE features: {}", layout.features().names().collect::<Vec<_>>().join(" "));
-    outln!("XCR0 {} ({}), IA32_XSS {}", xcr0, xcr0.names(), xss);
+    outln!("enabled:   XCR0 {} ({}), IA32_XSS {}", xcr0, xcr0.names(), xss);
     outln!();
     outln!("{:>5}  {:<14} {:>6}  {:>8}  {:>9}  flags", "index", "component", "size", "offset", "compacted");
     for c in layout.supported() {
