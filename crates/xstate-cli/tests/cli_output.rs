@@ -276,3 +276,30 @@ fn a_full_disk_leaves_the_old_file_and_no_temporary() {
     assert_eq!(names.len(), 1, "a temporary file was left: {names:?}");
     fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn capture_onto_devices_and_a_full_stdout() {
+    let host = xstate_hw::Host::probe().unwrap();
+    let img = xstate_hw::selfcheck::crafted_image(host.layout(), host.xcr0(), &mut xstate_hw::selfcheck::Rng::new(3));
+    let child = xstate_hw::tracee::spawn_stopped(&host, &img).unwrap();
+    let pid = child.pid().to_string();
+    let d = tmpdir("out-capture");
+    let (code, _, err) = xstate(&["capture", "--pid", &pid]);
+    if code == 2 && err.contains("PTRACE") {
+        skip!("ptrace unavailable: {err}");
+        return;
+    }
+    let full = d.join("full");
+    if mknod(&full, 1, 7) {
+        let (code, _, err) = xstate(&["capture", "--pid", &pid, "-o", s(&full)]);
+        assert_eq!(code, 2, "{err}");
+        assert!(fs::symlink_metadata(&full).unwrap().file_type().is_char_device(), "capture -o replaced a device");
+    }
+    to_full(&["capture", "--pid", &pid]);
+    to_full(&["capture", "--pid", &pid, "--json"]);
+    // `--format` means nothing without `-o`: a usage error.
+    let (code, _, err) = xstate(&["capture", "--pid", &pid, "--format", "portable"]);
+    assert_eq!(code, 2, "{err}");
+    let _ = child.resume_and_report();
+    fs::remove_dir_all(&d).unwrap();
+}

@@ -25,9 +25,13 @@ pub struct CaptureArgs {
     /// Write the state here (atomically); without it, print a summary.
     #[arg(short = 'o', long, value_name = "OUT")]
     pub output: Option<PathBuf>,
-    /// File format of OUT (the kernel's own bytes are nt-xstate).
-    #[arg(long, value_enum, default_value = "nt-xstate")]
-    pub format: ImageFormat,
+    /// File format of OUT; default nt-xstate (the kernel's own bytes).
+    #[arg(long, value_enum, requires = "output")]
+    pub format: Option<ImageFormat>,
+    /// Fields the output format cannot hold, to drop rather than refuse (as `convert --drop`):
+    /// xcr0. Not needed when the task's XCR0 is this host's, which a reader assumes anyway.
+    #[arg(long, value_name = "FIELDS", value_delimiter = ',', requires = "output")]
+    pub drop: Vec<String>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -35,10 +39,19 @@ pub struct CaptureArgs {
 
 /// Runs `xstate capture`.
 pub fn run(args: &CaptureArgs) -> CliResult {
-    let format = match args.format.as_record() {
+    let format = match args.format.unwrap_or(ImageFormat::NtXstate).as_record() {
         Some(f) if f.writable() => f,
         _ => return Err(CliError::usage(format!("--format {:?} cannot be written", args.format))),
     };
+    let mut drop = xstate::record::FieldSet::NONE;
+    for d in &args.drop {
+        match xstate::record::Field::from_name(d) {
+            Some(f) => drop = drop.with(f),
+            None => {
+                return Err(CliError::usage(format!("--drop {d:?}: expected xcr0, xss, xcr0-accum, vcpu or image")));
+            }
+        }
+    }
     let host = host_source()?;
     let bytes = ptrace_get(args.pid)?;
     let contents = record::read(Format::NtXstate, &bytes, &host.layout, &Options::default())
@@ -50,9 +63,13 @@ pub fn run(args: &CaptureArgs) -> CliResult {
         let data = if format == Format::NtXstate {
             bytes.clone()
         } else {
-            // `--format F` is the caller's choice of what to keep: XCR0 goes where F has no field for it.
+            // A format without an XCR0 field loses nothing when the task's XCR0 is the one its
+            // readers assume (this host's); otherwise it is dropped only when asked.
             let mut opts = Options::default();
-            opts.drop = xstate::record::FieldSet::NONE.with(xstate::record::Field::Xcr0);
+            opts.drop = drop;
+            if Some(host.default_xcr0) == state.xcr0 {
+                opts.drop = opts.drop.with(xstate::record::Field::Xcr0);
+            }
             record::write(format, &contents, &host.layout, &host.layout, &opts)
                 .map_err(|e| CliError::invalid(format!("process {}: as {format}: {e}", args.pid)))?
         };
