@@ -132,3 +132,21 @@ fn xss_line(layout: &xstate::Layout, sizes: &[xstate::layout::SizeCheck]) -> Str
 pub fn run(_args: &HostArgs) -> CliResult {
     Err(CliError::usage("xstate host needs x86_64 Linux"))
 }
+
+#[cfg(all(test, target_arch = "x86_64", target_os = "linux"))]
+mod tests {
+    use xstate::Xfeatures;
+    use xstate::fixtures::{AMD_ZEN4, layout};
+
+    use super::xss_line;
+
+    #[test]
+    fn xss_is_said_unreadable_and_what_cpuid_implies() {
+        // Zen 4 with CET_U|CET_S enumerated: 0xD.1 EBX as a kernel with XSS 0x1800 reports it.
+        let l = layout(AMD_ZEN4);
+        let sizes = l.cross_check(Some(Xfeatures(0xE7)), None);
+        let line = xss_line(&l, &sizes);
+        assert!(line.contains("unreadable from user mode"), "{line}");
+        assert!(!line.contains("IA32_XSS 0x0"), "{line}");
+    }
+}
