@@ -124,20 +124,33 @@ fn replace_file(p: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads an input file; `-` is standard input. Failures are exit 2 with the path named.
+/// The most read from a stream (stdin, a FIFO, a device): far more than any image or record
+/// of CPU state, and a bound on sources that never end (`/dev/zero`). Regular files are read
+/// whole, whatever their size.
+pub const STREAM_LIMIT: u64 = 1 << 30;
+
+/// Reads an input file; `-` is standard input. Failures are exit 2 with the path named; a
+/// stream longer than [`STREAM_LIMIT`] is refused (exit 2) rather than read forever.
 pub fn read_input(path: &Path) -> CliResult<Vec<u8>> {
-    let r = if path == Path::new("-") {
-        let mut v = Vec::new();
-        io::Read::read_to_end(&mut io::stdin().lock(), &mut v).map(|_| v)
+    let stdin = path == Path::new("-");
+    let name = if stdin { "stdin".to_string() } else { path.display().to_string() };
+    let fail = |e: io::Error| CliError::usage(format!("{name}: {e}"));
+    if !stdin && fs::metadata(path).map_err(fail)?.is_file() {
+        return fs::read(path).map_err(fail);
+    }
+    let mut v = Vec::new();
+    let read = if stdin {
+        io::Read::read_to_end(&mut io::Read::take(io::stdin().lock(), STREAM_LIMIT + 1), &mut v)
     } else {
-        fs::read(path)
+        File::open(path).and_then(|f| io::Read::read_to_end(&mut io::Read::take(f, STREAM_LIMIT + 1), &mut v))
     };
-    r.map_err(|e| {
-        CliError::usage(format!(
-            "{}: {e}",
-            if path == Path::new("-") { "stdin".into() } else { path.display().to_string() }
-        ))
-    })
+    read.map_err(fail)?;
+    if v.len() as u64 > STREAM_LIMIT {
+        return Err(CliError::usage(format!(
+            "{name}: more than {STREAM_LIMIT} bytes: not an image or record of CPU state"
+        )));
+    }
+    Ok(v)
 }
 
 /// Writes `text` to stdout; a closed or failing stdout is an I/O error (exit 2), not a panic.

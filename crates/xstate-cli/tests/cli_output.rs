@@ -303,3 +303,10 @@ fn capture_onto_devices_and_a_full_stdout() {
     let _ = child.resume_and_report();
     fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn an_endless_input_is_refused_not_read_forever() {
+    let (code, _, err) = xstate(&["inspect", "/dev/zero"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("more than"), "{err}");
+}
