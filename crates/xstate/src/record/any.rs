@@ -5,6 +5,9 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::contents::{Contents, Field, State, StateId};
+use super::criu::core::{CoreFpu, is_core};
+use super::criu::cpuinfo::CpuInfo;
+use super::criu::{CPUINFO_MAGIC, IMG_COMMON_MAGIC};
 use super::elf::read_core;
 use super::fc_blob::FcBlob;
 use super::kvm::{KVM_XCRS_SIZE, KVM_XSAVE_SIZE, KvmXcrs, KvmXsave, cap_xsave2};
@@ -48,11 +51,15 @@ pub enum Format {
     Portable,
     /// An x86-64 Linux ELF core dump.
     ElfCore,
+    /// A CRIU `core-<tid>.img` (one thread's FPU state; written by patching, [`patch()`]).
+    CriuCore,
+    /// A CRIU `cpuinfo.img` (no image: [`super::criu::cpuinfo`]).
+    CriuCpuinfo,
 }
 
 impl Format {
     /// Every format.
-    pub const ALL: [Format; 13] = [
+    pub const ALL: [Format; 15] = [
         Format::Image,
         Format::XenDomctl,
         Format::FcBlob,
@@ -66,6 +73,8 @@ impl Format {
         Format::SigFrame,
         Format::Portable,
         Format::ElfCore,
+        Format::CriuCore,
+        Format::CriuCpuinfo,
     ];
 
     /// The command-line name.
@@ -84,6 +93,8 @@ impl Format {
             Format::SigFrame => "sigframe",
             Format::Portable => "portable",
             Format::ElfCore => "elf-core",
+            Format::CriuCore => "criu-core",
+            Format::CriuCpuinfo => "criu-cpuinfo",
         }
     }
 
@@ -94,7 +105,7 @@ impl Format {
 
     /// Whether [`write()`] can produce this format.
     pub const fn writable(self) -> bool {
-        !matches!(self, Format::ElfCore)
+        !matches!(self, Format::ElfCore | Format::CriuCore | Format::CriuCpuinfo)
     }
 }
 
@@ -165,7 +176,8 @@ const fn holds(f: Format) -> Holds {
         Format::XenHvm | Format::XenPv => (true, true, false, true, true),
         Format::KvmXcrs => (false, true, false, false, false),
         Format::NtXstate | Format::SigFrame => (true, true, false, false, false),
-        Format::XsaveLayout => (false, false, false, false, false),
+        Format::XsaveLayout | Format::CriuCpuinfo => (false, false, false, false, false),
+        Format::CriuCore => (true, false, false, false, false),
         Format::ElfCore => (true, true, false, false, true),
     };
     Holds { image, xcr0, xss, accum, vcpu }
@@ -329,7 +341,52 @@ pub fn read(format: Format, bytes: &[u8], layout: &Layout, opts: &Options) -> Re
             }
             Contents { format: f, layout: layout_own, states }
         }
+        Format::CriuCore => {
+            // CRIU keeps components, not offsets: the image is laid out for `layout`.
+            let (img, rfbm) = CoreFpu::parse(bytes)?.to_image(layout)?;
+            let mut s = State::new(Some(img), Some(rfbm));
+            s.xcr0 = opts.xcr0;
+            one(s)
+        }
+        Format::CriuCpuinfo => {
+            CpuInfo::parse(bytes)?;
+            Contents { format: f, layout: None, states: Vec::new() }
+        }
     })
+}
+
+/// Writes the one state of `contents`, whose image is laid out for `from`, into `original`,
+/// a file of `format`, by patching (DESIGN.md "Formats at the edge"): the file's bytes stay as
+/// they were except the state and the lengths and checksums depending on it, so an unchanged
+/// state gives `original` back. Only container formats are patched (CRIU's core image); the
+/// others are written whole by [`write()`].
+pub fn patch(
+    format: Format,
+    original: &[u8],
+    contents: &Contents,
+    from: &Layout,
+    opts: &Options,
+) -> Result<Vec<u8>, RecordError> {
+    let f = format;
+    let st = match contents.states.as_slice() {
+        [one] => one,
+        _ => return Err(RecordError::new(f, Rule::Conversion, None, Detail::Text("patch one state at a time"))),
+    };
+    let src = st.image.as_ref().ok_or_else(|| RecordError::new(f, Rule::NoImage, None, Detail::None))?;
+    let rfbm = st.rfbm.or(opts.xcr0).ok_or_else(|| needs(f, Field::Xcr0))?;
+    match f {
+        Format::CriuCore => {
+            let core = CoreFpu::parse(original)?;
+            let img = convert(src, from, from, rfbm & from.user_supported(), Target::Standard)
+                .map_err(|e| conversion(f, e))?;
+            let out = core.patch(&img.image(), from)?;
+            CoreFpu::parse(&out)?;
+            Ok(out)
+        }
+        _ => {
+            Err(RecordError::new(f, Rule::Conversion, None, Detail::Text("this format is written whole, not patched")))
+        }
+    }
 }
 
 fn conversion(format: Format, e: ConvertError) -> RecordError {
@@ -559,7 +616,9 @@ pub fn write(
             }
             .to_bytes()
         }
-        Format::KvmXcrs | Format::XsaveLayout | Format::ElfCore => unreachable_format(f)?,
+        Format::KvmXcrs | Format::XsaveLayout | Format::ElfCore | Format::CriuCore | Format::CriuCpuinfo => {
+            unreachable_format(f)?
+        }
     };
     let mut check = *opts;
     check.xcr0 = xcr0;
@@ -577,6 +636,12 @@ fn unreachable_format(f: Format) -> Result<Vec<u8>, RecordError> {
 pub fn detect(bytes: &[u8], layout: &Layout) -> Option<Format> {
     use super::le::{u16_at, u32_at, u64_at};
     let len = bytes.len();
+    if is_core(bytes) {
+        return Some(Format::CriuCore);
+    }
+    if u32_at(bytes, 0) == Some(IMG_COMMON_MAGIC) && u32_at(bytes, 4) == Some(CPUINFO_MAGIC) {
+        return Some(Format::CriuCpuinfo);
+    }
     if bytes.starts_with(b"\x7fELF") {
         return Some(Format::ElfCore);
     }

@@ -64,6 +64,9 @@ pub enum Rule {
     NeedsField,
     /// "No xsave state" where the target format has no form for it.
     NoStateForm,
+    /// The protobuf wire encoding must be well formed, with the fields and element counts the
+    /// message needs (CRIU images).
+    Wire,
 }
 
 impl Rule {
@@ -95,6 +98,7 @@ impl Rule {
             Rule::NotHeld => "the target format cannot hold a field the source carries",
             Rule::NeedsField => "the target format records a field the source does not carry",
             Rule::NoStateForm => "the target format has no form for \"no xsave state\"",
+            Rule::Wire => "the protobuf encoding must be well formed with the fields CRIU needs",
         }
     }
 }

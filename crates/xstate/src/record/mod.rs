@@ -15,6 +15,7 @@
 //! | [`linux`] | NT_X86_XSTATE, NT_X86_XSAVE_LAYOUT, the x86-64 signal-frame fpstate |
 //! | [`portable`] | xstate's versioned record carrying its own layout descriptor |
 //! | [`elf`] | the extended-state notes of an ELF core dump |
+//! | [`criu`] | CRIU checkpoint images: a thread's `core-<tid>.img`, `cpuinfo.img` |
 //!
 //! [`read()`] and [`write()`] move any of them through one intermediate, [`Contents`] (the
 //! file-level facts and one [`State`] per vCPU or thread, each saying only what the record
@@ -23,15 +24,17 @@
 
 mod any;
 mod contents;
+pub mod criu;
 pub mod elf;
 mod error;
 pub mod fc_blob;
 pub mod kvm;
 pub mod linux;
 pub mod portable;
+mod protobuf;
 pub mod xen;
 
-pub use any::{FieldSet, Format, Options, detect, read, write};
+pub use any::{FieldSet, Format, Options, detect, patch, read, write};
 pub use contents::{Contents, Field, State, StateId, Uninterpreted};
 pub use error::{Detail, RecordError, Rule, SizeBasis};
 
