@@ -38,6 +38,8 @@ enum Command {
     Compat(cmd::compat::CompatArgs),
     /// Reads the extended state notes of an ELF core dump.
     Core(cmd::core::CoreArgs),
+    /// Reads, checks and patches the FPU/XSAVE state of a CRIU checkpoint.
+    Criu(cmd::criu::CriuArgs),
     /// Reads a live process's extended state (ptrace).
     Capture(cmd::capture::CaptureArgs),
     /// Writes a live process's extended state (ptrace).
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Policy(a) => cmd::policy::run(a),
         Command::Compat(a) => cmd::compat::run(a),
         Command::Core(a) => cmd::core::run(a),
+        Command::Criu(a) => cmd::criu::run(a),
         Command::Capture(a) => cmd::capture::run(a),
         Command::Restore(a) => cmd::restore::run(a),
         Command::Kvm(a) => cmd::kvm::run(a),

@@ -4,6 +4,7 @@ pub mod capture;
 pub mod compat;
 pub mod convert;
 pub mod core;
+pub mod criu;
 pub mod host;
 pub mod imageio;
 pub mod inspect;
