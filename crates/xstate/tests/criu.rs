@@ -189,3 +189,24 @@ fn hostile_bytes_are_errors_never_panics() {
     let e = record::read(Format::CriuCore, &bytes[..100], &l, &Options::default()).unwrap_err();
     assert_eq!(e.rule, Rule::LengthField, "{e}");
 }
+
+#[test]
+fn unused_fields_and_legacy_bits_survive_a_patch_unchanged() {
+    // fuzz criu: xstate_bv 0x84 (x87, SSE, opmask and ZMM_Hi256 not in use, their fields
+    // still full): the read image XRSTORs what CRIU's restore loads (x87 and SSE always) and
+    // patching it back changes nothing, not even fields CRIU does not read.
+    let Some(mut bytes) = fixture("core-5922.img") else { return };
+    let at = bytes.windows(6).position(|w| w == b"\x6a\xff\x11\x08\xe7\x01").unwrap() + 4;
+    bytes[at] = 0x84;
+    let l = layout(AMD_ZEN4);
+    let c = record::read(Format::CriuCore, &bytes, &l, &Options::default()).unwrap();
+    let img = c.states[0].image.as_ref().unwrap();
+    assert_eq!(img.image().xstate_bv(), Xfeatures(0x87));
+    assert_eq!(record::patch(Format::CriuCore, &bytes, &c, &l, &Options::default()).unwrap(), bytes);
+    // xstate_bv with bit 63 has no field: refused, not dropped.
+    let mut b63 = fixture("core-5922.img").unwrap();
+    let at = b63.windows(6).position(|w| w == b"\x6a\xff\x11\x08\xe7\x01").unwrap();
+    b63.splice(at + 3..at + 6, [0xe7, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+    let e = record::read(Format::CriuCore, &b63, &l, &Options::default()).unwrap_err();
+    assert!(matches!(e.rule, Rule::NotHeld | Rule::LengthField | Rule::Wire), "{e}");
+}

@@ -244,13 +244,15 @@ impl<'a> CoreFpu<'a> {
     }
 
     /// The state as a standard image laid out for `layout`, and the components it is laid out
-    /// for (x87, SSE and every component with a field that `layout` has at CRIU's size).
+    /// for (x87, SSE and every component with a field that `layout` has at CRIU's size). The
+    /// image is what CRIU's restore loads: XSTATE_BV is `xstate_bv` with x87 and SSE, which the
+    /// restore loads from the fields whatever `xstate_bv` says.
     ///
     /// Refused, naming the bits: a component in `xstate_bv` with no field in the image (CRIU's
     /// restore would load it as init: BNDREGS on an MPX host, see [`super::cpuinfo`]), and a
     /// component in `xstate_bv` that `layout` lacks or sizes otherwise.
     pub fn to_image(&self, layout: &Layout) -> Result<(ImageBuf, Xfeatures), RecordError> {
-        let bv = self.xstate_bv.unwrap_or(Xfeatures::LEGACY) - Xfeatures::BIT63;
+        let bv = self.xstate_bv.unwrap_or(Xfeatures::LEGACY);
         let no_field = bv - self.held();
         if !no_field.is_empty() {
             return Err(RecordError::bits(F, Rule::NotHeld, self.fpregs_offset(), "xstate_bv", bv, no_field));
@@ -272,7 +274,8 @@ impl<'a> CoreFpu<'a> {
                 img[r].copy_from_slice(bytes);
             }
         }
-        img.set_xstate_bv(bv & rfbm);
+        // CRIU's restore loads x87 and SSE from the fields whatever xstate_bv says.
+        img.set_xstate_bv((bv | Xfeatures::LEGACY) & rfbm);
         Ok((img, rfbm))
     }
 
@@ -313,7 +316,9 @@ impl<'a> CoreFpu<'a> {
             bytes.get(r)
         };
         let fp_msg = payload(&self.fpregs);
-        let new_fp = rewrite_fpregs(fp_msg, &legacy, bv, &comp)?;
+        // Bits 0 and 1 of xstate_bv mean nothing to CRIU's restore: keep the file's.
+        let kept = self.xstate_bv.unwrap_or_default() & Xfeatures::LEGACY;
+        let new_fp = rewrite_fpregs(fp_msg, &legacy, (bv - Xfeatures::LEGACY) | kept, &comp)?;
         if new_fp == fp_msg {
             return Ok(self.file.to_vec());
         }
@@ -450,15 +455,18 @@ fn rewrite_xsave<'i>(
         alloc::vec![(spec(XSAVE_XSTATE_BV, "xstate_bv", 8, 1), alloc::vec![bv.bits()])];
     let mut wanted = Vec::new();
     for (s, c) in ARRAYS {
+        // A component not in use: CRIU's restore does not read its field, so it stays as is.
+        if !bv.contains(c) {
+            continue;
+        }
         match comp(c).filter(|b| b.len() == s.bytes()) {
             Some(b) => {
                 specs.push((s, values_of(b, s)));
-                wanted.push(bv.contains(c));
+                wanted.push(true);
             }
-            None if bv.contains(c) => {
+            None => {
                 return Err(RecordError::bits(F, Rule::UnknownComponent, 512, "XSTATE_BV", bv, Xfeatures::of(c)));
             }
-            None => {}
         }
     }
     let (mut out, absent) = rewrite(xs_msg, 0, &specs, |_, _| Ok(false))?;
