@@ -8,20 +8,24 @@
 //! (standard_size(XCR0 at byte 464)); otherwise the command refuses rather than guess (gdb
 //! guesses Intel offsets from the note size, which misreads AVX-512 state of AMD cores).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::{Value, json};
 use xstate::Layout;
+use xstate::Xfeatures;
 use xstate::cpuid::XsaveFeatures;
 use xstate::image::Image;
+use xstate::image::ImageBuf;
 use xstate::image::regs::decode;
-use xstate::record::elf::read_core;
-use xstate::record::linux::{LayoutNote, NtXstate};
+use xstate::record::elf::{read_core, rewrite_notes};
+use xstate::record::linux::{LayoutNote, NT_X86_XSAVE_LAYOUT, NT_X86_XSTATE, NtXstate};
+use xstate::record::{self, Contents, Options, State};
 
 use crate::cmd::imageio::emit;
 use crate::cmd::regs::{register_line, registers_json};
 use crate::common::{CliError, CliResult, print_json, read_file, say, source};
+use crate::output::write_output;
 
 /// Arguments of `xstate core`.
 #[derive(Args, Debug)]
@@ -38,6 +42,71 @@ pub struct CoreArgs {
     /// default: this host.
     #[arg(long, value_name = "FILE")]
     pub cpuid: Option<PathBuf>,
+    /// With -o: re-lay the notes out for this CPU (a CPUID dump, policy JSON or `host`).
+    #[arg(long, value_name = "FILE", requires = "output", conflicts_with = "for_gdb")]
+    pub to_cpuid: Option<PathBuf>,
+    /// With -o: re-lay the notes out at the Intel standard offsets gdb assumes.
+    #[arg(long, requires = "output")]
+    pub for_gdb: bool,
+    /// Where the re-laid-out copy goes (`-` for stdout).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// The layout gdb assumes for an XSAVE note (its tables use the Intel standard offsets):
+/// AVX 576, BNDREGS 960, BNDCSR 1024, opmask 1088, ZMM_Hi256 1152, Hi16_ZMM 1664, PKRU 2688.
+fn gdb_layout() -> Layout {
+    use xstate::{Component, Geometry};
+    let g = |size, offset| Geometry { size, offset, ..Geometry::default() };
+    let table = [
+        (Component::SSE, g(256, 160)),
+        (Component::AVX, g(256, 576)),
+        (Component::BNDREGS, g(64, 960)),
+        (Component::BNDCSR, g(64, 1024)),
+        (Component::OPMASK, g(64, 1088)),
+        (Component::ZMM_HI256, g(512, 1152)),
+        (Component::HI16_ZMM, g(1024, 1664)),
+        (Component::PKRU, g(8, 2688)),
+    ];
+    Layout::from_components(XsaveFeatures(0), table).expect("the Intel standard offsets are a layout")
+}
+
+/// Writes the re-laid-out copy (module doc).
+fn relayout(args: &CoreArgs, bytes: &[u8], name: &str, from: &Layout, out: &Path) -> CliResult {
+    let (to, to_name) = if args.for_gdb {
+        (gdb_layout(), "gdb's Intel standard layout".to_string())
+    } else {
+        let s = source(args.to_cpuid.as_ref())?;
+        (s.layout, s.name)
+    };
+    let mut tid = 0u32;
+    let mut refused = None;
+    let copy = rewrite_notes(bytes, |note, ty, desc| match (note, ty) {
+        (b"CORE", 1) => {
+            tid = desc.get(32..36).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            Ok(None)
+        }
+        (b"LINUX", NT_X86_XSTATE) => {
+            let n = NtXstate::parse(desc, from)?;
+            let in_use = Image::new(n.image).map(|i| i.xstate_bv()).unwrap_or_default() - Xfeatures::BIT63;
+            let xcr0 = n.xcr0 & to.user_supported();
+            let lost = in_use - xcr0;
+            if !lost.is_empty() {
+                refused = Some(format!("{name}: thread {tid}: {} in use, {to_name} has no place for it", lost.names()));
+                return Ok(None);
+            }
+            let st = State::new(ImageBuf::from_bytes(n.image).ok(), Some(xcr0)).with_xcr0(xcr0);
+            let c = Contents::one(record::Format::NtXstate, st);
+            record::write(record::Format::NtXstate, &c, from, &to, &Options::default()).map(Some)
+        }
+        (b"LINUX", NT_X86_XSAVE_LAYOUT) => Ok(Some(LayoutNote::of_layout(&to, to.user_supported()).to_bytes())),
+        _ => Ok(None),
+    })
+    .map_err(|e| CliError::invalid(format!("{name}: thread {tid}: {e} (re-laying out for {to_name})")))?;
+    if let Some(r) = refused {
+        return Err(CliError::invalid(r));
+    }
+    write_output(out, &copy)
 }
 
 /// Runs `xstate core`.
@@ -59,6 +128,9 @@ pub fn run(args: &CoreArgs) -> CliResult {
     };
     if notes.threads.is_empty() {
         return Err(CliError::invalid(format!("{name}: the core has no NT_X86_XSTATE note")));
+    }
+    if let Some(out) = &args.output {
+        return relayout(args, &bytes, &name, &layout, out);
     }
     let mut threads = Vec::new();
     for t in &notes.threads {

@@ -81,3 +81,59 @@ pub fn read_core(data: &[u8]) -> Result<CoreNotes<'_>, RecordError> {
     }
     Ok(out)
 }
+
+/// Note alignment in an ELF64 core's PT_NOTE: name and descriptor padded to 4 bytes.
+fn pad4(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// A copy of the core `data` whose notes are `replace`d: `replace(name, type, desc)` gives a
+/// new descriptor or `None` to keep the note as it is. Each PT_NOTE segment with a changed note
+/// is written anew at the end of the file (8-byte aligned) and its program header pointed
+/// there (`p_offset`, `p_filesz`); every other byte stays where it was, so the memory segments
+/// and their offsets are untouched. A core without a changed note comes back unchanged.
+pub fn rewrite_notes(
+    data: &[u8],
+    mut replace: impl FnMut(&[u8], u32, &[u8]) -> Result<Option<Vec<u8>>, RecordError>,
+) -> Result<Vec<u8>, RecordError> {
+    let header = FileHeader64::<LittleEndian>::parse(data).map_err(elf_error)?;
+    let endian = header.endian().map_err(elf_error)?;
+    read_core(data)?;
+    let phoff = header.e_phoff(endian) as usize;
+    let phentsize = usize::from(header.e_phentsize(endian));
+    let mut out = data.to_vec();
+    for (i, ph) in header.program_headers(endian, data).map_err(elf_error)?.iter().enumerate() {
+        if ph.p_type(endian) != PT_NOTE {
+            continue;
+        }
+        let Some(mut notes) = ph.notes(endian, data).map_err(elf_error)? else { continue };
+        let mut seg = Vec::new();
+        let mut changed = false;
+        while let Some(note) = notes.next().map_err(elf_error)? {
+            let (name, ty, desc) = (note.name(), note.n_type(endian).0, note.desc());
+            let new = replace(name, ty, desc)?;
+            changed |= new.is_some();
+            let desc = new.as_deref().unwrap_or(desc);
+            // The name as the file has it: with its NUL (n_namesz counts it).
+            let name_bytes = note.name_bytes();
+            seg.extend_from_slice(&(name_bytes.len() as u32).to_le_bytes());
+            seg.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+            seg.extend_from_slice(&ty.to_le_bytes());
+            seg.extend_from_slice(name_bytes);
+            seg.resize(seg.len() + pad4(name_bytes.len()) - name_bytes.len(), 0);
+            seg.extend_from_slice(desc);
+            seg.resize(seg.len() + pad4(desc.len()) - desc.len(), 0);
+        }
+        if !changed {
+            continue;
+        }
+        out.resize(out.len().div_ceil(8) * 8, 0);
+        let at = out.len() as u64;
+        out.extend_from_slice(&seg);
+        // Elf64_Phdr: p_type, p_flags (u32), p_offset (u64 at 8), p_vaddr, p_paddr, p_filesz (at 32).
+        let h = phoff + i * phentsize;
+        out[h + 8..h + 16].copy_from_slice(&at.to_le_bytes());
+        out[h + 32..h + 40].copy_from_slice(&(seg.len() as u64).to_le_bytes());
+    }
+    Ok(out)
+}
