@@ -1,7 +1,9 @@
 //! `xstate criu`: the fixture checkpoint (CRIU 4.1.1 on Zen 4) read register by register, and
 //! the real tool's round trip here: a live process holding known AVX-512 state (AVX where the
 //! CPU lacks it) is dumped by CRIU, one register is edited with xstate, CRIU restores it, and
-//! the process sees the edit and nothing else changed. CRIU is `$XSTATE_CRIU`, `criu` on the
+//! the process sees the edit and nothing else changed; a checkpoint whose cpuinfo.img says other
+//! XSAVE sizes is refused by CRIU, and `xstate convert CK --to-cpuid host` makes the copy CRIU
+//! restores. CRIU is `$XSTATE_CRIU`, `criu` on the
 //! PATH (4.x), or the build of `.ci/setup-criu`; without it, root or a C compiler the live test
 //! skips with a reason.
 
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{json, ok, s, tmpdir, xstate};
 use serde_json::Value;
+use xstate::record::criu::cpuinfo::{CpuInfo, patch};
 
 fn lane_of(v: &Value, name: &str, lane: usize) -> u64 {
     let r = &v["registers"][name];
@@ -194,11 +197,31 @@ fn criu_dump_edit_restore_the_process_sees_the_edit() {
     let v = json(&["criu", s(&ck), "--regs", "--json"]);
     assert_eq!(lane_of(&v["threads"][0], name, lane), edit, "the core image holds the edit");
 
+    // As if dumped on a host whose XSAVE sizes differ (64 bytes more): CRIU refuses to restore
+    // here; `xstate convert CK --to-cpuid host` makes the copy it restores.
+    let info = std::fs::read(ck.join("cpuinfo.img")).unwrap();
+    let mut a = CpuInfo::parse(&info).unwrap().x86[0].clone();
+    a.xsave_size = a.xsave_size.map(|x| x + 64);
+    a.xsave_size_max = a.xsave_size_max.map(|x| x + 64);
+    std::fs::write(ck.join("cpuinfo.img"), patch(&info, &a).unwrap()).unwrap();
+    let (restored, log) =
+        run(Command::new(&criu).args(["restore", "-D", s(&ck), "-d", "--cpu-cap=fpu", "-o", "refused.log"]));
+    let refused = std::fs::read_to_string(ck.join("refused.log")).unwrap_or_default();
+    assert!(
+        !restored && refused.contains("xsave size mismatch"),
+        "criu restore was expected to refuse: {log}\n{refused}"
+    );
+    let (code, _, err) = xstate(&["compat", "--from", s(&ck), "--to", "host"]);
+    assert!(code == 1 && err.contains("xsave size mismatch"), "xstate compat names CRIU's refusal: {err}");
+    let ck2 = d.join("ck2");
+    ok(&["convert", s(&ck), "--to", "standard", "--to-cpuid", "host", "-o", s(&ck2)]);
+    ok(&["compat", "--from", s(&ck2), "--to", "host"]);
+
     // Restore: the process goes on and sees exactly the edit.
     let before = std::fs::read_to_string(&out).unwrap().len();
     let (restored, log) =
-        run(Command::new(&criu).args(["restore", "-D", s(&ck), "-d", "--cpu-cap=fpu", "-o", "restore.log"]));
-    assert!(restored, "criu restore: {log}\n{}", std::fs::read_to_string(ck.join("restore.log")).unwrap_or_default());
+        run(Command::new(&criu).args(["restore", "-D", s(&ck2), "-d", "--cpu-cap=fpu", "-o", "restore.log"]));
+    assert!(restored, "criu restore: {log}\n{}", std::fs::read_to_string(ck2.join("restore.log")).unwrap_or_default());
     let tail = wait_for(&out, before, |l| l.starts_with("tick"), 2);
     let diffs: Vec<&str> = tail.lines().filter(|l| l.starts_with("diff")).collect();
     let want = format!("diff {name} lane {lane} {edit:#018x}");

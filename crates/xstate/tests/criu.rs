@@ -210,3 +210,18 @@ fn unused_fields_and_legacy_bits_survive_a_patch_unchanged() {
     let e = record::read(Format::CriuCore, &b63, &l, &Options::default()).unwrap_err();
     assert!(matches!(e.rule, Rule::NotHeld | Rule::LengthField | Rule::Wire), "{e}");
 }
+
+#[test]
+fn cpuinfo_patch_sets_the_sizes_and_nothing_else() {
+    use xstate::record::criu::cpuinfo::patch;
+    let Some(bytes) = fixture("cpuinfo.img") else { return };
+    let a = CpuInfo::parse(&bytes).unwrap().x86[0].clone();
+    assert_eq!(patch(&bytes, &a).unwrap(), bytes, "the same values give the file back");
+    let mut b = a.clone();
+    (b.xsave_size, b.xsave_size_max) = (Some(11008), Some(11008));
+    let out = patch(&bytes, &b).unwrap();
+    let c = CpuInfo::parse(&out).unwrap().x86[0].clone();
+    assert_eq!((c.xsave_size, c.xsave_size_max, c.xfeatures_mask), (Some(11008), Some(11008), a.xfeatures_mask));
+    assert_eq!((&c.capability, &c.model_id, c.vendor_id), (&a.capability, &a.model_id, a.vendor_id));
+    assert!(c.cpu_cap_fpu(&b).is_empty());
+}

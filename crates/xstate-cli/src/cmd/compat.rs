@@ -27,13 +27,15 @@ macro_rules! say_part {
 /// Arguments of `xstate compat`.
 #[derive(Args, Debug)]
 pub struct CompatArgs {
-    /// Source CPU or policy: a CPUID dump, `xstate policy --json` output, or `host`.
+    /// Source CPU or policy: a CPUID dump, `xstate policy --json` output, or `host`; or a CRIU
+    /// checkpoint (directory or `core-<tid>.img`).
     #[arg(long, value_name = "A", required_unless_present = "matrix", requires = "to")]
     pub from: Option<PathBuf>,
     /// Destination CPU or policy, as --from.
     #[arg(long, value_name = "B", requires = "from")]
     pub to: Option<PathBuf>,
-    /// A concrete image saved on the source: only its components in use matter.
+    /// A concrete image saved on the source (or a CRIU checkpoint): only its components in use
+    /// matter.
     #[arg(long, value_name = "IMG", requires = "from")]
     pub image: Option<PathBuf>,
     /// States the source may use (XCR0); default: every user state it supports.
@@ -114,6 +116,13 @@ pub fn run(args: &CompatArgs) -> CliResult {
     let (Some(from), Some(to)) = (&args.from, &args.to) else {
         return Err(CliError::usage("xstate compat needs --from A --to B, or --matrix DIR"));
     };
+    // A CRIU checkpoint as the source or the image: CRIU's verdict and xstate's (cmd/criu.rs).
+    if crate::cmd::criu::is_checkpoint(from) {
+        return crate::cmd::criu::compat(from, None, to, args.json);
+    }
+    if let Some(img) = args.image.as_ref().filter(|i| crate::cmd::criu::is_checkpoint(i)) {
+        return crate::cmd::criu::compat(img, Some(from), to, args.json);
+    }
     let fsrc = load(from)?;
     let tsrc = load(to)?;
     let (fl, fname, fnotes) = (&fsrc.layout, &fsrc.name, fsrc.notes());

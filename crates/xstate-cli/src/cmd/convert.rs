@@ -33,7 +33,8 @@ pub enum FormArg {
 /// Arguments of `xstate convert`.
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// The input file (`-`: standard input).
+    /// The input file (`-`: standard input), or a CRIU checkpoint directory (with
+    /// --to-cpuid B and -o OUTDIR: a copy `criu restore --cpu-cap=fpu` runs on B).
     pub image: PathBuf,
     /// The output form.
     #[arg(long, value_enum)]
@@ -86,6 +87,10 @@ fn parse_field(s: &str) -> Result<Field, String> {
 
 /// Runs `xstate convert`.
 pub fn run(args: &ConvertArgs) -> CliResult {
+    // A CRIU checkpoint directory: a copy CRIU restores on --to-cpuid (cmd/criu.rs).
+    if args.image.is_dir() && crate::cmd::criu::is_checkpoint(&args.image) {
+        return crate::cmd::criu::retarget(&args.image, args.cpu.cpuid.as_ref(), args.to_cpuid.as_ref(), &args.output);
+    }
     if args.to == FormArg::Standard && args.mask.is_some() {
         return Err(CliError::usage("--mask applies to --to compacted only"));
     }

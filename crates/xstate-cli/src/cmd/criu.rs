@@ -18,12 +18,12 @@ use xstate::Xfeatures;
 use xstate::image::Image;
 use xstate::image::regs::decode;
 use xstate::record::criu::core::{CoreFpu, field_name, holdable};
-use xstate::record::criu::cpuinfo::{CpuInfo, X86Entry};
+use xstate::record::criu::cpuinfo::{CpuInfo, Refusal, X86Entry};
 use xstate::record::{self, Contents, Format, Options, State, StateId};
 
 use crate::cmd::imageio::emit;
 use crate::cmd::regs::{register_line, registers_json};
-use crate::common::{CliError, CliResult, print_json, read_file, say, source};
+use crate::common::{CliError, CliResult, Source, print_json, read_file, say, source};
 use crate::output::write_output;
 
 /// Arguments of `xstate criu`.
@@ -154,19 +154,8 @@ pub fn run(a: &CriuArgs) -> CliResult {
         return write_output(a.output.as_deref().unwrap_or(&t.path), &out);
     }
 
-    let cpuinfo = match &cpuinfo_path {
-        Some(p) => Some(CpuInfo::parse(&read_file(p)?).map_err(|e| invalid(p, e))?),
-        None => None,
-    };
-    let entry = cpuinfo.as_ref().and_then(|c| c.x86.first());
-    let mut rows = Vec::new();
-    for t in &threads {
-        let core = CoreFpu::parse(&t.bytes).map_err(|e| invalid(&t.path, e))?;
-        let c = record::read(Format::CriuCore, &t.bytes, layout, &opts).map_err(|e| invalid(&t.path, e))?;
-        let mut s = c.states.into_iter().next().ok_or_else(|| invalid(&t.path, "no state"))?;
-        s.id = t.tid.map(StateId::Thread);
-        rows.push((t, core.xstate_bv, core.held(), s));
-    }
+    let (entry_owned, rows) = read_rows(&threads, cpuinfo_path.as_deref(), layout)?;
+    let entry = entry_owned.as_ref();
     let target = match &a.to_cpuid {
         Some(p) => Some(source(Some(p))?),
         None => None,
@@ -175,77 +164,16 @@ pub fn run(a: &CriuArgs) -> CliResult {
     let mut verdict_lines = Vec::new();
     let mut verdict_json = json!(null);
     if let Some(b) = &target {
-        let host = X86Entry::of_cpuid(&b.cpuid);
-        let criu = entry.map(|e| e.cpu_cap_fpu(&host)).unwrap_or_default();
-        let mut beyond = Vec::new();
-        for (t, bv, held, _) in &rows {
-            let used = bv.unwrap_or(Xfeatures::LEGACY) - Xfeatures::LEGACY - Xfeatures::BIT63;
-            for c in used.iter() {
-                let want = layout.geometry(c).map(|g| g.size);
-                let have = b.layout.geometry(c).filter(|_| b.layout.user_supported().contains(c)).map(|g| g.size);
-                let tid = t.tid.map_or("?".into(), |t| t.to_string());
-                match have {
-                    None => beyond.push(format!(
-                        "thread {tid}: {} in use, {} lacks it: CRIU restores it as init (state lost)",
-                        layout.name(c),
-                        b.name
-                    )),
-                    Some(h) if Some(h) != want && held.contains(c) => beyond.push(format!(
-                        "thread {tid}: {} is {h} bytes on {}, CRIU's {} holds {}: restore refuses",
-                        layout.name(c),
-                        b.name,
-                        field_name(c).unwrap_or("field"),
-                        want.unwrap_or(0)
-                    )),
-                    _ => {}
-                }
-            }
-        }
-        if let Some(e) = entry {
-            let a_size = e.xsave_size.unwrap_or(0);
-            let b_size = host.xsave_size.unwrap_or(0);
-            if b_size > a_size {
-                beyond.push(format!(
-                    "glibc sized its lazy-binding XSAVE area on the dumping host ({a_size} bytes, CPUID 0xD.0 EBX); \
-                     on {} XSAVE writes {b_size}: a restored process overflows it",
-                    b.name
-                ));
-            }
-        }
-        let ok = criu.is_empty() && beyond.is_empty();
-        refused = !ok;
-        match criu.first() {
-            Some(r) => verdict_lines.push(format!("criu restore --cpu-cap=fpu on {}: refuses: {r}", b.name)),
-            None if entry.is_some() => {
-                verdict_lines.push(format!("criu restore --cpu-cap=fpu on {}: passes the FPU check", b.name))
-            }
-            None => verdict_lines.push("criu restore --cpu-cap=fpu: no cpuinfo.img to check".into()),
-        }
-        for r in criu.iter().skip(1) {
-            verdict_lines.push(format!("  and then: {r}"));
-        }
-        for l in &beyond {
-            verdict_lines.push(format!("  xstate: {l}"));
-        }
-        if criu.is_empty() && beyond.is_empty() {
-            verdict_lines.push(format!(
-                "  xstate: every component in use exists on {} at CRIU's size; CRIU re-lays each out at {}'s offsets",
-                b.name, b.name
-            ));
-        }
-        verdict_json = json!({
-            "to": b.name,
-            "compatible": ok,
-            "criu_refusals": criu.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-            "xstate": beyond,
-            "host_entry": entry_json(&host),
-        });
+        let v = verdict(&rows, layout, entry, b);
+        refused = !v.ok();
+        verdict_lines = v.lines(entry.is_some(), &b.name);
+        verdict_json = v.json(&b.name);
     }
 
     if a.json {
         let list: Vec<Value> = rows
             .iter()
-            .map(|(t, bv, held, s)| {
+            .map(|Row { thread: t, xstate_bv: bv, held, state: s }| {
                 let img = s.image.as_ref().map(|i| i.image());
                 let mut v = json!({
                     "tid": t.tid,
@@ -297,7 +225,7 @@ pub fn run(a: &CriuArgs) -> CliResult {
                 say!(out, "  {q}");
             }
         }
-        for (t, bv, held, s) in &rows {
+        for Row { thread: t, xstate_bv: bv, held, state: s } in &rows {
             say!(
                 out,
                 "thread {}: xstate_bv {}, fields for {} ({}), image {} bytes",
@@ -323,6 +251,245 @@ pub fn run(a: &CriuArgs) -> CliResult {
         return Err(CliError::invalid(verdict_lines.first().cloned().unwrap_or_default()));
     }
     Ok(())
+}
+
+/// One thread of a checkpoint, read.
+struct Row<'a> {
+    thread: &'a Thread,
+    xstate_bv: Option<Xfeatures>,
+    held: Xfeatures,
+    state: State,
+}
+
+/// The cpuinfo entry (if the checkpoint has one) and every thread read on `layout`.
+fn read_rows<'a>(
+    threads: &'a [Thread],
+    cpuinfo: Option<&Path>,
+    layout: &xstate::Layout,
+) -> CliResult<(Option<X86Entry>, Vec<Row<'a>>)> {
+    let entry = match cpuinfo {
+        Some(p) => Some(CpuInfo::parse(&read_file(p)?).map_err(|e| invalid(p, e))?.x86.remove(0)),
+        None => None,
+    };
+    let mut rows = Vec::new();
+    for t in threads {
+        let core = CoreFpu::parse(&t.bytes).map_err(|e| invalid(&t.path, e))?;
+        let c =
+            record::read(Format::CriuCore, &t.bytes, layout, &Options::default()).map_err(|e| invalid(&t.path, e))?;
+        let mut s = c.states.into_iter().next().ok_or_else(|| invalid(&t.path, "no state"))?;
+        s.id = t.tid.map(StateId::Thread);
+        rows.push(Row { thread: t, xstate_bv: core.xstate_bv, held: core.held(), state: s });
+    }
+    Ok((entry, rows))
+}
+
+/// What `criu restore --cpu-cap=fpu` on B says, and what xstate knows beyond it.
+struct Verdict {
+    criu: Vec<Refusal>,
+    beyond: Vec<String>,
+    host: X86Entry,
+}
+
+impl Verdict {
+    fn ok(&self) -> bool {
+        self.criu.is_empty() && self.beyond.is_empty()
+    }
+
+    fn lines(&self, has_cpuinfo: bool, to: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.criu.first() {
+            Some(r) => out.push(format!("criu restore --cpu-cap=fpu on {to}: refuses: {r}")),
+            None if has_cpuinfo => out.push(format!("criu restore --cpu-cap=fpu on {to}: passes the FPU check")),
+            None => out.push("criu restore --cpu-cap=fpu: no cpuinfo.img to check".into()),
+        }
+        for r in self.criu.iter().skip(1) {
+            out.push(format!("  and then: {r}"));
+        }
+        for l in &self.beyond {
+            out.push(format!("  xstate: {l}"));
+        }
+        if self.beyond.is_empty() {
+            out.push(format!(
+                "  xstate: every component in use exists on {to} at CRIU's size; CRIU re-lays each out at {to}'s offsets"
+            ));
+            let sizes_only = self.criu.iter().all(|r| matches!(r, Refusal::XsaveSize(..) | Refusal::XsaveSizeMax(..)));
+            if !self.criu.is_empty() && sizes_only {
+                out.push(format!(
+                    "  xstate: only CRIU's size rule refuses, and glibc's cached save area holds what {to} saves: \
+                     `xstate convert CHECKPOINT --to standard --to-cpuid B -o DIR` writes a copy CRIU restores"
+                ));
+            }
+        }
+        out
+    }
+
+    fn json(&self, to: &str) -> Value {
+        json!({
+            "to": to,
+            "compatible": self.ok(),
+            "criu_refusals": self.criu.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            "xstate": self.beyond,
+            "host_entry": entry_json(&self.host),
+        })
+    }
+}
+
+/// The verdict for moving the threads of `rows` (read on `layout`) to `b`.
+fn verdict(rows: &[Row<'_>], layout: &xstate::Layout, entry: Option<&X86Entry>, b: &Source) -> Verdict {
+    let host = X86Entry::of_cpuid(&b.cpuid);
+    let criu = entry.map(|e| e.cpu_cap_fpu(&host)).unwrap_or_default();
+    let mut beyond = Vec::new();
+    for Row { thread: t, xstate_bv: bv, held, .. } in rows {
+        let used = bv.unwrap_or(Xfeatures::LEGACY) - Xfeatures::LEGACY - Xfeatures::BIT63;
+        for c in used.iter() {
+            let want = layout.geometry(c).map(|g| g.size);
+            let have = b.layout.geometry(c).filter(|_| b.layout.user_supported().contains(c)).map(|g| g.size);
+            let tid = t.tid.map_or("?".into(), |t| t.to_string());
+            match have {
+                None => beyond.push(format!(
+                    "thread {tid}: {} in use, {} lacks it: CRIU restores it as init (state lost)",
+                    layout.name(c),
+                    b.name
+                )),
+                Some(h) if Some(h) != want && held.contains(c) => beyond.push(format!(
+                    "thread {tid}: {} is {h} bytes on {}, CRIU's {} holds {}: restore refuses",
+                    layout.name(c),
+                    b.name,
+                    field_name(c).unwrap_or("field"),
+                    want.unwrap_or(0)
+                )),
+                _ => {}
+            }
+        }
+    }
+    if let Some(l) = entry.and_then(|e| glibc_overflow(e, b)) {
+        beyond.push(l);
+    }
+    Verdict { criu, beyond, host }
+}
+
+/// The components glibc's lazy-binding trampoline saves (`_dl_runtime_resolve_xsave[c]`: EAX
+/// 0xee, EDX 0 in Debian 12's ld.so 2.36: SSE, AVX, BNDREGS, opmask, ZMM_Hi256, Hi16_ZMM).
+const GLIBC_SAVE_MASK: Xfeatures = Xfeatures(0xee);
+
+/// Whether a process restored on `b` overflows the save area its glibc sized on the dumping
+/// host: glibc picks XSAVEC where the dumping CPU had it (capability word 10 bit 1) and sizes
+/// the area as the compacted size of its mask's components there, else XSAVE with the area
+/// 0xD.0 EBX (the recorded `xsave_size`); after restore it saves the same mask of B's XCR0.
+fn glibc_overflow(e: &X86Entry, b: &Source) -> Option<String> {
+    let mut a_mask = e.xfeatures_mask?;
+    // The dump quirk drops SSE and BNDREGS from the mask; the dumping CPU had them.
+    if e.quirk().present {
+        a_mask = a_mask.with(xstate::Component::SSE);
+        if e.quirk().bndregs_lost {
+            a_mask = a_mask.with(xstate::Component::BNDREGS);
+        }
+    }
+    let a_set = a_mask & GLIBC_SAVE_MASK;
+    let b_set = b.default_xcr0 & b.layout.user_supported() & GLIBC_SAVE_MASK;
+    let xsavec = e.has(xstate::record::criu::cpuinfo::Cap(10, 1));
+    let (need, have, how) = if xsavec {
+        // Catalogue sizes, no 64-byte alignment among these components.
+        let size = |m: Xfeatures| {
+            576 + m.iter().filter(|c| !c.is_legacy()).map(|c| c.info().and_then(|i| i.size).unwrap_or(0)).sum::<u32>()
+        };
+        (b.layout.compacted_size(b_set | Xfeatures::LEGACY).unwrap_or(size(b_set)), size(a_set), "XSAVEC")
+    } else {
+        (b.layout.standard_size(b_set | Xfeatures::LEGACY)?, e.xsave_size?, "XSAVE")
+    };
+    (need > have).then(|| {
+        format!(
+            "glibc's lazy-binding save area was sized on the dumping host ({have} bytes for {how} of {}); on {} it \
+             saves {} in {need} bytes: a restored process overflows it",
+            a_set.names(),
+            b.name,
+            b_set.names()
+        )
+    })
+}
+
+/// Whether `p` is a CRIU checkpoint: a directory holding a `core-<tid>.img`, or such a file.
+pub fn is_checkpoint(p: &Path) -> bool {
+    if p.is_dir() {
+        return std::fs::read_dir(p)
+            .is_ok_and(|rd| rd.flatten().any(|e| e.file_name().to_str().and_then(tid_of).is_some()));
+    }
+    p.file_name().and_then(|n| n.to_str()).and_then(tid_of).is_some()
+        && std::fs::read(p).is_ok_and(|b| xstate::record::criu::core::is_core(&b))
+}
+
+/// `xstate compat --from CHECKPOINT --to B` (or `--image CHECKPOINT`): the checkpoint's
+/// verdict for B, as `xstate criu CHECKPOINT --to-cpuid B` gives it.
+pub fn compat(checkpoint: &Path, read_on: Option<&PathBuf>, to: &Path, json: bool) -> CliResult {
+    run(&CriuArgs {
+        checkpoint: checkpoint.to_path_buf(),
+        cpuid: read_on.cloned(),
+        regs: false,
+        json,
+        to_cpuid: Some(to.to_path_buf()),
+        thread: None,
+        extract: false,
+        patch: None,
+        output: None,
+    })
+}
+
+/// `xstate convert CHECKPOINT --to-cpuid B -o OUTDIR`: a copy of the checkpoint that
+/// `criu restore --cpu-cap=fpu` runs on B. The core images need no change (CRIU re-lays each
+/// component out at B's offsets); `cpuinfo.img` gets B's xsave_size and xsave_size_max, only
+/// when xstate finds the state moves: every component in use on B at CRIU's size, B's size not
+/// above the one a restored glibc cached, CRIU's capability and xfeatures rules met. Refused
+/// otherwise (exit 1), naming why.
+pub fn retarget(checkpoint: &Path, read_on: Option<&PathBuf>, to: Option<&PathBuf>, out: &Path) -> CliResult {
+    let to = to.ok_or_else(|| CliError::usage("convert CHECKPOINT needs --to-cpuid B: the host it is for"))?;
+    let (threads, cpuinfo_path) = threads(checkpoint)?;
+    if !checkpoint.is_dir() {
+        return Err(CliError::usage("convert CHECKPOINT: give the checkpoint directory (criu dump -D DIR)"));
+    }
+    let cpuinfo_path = cpuinfo_path.ok_or_else(|| {
+        CliError::invalid(format!("{}: no cpuinfo.img (criu cpuinfo dump -D DIR writes it)", checkpoint.display()))
+    })?;
+    let src = source(read_on)?;
+    let b = source(Some(to))?;
+    let (entry, rows) = read_rows(&threads, Some(&cpuinfo_path), &src.layout)?;
+    let entry = entry.ok_or_else(|| invalid(&cpuinfo_path, "no x86 entry"))?;
+    // Each thread's state must lay out on B too.
+    for r in &rows {
+        record::read(Format::CriuCore, &r.thread.bytes, &b.layout, &Options::default())
+            .map_err(|e| invalid(&r.thread.path, format!("on {}: {e}", b.name)))?;
+    }
+    let v = verdict(&rows, &src.layout, Some(&entry), &b);
+    if let Some(l) = v.beyond.first() {
+        return Err(CliError::invalid(format!("{}: not moved to {}: {l}", checkpoint.display(), b.name)));
+    }
+    if let Some(r) = v.criu.iter().find(|r| !matches!(r, Refusal::XsaveSize(..) | Refusal::XsaveSizeMax(..))) {
+        return Err(CliError::invalid(format!("{}: not moved to {}: CRIU: {r}", checkpoint.display(), b.name)));
+    }
+    let mut to_entry = entry.clone();
+    (to_entry.xsave_size, to_entry.xsave_size_max) = (v.host.xsave_size, v.host.xsave_size_max);
+    let info = xstate::record::criu::cpuinfo::patch(&read_file(&cpuinfo_path)?, &to_entry)
+        .map_err(|e| invalid(&cpuinfo_path, e))?;
+    std::fs::create_dir_all(out).map_err(|e| CliError::usage(format!("{}: {e}", out.display())))?;
+    let rd = std::fs::read_dir(checkpoint).map_err(|e| CliError::usage(format!("{}: {e}", checkpoint.display())))?;
+    for e in rd.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_file()) && e.file_name() != "cpuinfo.img" {
+            write_output(&out.join(e.file_name()), &read_file(&e.path())?)?;
+        }
+    }
+    write_output(&out.join("cpuinfo.img"), &info)?;
+    let mut text = String::new();
+    say!(
+        text,
+        "{}: {} thread(s) moved to {}: cpuinfo.img xsave_size {} -> {}, xsave_size_max {} -> {}; core images unchanged",
+        out.display(),
+        rows.len(),
+        b.name,
+        entry.xsave_size.unwrap_or(0),
+        to_entry.xsave_size.unwrap_or(0),
+        entry.xsave_size_max.unwrap_or(0),
+        to_entry.xsave_size_max.unwrap_or(0)
+    );
+    emit(&text)
 }
 
 fn entry_json(e: &X86Entry) -> Value {

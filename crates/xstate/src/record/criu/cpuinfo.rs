@@ -23,7 +23,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::super::protobuf::{self, Value};
+use super::super::protobuf::{self, Value, put_bytes, put_varint_field};
 use super::{CPUINFO_MAGIC, entries, wire};
 use crate::cpuid::CpuidData;
 use crate::record::{Detail, Format, RecordError, Rule};
@@ -304,4 +304,62 @@ impl CpuInfo {
         }
         Ok(out)
     }
+}
+
+/// `bytes` (a `cpuinfo.img`) with its first x86 entry's `xfeatures_mask`, `xsave_size` and
+/// `xsave_size_max` set to `to`'s (a field `to` lacks stays as it is): only those fields, the
+/// enclosing `x86_entry` length and the entry's u32 length change. This is what lets
+/// `criu restore --cpu-cap=fpu` run on a host whose sizes differ, once xstate has found the
+/// state moves safely (the caller's check, not this function's).
+pub fn patch(bytes: &[u8], to: &X86Entry) -> Result<Vec<u8>, RecordError> {
+    CpuInfo::parse(bytes)?;
+    let list = entries(F, bytes, CPUINFO_MAGIC)?;
+    let e = list[0];
+    let mut fields_out = Vec::with_capacity(e.payload.len());
+    let mut done = false;
+    for field in protobuf::fields(e.payload) {
+        let field = field.map_err(|x| wire(F, e.offset, x))?;
+        let original = &e.payload[field.start..field.end];
+        let (Value::Bytes(msg), 1, false) = (field.value, field.number, done) else {
+            fields_out.extend_from_slice(original);
+            continue;
+        };
+        done = true;
+        let new: [(u32, Option<u64>); 3] = [
+            (8, to.xfeatures_mask.map(|m| m.bits())),
+            (9, to.xsave_size.map(u64::from)),
+            (10, to.xsave_size_max.map(u64::from)),
+        ];
+        let mut m = Vec::with_capacity(msg.len() + 16);
+        let mut seen = [false; 3];
+        for g in protobuf::fields(msg) {
+            let g = g.map_err(|w| wire(F, e.offset + field.value_start, w))?;
+            match new.iter().position(|(n, _)| *n == g.number) {
+                Some(i) if new[i].1.is_some() => {
+                    if !seen[i] {
+                        put_varint_field(&mut m, g.number, new[i].1.unwrap_or(0));
+                    }
+                    seen[i] = true;
+                }
+                _ => m.extend_from_slice(&msg[g.start..g.end]),
+            }
+        }
+        for (i, (n, v)) in new.iter().enumerate() {
+            if let (false, Some(v)) = (seen[i], v) {
+                put_varint_field(&mut m, *n, *v);
+            }
+        }
+        if m.as_slice() == msg {
+            fields_out.extend_from_slice(original);
+        } else {
+            put_bytes(&mut fields_out, 1, &m);
+        }
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    out.extend_from_slice(&bytes[..e.offset - 4]);
+    out.extend_from_slice(&(fields_out.len() as u32).to_le_bytes());
+    out.extend_from_slice(&fields_out);
+    out.extend_from_slice(&bytes[e.offset + e.payload.len()..]);
+    CpuInfo::parse(&out)?;
+    Ok(out)
 }
