@@ -52,6 +52,9 @@ pub enum ImageFormat {
     /// An x86-64 Linux ELF core dump (the first thread's NT_X86_XSTATE; reading only).
     #[value(name = "elf-core")]
     ElfCore,
+    /// A CRIU core-<tid>.img (reading; `xstate criu --patch` writes one).
+    #[value(name = "criu-core")]
+    CriuCore,
 }
 
 impl ImageFormat {
@@ -84,6 +87,7 @@ impl ImageFormat {
             ImageFormat::Sigframe => Format::SigFrame,
             ImageFormat::Portable => Format::Portable,
             ImageFormat::ElfCore => Format::ElfCore,
+            ImageFormat::CriuCore => Format::CriuCore,
         })
     }
 }

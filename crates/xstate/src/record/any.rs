@@ -455,7 +455,14 @@ pub fn write(
 ) -> Result<Vec<u8>, RecordError> {
     let f = format;
     if !f.writable() {
-        return Err(RecordError::new(f, Rule::Conversion, None, Detail::Text("core files are read, not written")));
+        let why = match f {
+            Format::CriuCore => {
+                "a CRIU core image is patched into the checkpoint's file (record::patch, xstate criu --patch)"
+            }
+            Format::CriuCpuinfo => "cpuinfo.img holds no image",
+            _ => "core files are read, not written",
+        };
+        return Err(RecordError::new(f, Rule::Conversion, None, Detail::Text(why)));
     }
     if f == Format::XsaveLayout {
         let mask = contents.state().and_then(|s| s.rfbm).unwrap_or(to.user_supported());
