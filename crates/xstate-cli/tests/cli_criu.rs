@@ -63,6 +63,23 @@ fn fixture_checkpoint_every_register_and_the_quirk() {
     let (code, out, err) = xstate(&["criu", s(&zen4), "--to-cpuid", "host", "--json"]);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(code == 0, v["to_cpuid"]["compatible"] == true, "{err}");
+    // compat takes the checkpoint as --from or --image: the same verdict.
+    let (c2, out2, _) = xstate(&["compat", "--from", "host", "--image", s(&zen4), "--to", "host", "--json"]);
+    let v2: Value = serde_json::from_str(&out2).unwrap();
+    assert_eq!((c2, &v2["to_cpuid"]), (code, &v["to_cpuid"]));
+    // convert CHECKPOINT --to-cpuid host: a copy CRIU's rules pass here, or a refusal.
+    let moved = d.join("moved");
+    let (c3, _, err3) = xstate(&["convert", s(&zen4), "--to", "standard", "--to-cpuid", "host", "-o", s(&moved)]);
+    if c3 == 0 {
+        let v3 = json(&["criu", s(&moved), "--to-cpuid", "host", "--json"]);
+        assert_eq!(v3["to_cpuid"]["criu_refusals"], serde_json::json!([]), "{v3}");
+        assert_eq!(
+            std::fs::read(moved.join("core-5922.img")).unwrap(),
+            std::fs::read(zen4.join("core-5922.img")).unwrap()
+        );
+    } else {
+        assert_eq!((c3, err3.lines().count()), (1, 1), "{err3}");
+    }
     // Bad input: one line, exit 1.
     let bad = d.join("core-1.img");
     std::fs::write(&bad, &std::fs::read(zen4.join("core-5922.img")).unwrap()[..300]).unwrap();
