@@ -82,9 +82,10 @@ pub fn read_core(data: &[u8]) -> Result<CoreNotes<'_>, RecordError> {
     Ok(out)
 }
 
-/// Note alignment in an ELF64 core's PT_NOTE: name and descriptor padded to 4 bytes.
-fn pad4(n: usize) -> usize {
-    n.div_ceil(4) * 4
+/// The padding of a PT_NOTE's notes: the descriptor and the next note start on a multiple of
+/// `p_align` from the note's start, 8 where `p_align` is 8, else 4 (what `object` reads).
+fn note_align(p_align: u64) -> usize {
+    if p_align == 8 { 8 } else { 4 }
 }
 
 /// A copy of the core `data` whose notes are `replace`d: `replace(name, type, desc)` gives a
@@ -107,6 +108,8 @@ pub fn rewrite_notes(
             continue;
         }
         let Some(mut notes) = ph.notes(endian, data).map_err(elf_error)? else { continue };
+        let a = note_align(ph.p_align(endian));
+        let pad = |seg: &mut Vec<u8>, start: usize| seg.resize(start + (seg.len() - start).div_ceil(a) * a, 0);
         let mut seg = Vec::new();
         let mut changed = false;
         while let Some(note) = notes.next().map_err(elf_error)? {
@@ -116,13 +119,14 @@ pub fn rewrite_notes(
             let desc = new.as_deref().unwrap_or(desc);
             // The name as the file has it: with its NUL (n_namesz counts it).
             let name_bytes = note.name_bytes();
+            let start = seg.len();
             seg.extend_from_slice(&(name_bytes.len() as u32).to_le_bytes());
             seg.extend_from_slice(&(desc.len() as u32).to_le_bytes());
             seg.extend_from_slice(&ty.to_le_bytes());
             seg.extend_from_slice(name_bytes);
-            seg.resize(seg.len() + pad4(name_bytes.len()) - name_bytes.len(), 0);
+            pad(&mut seg, start);
             seg.extend_from_slice(desc);
-            seg.resize(seg.len() + pad4(desc.len()) - desc.len(), 0);
+            pad(&mut seg, start);
         }
         if !changed {
             continue;

@@ -763,3 +763,60 @@ fn xen_guest_maxima_bound_xcr0_accum() {
     let e = DomctlBlob::parse(&pkru_mpx, &l, &XenHost::for_guest(&l, XenGuest::HvmShadow)).unwrap_err();
     assert!(e.to_string().contains("pkru") && e.to_string().contains("EINVAL"), "{e}");
 }
+
+/// A core with one PT_NOTE of alignment `p_align` holding an NT_PRSTATUS ("CORE", pid at 32)
+/// and an NT_X86_XSTATE ("LINUX") of `desc`.
+fn core_with_notes(p_align: u64, desc: &[u8]) -> Vec<u8> {
+    let a = if p_align == 8 { 8 } else { 4 };
+    let note = |seg: &mut Vec<u8>, name: &[u8], ty: u32, d: &[u8]| {
+        let start = seg.len();
+        seg.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        seg.extend_from_slice(&(d.len() as u32).to_le_bytes());
+        seg.extend_from_slice(&ty.to_le_bytes());
+        seg.extend_from_slice(name);
+        seg.resize(start + (seg.len() - start).div_ceil(a) * a, 0);
+        seg.extend_from_slice(d);
+        seg.resize(start + (seg.len() - start).div_ceil(a) * a, 0);
+    };
+    let mut seg = Vec::new();
+    let mut prstatus = alloc::vec![0u8; 336];
+    prstatus[32..36].copy_from_slice(&4242u32.to_le_bytes());
+    note(&mut seg, b"CORE\0", 1, &prstatus);
+    note(&mut seg, b"LINUX\0", super::linux::NT_X86_XSTATE, desc);
+    let mut f = alloc::vec![0u8; 64 + 56];
+    f[..4].copy_from_slice(b"\x7fELF");
+    (f[4], f[5], f[6]) = (2, 1, 1);
+    f[16..18].copy_from_slice(&4u16.to_le_bytes());
+    f[18..20].copy_from_slice(&62u16.to_le_bytes());
+    f[20..24].copy_from_slice(&1u32.to_le_bytes());
+    f[32..40].copy_from_slice(&64u64.to_le_bytes());
+    f[52..54].copy_from_slice(&64u16.to_le_bytes());
+    f[54..56].copy_from_slice(&56u16.to_le_bytes());
+    f[56..58].copy_from_slice(&1u16.to_le_bytes());
+    let ph = 64;
+    f[ph..ph + 4].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+    f[ph + 8..ph + 16].copy_from_slice(&120u64.to_le_bytes());
+    f[ph + 32..ph + 40].copy_from_slice(&(seg.len() as u64).to_le_bytes());
+    f[ph + 48..ph + 56].copy_from_slice(&p_align.to_le_bytes());
+    f.extend_from_slice(&seg);
+    f
+}
+
+#[test]
+fn rewritten_notes_keep_the_segment_alignment() {
+    // fuzz record_core (crash-6220bc2f): a PT_NOTE with p_align 8 pads names and descriptors
+    // to 8 bytes; the rewriter padded to 4 and the copy did not read.
+    for p_align in [4, 8] {
+        let desc: Vec<u8> = (0..577u32).map(|i| i as u8).collect();
+        let core = core_with_notes(p_align, &desc);
+        let notes = super::elf::read_core(&core).unwrap();
+        assert_eq!((notes.threads[0].tid, notes.threads[0].xstate), (Some(4242), &desc[..]));
+        let longer: Vec<u8> = (0..581u32).map(|i| (i * 7) as u8).collect();
+        let copy =
+            super::elf::rewrite_notes(&core, |name, _, _| Ok((name == b"LINUX").then(|| longer.clone()))).unwrap();
+        let again = super::elf::read_core(&copy).unwrap_or_else(|e| panic!("p_align {p_align}: {e}"));
+        assert_eq!((again.threads[0].tid, again.threads[0].xstate), (Some(4242), &longer[..]), "p_align {p_align}");
+        let same = super::elf::rewrite_notes(&core, |_, _, _| Ok(None)).unwrap();
+        assert_eq!(same, core, "nothing replaced: the file as it was");
+    }
+}
