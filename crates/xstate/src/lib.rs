@@ -20,6 +20,7 @@ pub mod compat;
 pub mod component;
 pub mod cpuid;
 pub mod fixtures;
+pub mod fleet;
 pub mod image;
 pub mod layout;
 pub mod policy;
