@@ -52,3 +52,9 @@ pub fn corpus_or_skip(not_checked: &str) -> Option<Corpus> {
 pub fn hex64(v: &Value) -> Option<u64> {
     u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok()
 }
+
+/// Prints a measured figure where `cargo test` shows it (the stderr handle, not captured).
+pub fn note(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
