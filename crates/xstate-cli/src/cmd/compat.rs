@@ -164,6 +164,7 @@ pub fn run(args: &CompatArgs) -> CliResult {
         v["to"] = json!({"source": tname, "xcr0": format!("{:#x}", ts.xcr0.bits()), "xss": format!("{:#x}", ts.xss.bits()), "notes": tnotes});
         print_json(&v)?;
     } else {
+        say!(out, "{}", answer(&report));
         say!(out, "from: {fname} (XCR0 {}, XSS {})", fs.xcr0, fs.xss);
         say!(out, "to:   {tname} (XCR0 {}, XSS {})", ts.xcr0, ts.xss);
         for n in fnotes.iter().map(|n| ("from", n)).chain(tnotes.iter().map(|n| ("to", n))) {
@@ -204,6 +205,50 @@ pub fn run(args: &CompatArgs) -> CliResult {
         )));
     }
     Ok(())
+}
+
+/// The one line a text report leads with: the verdict, what moves or blocks, what to mask.
+fn answer(report: &Report) -> String {
+    let features = |m: Xfeatures| {
+        let mut fs: Vec<xstate::policy::Feature> = Vec::new();
+        for c in m.iter() {
+            if let Some(f) = xstate::policy::Feature::of_component(c.index())
+                && !fs.contains(&f)
+            {
+                fs.push(f);
+            }
+        }
+        names(&fs)
+    };
+    let first =
+        |v: Verdict| report.reasons.iter().find(|r| r.severity() == v).map(|r| r.to_string()).unwrap_or_default();
+    match report.verdict {
+        Verdict::Compatible => "compatible as is".into(),
+        Verdict::AfterRelayout => {
+            let moved: Xfeatures = report
+                .reasons
+                .iter()
+                .filter(|r| matches!(r, Reason::OffsetDiffers { .. } | Reason::AlignDiffers { .. }))
+                .filter_map(|r| r.component())
+                .collect();
+            let what = if moved.is_empty() {
+                first(Verdict::AfterRelayout)
+            } else {
+                format!(
+                    "{} component{} move ({})",
+                    moved.len(),
+                    if moved.len() == 1 { "" } else { "s" },
+                    features(moved)
+                )
+            };
+            format!("compatible after re-layout: {what}; mask {} for as is", names(&report.mask_as_is_features()))
+        }
+        Verdict::Incompatible => format!(
+            "incompatible: {}; mask {} for re-layout",
+            first(Verdict::Incompatible),
+            names(&report.mask_features())
+        ),
+    }
 }
 
 /// Every file under `dir`, sorted.
@@ -345,6 +390,17 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
         return Ok(());
     }
     let mut out = String::new();
+    let pairs = (counts[0] + counts[1] + counts[2]).max(1) as f64;
+    let pct = |k: usize| 100.0 * counts[k] as f64 / pairs;
+    say!(
+        out,
+        "{:.0}% of CPU pairs move as is, {:.0}% after re-layout, {:.0}% are incompatible ({} CPUs, {} layout classes)",
+        pct(0),
+        pct(1),
+        pct(2),
+        cpus.len(),
+        n
+    );
     let partial = cpu_notes.iter().filter(|n| !n.is_empty()).count();
     say!(
         out,

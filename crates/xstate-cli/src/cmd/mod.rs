@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod baseline;
 pub mod capture;
 pub mod compat;
 pub mod convert;

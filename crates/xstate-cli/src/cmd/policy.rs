@@ -1,6 +1,7 @@
 //! `xstate policy [--cpuid HOST] [--features LIST | --xcr0 MASK --xss MASK] [--current-xcr0 M]
 //! [--current-xss M] [--json]`: a guest's CPUID leaf 0xD derived from a host and a feature
-//! selection, with its sizes.
+//! selection, with its sizes. `xstate policy --baseline DUMPS... [--require LIST]`: the
+//! baseline of many hosts ([`crate::cmd::baseline`]), written the same way.
 
 use std::path::PathBuf;
 
@@ -9,8 +10,8 @@ use serde_json::{Value, json};
 use xstate::Xfeatures;
 use xstate::policy::{Components, Policy, PolicyError, Selection};
 
-use crate::common::{CliError, CliResult, mask_json, parse_mask, print_json, source};
-use crate::output::outln;
+use crate::common::{CliError, CliResult, mask_json, parse_mask, print_json, say, source};
+use crate::output::emit;
 
 /// Arguments of `xstate policy`.
 #[derive(Args, Debug)]
@@ -32,6 +33,14 @@ pub struct PolicyArgs {
     /// The guest's maximum IA32_XSS as a raw mask (with --xcr0); default 0.
     #[arg(long, value_name = "MASK", value_parser = parse_mask, requires = "xcr0")]
     pub xss: Option<Xfeatures>,
+    /// The baseline of these hosts instead of one host's policy: CPUID dumps, folders of them
+    /// (searched recursively), `host`, policy JSON. Hosts without XSAVE drop out, named.
+    #[arg(long, value_name = "DUMPS", num_args = 1.., conflicts_with_all = ["cpuid", "features", "xcr0", "xss"])]
+    pub baseline: Option<Vec<PathBuf>>,
+    /// With --baseline: features every host must have (names as in --features); hosts without
+    /// them drop out, named.
+    #[arg(long, value_name = "LIST", requires = "baseline")]
+    pub require: Option<String>,
     /// The guest's current XCR0, for 0xD.0 EBX and 0xD.1 EBX; default: the maximum XCR0.
     #[arg(long, value_name = "M", value_parser = parse_mask)]
     pub current_xcr0: Option<Xfeatures>,
@@ -43,7 +52,8 @@ pub struct PolicyArgs {
     pub json: bool,
 }
 
-fn policy_error(e: PolicyError) -> CliError {
+/// A policy refusal as a CLI error: names that are not features are usage errors (exit 2).
+pub fn policy_error(e: PolicyError) -> CliError {
     match e {
         PolicyError::UnknownFeature { .. } | PolicyError::AlwaysOn { .. } => {
             CliError::usage(format!("--features: {e}"))
@@ -78,58 +88,80 @@ fn selection(args: &PolicyArgs) -> CliResult<Selection> {
 
 /// Runs `xstate policy`.
 pub fn run(args: &PolicyArgs) -> CliResult {
+    if let Some(hosts) = &args.baseline {
+        return crate::cmd::baseline::run(args, hosts);
+    }
     let src = source(args.cpuid.as_ref())?;
     let sel = selection(args)?;
     let p = Policy::derive(&src.layout, &sel).map_err(policy_error)?;
-    let cur_xcr0 = args.current_xcr0.unwrap_or(p.xcr0_max());
-    let cur_xss = args.current_xss.unwrap_or_default();
+    let (cur_xcr0, cur_xss) = current(args, &p);
+    if args.json {
+        return print_json(&policy_json(&p, &src.name, cur_xcr0, cur_xss)?);
+    }
+    let text = policy_text(&p, cur_xcr0, cur_xss)?;
+    emit(&format!("host: {}\n{text}", src.name))
+}
+
+/// The current XCR0 and XSS the arguments give (default: the maximum XCR0, XSS 0).
+pub fn current(args: &PolicyArgs, p: &Policy) -> (Xfeatures, Xfeatures) {
+    (args.current_xcr0.unwrap_or(p.xcr0_max()), args.current_xss.unwrap_or_default())
+}
+
+/// The policy's JSON (the keys of the command-line contract); a CPUID source for `--cpuid`.
+pub fn policy_json(p: &Policy, source: &str, cur_xcr0: Xfeatures, cur_xss: Xfeatures) -> CliResult<Value> {
     let leaf = p.leaf0d(cur_xcr0, cur_xss).map_err(|e| CliError::invalid(format!("current XCR0/XSS: {e}")))?;
     let standard = p.standard_size(cur_xcr0).unwrap_or(0);
     let compacted = p.compacted_size(cur_xcr0 | cur_xss).unwrap_or(0);
     let features: Vec<&str> = p.features().iter().map(|f| f.name()).collect();
-    if args.json {
-        let subleaves: Vec<Value> = leaf
-            .iter()
-            .map(|(i, r)| json!({"index": i, "eax": r.eax, "ebx": r.ebx, "ecx": r.ecx, "edx": r.edx}))
-            .collect();
-        return print_json(&json!({
-            "source": src.name,
-            "xcr0_max": mask_json(p.xcr0_max()),
-            "xss_max": mask_json(p.xss_max()),
-            "standard_size_max": p.standard_size_max(),
-            "compacted_size_max": p.compacted_size_max(),
-            "xsave_features": p.instructions().names().collect::<Vec<_>>(),
-            "features": features,
-            "current_xcr0": mask_json(cur_xcr0),
-            "current_xss": mask_json(cur_xss),
-            "standard_size": standard,
-            "compacted_size": compacted,
-            "leaf0d": subleaves,
-        }));
-    }
-    outln!("host: {}", src.name);
-    outln!("features: x87,sse{}{}", if features.is_empty() { "" } else { "," }, features.join(","));
-    outln!(
+    let subleaves: Vec<Value> =
+        leaf.iter().map(|(i, r)| json!({"index": i, "eax": r.eax, "ebx": r.ebx, "ecx": r.ecx, "edx": r.edx})).collect();
+    Ok(json!({
+        "source": source,
+        "xcr0_max": mask_json(p.xcr0_max()),
+        "xss_max": mask_json(p.xss_max()),
+        "standard_size_max": p.standard_size_max(),
+        "compacted_size_max": p.compacted_size_max(),
+        "xsave_features": p.instructions().names().collect::<Vec<_>>(),
+        "features": features,
+        "current_xcr0": mask_json(cur_xcr0),
+        "current_xss": mask_json(cur_xss),
+        "standard_size": standard,
+        "compacted_size": compacted,
+        "leaf0d": subleaves,
+    }))
+}
+
+/// The policy as text: features, maxima, the leaf and the sizes.
+pub fn policy_text(p: &Policy, cur_xcr0: Xfeatures, cur_xss: Xfeatures) -> CliResult<String> {
+    let leaf = p.leaf0d(cur_xcr0, cur_xss).map_err(|e| CliError::invalid(format!("current XCR0/XSS: {e}")))?;
+    let standard = p.standard_size(cur_xcr0).unwrap_or(0);
+    let compacted = p.compacted_size(cur_xcr0 | cur_xss).unwrap_or(0);
+    let features: Vec<&str> = p.features().iter().map(|f| f.name()).collect();
+    let mut out = String::new();
+    say!(out, "features: x87,sse{}{}", if features.is_empty() { "" } else { "," }, features.join(","));
+    say!(
+        out,
         "maximum XCR0 {} ({}), IA32_XSS {} ({})",
         p.xcr0_max(),
         p.xcr0_max().names(),
         p.xss_max(),
         p.xss_max().names()
     );
-    outln!("current XCR0 {cur_xcr0}, IA32_XSS {cur_xss}");
-    outln!();
-    outln!("CPUID leaf 0xD:");
-    outln!("{:>8}  {:>10} {:>10} {:>10} {:>10}", "subleaf", "EAX", "EBX", "ECX", "EDX");
+    say!(out, "current XCR0 {cur_xcr0}, IA32_XSS {cur_xss}");
+    say!(out);
+    say!(out, "CPUID leaf 0xD:");
+    say!(out, "{:>8}  {:>10} {:>10} {:>10} {:>10}", "subleaf", "EAX", "EBX", "ECX", "EDX");
     for (i, r) in leaf.iter() {
-        outln!("{:>8}  {:#010x} {:#010x} {:#010x} {:#010x}", format!("{i:#x}"), r.eax, r.ebx, r.ecx, r.edx);
+        say!(out, "{:>8}  {:#010x} {:#010x} {:#010x} {:#010x}", format!("{i:#x}"), r.eax, r.ebx, r.ecx, r.edx);
     }
-    outln!("(every other subleaf reads 0)");
-    outln!();
+    say!(out, "(every other subleaf reads 0)");
+    say!(out);
     let (smax, cmax) = (p.standard_size_max(), p.compacted_size_max());
-    outln!("standard size: {smax} ({smax:#x}) for the maximum, {standard} ({standard:#x}) for the current XCR0");
-    outln!(
+    say!(out, "standard size: {smax} ({smax:#x}) for the maximum, {standard} ({standard:#x}) for the current XCR0");
+    say!(
+        out,
         "compacted size: {cmax} ({cmax:#x}) for the maximum XCR0|XSS, {compacted} ({compacted:#x}) for the current{}",
         if p.compaction() { "" } else { " (the guest sees no XSAVEC/XSAVES)" }
     );
-    Ok(())
+    Ok(out)
 }
