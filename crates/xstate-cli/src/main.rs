@@ -6,6 +6,7 @@
 mod cmd;
 mod common;
 mod output;
+mod picture;
 
 use std::io::Write as _;
 use std::process::ExitCode;

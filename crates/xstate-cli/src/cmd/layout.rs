@@ -1,12 +1,17 @@
-//! `xstate layout [--cpuid FILE] [--xcr0 MASK] [--xss MASK] [--json]`: one CPU's geometry.
+//! `xstate layout [--cpuid FILE] [--xcr0 MASK] [--xss MASK] [--json] [--svg FILE] [--html FILE]`:
+//! one CPU's geometry, as a table, JSON or a picture; `xstate layout --diff A B`: two CPUs
+//! side by side, with the components that move.
 
 use clap::Args;
 use serde_json::{Value, json};
 use xstate::layout::{Outcome, SizeCheck};
 use xstate::{Layout, Xfeatures};
 
-use crate::common::{CliResult, CpuArgs, checked_masks, hex, mask_json, placeable, print_json};
-use crate::output::outln;
+use std::path::PathBuf;
+
+use crate::common::{CliError, CliResult, CpuArgs, Source, checked_masks, hex, mask_json, placeable, print_json, say, source, write_output};
+use crate::output::{emit, outln, summary};
+use crate::picture::{self, layout::Panel};
 
 /// Arguments of `xstate layout`: the CPU, and the XCR0 (standard size) and XCR0 | XSS
 /// (compacted size) to size for.
@@ -17,6 +22,16 @@ pub struct LayoutArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Draw the layout to scale as SVG into FILE (`-`: standard output).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Draw it into a self-contained HTML page with the component table (`-`: standard output).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Two CPUs side by side (each a CPUID source, as --cpuid): which components move, and
+    /// with --svg/--html the picture with them linked. --xcr0/--xss, if given, apply to both.
+    #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with_all = ["cpuid", "json"])]
+    pub diff: Option<Vec<PathBuf>>,
 }
 
 /// The layout as JSON, with the keys of the command-line contract plus details.
@@ -141,12 +156,110 @@ pub fn print_table(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> CliResul
     Ok(())
 }
 
+/// Writes the pictures `--svg` and `--html` ask for, each with a summary line.
+fn pictures(args: &LayoutArgs, panels: &[Panel<'_>]) -> CliResult {
+    let what = if panels.len() == 2 { "layouts" } else { "layout" };
+    let names: Vec<&str> = panels.iter().map(|p| p.name).collect();
+    for (path, bytes, kind) in [
+        (&args.svg, args.svg.as_ref().map(|_| picture::layout::svg(panels)), "SVG"),
+        (&args.html, args.html.as_ref().map(|_| picture::layout::html(panels)), "HTML"),
+    ] {
+        if let (Some(path), Some(bytes)) = (path, bytes) {
+            write_output(path, bytes.as_bytes())?;
+            summary(path, &format!("wrote {}: XSAVE {what} of {} ({kind}, {} bytes)\n", path.display(), names.join(" and "), bytes.len()))?;
+        }
+    }
+    Ok(())
+}
+
+/// One side of `--diff`: its source and the masks it is drawn for.
+fn diff_side(args: &LayoutArgs, path: &PathBuf) -> CliResult<(Source, Xfeatures, Xfeatures)> {
+    let src = source(Some(path))?;
+    let (xcr0, xss) = args.cpu.masks(&src, (None, None));
+    placeable(&src, xcr0 | xss)?;
+    let (xcr0, xss) = checked_masks(&src.layout, xcr0, xss).map_err(|e| CliError { message: format!("{}: {}", src.name, e.message), ..e })?;
+    Ok((src, xcr0, xss))
+}
+
+/// `xstate layout --diff A B`.
+fn diff(args: &LayoutArgs, pair: &[PathBuf]) -> CliResult {
+    let (a, b) = (diff_side(args, &pair[0])?, diff_side(args, &pair[1])?);
+    let panels = [
+        Panel { name: &a.0.name, layout: &a.0.layout, xcr0: a.1, xss: a.2 },
+        Panel { name: &b.0.name, layout: &b.0.layout, xcr0: b.1, xss: b.2 },
+    ];
+    if args.svg.is_some() || args.html.is_some() {
+        return pictures(args, &panels);
+    }
+    let (la, lb) = (&a.0.layout, &b.0.layout);
+    let (ca, cb) = ((a.1 | a.2) & la.supported(), (b.1 | b.2) & lb.supported());
+    let mut moved = Vec::new();
+    let mut rows = Vec::new();
+    let both = la.supported() & lb.supported();
+    for c in (la.supported() | lb.supported()).iter() {
+        let (ga, gb) = (la.geometry(c), lb.geometry(c));
+        let std = |g: Option<xstate::Geometry>| match g {
+            Some(g) if g.supervisor => "-".to_string(),
+            Some(g) => hex(g.offset),
+            None => "absent".to_string(),
+        };
+        let (oa, ob) = (la.compacted_offset(c, ca), lb.compacted_offset(c, cb));
+        let note = if !both.contains(c) {
+            format!("only on {}", if ga.is_some() { "A" } else { "B" })
+        } else if ga.map(|g| g.size) != gb.map(|g| g.size) {
+            "size differs".into()
+        } else if std(ga) != std(gb) {
+            moved.push(c.name().to_string());
+            "moves".into()
+        } else if oa != ob {
+            "compacted offset differs".into()
+        } else {
+            String::new()
+        };
+        rows.push(format!(
+            "{:>5}  {:<14} {:>6} {:>6}  {:>8} {:>8}  {:>9} {:>9}  {note}",
+            c.index(),
+            c.name().to_string(),
+            ga.map_or("-".into(), |g| g.size.to_string()),
+            gb.map_or("-".into(), |g| g.size.to_string()),
+            std(ga),
+            std(gb),
+            oa.map_or("-".into(), hex),
+            ob.map_or("-".into(), hex),
+        ));
+    }
+    let mut text = String::new();
+    let only_a = (la.supported() - lb.supported()).names().to_string();
+    let only_b = (lb.supported() - la.supported()).names().to_string();
+    say!(
+        text,
+        "{} component{} move between A and B in the standard format{}; only on A: {only_a}; only on B: {only_b}",
+        moved.len(),
+        if moved.len() == 1 { "" } else { "s" },
+        if moved.is_empty() { String::new() } else { format!(" ({})", moved.join(", ")) }
+    );
+    say!(text, "A: {} (XCR0 {}, IA32_XSS {})", a.0.name, a.1, a.2);
+    say!(text, "B: {} (XCR0 {}, IA32_XSS {})", b.0.name, b.1, b.2);
+    say!(text);
+    say!(text, "{:>5}  {:<14} {:>6} {:>6}  {:>8} {:>8}  {:>9} {:>9}", "index", "component", "size A", "B", "std A", "B", "compact A", "B");
+    for r in rows {
+        say!(text, "{r}");
+    }
+    emit(&text)
+}
+
 /// Runs `xstate layout`.
 pub fn run(args: &LayoutArgs) -> CliResult {
+    if let Some(pair) = &args.diff {
+        return diff(args, pair);
+    }
     let src = args.cpu.source()?;
     let (xcr0, xss) = args.cpu.masks(&src, (None, None));
     placeable(&src, xcr0 | xss)?;
     let (xcr0, xss) = checked_masks(&src.layout, xcr0, xss)?;
+    if args.svg.is_some() || args.html.is_some() {
+        return pictures(args, &[Panel { name: &src.name, layout: &src.layout, xcr0, xss }]);
+    }
     let notes = src.notes();
     // The XCR0 in force when the data was read: known on the host (XGETBV), inferred for a dump.
     let known_xcr0 = args.cpu.cpuid.is_none().then_some(src.default_xcr0);

@@ -100,3 +100,9 @@ pub fn s(path: &Path) -> &str {
 pub fn have(tool: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
 }
+
+/// Prints a measured figure where `cargo test` shows it (the stderr handle, not captured).
+pub fn note(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}

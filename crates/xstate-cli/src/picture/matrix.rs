@@ -1,0 +1,1 @@
+//! The fleet page of `xstate compat --matrix DIR --html FILE`.
