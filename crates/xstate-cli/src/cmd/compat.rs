@@ -16,8 +16,10 @@ use xstate::{Layout, Xfeatures};
 
 use crate::cmd::imageio::emit;
 use crate::common::{
-    CliError, CliResult, Source, mask_json, parse_mask, placeable, print_json, read_file, say, source,
+    CliError, CliResult, Source, mask_json, parse_mask, placeable, print_json, read_file, say, source, write_output,
 };
+use crate::output::{Destination, resolve};
+use xstate::fleet::Host;
 
 /// Appends text without a newline.
 macro_rules! say_part {
@@ -53,6 +55,10 @@ pub struct CompatArgs {
     /// A folder of CPUID dumps (searched recursively): print the fleet matrix.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["from", "to", "image"])]
     pub matrix: Option<PathBuf>,
+    /// With --matrix: also write the fleet page, one self-contained HTML file (`-`: standard
+    /// output, instead of the text).
+    #[arg(long, value_name = "FILE", requires = "matrix")]
+    pub html: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -111,7 +117,7 @@ fn names(fs: &[xstate::policy::Feature]) -> String {
 /// Runs `xstate compat`.
 pub fn run(args: &CompatArgs) -> CliResult {
     if let Some(dir) = &args.matrix {
-        return matrix(dir, args.json);
+        return matrix(dir, args.json, args.html.as_deref());
     }
     let (Some(from), Some(to)) = (&args.from, &args.to) else {
         return Err(CliError::usage("xstate compat needs --from A --to B, or --matrix DIR"));
@@ -284,7 +290,14 @@ fn class_key(l: &Layout) -> Vec<u64> {
     k
 }
 
-fn matrix(dir: &Path, as_json: bool) -> CliResult {
+fn matrix(dir: &Path, as_json: bool, html: Option<&Path>) -> CliResult {
+    let started = std::time::Instant::now();
+    let page_to_stdout = html.is_some_and(|h| matches!(resolve(h), Ok(Destination::Stdout)));
+    if page_to_stdout && as_json {
+        return Err(CliError::usage("--html - and --json both write to standard output: give --html a file"));
+    }
+    // Every host read, for the page's baseline (only with --html).
+    let mut hosts: Vec<Host> = Vec::new();
     let mut paths = Vec::new();
     files(dir, &mut paths)?;
     paths.sort();
@@ -302,7 +315,15 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
     let mut members: Vec<Vec<usize>> = Vec::new();
     for p in &paths {
         let name = p.strip_prefix(dir).unwrap_or(p).display().to_string();
-        match load(p) {
+        let loaded = load(p);
+        if html.is_some() {
+            let host = match &loaded {
+                Ok(src) => Host::from_cpuid(name.clone(), &src.cpuid).ok(),
+                Err(_) => crate::cmd::baseline::read_host(p, name.clone()).ok(),
+            };
+            hosts.extend(host);
+        }
+        match loaded {
             Ok(src) if !(src.omitted - catalogue_supervisor()).is_empty() => {
                 incomplete.push((name, src.omitted - catalogue_supervisor()));
             }
@@ -387,13 +408,11 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
         serde_json::to_writer(&mut out, &v)
             .map_err(|e| CliError::usage(format!("stdout: {e}")))
             .and_then(|()| writeln!(out).map_err(|e| CliError::usage(format!("stdout: {e}"))))?;
-        return Ok(());
+        drop(out);
     }
-    let mut out = String::new();
     let pairs = (counts[0] + counts[1] + counts[2]).max(1) as f64;
     let pct = |k: usize| 100.0 * counts[k] as f64 / pairs;
-    say!(
-        out,
+    let lead = format!(
         "{:.0}% of CPU pairs move as is, {:.0}% after re-layout, {:.0}% are incompatible ({} CPUs, {} layout classes)",
         pct(0),
         pct(1),
@@ -401,6 +420,36 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
         cpus.len(),
         n
     );
+    let written = match html {
+        Some(path) => {
+            let b = xstate::fleet::baseline(&hosts, xstate::policy::FeatureSet::EMPTY);
+            let fleet = crate::picture::matrix::Fleet {
+                dir: &dir.display().to_string(),
+                answer: &lead,
+                layouts: &layouts,
+                members: &members,
+                cpus: &cpus,
+                verdicts: &cv,
+                counts,
+                incomplete: &incomplete,
+                unusable: &unusable,
+                baseline: b.as_ref().map(|b| (b, &hosts[..])).map_err(|e| e.to_string()),
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            let page = crate::picture::matrix::page(&fleet);
+            write_output(path, page.as_bytes())?;
+            if page_to_stdout {
+                return Ok(());
+            }
+            Some((path, page.len()))
+        }
+        None => None,
+    };
+    if as_json {
+        return Ok(());
+    }
+    let mut out = String::new();
+    say!(out, "{lead}");
     let partial = cpu_notes.iter().filter(|n| !n.is_empty()).count();
     say!(
         out,
@@ -444,6 +493,9 @@ fn matrix(dir: &Path, as_json: bool) -> CliResult {
     }
     for (name, e) in &unusable {
         say!(out, "unusable: {name}: {e}");
+    }
+    if let Some((path, len)) = written {
+        say!(out, "wrote {}: the fleet page ({len} bytes)", path.display());
     }
     emit(&out)
 }

@@ -9,7 +9,10 @@ use xstate::{Layout, Xfeatures};
 
 use std::path::PathBuf;
 
-use crate::common::{CliError, CliResult, CpuArgs, Source, checked_masks, hex, mask_json, placeable, print_json, say, source, write_output};
+use crate::common::{
+    CliError, CliResult, CpuArgs, Source, checked_masks, hex, mask_json, placeable, print_json, say, source,
+    write_output,
+};
 use crate::output::{emit, outln, summary};
 use crate::picture::{self, layout::Panel};
 
@@ -166,7 +169,15 @@ fn pictures(args: &LayoutArgs, panels: &[Panel<'_>]) -> CliResult {
     ] {
         if let (Some(path), Some(bytes)) = (path, bytes) {
             write_output(path, bytes.as_bytes())?;
-            summary(path, &format!("wrote {}: XSAVE {what} of {} ({kind}, {} bytes)\n", path.display(), names.join(" and "), bytes.len()))?;
+            summary(
+                path,
+                &format!(
+                    "wrote {}: XSAVE {what} of {} ({kind}, {} bytes)\n",
+                    path.display(),
+                    names.join(" and "),
+                    bytes.len()
+                ),
+            )?;
         }
     }
     Ok(())
@@ -177,7 +188,8 @@ fn diff_side(args: &LayoutArgs, path: &PathBuf) -> CliResult<(Source, Xfeatures,
     let src = source(Some(path))?;
     let (xcr0, xss) = args.cpu.masks(&src, (None, None));
     placeable(&src, xcr0 | xss)?;
-    let (xcr0, xss) = checked_masks(&src.layout, xcr0, xss).map_err(|e| CliError { message: format!("{}: {}", src.name, e.message), ..e })?;
+    let (xcr0, xss) = checked_masks(&src.layout, xcr0, xss)
+        .map_err(|e| CliError { message: format!("{}: {}", src.name, e.message), ..e })?;
     Ok((src, xcr0, xss))
 }
 
@@ -241,7 +253,18 @@ fn diff(args: &LayoutArgs, pair: &[PathBuf]) -> CliResult {
     say!(text, "A: {} (XCR0 {}, IA32_XSS {})", a.0.name, a.1, a.2);
     say!(text, "B: {} (XCR0 {}, IA32_XSS {})", b.0.name, b.1, b.2);
     say!(text);
-    say!(text, "{:>5}  {:<14} {:>6} {:>6}  {:>8} {:>8}  {:>9} {:>9}", "index", "component", "size A", "B", "std A", "B", "compact A", "B");
+    say!(
+        text,
+        "{:>5}  {:<14} {:>6} {:>6}  {:>8} {:>8}  {:>9} {:>9}",
+        "index",
+        "component",
+        "size A",
+        "B",
+        "std A",
+        "B",
+        "compact A",
+        "B"
+    );
     for r in rows {
         say!(text, "{r}");
     }

@@ -67,7 +67,8 @@ fn legacy_blocks(l: &Layout) -> Vec<Block> {
         label: label.into(),
         title: title.into(),
     };
-    let mut v = vec![b(0, 160, "x87", "x87 (0): FPU registers, bytes 0..160 of the legacy region", Some(Component::X87))];
+    let mut v =
+        vec![b(0, 160, "x87", "x87 (0): FPU registers, bytes 0..160 of the legacy region", Some(Component::X87))];
     if l.user_supported().contains(Component::SSE) {
         v.push(b(160, 416, "sse", "sse (1): XMM registers 160..416 (MXCSR at 24)", Some(Component::SSE)));
     }
@@ -105,7 +106,12 @@ fn standard_blocks(p: &Panel<'_>) -> Vec<Block> {
             kind: Kind::Hole,
             component: None,
             label: "hole".into(),
-            title: format!("hole {:#x}..{:#x} ({} bytes): no component of this CPU lives here", h.start, h.end, h.end - h.start),
+            title: format!(
+                "hole {:#x}..{:#x} ({} bytes): no component of this CPU lives here",
+                h.start,
+                h.end,
+                h.end - h.start
+            ),
         });
     }
     v
@@ -210,7 +216,13 @@ fn draw_row(
     label: &str,
     lanes_above: bool,
 ) -> (Vec<(Component, f64, f64)>, f64) {
-    put!(o, "<text x=\"8\" y=\"{:.1}\" font-size=\"12\" font-weight=\"bold\"><title>{}</title>{}</text>", y + 14.0, esc(label), esc(&short(label)));
+    put!(
+        o,
+        "<text x=\"8\" y=\"{:.1}\" font-size=\"12\" font-weight=\"bold\"><title>{}</title>{}</text>",
+        y + 14.0,
+        esc(label),
+        esc(&short(label))
+    );
     put!(o, "<text x=\"8\" y=\"{:.1}\" font-size=\"11\" fill=\"#566573\">{}</text>", y + 28.0, row.key());
     let mut extents = Vec::new();
     for b in blocks {
@@ -273,12 +285,7 @@ fn draw_row(
             "<line class=\"leader\" x1=\"{bx:.1}\" y1=\"{edge:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#7f8c8d\" stroke-width=\"0.6\"/>",
             if lanes_above { ly + 1.0 } else { ly - 9.0 }
         );
-        put!(
-            o,
-            "<text x=\"{:.1}\" y=\"{ty:.1}\" font-size=\"10\" fill=\"#1c2833\">{}</text>",
-            x + 1.0,
-            esc(&text)
-        );
+        put!(o, "<text x=\"{:.1}\" y=\"{ty:.1}\" font-size=\"10\" fill=\"#1c2833\">{}</text>", x + 1.0, esc(&text));
     }
     (extents, n as f64 * LANE_H + if n > 0 { 6.0 } else { 0.0 })
 }
@@ -291,14 +298,28 @@ fn axis(o: &mut String, s: &Scale, y: f64, bottom: f64) {
     let mut b = 0u32;
     while f64::from(b) <= s.bytes {
         let x = s.x(b);
-        put!(o, "<line x1=\"{x:.1}\" y1=\"{y:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\" stroke=\"#eaeded\" stroke-width=\"1\"/>");
-        put!(o, "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#566573\" text-anchor=\"middle\">{b:#x}</text>", y - 3.0);
+        put!(
+            o,
+            "<line x1=\"{x:.1}\" y1=\"{y:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\" stroke=\"#eaeded\" stroke-width=\"1\"/>"
+        );
+        put!(
+            o,
+            "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#566573\" text-anchor=\"middle\">{b:#x}</text>",
+            y - 3.0
+        );
         b += step;
     }
 }
 
 /// The links between the same component on two rows where it sits at another offset.
-fn links(o: &mut String, a: &[(Component, f64, f64)], b: &[(Component, f64, f64)], ya: f64, yb: f64, row: Row) -> Vec<Component> {
+fn links(
+    o: &mut String,
+    a: &[(Component, f64, f64)],
+    b: &[(Component, f64, f64)],
+    ya: f64,
+    yb: f64,
+    row: Row,
+) -> Vec<Component> {
     let mut moved = Vec::new();
     for &(c, a0, a1) in a {
         let Some(&(_, b0, b1)) = b.iter().find(|e| e.0 == c) else { continue };
@@ -327,7 +348,11 @@ pub fn short(name: &str) -> String {
     let base = base.strip_suffix(".txt").or_else(|| base.strip_suffix(".json")).unwrap_or(base);
     let base = base.strip_suffix("_CPUID").unwrap_or(base);
     let base = base.strip_prefix("GenuineIntel").or_else(|| base.strip_prefix("AuthenticAMD")).unwrap_or(base);
-    if base.chars().count() > 24 { format!("{}…", base.chars().take(23).collect::<String>()) } else { base.to_string() }
+    if base.chars().count() > 24 {
+        format!("{}…", base.chars().take(23).collect::<String>())
+    } else {
+        base.to_string()
+    }
 }
 
 fn describe(p: &Panel<'_>) -> String {
@@ -404,7 +429,12 @@ pub fn svg(panels: &[Panel<'_>]) -> String {
             let moved = links(&mut body, &ea, &eb, ya + ROW_H, yb, row);
             if !moved.is_empty() {
                 let names: Vec<String> = moved.iter().map(|c| c.name().to_string()).collect();
-                notes.push(format!("{} row: {} move{}", row.key(), names.join(", "), if moved.len() == 1 { "s" } else { "" }));
+                notes.push(format!(
+                    "{} row: {} move{}",
+                    row.key(),
+                    names.join(", "),
+                    if moved.len() == 1 { "s" } else { "" }
+                ));
             }
             y = yb + ROW_H + below + 22.0;
         } else if let Some(p) = panels.first() {
@@ -523,7 +553,8 @@ pub fn html(panels: &[Panel<'_>]) -> String {
         o.push_str("</table>");
         let holes = l.holes(l.user_supported()).unwrap_or_default();
         if !holes.is_empty() {
-            let h: Vec<String> = holes.iter().map(|r| format!("{:#x}..{:#x} ({} bytes)", r.start, r.end, r.end - r.start)).collect();
+            let h: Vec<String> =
+                holes.iter().map(|r| format!("{:#x}..{:#x} ({} bytes)", r.start, r.end, r.end - r.start)).collect();
             put!(o, "<p class=\"note\">holes of the standard format: {}</p>", esc(&h.join(", ")));
         }
     }
