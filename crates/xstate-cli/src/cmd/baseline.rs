@@ -287,6 +287,9 @@ pub fn baseline_text(b: &Baseline, hosts: &[Host]) -> String {
                 let mut given: Vec<String> = feature_names(gives_up.components);
                 given.extend(gives_up.instructions.iter().map(|f| f.name().to_string()));
                 let mut line = format!("  {:<width$}  class {class}  gives up {}", h.name, list(&given));
+                if !h.omitted.is_empty() {
+                    line += &format!("; not placed by its source (CPUID 0xD subleaf missing): {}", h.omitted.names());
+                }
                 if !gives_up.flags.is_empty() {
                     let flags: Vec<&str> = gives_up.flags.iter().map(|&g| b.gates[g].gate.flag.name).collect();
                     line += &format!("; flags cleared: {}", flags.join(", "));
