@@ -110,6 +110,15 @@ fn matrix_page() {
     assert_eq!(h.matches("<svg").count(), classes, "a picture per class");
     assert!(h.contains("baseline of 352 hosts"), "the baseline is on the page");
     assert!(h.contains("id=\"how\""), "how the figures were computed");
+    // --html belongs to --matrix; --html - and --json would both write to stdout.
+    let one = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    let (code, _, err) = xstate(&["compat", "--from", s(&one), "--to", s(&one), "--html", s(&dir.join("x.html"))]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!dir.join("x.html").exists());
+    assert_eq!(xstate(&["compat", "--matrix", s(&d), "--html", "-", "--json"]).0, 2);
+    let (code, out, _) = xstate(&["compat", "--matrix", s(&d), "--html", "-"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("<!DOCTYPE html>"), "the page alone on stdout");
 }
 
 /// A headless chromium run: the PNG and the DOM after load.

@@ -119,6 +119,9 @@ pub fn run(args: &CompatArgs) -> CliResult {
     if let Some(dir) = &args.matrix {
         return matrix(dir, args.json, args.html.as_deref());
     }
+    if args.html.is_some() {
+        return Err(CliError::usage("--html draws the fleet page of --matrix DIR; it has no effect with --from/--to"));
+    }
     let (Some(from), Some(to)) = (&args.from, &args.to) else {
         return Err(CliError::usage("xstate compat needs --from A --to B, or --matrix DIR"));
     };
