@@ -87,6 +87,9 @@ fn two_cpus_link_moved_components() {
     // Usage: --diff takes two CPUs and replaces --cpuid.
     assert_eq!(xstate(&["layout", "--diff", s(&skx)]).0, 2);
     assert_eq!(xstate(&["layout", "--diff", s(&skx), s(&zen4), "--cpuid", s(&skx)]).0, 2);
+    assert_eq!(xstate(&["layout", "--cpuid", s(&skx), "--svg", "-", "--json"]).0, 2, "--json would be ignored");
+    let (code, out, _) = xstate(&["layout", "--cpuid", s(&skx), "--svg", "-", "--html", "-"]);
+    assert_eq!((code, out.is_empty()), (2, true), "two documents on one stdout");
     // An output that cannot be written: exit 2, nothing left behind.
     let (code, _, err) = xstate(&["layout", "--cpuid", s(&skx), "--svg", "/nonexistent/dir/x.svg"]);
     assert_eq!(code, 2, "{err}");

@@ -13,7 +13,7 @@ use crate::common::{
     CliError, CliResult, CpuArgs, Source, checked_masks, hex, mask_json, placeable, print_json, say, source,
     write_output,
 };
-use crate::output::{emit, outln, summary};
+use crate::output::{Destination, emit, outln, resolve, summary};
 use crate::picture::{self, layout::Panel};
 
 /// Arguments of `xstate layout`: the CPU, and the XCR0 (standard size) and XCR0 | XSS
@@ -26,10 +26,10 @@ pub struct LayoutArgs {
     #[arg(long)]
     pub json: bool,
     /// Draw the layout to scale as SVG into FILE (`-`: standard output).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
     pub svg: Option<PathBuf>,
     /// Draw it into a self-contained HTML page with the component table (`-`: standard output).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
     pub html: Option<PathBuf>,
     /// Two CPUs side by side (each a CPUID source, as --cpuid): which components move, and
     /// with --svg/--html the picture with them linked. --xcr0/--xss, if given, apply to both.
@@ -161,6 +161,10 @@ pub fn print_table(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> CliResul
 
 /// Writes the pictures `--svg` and `--html` ask for, each with a summary line.
 fn pictures(args: &LayoutArgs, panels: &[Panel<'_>]) -> CliResult {
+    let to_stdout = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| matches!(resolve(p), Ok(Destination::Stdout)));
+    if to_stdout(&args.svg) && to_stdout(&args.html) {
+        return Err(CliError::usage("--svg and --html both write to standard output: give one of them a file"));
+    }
     let what = if panels.len() == 2 { "layouts" } else { "layout" };
     let names: Vec<&str> = panels.iter().map(|p| p.name).collect();
     for (path, bytes, kind) in [
