@@ -141,7 +141,9 @@ fn chromium(page: &Path, dir: &Path, width: u32, height: u32) -> (Vec<u8>, Strin
     ];
     let url = format!("file://{}", page.display());
     let run = |extra: &[String]| {
-        let out = Command::new("chromium")
+        // A hung browser fails the test after two minutes instead of hanging CI.
+        let out = Command::new("timeout")
+            .args(["120", "chromium"])
             .args(flags)
             .arg(format!("--user-data-dir={}", profile.display()))
             .args(extra)
