@@ -21,6 +21,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(core) = CoreFpu::parse(bytes) else { return };
     let _ = core.held();
     let Ok(c) = record::read(Format::CriuCore, bytes, &l, &Options::default()) else { return };
-    let out = record::patch(Format::CriuCore, bytes, &c, &l, &Options::default()).expect("a read state patches back");
+    let out = record::patch(Format::CriuCore, bytes, &c, &l, &l, &Options::default()).expect("a read state patches back");
     assert_eq!(out, bytes, "an unchanged state gives the file back");
 });

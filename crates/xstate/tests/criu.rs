@@ -73,11 +73,11 @@ fn core_image_patch_round_trips_and_carries_an_edit() {
     let Some(bytes) = fixture("core-5922.img") else { return };
     let from = layout(AMD_ZEN4);
     let c = record::read(Format::CriuCore, &bytes, &from, &Options::default()).unwrap();
-    assert_eq!(record::patch(Format::CriuCore, &bytes, &c, &from, &Options::default()).unwrap(), bytes);
+    assert_eq!(record::patch(Format::CriuCore, &bytes, &c, &from, &from, &Options::default()).unwrap(), bytes);
     // Read on Intel's layout, patched from it: still the same file.
     let intel = layout(INTEL_SAPPHIRE_RAPIDS);
     let ci = record::read(Format::CriuCore, &bytes, &intel, &Options::default()).unwrap();
-    assert_eq!(record::patch(Format::CriuCore, &bytes, &ci, &intel, &Options::default()).unwrap(), bytes);
+    assert_eq!(record::patch(Format::CriuCore, &bytes, &ci, &intel, &intel, &Options::default()).unwrap(), bytes);
 
     // Edit zmm17 lane 3 (Hi16_ZMM) and xmm0 (SSE), patch, read back.
     let mut edited = c.clone();
@@ -86,7 +86,7 @@ fn core_image_patch_round_trips_and_carries_an_edit() {
     let at = hi16.start + 64 + 24;
     img[at..at + 8].copy_from_slice(&0x1234_5678_9abc_def0u64.to_le_bytes());
     img[160..168].copy_from_slice(&0x0bad_cafe_u64.to_le_bytes());
-    let out = record::patch(Format::CriuCore, &bytes, &edited, &from, &Options::default()).unwrap();
+    let out = record::patch(Format::CriuCore, &bytes, &edited, &from, &from, &Options::default()).unwrap();
     assert_ne!(out, bytes);
     let back = record::read(Format::CriuCore, &out, &from, &Options::default()).unwrap();
     assert_eq!(back.states[0].image, edited.states[0].image);
@@ -115,7 +115,7 @@ fn core_image_refuses_what_it_cannot_hold_or_place() {
     big[tc.start] = 1;
     s.image = Some(big);
     s.rfbm = Some(Xfeatures(0x600e7));
-    let e = record::patch(Format::CriuCore, &bytes, &ci, &amx, &Options::default()).unwrap_err();
+    let e = record::patch(Format::CriuCore, &bytes, &ci, &amx, &amx, &Options::default()).unwrap_err();
     assert_eq!(e.rule, Rule::NotHeld, "{e}");
     assert!(e.to_string().contains("tilecfg") || e.to_string().contains("TILECFG"), "{e}");
     let _ = c;
@@ -183,7 +183,7 @@ fn hostile_bytes_are_errors_never_panics() {
         let mut b = bytes.clone();
         b[i] ^= 0xff;
         if let Ok(c) = record::read(Format::CriuCore, &b, &l, &Options::default()) {
-            let _ = record::patch(Format::CriuCore, &b, &c, &l, &Options::default());
+            let _ = record::patch(Format::CriuCore, &b, &c, &l, &l, &Options::default());
         }
     }
     let e = record::read(Format::CriuCore, &bytes[..100], &l, &Options::default()).unwrap_err();
@@ -202,7 +202,7 @@ fn unused_fields_and_legacy_bits_survive_a_patch_unchanged() {
     let c = record::read(Format::CriuCore, &bytes, &l, &Options::default()).unwrap();
     let img = c.states[0].image.as_ref().unwrap();
     assert_eq!(img.image().xstate_bv(), Xfeatures(0x87));
-    assert_eq!(record::patch(Format::CriuCore, &bytes, &c, &l, &Options::default()).unwrap(), bytes);
+    assert_eq!(record::patch(Format::CriuCore, &bytes, &c, &l, &l, &Options::default()).unwrap(), bytes);
     // xstate_bv with bit 63 has no field: refused, not dropped.
     let mut b63 = fixture("core-5922.img").unwrap();
     let at = b63.windows(6).position(|w| w == b"\x6a\xff\x11\x08\xe7\x01").unwrap();

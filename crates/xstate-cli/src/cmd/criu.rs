@@ -149,8 +149,8 @@ pub fn run(a: &CriuArgs) -> CliResult {
         };
         let buf = xstate::image::ImageBuf::from_bytes(&bytes).map_err(|e| invalid(path, e))?;
         let contents = Contents::one(Format::Image, State::new(Some(buf), Some(rfbm)));
-        let out =
-            record::patch(Format::CriuCore, &t.bytes, &contents, layout, &opts).map_err(|e| invalid(&t.path, e))?;
+        let out = record::patch(Format::CriuCore, &t.bytes, &contents, layout, layout, &opts)
+            .map_err(|e| invalid(&t.path, e))?;
         return write_output(a.output.as_deref().unwrap_or(&t.path), &out);
     }
 

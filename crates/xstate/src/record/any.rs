@@ -55,11 +55,13 @@ pub enum Format {
     CriuCore,
     /// A CRIU `cpuinfo.img` (no image: [`super::criu::cpuinfo`]).
     CriuCpuinfo,
+    /// A QEMU migration stream (`migrate file:`): every vCPU's `cpu` section.
+    Qemu,
 }
 
 impl Format {
     /// Every format.
-    pub const ALL: [Format; 15] = [
+    pub const ALL: [Format; 16] = [
         Format::Image,
         Format::XenDomctl,
         Format::FcBlob,
@@ -75,6 +77,7 @@ impl Format {
         Format::ElfCore,
         Format::CriuCore,
         Format::CriuCpuinfo,
+        Format::Qemu,
     ];
 
     /// The command-line name.
@@ -95,6 +98,7 @@ impl Format {
             Format::ElfCore => "elf-core",
             Format::CriuCore => "criu-core",
             Format::CriuCpuinfo => "criu-cpuinfo",
+            Format::Qemu => "qemu",
         }
     }
 
@@ -105,7 +109,14 @@ impl Format {
 
     /// Whether [`write()`] can produce this format.
     pub const fn writable(self) -> bool {
-        !matches!(self, Format::ElfCore | Format::CriuCore | Format::CriuCpuinfo)
+        !matches!(self, Format::ElfCore | Format::CriuCore | Format::CriuCpuinfo) && !self.is_container()
+    }
+
+    /// Whether the format is a tool's whole file holding states among other things (a QEMU
+    /// stream, a VMM snapshot), written by [`patch()`]ing an existing file rather than from
+    /// nothing.
+    pub const fn is_container(self) -> bool {
+        matches!(self, Format::Qemu)
     }
 }
 
@@ -137,6 +148,9 @@ pub struct Options {
     pub vcpu: Option<u32>,
     /// Fields a writer may lose when the target cannot hold them (else [`Rule::NotHeld`]).
     pub drop: FieldSet,
+    /// The accelerator that wrote a QEMU stream, where the stream's evidence does not say
+    /// ([`super::qemu`]).
+    pub qemu_accel: Option<super::qemu::Accel>,
 }
 
 /// A set of [`Field`]s a conversion may drop.
@@ -179,6 +193,7 @@ const fn holds(f: Format) -> Holds {
         Format::XsaveLayout | Format::CriuCpuinfo => (false, false, false, false, false),
         Format::CriuCore => (true, false, false, false, false),
         Format::ElfCore => (true, true, false, false, true),
+        Format::Qemu => (true, true, true, false, true),
     };
     Holds { image, xcr0, xss, accum, vcpu }
 }
@@ -295,7 +310,7 @@ pub fn read(format: Format, bytes: &[u8], layout: &Layout, opts: &Options) -> Re
         }
         Format::XsaveLayout => {
             let n = LayoutNote::parse(bytes)?;
-            Contents { format: f, layout: Some(n.to_layout(layout.features())?), states: Vec::new() }
+            Contents { format: f, layout: Some(n.to_layout(layout.features())?), states: Vec::new(), notes: Vec::new() }
         }
         Format::SigFrame => {
             let s = SigFrame::parse(bytes, layout)?;
@@ -339,7 +354,7 @@ pub fn read(format: Format, bytes: &[u8], layout: &Layout, opts: &Options) -> Re
                 s.id = t.tid.map(StateId::Thread);
                 states.push(s);
             }
-            Contents { format: f, layout: layout_own, states }
+            Contents { format: f, layout: layout_own, states, notes: Vec::new() }
         }
         Format::CriuCore => {
             // CRIU keeps components, not offsets: the image is laid out for `layout`.
@@ -350,43 +365,10 @@ pub fn read(format: Format, bytes: &[u8], layout: &Layout, opts: &Options) -> Re
         }
         Format::CriuCpuinfo => {
             CpuInfo::parse(bytes)?;
-            Contents { format: f, layout: None, states: Vec::new() }
+            Contents { format: f, layout: None, states: Vec::new(), notes: Vec::new() }
         }
+        Format::Qemu => super::qemu::read(bytes, layout, opts.qemu_accel)?,
     })
-}
-
-/// Writes the one state of `contents`, whose image is laid out for `from`, into `original`,
-/// a file of `format`, by patching (DESIGN.md "Formats at the edge"): the file's bytes stay as
-/// they were except the state and the lengths and checksums depending on it, so an unchanged
-/// state gives `original` back. Only container formats are patched (CRIU's core image); the
-/// others are written whole by [`write()`].
-pub fn patch(
-    format: Format,
-    original: &[u8],
-    contents: &Contents,
-    from: &Layout,
-    opts: &Options,
-) -> Result<Vec<u8>, RecordError> {
-    let f = format;
-    let st = match contents.states.as_slice() {
-        [one] => one,
-        _ => return Err(RecordError::new(f, Rule::Conversion, None, Detail::Text("patch one state at a time"))),
-    };
-    let src = st.image.as_ref().ok_or_else(|| RecordError::new(f, Rule::NoImage, None, Detail::None))?;
-    let rfbm = st.rfbm.or(opts.xcr0).ok_or_else(|| needs(f, Field::Xcr0))?;
-    match f {
-        Format::CriuCore => {
-            let core = CoreFpu::parse(original)?;
-            let img = convert(src, from, from, rfbm & from.user_supported(), Target::Standard)
-                .map_err(|e| conversion(f, e))?;
-            let out = core.patch(&img.image(), from)?;
-            CoreFpu::parse(&out)?;
-            Ok(out)
-        }
-        _ => {
-            Err(RecordError::new(f, Rule::Conversion, None, Detail::Text("this format is written whole, not patched")))
-        }
-    }
 }
 
 fn conversion(format: Format, e: ConvertError) -> RecordError {
@@ -454,6 +436,14 @@ pub fn write(
     opts: &Options,
 ) -> Result<Vec<u8>, RecordError> {
     let f = format;
+    if f.is_container() {
+        return Err(RecordError::new(
+            f,
+            Rule::Conversion,
+            None,
+            Detail::Text("written by patching a file of the format (record::patch), not from nothing"),
+        ));
+    }
     if !f.writable() {
         let why = match f {
             Format::CriuCore => {
@@ -623,13 +613,68 @@ pub fn write(
             }
             .to_bytes()
         }
-        Format::KvmXcrs | Format::XsaveLayout | Format::ElfCore | Format::CriuCore | Format::CriuCpuinfo => {
-            unreachable_format(f)?
-        }
+        Format::KvmXcrs
+        | Format::XsaveLayout
+        | Format::ElfCore
+        | Format::CriuCore
+        | Format::CriuCpuinfo
+        | Format::Qemu => unreachable_format(f)?,
     };
     let mut check = *opts;
     check.xcr0 = xcr0;
     read(f, &out, to, &check)?;
+    Ok(out)
+}
+
+/// Writes the states of `contents`, whose images are laid out for `from`, into `original`, a
+/// file of the container `format` ([`Format::is_container`]) or a CRIU core image (one
+/// thread's state): patching, as DESIGN.md "Formats at the edge" has it. The original bytes stay except the states written (each replacing the
+/// state of its vCPU; a file of one vCPU takes a state without one) and the lengths and
+/// checksums that depend on them, so a file read and patched with its own contents comes back
+/// byte for byte. `to` is the layout the container's consumer restores with (a snapshot's host;
+/// a QEMU stream holds no layout and takes `from`'s). The result is read back before it is
+/// returned.
+pub fn patch(
+    format: Format,
+    original: &[u8],
+    contents: &Contents,
+    from: &Layout,
+    to: &Layout,
+    opts: &Options,
+) -> Result<Vec<u8>, RecordError> {
+    let f = format;
+    let out = match f {
+        Format::CriuCore => {
+            // One thread's state: CRIU stores components, not offsets.
+            let st = match contents.states.as_slice() {
+                [one] => one,
+                _ => {
+                    return Err(RecordError::new(f, Rule::Conversion, None, Detail::Text("patch one state at a time")));
+                }
+            };
+            let src = st.image.as_ref().ok_or_else(|| RecordError::new(f, Rule::NoImage, None, Detail::None))?;
+            let rfbm = st.rfbm.or(opts.xcr0).ok_or_else(|| needs(f, Field::Xcr0))?;
+            let core = CoreFpu::parse(original)?;
+            let img =
+                convert(src, from, to, rfbm & from.user_supported(), Target::Standard).map_err(|e| conversion(f, e))?;
+            let out = core.patch(&img.image(), to)?;
+            CoreFpu::parse(&out)?;
+            return Ok(out);
+        }
+        Format::Qemu => {
+            let _ = to;
+            super::qemu::patch(original, &contents.states, from, opts.qemu_accel)?
+        }
+        _ => {
+            return Err(RecordError::new(
+                f,
+                Rule::Conversion,
+                None,
+                Detail::Text("not a container format: write it (record::write)"),
+            ));
+        }
+    };
+    read(f, &out, to, opts)?;
     Ok(out)
 }
 
@@ -654,6 +699,9 @@ pub fn detect(bytes: &[u8], layout: &Layout) -> Option<Format> {
     }
     if bytes.starts_with(&MAGIC) {
         return Some(Format::Portable);
+    }
+    if u32_at(bytes, 0) == Some(super::qemu::MAGIC.swap_bytes()) {
+        return Some(Format::Qemu);
     }
     if u32_at(bytes, 0) == Some(PV_VCPU_XSAVE)
         && u32_at(bytes, 4).is_some_and(|l| (l as usize).checked_add(7).map(|r| 8 + (r & !7)) == Some(len) && l >= 8)

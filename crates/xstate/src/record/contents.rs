@@ -7,6 +7,7 @@
 //! such a field unless the caller gives it ([`super::Options`]), and refuses to lose a field
 //! the target cannot hold unless the caller drops it ([`Field`], [`super::Options::drop`]).
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -173,14 +174,18 @@ pub struct Contents {
     pub format: Format,
     /// The layout the record carries (portable record, layout note, core with a layout note).
     pub layout: Option<Layout>,
-    /// The states, one per vCPU or thread (a core has one per thread; every other format one).
+    /// The states, one per vCPU or thread (a core or a container has one per thread or vCPU;
+    /// every other format one).
     pub states: Vec<State>,
+    /// What the reader found out about the file that a user should know: how the states were
+    /// located and read (a QEMU stream's accelerator, a Firecracker state found by content).
+    pub notes: Vec<String>,
 }
 
 impl Contents {
     /// Contents of one state.
     pub fn one(format: Format, state: State) -> Contents {
-        Contents { format, layout: None, states: alloc::vec![state] }
+        Contents { format, layout: None, states: alloc::vec![state], notes: Vec::new() }
     }
 
     /// The same contents carrying `layout`.

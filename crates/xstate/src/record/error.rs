@@ -1,5 +1,6 @@
 //! The one error type of every record parser and writer: format, rule, byte offset, detail.
 
+use alloc::string::String;
 use core::fmt;
 
 use super::{Field, Format};
@@ -67,6 +68,11 @@ pub enum Rule {
     /// The protobuf wire encoding must be well formed, with the fields and element counts the
     /// message needs (CRIU images).
     Wire,
+    /// A container's structure is not what its tool writes (a section, a footer, a length).
+    Framing,
+    /// The file does not say something the result depends on, or says two contradicting
+    /// things (give it, or refuse).
+    Ambiguous,
 }
 
 impl Rule {
@@ -99,6 +105,8 @@ impl Rule {
             Rule::NeedsField => "the target format records a field the source does not carry",
             Rule::NoStateForm => "the target format has no form for \"no xsave state\"",
             Rule::Wire => "the protobuf encoding must be well formed with the fields CRIU needs",
+            Rule::Framing => "the file's structure must be what its tool writes",
+            Rule::Ambiguous => "the file must say what the result depends on, once",
         }
     }
 }
@@ -179,6 +187,8 @@ pub enum Detail {
     Text(&'static str),
     /// The field a conversion would lose or lacks.
     Field(Field),
+    /// What is at fault, in words built from the file (a section's name, a field's shape).
+    Message(String),
 }
 
 /// A record that cannot be read or written.
@@ -340,6 +350,11 @@ impl fmt::Display for RecordError {
             }
             Detail::Convert(e) => write!(f, "{}: {e}", self.rule.text()),
             Detail::Text(t) => {
+                write!(f, "{}", self.rule.text())?;
+                at(f)?;
+                write!(f, ": {t}")
+            }
+            Detail::Message(t) => {
                 write!(f, "{}", self.rule.text())?;
                 at(f)?;
                 write!(f, ": {t}")

@@ -16,6 +16,7 @@
 //! | [`portable`] | xstate's versioned record carrying its own layout descriptor |
 //! | [`elf`] | the extended-state notes of an ELF core dump |
 //! | [`criu`] | CRIU checkpoint images: a thread's `core-<tid>.img`, `cpuinfo.img` |
+//! | [`qemu`] | QEMU's migration stream: every vCPU's `cpu` section (containers: [`patch()`]) |
 //!
 //! [`read()`] and [`write()`] move any of them through one intermediate, [`Contents`] (the
 //! file-level facts and one [`State`] per vCPU or thread, each saying only what the record
@@ -28,10 +29,12 @@ pub mod criu;
 pub mod elf;
 mod error;
 pub mod fc_blob;
+pub mod json;
 pub mod kvm;
 pub mod linux;
 pub mod portable;
 mod protobuf;
+pub mod qemu;
 pub mod xen;
 
 pub use any::{FieldSet, Format, Options, detect, patch, read, write};

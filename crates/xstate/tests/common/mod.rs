@@ -58,3 +58,21 @@ pub fn note(line: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "{line}");
 }
+
+/// The bytes of `fixtures/REL` in the shared folder; `None` after printing "SKIP: …
+/// `not_checked`" where it is missing.
+pub fn fixture_or_skip(rel: &str, not_checked: &str) -> Option<Vec<u8>> {
+    let p = match std::env::var_os("XSTATE_SHARED") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
+    }
+    .join("fixtures")
+    .join(rel);
+    match std::fs::read(&p) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            skip!("{} not readable ({e}; set XSTATE_SHARED): {not_checked}", p.display());
+            None
+        }
+    }
+}
