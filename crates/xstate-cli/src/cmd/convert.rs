@@ -15,7 +15,7 @@ use xstate::Xfeatures;
 use xstate::image::{ImageBuf, Target, convert_between};
 use xstate::record::{Field, FieldSet, Options};
 
-use crate::cmd::imageio::{ImageFormat, XenArgs, check_image_size, load, raw_state, records_xcr0, store};
+use crate::cmd::imageio::{ImageFormat, VmmArgs, XenArgs, check_image_size, load_vcpu, raw_state, records_xcr0, store};
 use crate::common::{
     CliError, CliResult, CpuArgs, checked_masks, mask_json, parse_mask, placeable, source, write_output,
 };
@@ -61,7 +61,9 @@ pub struct ConvertArgs {
     /// Output file, written atomically (`-`: standard output).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: PathBuf,
-    /// The vCPU to record where the source has none (Xen HVM instance, PV vcpu_id).
+    /// The vCPU: the one to read from a file holding several (a QEMU stream, a VMM snapshot),
+    /// the one to write into with --into, and the one to record where the source has none
+    /// (Xen HVM instance, PV vcpu_id).
     #[arg(long, value_name = "N")]
     pub vcpu: Option<u32>,
     /// Fields of the source the output format cannot hold, to drop rather than refuse:
@@ -71,6 +73,14 @@ pub struct ConvertArgs {
     /// Xen's host and domain policy, for Xen records read or written.
     #[command(flatten)]
     pub xen: XenArgs,
+    /// The file to write the state into when --to-format is a container (a QEMU stream, a VMM
+    /// snapshot): OUT is that file with vCPU --vcpu's state replaced. Without it, the input
+    /// itself is the container, every vCPU converted for --to-cpuid.
+    #[arg(long, value_name = "FILE")]
+    pub into: Option<PathBuf>,
+    /// What a QEMU stream or VMM snapshot does not say.
+    #[command(flatten)]
+    pub vmm: VmmArgs,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -103,15 +113,21 @@ pub fn run(args: &ConvertArgs) -> CliResult {
     if args.to_format == ImageFormat::Auto {
         return Err(CliError::usage("--to-format auto: name the output format"));
     }
+    if let Some(f) = args.to_format.as_record().filter(|f| f.is_container()) {
+        return crate::cmd::container::run(args, f);
+    }
+    if args.into.is_some() {
+        return Err(CliError::usage("--into applies to a container --to-format (qemu)"));
+    }
     let src = args.cpu.source()?;
     let dst = match &args.to_cpuid {
         Some(p) => Some(source(Some(p))?),
         None => None,
     };
     let name = args.image.display().to_string();
-    let mut opts = Options::default();
+    let mut opts = args.vmm.apply(Options::default());
     opts.xen = args.xen.host(&src.layout);
-    let loaded = load(&args.image, args.from_format, &src.layout, &opts)?;
+    let loaded = load_vcpu(&args.image, args.from_format, &src.layout, &opts, args.vcpu)?;
     let from_layout = loaded.layout.as_ref().unwrap_or(&src.layout);
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     if loaded.layout.is_none() {

@@ -55,6 +55,9 @@ pub enum ImageFormat {
     /// A CRIU core-<tid>.img (reading; `xstate criu --patch` writes one).
     #[value(name = "criu-core")]
     CriuCore,
+    /// A QEMU migration stream (`migrate file:`): one vCPU (--vcpu) read, written by patching.
+    #[value(name = "qemu")]
+    Qemu,
 }
 
 impl ImageFormat {
@@ -88,6 +91,7 @@ impl ImageFormat {
             ImageFormat::Portable => Format::Portable,
             ImageFormat::ElfCore => Format::ElfCore,
             ImageFormat::CriuCore => Format::CriuCore,
+            ImageFormat::Qemu => Format::Qemu,
         })
     }
 }
@@ -107,8 +111,11 @@ pub struct Loaded {
     pub layout: Option<Layout>,
     /// The format read (after `auto`).
     pub format: Format,
-    /// What the record says (its first state); `None` for a bare image.
+    /// What the record says (its first state, or a container's chosen vCPU); `None` for a
+    /// bare image.
     pub state: Option<State>,
+    /// What the reader found out about the file (how a container's states were located).
+    pub notes: Vec<String>,
 }
 
 /// A format as `--format` names it (`raw` for a bare image), for JSON and messages.
@@ -139,6 +146,18 @@ pub fn format_of(bytes: &[u8], format: ImageFormat, layout: &Layout, name: &str)
 /// Reads the image in `path` written in `format`, for the CPU of `layout`, with what the
 /// reader knows besides the bytes (`opts`: Xen's host and policy, ...).
 pub fn load(path: &Path, format: ImageFormat, layout: &Layout, opts: &Options) -> CliResult<Loaded> {
+    load_vcpu(path, format, layout, opts, None)
+}
+
+/// [`load`] choosing the state of vCPU `vcpu` in a file holding several (a QEMU stream, a VMM
+/// snapshot); without `vcpu` such a file must hold one.
+pub fn load_vcpu(
+    path: &Path,
+    format: ImageFormat,
+    layout: &Layout,
+    opts: &Options,
+    vcpu: Option<u32>,
+) -> CliResult<Loaded> {
     let bytes = read_file(path)?;
     let name = path.display();
     let f = format_of(&bytes, format, layout, &name.to_string())?;
@@ -149,12 +168,33 @@ pub fn load(path: &Path, format: ImageFormat, layout: &Layout, opts: &Options) -
         String::new()
     };
     if f == Format::Image {
-        return Ok(Loaded { image: Some(bytes), xcr0: None, xss: None, layout: None, format: f, state: None });
+        return Ok(Loaded {
+            image: Some(bytes),
+            xcr0: None,
+            xss: None,
+            layout: None,
+            format: f,
+            state: None,
+            notes: Vec::new(),
+        });
     }
     let c = record::read(f, &bytes, layout, opts).map_err(|e| CliError::invalid(format!("{name}: {e}{how}")))?;
-    let Some(state) = c.state().cloned() else {
-        return Err(CliError::invalid(format!("{name}: {f}: holds no XSAVE image{how}")));
+    let chosen = match (vcpu, c.states.len()) {
+        (Some(v), _) if f.is_container() => c
+            .states
+            .iter()
+            .find(|s| s.vcpu() == Some(v))
+            .cloned()
+            .ok_or_else(|| CliError::invalid(format!("{name}: {f}: no vCPU {v} (it holds {})", vcpus(&c))))?,
+        (None, n) if n > 1 => {
+            return Err(CliError::invalid(format!("{name}: {f}: holds {}: choose one with --vcpu N", vcpus(&c))));
+        }
+        _ => match c.state().cloned() {
+            Some(s) => s,
+            None => return Err(CliError::invalid(format!("{name}: {f}: holds no XSAVE image{how}"))),
+        },
     };
+    let state = chosen;
     if state.image.is_none() && !state.is_no_xsave_state() {
         return Err(CliError::invalid(format!("{name}: {f}: holds no XSAVE image{how}")));
     }
@@ -167,7 +207,14 @@ pub fn load(path: &Path, format: ImageFormat, layout: &Layout, opts: &Options) -
         layout: c.layout,
         format: f,
         state: Some(state),
+        notes: c.notes,
     })
+}
+
+/// "vCPUs 0, 1, 2" for messages.
+pub fn vcpus(c: &Contents) -> String {
+    let ids: Vec<String> = c.states.iter().map(|s| s.vcpu().map_or("?".into(), |v| v.to_string())).collect();
+    format!("vCPU{} {}", if ids.len() == 1 { "" } else { "s" }, ids.join(", "))
 }
 
 /// The size a bare image must have on the CPU of `layout`: standard_size(XCR0) for the
@@ -307,5 +354,27 @@ impl XenArgs {
             let d = record::xen::XenHost::of(layout);
             record::xen::XenHost::new(self.xen_host.unwrap_or(d.host), self.policy_max(layout).unwrap_or(d.policy_max))
         })
+    }
+}
+
+/// What a reader of a QEMU stream or VMM snapshot may need to be told (`inspect`, `validate`,
+/// `convert`, `compat`).
+#[derive(clap::Args, Debug, Default)]
+pub struct VmmArgs {
+    /// qemu: the accelerator that wrote the stream (its x87 register order and the meaning of
+    /// xstate_bv), where the stream's evidence does not say: kvm or tcg.
+    #[arg(long, value_name = "ACCEL", value_parser = parse_accel)]
+    pub qemu_accel: Option<xstate::record::qemu::Accel>,
+}
+
+fn parse_accel(s: &str) -> Result<xstate::record::qemu::Accel, String> {
+    xstate::record::qemu::Accel::from_name(s).ok_or_else(|| format!("{s:?}: expected kvm or tcg"))
+}
+
+impl VmmArgs {
+    /// `opts` with these flags.
+    pub fn apply(&self, mut opts: Options) -> Options {
+        opts.qemu_accel = self.qemu_accel;
+        opts
     }
 }

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use xstate::record::{Format, Options, State, StateId};
 
-use crate::cmd::imageio::{ImageFormat, XenArgs, emit, host_mxcsr_mask, load, need_header};
+use crate::cmd::imageio::{ImageFormat, VmmArgs, XenArgs, emit, host_mxcsr_mask, load_vcpu, need_header};
 use crate::cmd::regs::{register_line, registers_json};
 use crate::common::{CliError, CliResult, CpuArgs, mask_json, print_json};
 
@@ -40,6 +40,12 @@ pub struct InspectArgs {
     /// Xen's host and domain policy, for Xen records.
     #[command(flatten)]
     pub xen: XenArgs,
+    /// The vCPU to show, in a file holding several (a QEMU stream, a VMM snapshot).
+    #[arg(long, value_name = "N")]
+    pub vcpu: Option<u32>,
+    /// What a QEMU stream or VMM snapshot does not say.
+    #[command(flatten)]
+    pub vmm: VmmArgs,
 }
 
 /// What a record says beside its image, as the format names it: JSON keys and text lines.
@@ -102,9 +108,9 @@ fn rows(img: &Image<'_>, l: &Layout, rfbm: Xfeatures) -> Vec<ComponentRow> {
 /// Runs `xstate inspect`.
 pub fn run(args: &InspectArgs) -> CliResult {
     let src = args.cpu.source()?;
-    let mut opts = Options::default();
+    let mut opts = args.vmm.apply(Options::default());
     opts.xen = args.xen.host(&src.layout);
-    let loaded = load(&args.image, args.format, &src.layout, &opts)?;
+    let loaded = load_vcpu(&args.image, args.format, &src.layout, &opts, args.vcpu)?;
     let fields = loaded.state.as_ref().map(|s| record_fields(loaded.format, s)).unwrap_or_default();
     let Some(image) = &loaded.image else {
         if args.json {
@@ -168,6 +174,9 @@ pub fn run(args: &InspectArgs) -> CliResult {
         for (k, val, _) in &fields {
             v[*k] = val.clone();
         }
+        if !loaded.notes.is_empty() {
+            v["notes"] = json!(loaded.notes);
+        }
         if let Some(d) = &decoded {
             (v["registers"], v["undecoded"]) = registers_json(d, l);
             v["truncated"] = json!(d.truncated.iter().map(|c| l.name(*c)).collect::<Vec<_>>());
@@ -178,6 +187,9 @@ pub fn run(args: &InspectArgs) -> CliResult {
     let mut out = String::new();
     if loaded.format != xstate::record::Format::Image {
         writeln!(out, "{}: {} record", args.image.display(), loaded.format).ok();
+        for n in &loaded.notes {
+            writeln!(out, "note: {n}").ok();
+        }
         for (_, _, line) in &fields {
             writeln!(out, "{line}").ok();
         }

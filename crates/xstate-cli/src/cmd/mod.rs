@@ -3,6 +3,7 @@
 pub mod baseline;
 pub mod capture;
 pub mod compat;
+pub mod container;
 pub mod convert;
 pub mod core;
 pub mod criu;

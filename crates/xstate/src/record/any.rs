@@ -151,6 +151,9 @@ pub struct Options {
     /// The accelerator that wrote a QEMU stream, where the stream's evidence does not say
     /// ([`super::qemu`]).
     pub qemu_accel: Option<super::qemu::Accel>,
+    /// A snapshot's images are laid out for the layout given to [`read()`], not for the
+    /// snapshot's own CPUID (a snapshot retargeted for another host keeps its guest's CPUID).
+    pub layout_given: bool,
 }
 
 /// A set of [`Field`]s a conversion may drop.
@@ -628,12 +631,17 @@ pub fn write(
 
 /// Writes the states of `contents`, whose images are laid out for `from`, into `original`, a
 /// file of the container `format` ([`Format::is_container`]) or a CRIU core image (one
-/// thread's state): patching, as DESIGN.md "Formats at the edge" has it. The original bytes stay except the states written (each replacing the
-/// state of its vCPU; a file of one vCPU takes a state without one) and the lengths and
-/// checksums that depend on them, so a file read and patched with its own contents comes back
-/// byte for byte. `to` is the layout the container's consumer restores with (a snapshot's host;
-/// a QEMU stream holds no layout and takes `from`'s). The result is read back before it is
-/// returned.
+/// thread's state), for a consumer restoring on the CPU of `to`: patching, as DESIGN.md
+/// "Formats at the edge" has it.
+///
+/// - Each image is converted to the standard form in `to`'s layout ([`crate::image::convert()`],
+///   which refuses rather than drops state in use); `to` = `from` keeps the layout, another
+///   CPU re-lays the state out for it (`xstate convert SNAPSHOT --to-cpuid B`). The guest's
+///   CPUID in a snapshot is not changed: see [`crate::compat::Reason::GuestLayoutStale`].
+/// - Each state replaces the state of its vCPU (a file of one vCPU takes a state without
+///   one); every other byte stays, except the lengths and checksums that depend on the states,
+///   so a file patched with its own contents comes back byte for byte.
+/// - The result is read back (with `to` as the images' layout) before it is returned.
 pub fn patch(
     format: Format,
     original: &[u8],
@@ -643,38 +651,49 @@ pub fn patch(
     opts: &Options,
 ) -> Result<Vec<u8>, RecordError> {
     let f = format;
+    if !f.is_container() && f != Format::CriuCore {
+        return Err(RecordError::new(
+            f,
+            Rule::Conversion,
+            None,
+            Detail::Text("this format is written whole (record::write), not patched"),
+        ));
+    }
+    // Each state's image in the restoring layout, standard form (every format here holds
+    // standard images: KVM buffers, QEMU's registers, CRIU's per-component arrays).
+    let mut states = Vec::with_capacity(contents.states.len());
+    for st in &contents.states {
+        let mut st = st.clone();
+        if let Some(src) = &st.image {
+            let rfbm = st.rfbm.or(opts.xcr0).ok_or_else(|| needs(f, Field::Xcr0))?;
+            let missing = (rfbm & from.user_supported()) - to.user_supported();
+            if !missing.is_empty() {
+                return Err(RecordError::bits(f, Rule::Conversion, 0, "enabled states", rfbm, missing));
+            }
+            let img =
+                convert(src, from, to, rfbm & from.user_supported(), Target::Standard).map_err(|e| conversion(f, e))?;
+            st.image = Some(img);
+            st.rfbm = Some(rfbm & to.user_supported());
+        }
+        states.push(st);
+    }
     let out = match f {
         Format::CriuCore => {
             // One thread's state: CRIU stores components, not offsets.
-            let st = match contents.states.as_slice() {
-                [one] => one,
-                _ => {
-                    return Err(RecordError::new(f, Rule::Conversion, None, Detail::Text("patch one state at a time")));
-                }
+            let [st] = states.as_slice() else {
+                return Err(RecordError::new(f, Rule::Conversion, None, Detail::Text("patch one state at a time")));
             };
-            let src = st.image.as_ref().ok_or_else(|| RecordError::new(f, Rule::NoImage, None, Detail::None))?;
-            let rfbm = st.rfbm.or(opts.xcr0).ok_or_else(|| needs(f, Field::Xcr0))?;
-            let core = CoreFpu::parse(original)?;
-            let img =
-                convert(src, from, to, rfbm & from.user_supported(), Target::Standard).map_err(|e| conversion(f, e))?;
-            let out = core.patch(&img.image(), to)?;
+            let img = st.image.as_ref().ok_or_else(|| RecordError::new(f, Rule::NoImage, None, Detail::None))?;
+            let out = CoreFpu::parse(original)?.patch(&img.image(), to)?;
             CoreFpu::parse(&out)?;
             return Ok(out);
         }
-        Format::Qemu => {
-            let _ = to;
-            super::qemu::patch(original, &contents.states, from, opts.qemu_accel)?
-        }
-        _ => {
-            return Err(RecordError::new(
-                f,
-                Rule::Conversion,
-                None,
-                Detail::Text("not a container format: write it (record::write)"),
-            ));
-        }
+        Format::Qemu => super::qemu::patch(original, &states, to, opts.qemu_accel)?,
+        _ => unreachable_format(f)?,
     };
-    read(f, &out, to, opts)?;
+    let mut check = *opts;
+    check.layout_given = true;
+    read(f, &out, to, &check)?;
     Ok(out)
 }
 

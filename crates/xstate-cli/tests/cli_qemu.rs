@@ -1,0 +1,350 @@
+//! The QEMU round trip against the real QEMU (issue 13 item 2): a tiny guest
+//! (`tests/guests/qemu-guest.S`) loads the known register state, QEMU migrates it to a file,
+//! xstate reads every register of it, writes an edited xmm1/ymm1 back into the stream, a second
+//! QEMU loads the patched stream with `migrate-incoming`, and both QEMU (`info registers`) and
+//! the guest itself (it prints xmm1 on COM1 whenever it changes) report the edited values.
+//!
+//! Runs under TCG (`-cpu max`) everywhere and under KVM (`-cpu host`) where /dev/kvm works;
+//! skips with a reason where qemu-system-x86_64 or the assembler is missing (`.ci/setup-qemu`
+//! installs them).
+
+#[macro_use]
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{json, ok, s, tmpdir};
+use serde_json::{Value, json as j};
+
+const QEMU: &str = "qemu-system-x86_64";
+
+/// zmm i, 64-bit lane j of the known state.
+fn lane(i: usize, jj: usize) -> u64 {
+    0x5a00_0000_0000_0000 | (i as u64) << 8 | jj as u64
+}
+
+/// A QMP connection.
+struct Qmp {
+    out: UnixStream,
+    input: BufReader<UnixStream>,
+}
+
+impl Qmp {
+    fn connect(path: &Path) -> Qmp {
+        let start = Instant::now();
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("QMP {}: {e}", path.display()),
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let mut q = Qmp { out: stream.try_clone().unwrap(), input: BufReader::new(stream) };
+        q.line(); // greeting
+        q.cmd("qmp_capabilities", j!({}));
+        q
+    }
+
+    fn line(&mut self) -> Value {
+        let mut l = String::new();
+        self.input.read_line(&mut l).expect("QMP read");
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("QMP line {l:?}: {e}"))
+    }
+
+    /// Runs a command; returns its "return" value, panics on "error".
+    fn cmd(&mut self, name: &str, args: Value) -> Value {
+        let msg = j!({"execute": name, "arguments": args});
+        writeln!(self.out, "{msg}").unwrap();
+        loop {
+            let r = self.line();
+            if let Some(v) = r.get("return") {
+                return v.clone();
+            }
+            if let Some(e) = r.get("error") {
+                panic!("QMP {name}: {e}");
+            }
+        }
+    }
+
+    fn wait_migration(&mut self) {
+        let start = Instant::now();
+        loop {
+            let st = self.cmd("query-migrate", j!({}));
+            match st["status"].as_str() {
+                Some("completed") => return,
+                Some("failed" | "cancelled") => panic!("migration: {st}"),
+                _ if start.elapsed() > Duration::from_secs(120) => panic!("migration did not complete: {st}"),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    fn registers(&mut self) -> String {
+        self.cmd("human-monitor-command", j!({"command-line": "info registers"}))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// A running QEMU with its QMP socket and serial log.
+struct Vm {
+    child: Child,
+    serial: PathBuf,
+    qmp: Qmp,
+}
+
+impl Vm {
+    fn start(dir: &Path, tag: &str, accel: &str, kernel: &Path, incoming: bool) -> Result<Vm, String> {
+        let serial = dir.join(format!("{tag}.serial"));
+        let sock = dir.join(format!("{tag}.qmp"));
+        let cpu = if accel == "kvm" { "host" } else { "max" };
+        let mut cmd = Command::new(QEMU);
+        cmd.args(["-accel", accel, "-cpu", cpu, "-m", "32", "-display", "none", "-no-reboot", "-nodefaults"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-kernel")
+            .arg(kernel)
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if incoming {
+            cmd.args(["-incoming", "defer"]);
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("{QEMU}: {e}"))?;
+        let start = Instant::now();
+        while !sock.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(format!("{QEMU} -accel {accel} exited ({status}): {}", err.trim()));
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                return Err(format!("{QEMU}: no QMP socket after 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let qmp = Qmp::connect(&sock);
+        Ok(Vm { child, serial, qmp })
+    }
+
+    /// Waits until the serial log holds `text`; returns the log.
+    fn wait_serial(&mut self, text: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&self.serial).unwrap_or_default();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "guest never printed {text:?}; serial: {log:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn quit(mut self) {
+        let _ = writeln!(self.qmp.out, "{}", j!({"execute": "quit"}));
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The guest, assembled into `dir`; `None` after a SKIP line when the tools are missing.
+fn guest(dir: &Path) -> Option<PathBuf> {
+    for tool in [QEMU, "as", "ld"] {
+        if !common::have(tool) {
+            skip!("{tool} not found (.ci/setup-qemu installs QEMU and binutils): the QEMU round trip is not run");
+            return None;
+        }
+    }
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/guests");
+    let obj = dir.join("guest.o");
+    let elf = dir.join("guest.elf");
+    let st = Command::new("as").arg("--32").arg("-o").arg(&obj).arg(src.join("qemu-guest.S")).status().unwrap();
+    assert!(st.success(), "as failed");
+    let st = Command::new("ld")
+        .args(["-m", "elf_i386", "--no-warn-rwx-segments", "-T"])
+        .arg(src.join("qemu-guest.ld"))
+        .arg("-o")
+        .arg(&elf)
+        .arg(&obj)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ld failed");
+    Some(elf)
+}
+
+/// A CPUID JSON with every component the guest may enable (Sapphire Rapids: AVX-512, PKRU,
+/// AMX), for reading the layout-free stream.
+fn layout_json(dir: &Path) -> PathBuf {
+    let rows: Vec<Value> = xstate::fixtures::INTEL_SAPPHIRE_RAPIDS
+        .iter()
+        .map(|&(i, a, b, c, d)| j!({"index": i, "eax": a, "ebx": b, "ecx": c, "edx": d}))
+        .collect();
+    let p = dir.join("layout.json");
+    std::fs::write(&p, j!({"leaf0d": rows}).to_string()).unwrap();
+    p
+}
+
+fn reg(regs: &Value, name: &str) -> String {
+    regs[name]["hex"].as_str().unwrap_or_else(|| panic!("register {name} missing")).to_string()
+}
+
+/// `hex` of a little-endian vector whose 64-bit lanes are `lanes`.
+fn vec_hex(lanes: &[u64]) -> String {
+    let mut out = String::from("0x");
+    for l in lanes.iter().rev() {
+        out.push_str(&format!("{l:016x}"));
+    }
+    out
+}
+
+/// One accelerator's round trip; `Err` where the accelerator cannot run here (a SKIP).
+fn round_trip(dir: &Path, kernel: &Path, layout: &Path, accel: &str) -> Result<(), String> {
+    let mut src = Vm::start(dir, &format!("{accel}-src"), accel, kernel, false)?;
+    let log = src.wait_serial("READY");
+    let xcr0 = log
+        .split("READY xcr0=")
+        .nth(1)
+        .and_then(|t| u64::from_str_radix(t.get(..8)?, 16).ok())
+        .unwrap_or_else(|| panic!("no XCR0 in {log:?}"));
+    let stream = dir.join(format!("{accel}.mig"));
+    src.qmp.cmd("stop", j!({}));
+    src.qmp.cmd("migrate", j!({"uri": format!("file:{}", stream.display())}));
+    src.qmp.wait_migration();
+    src.quit();
+
+    // Every register of the known state, read from the stream.
+    let v = json(&["inspect", s(&stream), "--format", "qemu", "--cpuid", s(layout), "--regs", "--json"]);
+    assert_eq!(v["xcr0"].as_u64(), Some(xcr0), "{accel}: the stream's XCR0 is the guest's");
+    let regs = &v["registers"];
+    assert_eq!(reg(regs, "mxcsr"), "0x00009fc0", "{accel}");
+    assert_eq!(reg(regs, "st0"), "0x3fffb8aa3b295c17f0bc", "{accel}: st0 = log2(e)");
+    assert_eq!(reg(regs, "st1"), "0x4000c90fdaa22168c235", "{accel}: st1 = pi");
+    assert_eq!(reg(regs, "st2"), "0x3fff8000000000000000", "{accel}: st2 = 1.0");
+    let lanes = if xcr0 & 0xe0 == 0xe0 {
+        8
+    } else if xcr0 & 4 != 0 {
+        4
+    } else {
+        2
+    };
+    let (prefix, n) = match lanes {
+        8 => ("zmm", 32),
+        4 => ("ymm", 16),
+        _ => ("xmm", 16),
+    };
+    for i in 0..n {
+        let want: Vec<u64> = (0..lanes).map(|l| lane(i, l)).collect();
+        assert_eq!(reg(regs, &format!("{prefix}{i}")), vec_hex(&want), "{accel}: {prefix}{i}");
+    }
+    if lanes == 8 {
+        for i in 0..8u64 {
+            assert_eq!(reg(regs, &format!("k{i}")), format!("{:#018x}", 0xc000 | (0x11 * (i + 1))), "{accel}: k{i}");
+        }
+    }
+    if xcr0 & 0x200 != 0 {
+        assert_eq!(reg(regs, "pkru"), "0x5555aaa4", "{accel}: pkru");
+    }
+
+    // Edit xmm1's low lane and ymm1's lane 2 in the extracted image, write it back.
+    let img = dir.join(format!("{accel}.img"));
+    ok(&[
+        "convert",
+        s(&stream),
+        "--from-format",
+        "qemu",
+        "--cpuid",
+        s(layout),
+        "--to",
+        "standard",
+        "--to-format",
+        "raw",
+        "--drop",
+        "xcr0,vcpu",
+        "-o",
+        s(&img),
+    ]);
+    let mut b = std::fs::read(&img).unwrap();
+    let (x1, y1) = (0x1122_3344_5566_7788u64, 0x99aa_bbcc_ddee_ff00u64);
+    b[160 + 16..160 + 24].copy_from_slice(&x1.to_le_bytes());
+    if lanes >= 4 {
+        // The AVX component sits at 576 in every layout; ymm1's upper half at 576 + 16.
+        b[576 + 16..576 + 24].copy_from_slice(&y1.to_le_bytes());
+    }
+    std::fs::write(&img, &b).unwrap();
+    let patched = dir.join(format!("{accel}-patched.mig"));
+    let xcr0_arg = format!("{xcr0:#x}");
+    ok(&[
+        "convert",
+        s(&img),
+        "--cpuid",
+        s(layout),
+        "--xcr0",
+        &xcr0_arg,
+        "--to",
+        "standard",
+        "--to-format",
+        "qemu",
+        "--into",
+        s(&stream),
+        "-o",
+        s(&patched),
+    ]);
+    let before = std::fs::read(&stream).unwrap();
+    let after = std::fs::read(&patched).unwrap();
+    assert_eq!(before.len(), after.len());
+    let changed = before.iter().zip(&after).filter(|(a, c)| a != c).count();
+    assert!(changed <= 16, "{accel}: {changed} bytes changed for two 8-byte lanes");
+
+    // QEMU loads it: QEMU's registers and the guest's own report show the edit.
+    let mut dst = Vm::start(dir, &format!("{accel}-dst"), accel, kernel, true)?;
+    dst.qmp.cmd("migrate-incoming", j!({"uri": format!("file:{}", patched.display())}));
+    dst.qmp.wait_migration();
+    dst.qmp.cmd("cont", j!({}));
+    dst.wait_serial(&format!("xmm1={x1:016x}"));
+    let info = dst.qmp.registers();
+    assert!(info.contains(&format!("{x1:016x}")), "{accel}: info registers lacks xmm1's edit:\n{info}");
+    if lanes >= 4 {
+        assert!(info.contains(&format!("{y1:016x}")), "{accel}: info registers lacks ymm1's edit:\n{info}");
+    }
+    assert!(info.contains("MXCSR=00009fc0"), "{accel}: {info}");
+    dst.quit();
+    Ok(())
+}
+
+#[test]
+fn qemu_migration_stream_read_patched_and_loaded_by_qemu() {
+    let dir = tmpdir("qemu");
+    let Some(kernel) = guest(&dir) else { return };
+    let layout = layout_json(&dir);
+    round_trip(&dir, &kernel, &layout, "tcg").unwrap_or_else(|e| panic!("TCG: {e}"));
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Err(e) => skip!("/dev/kvm: {e}: the QEMU round trip under KVM is not run"),
+        Ok(_) => {
+            if let Err(e) = round_trip(&dir, &kernel, &layout, "kvm") {
+                skip!("QEMU cannot run a KVM guest here ({e}): the round trip under KVM is not run");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
