@@ -157,6 +157,12 @@ pub enum Reason {
     /// The source uses the compacted form but the destination has no XSAVEC/XSAVES: images must
     /// be converted to the standard form.
     NoCompaction,
+    /// A re-layout moves the saved state, not what software on the source read from CPUID
+    /// leaf 0xD: a guest (its kernel and programs) or a checkpointed process keeps the source's
+    /// offsets and may misread standard-format (or, for an align64 change, compacted) XSAVE data
+    /// written on the destination: signal frames, ptrace and core notes, its own XSAVE buffers.
+    /// A snapshot's guest CPUID is not rewritten (the running guest already read it).
+    GuestLayoutStale,
 }
 
 impl Reason {
@@ -170,7 +176,8 @@ impl Reason {
             Reason::OffsetDiffers { .. }
             | Reason::AlignDiffers { .. }
             | Reason::DestinationSmaller { .. }
-            | Reason::NoCompaction => Verdict::AfterRelayout,
+            | Reason::NoCompaction
+            | Reason::GuestLayoutStale => Verdict::AfterRelayout,
             Reason::StandardSizeDiffers { .. } | Reason::AmxPermission => Verdict::Compatible,
         }
     }
@@ -188,6 +195,7 @@ impl Reason {
             Reason::SupervisorUnsupported { .. } => "supervisor_state_unsupported",
             Reason::NoXsaves => "supervisor_state_unsupported",
             Reason::NoCompaction => "compaction_unsupported",
+            Reason::GuestLayoutStale => "guest_layout_stale",
         }
     }
 
@@ -243,6 +251,11 @@ impl fmt::Display for Reason {
             Reason::NoCompaction => {
                 f.write_str("the source image is compacted and the destination has no XSAVEC/XSAVES")
             }
+            Reason::GuestLayoutStale => f.write_str(
+                "not fixed by a re-layout: software that read the source's CPUID leaf 0xD (a guest kernel and its \
+                 programs, a checkpointed process) keeps its offsets and may misread XSAVE data written on the \
+                 destination (signal frames, ptrace and core notes, its own XSAVE buffers)",
+            ),
         }
     }
 }
@@ -349,6 +362,9 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
     }
     if compacted_source && !tl.features().compaction() {
         reasons.push(Reason::NoCompaction);
+    }
+    if !moved.is_empty() {
+        reasons.push(Reason::GuestLayoutStale);
     }
     // Whole-image sizes, over the user states that survive.
     let user = considered & fl.user_supported();
@@ -461,6 +477,26 @@ mod tests {
         let back = check(&Side::user_max(&zen4), &Side::user_max(&skx));
         assert_eq!(back.verdict, Verdict::AfterRelayout);
         assert_eq!(verdict(&Side::user_max(&zen4), &Side::user_max(&skx)), Verdict::AfterRelayout);
+    }
+
+    #[test]
+    fn relayout_names_the_guest_layout_it_cannot_fix() {
+        // Issue 13: a re-layout moves the saved state, not what software on the source read
+        // from CPUID; the verdict says so rather than leave "compatible after re-layout" bare.
+        let (skx, zen4) = (fixtures::layout(INTEL_SKYLAKE_SP), fixtures::layout(AMD_ZEN4));
+        let r = check(&Side::user_max(&zen4), &Side::user_max(&skx));
+        assert!(r.reasons.contains(&Reason::GuestLayoutStale), "{:?}", r.reasons);
+        assert_eq!(Reason::GuestLayoutStale.severity(), Verdict::AfterRelayout);
+        assert!(alloc::format!("{}", Reason::GuestLayoutStale).contains("signal frames"));
+        // Same offsets: nothing to say.
+        let same = check(&Side::user_max(&zen4), &Side::user_max(&zen4));
+        assert!(!same.reasons.contains(&Reason::GuestLayoutStale));
+        // An image using only x87/SSE/AVX moves nothing, so no stale layout either.
+        let mut img = alloc::vec![0u8; 832];
+        img[512..520].copy_from_slice(&7u64.to_le_bytes());
+        let avx = Side { layout: &zen4, xcr0: Xfeatures(0x7), xss: Xfeatures(0) };
+        let r = check_image(&avx, &Side::user_max(&skx), &img).unwrap();
+        assert!(!r.reasons.contains(&Reason::GuestLayoutStale), "{:?}", r.reasons);
     }
 
     #[test]

@@ -157,3 +157,109 @@ fn qemu_patch_round_trips_and_edits() {
         assert!(diff > 0 && diff <= 18, "{name}: {diff} bytes changed for two registers");
     }
 }
+
+fn ch(opts: &Options, layout: &Layout) -> Option<(Vec<u8>, record::Contents)> {
+    let bytes = fixture_or_skip("cloud-hypervisor/state.json", "the Cloud Hypervisor snapshot is not read")?;
+    let c = record::read(Format::CloudHypervisor, &bytes, layout, opts).unwrap_or_else(|e| panic!("state.json: {e}"));
+    Some((bytes, c))
+}
+
+/// Every register of the known state in a KVM guest's image (AVX-512 and k0-7 by kmovw).
+fn check_known_avx512(d: &Decoded) {
+    check_x87(d);
+    for i in 0..32 {
+        check_vectors_one(d, i);
+    }
+    for i in 0..8u64 {
+        assert_eq!(d.get(&format!("k{i}")).unwrap().as_u64(), Some(0xc000 | (0x11 * (i + 1))), "k{i}");
+    }
+}
+
+#[test]
+fn cloud_hypervisor_snapshot_register_by_register() {
+    // The layout is the snapshot's own CPUID; the one given is not used.
+    let unrelated = fixtures::layout(fixtures::AVX_ONLY);
+    let Some((_, c)) = ch(&Options::default(), &unrelated) else { return };
+    let l = c.layout.clone().expect("the snapshot carries its CPUID's layout");
+    assert_eq!(l.user_supported(), Xfeatures(0xe7));
+    assert_eq!(l.standard_size(Xfeatures(0xe7)), Some(2432), "Zen 4 without PKU: AVX-512 packed after AVX");
+    assert_eq!(c.states.len(), 1);
+    let st = &c.states[0];
+    assert_eq!(st.id, Some(StateId::Vcpu(0)));
+    assert_eq!(st.xcr0, Some(Xfeatures(0xe7)), "from xcrs");
+    assert_eq!(st.image.as_ref().unwrap().len(), 4096);
+    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    check_known_avx512(&d);
+}
+
+fn changed_bytes(a: &[u8], b: &[u8]) -> Vec<usize> {
+    a.iter().zip(b).enumerate().filter(|(_, (x, y))| x != y).map(|(i, _)| i).collect()
+}
+
+#[test]
+fn cloud_hypervisor_patch_round_trips_edits_and_keeps_fpu_in_step() {
+    let any = fixtures::layout(AMD_ZEN4);
+    let Some((bytes, c)) = ch(&Options::default(), &any) else { return };
+    let l = c.layout.clone().unwrap();
+    let same = record::patch(Format::CloudHypervisor, &bytes, &c, &l, &l, &Options::default()).unwrap();
+    assert!(same == bytes, "an unchanged state must give the file back byte for byte");
+    // Edit xmm3's low lane (legacy: also in fpu) and zmm17's lane 5 (Hi16_ZMM).
+    let mut c2 = c.clone();
+    let hi16 = l.standard_range(xstate::Component::HI16_ZMM).unwrap().start;
+    let img = c2.states[0].image.as_mut().unwrap();
+    img[160 + 48..160 + 56].copy_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
+    img[hi16 + 64 + 40..hi16 + 64 + 48].copy_from_slice(&0xfeed_face_cafe_beefu64.to_le_bytes());
+    let out = record::patch(Format::CloudHypervisor, &bytes, &c2, &l, &l, &Options::default()).unwrap();
+    let back = record::read(Format::CloudHypervisor, &out, &any, &Options::default()).unwrap();
+    let st = &back.states[0];
+    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    assert_eq!(&d.get("xmm3").unwrap().bytes[..8], &0x0102_0304_0506_0708u64.to_le_bytes());
+    assert_eq!(&d.get("zmm17").unwrap().bytes[40..48], &0xfeed_face_cafe_beefu64.to_le_bytes());
+    check_x87(&d);
+    // Everything else stays: the JSON outside the changed numbers is the file's.
+    let text = String::from_utf8(out.clone()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let inner: serde_json::Value = serde_json::from_str(
+        v["snapshots"]["cpu-manager"]["snapshots"]["0"]["snapshot_data"]["state"].as_str().unwrap(),
+    )
+    .unwrap();
+    // fpu.xmm[3] carries the edit too (Cloud Hypervisor sets fpu after the xsave region).
+    let x3: Vec<u64> = inner["Kvm"]["fpu"]["xmm"][3].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect();
+    assert_eq!(&x3[..8], &[8, 7, 6, 5, 4, 3, 2, 1]);
+    let diff = changed_bytes(&bytes, &out);
+    assert!(out.len() != bytes.len() || !diff.is_empty());
+    let orig: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(orig["snapshots"]["device-manager"], v["snapshots"]["device-manager"], "other devices untouched");
+    assert_eq!(orig["snapshot_data"], v["snapshot_data"]);
+}
+
+#[test]
+fn cloud_hypervisor_retarget_relayouts_or_refuses() {
+    let any = fixtures::layout(AMD_ZEN4);
+    let Some((bytes, c)) = ch(&Options::default(), &any) else { return };
+    let a = c.layout.clone().unwrap();
+    // For an Intel AVX-512 host: AVX-512 moves 256 bytes up; every register survives.
+    let b = fixtures::layout(INTEL_SKYLAKE_SP);
+    let out = record::patch(Format::CloudHypervisor, &bytes, &c, &a, &b, &Options::default()).unwrap();
+    // Read as the file now is: its region in B's layout (the guest's CPUID is kept).
+    let mut given = Options::default();
+    given.layout_given = true;
+    let back = record::read(Format::CloudHypervisor, &out, &b, &given).unwrap();
+    assert_eq!(back.layout, None, "the images are in the given layout");
+    let st = &back.states[0];
+    let d = decode(&st.image.as_ref().unwrap().image(), &b, st.rfbm.unwrap());
+    check_known_avx512(&d);
+    // The guest's CPUID in the snapshot still says A, so the region is marked: read by the
+    // CPUID (or another CPU) it is refused, never misread.
+    let e = record::read(Format::CloudHypervisor, &out, &b, &Options::default()).unwrap_err();
+    assert_eq!(e.rule, Rule::Ambiguous, "{e}");
+    let e = record::read(Format::CloudHypervisor, &out, &fixtures::layout(INTEL_SAPPHIRE_RAPIDS), &given).unwrap_err();
+    assert_eq!(e.rule, Rule::Ambiguous, "{e}");
+    // Retargeted back to A: the mark goes and the file is the original again.
+    let again = record::patch(Format::CloudHypervisor, &out, &back, &b, &a, &given).unwrap();
+    assert!(again == bytes, "A -> B -> A gives the snapshot back");
+    // A host without AVX-512 cannot take state that uses it.
+    let avx = fixtures::layout(fixtures::AVX_ONLY);
+    let e = record::patch(Format::CloudHypervisor, &bytes, &c, &a, &avx, &Options::default()).unwrap_err();
+    assert_eq!(e.rule, Rule::Conversion, "{e}");
+}

@@ -48,9 +48,8 @@ pub fn run(args: &ConvertArgs, to_format: Format) -> CliResult {
         )));
     }
     let src = args.cpu.source()?;
-    let mut opts = args.vmm.apply(Options::default());
     // A snapshot's states are laid out for its own CPUID unless --cpuid says otherwise.
-    opts.layout_given = args.cpu.cpuid.is_some();
+    let opts = args.vmm.apply(Options::default(), &args.cpu);
     let dst = match &args.to_cpuid {
         Some(p) => Some(source(Some(p))?),
         None => None,
@@ -121,11 +120,11 @@ pub fn run(args: &ConvertArgs, to_format: Format) -> CliResult {
     let out = record::patch(to_format, &base, &contents, &from_layout, to_layout, &opts)
         .map_err(|e| CliError::invalid(format!("{base_name}: {e}")))?;
     write_output(&args.output, &out)?;
-    let changed = out.iter().zip(&base).filter(|(a, b)| a != b).count() + out.len().abs_diff(base.len());
     let mut text = format!(
-        "{}: {to_format}, {} bytes, {changed} bytes differ from {base_name}\n",
+        "{}: {to_format}, {} bytes, {}\n",
         args.output.display(),
-        out.len()
+        out.len(),
+        difference(&base, &out, &base_name)
     );
     for l in &lines {
         text.push_str(l);
@@ -143,7 +142,7 @@ fn input_state(
     file_layout: &Layout,
 ) -> CliResult<(State, Layout)> {
     let name = args.image.display().to_string();
-    let opts = args.vmm.apply(Options::default());
+    let opts = args.vmm.apply(Options::default(), &args.cpu);
     let loaded = load_vcpu(&args.image, args.from_format, layout, &opts, args.vcpu)?;
     let from = loaded
         .layout
@@ -171,4 +170,14 @@ fn input_state(
         st.xss = Some(Xfeatures::EMPTY);
     }
     Ok((st, from))
+}
+
+/// Where `new` differs from `old`: "identical to OLD", or the changed span.
+fn difference(old: &[u8], new: &[u8], old_name: &str) -> String {
+    let head = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    if head == old.len() && head == new.len() {
+        return format!("identical to {old_name}");
+    }
+    let tail = old[head..].iter().rev().zip(new[head..].iter().rev()).take_while(|(a, b)| a == b).count();
+    format!("bytes {head}..{} of {old_name} replaced by {} bytes", old.len() - tail, new.len() - tail - head)
 }

@@ -125,7 +125,7 @@ pub fn run(args: &ConvertArgs) -> CliResult {
         None => None,
     };
     let name = args.image.display().to_string();
-    let mut opts = args.vmm.apply(Options::default());
+    let mut opts = args.vmm.apply(Options::default(), &args.cpu);
     opts.xen = args.xen.host(&src.layout);
     let loaded = load_vcpu(&args.image, args.from_format, &src.layout, &opts, args.vcpu)?;
     let from_layout = loaded.layout.as_ref().unwrap_or(&src.layout);

@@ -58,6 +58,9 @@ pub enum ImageFormat {
     /// A QEMU migration stream (`migrate file:`): one vCPU (--vcpu) read, written by patching.
     #[value(name = "qemu")]
     Qemu,
+    /// A Cloud Hypervisor snapshot's state.json: one vCPU (--vcpu) read, written by patching.
+    #[value(name = "cloud-hypervisor")]
+    CloudHypervisor,
 }
 
 impl ImageFormat {
@@ -92,6 +95,7 @@ impl ImageFormat {
             ImageFormat::ElfCore => Format::ElfCore,
             ImageFormat::CriuCore => Format::CriuCore,
             ImageFormat::Qemu => Format::Qemu,
+            ImageFormat::CloudHypervisor => Format::CloudHypervisor,
         })
     }
 }
@@ -372,9 +376,11 @@ fn parse_accel(s: &str) -> Result<xstate::record::qemu::Accel, String> {
 }
 
 impl VmmArgs {
-    /// `opts` with these flags.
-    pub fn apply(&self, mut opts: Options) -> Options {
+    /// `opts` with these flags, and with a snapshot's images read in `cpu`'s layout when
+    /// `--cpuid` is given (else in the layout of the snapshot's own CPUID).
+    pub fn apply(&self, mut opts: Options, cpu: &crate::common::CpuArgs) -> Options {
         opts.qemu_accel = self.qemu_accel;
+        opts.layout_given = cpu.cpuid.is_some();
         opts
     }
 }

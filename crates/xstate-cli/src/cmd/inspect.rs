@@ -108,7 +108,7 @@ fn rows(img: &Image<'_>, l: &Layout, rfbm: Xfeatures) -> Vec<ComponentRow> {
 /// Runs `xstate inspect`.
 pub fn run(args: &InspectArgs) -> CliResult {
     let src = args.cpu.source()?;
-    let mut opts = args.vmm.apply(Options::default());
+    let mut opts = args.vmm.apply(Options::default(), &args.cpu);
     opts.xen = args.xen.host(&src.layout);
     let loaded = load_vcpu(&args.image, args.format, &src.layout, &opts, args.vcpu)?;
     let fields = loaded.state.as_ref().map(|s| record_fields(loaded.format, s)).unwrap_or_default();

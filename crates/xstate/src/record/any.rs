@@ -57,11 +57,13 @@ pub enum Format {
     CriuCpuinfo,
     /// A QEMU migration stream (`migrate file:`): every vCPU's `cpu` section.
     Qemu,
+    /// A Cloud Hypervisor snapshot's `state.json`: every vCPU's xsave, xcrs and CPUID.
+    CloudHypervisor,
 }
 
 impl Format {
     /// Every format.
-    pub const ALL: [Format; 16] = [
+    pub const ALL: [Format; 17] = [
         Format::Image,
         Format::XenDomctl,
         Format::FcBlob,
@@ -78,6 +80,7 @@ impl Format {
         Format::CriuCore,
         Format::CriuCpuinfo,
         Format::Qemu,
+        Format::CloudHypervisor,
     ];
 
     /// The command-line name.
@@ -99,6 +102,7 @@ impl Format {
             Format::CriuCore => "criu-core",
             Format::CriuCpuinfo => "criu-cpuinfo",
             Format::Qemu => "qemu",
+            Format::CloudHypervisor => "cloud-hypervisor",
         }
     }
 
@@ -116,7 +120,7 @@ impl Format {
     /// stream, a VMM snapshot), written by [`patch()`]ing an existing file rather than from
     /// nothing.
     pub const fn is_container(self) -> bool {
-        matches!(self, Format::Qemu)
+        matches!(self, Format::Qemu | Format::CloudHypervisor)
     }
 }
 
@@ -197,6 +201,7 @@ const fn holds(f: Format) -> Holds {
         Format::CriuCore => (true, false, false, false, false),
         Format::ElfCore => (true, true, false, false, true),
         Format::Qemu => (true, true, true, false, true),
+        Format::CloudHypervisor => (true, true, false, false, true),
     };
     Holds { image, xcr0, xss, accum, vcpu }
 }
@@ -206,7 +211,7 @@ const fn holds(f: Format) -> Holds {
 /// inside it, less any XCR0 group cut in half (the AVX-512 trio, the MPX and AMX pairs: on an
 /// AMX host a 4096-byte kvm_xsave holds TILECFG but not TILEDATA). `None` when XSTATE_BV has a
 /// component outside. For the extent of a buffer, never for an XCR0.
-fn standard_extent(layout: &Layout, image: &[u8], hint: Xfeatures) -> Option<Xfeatures> {
+pub(super) fn standard_extent(layout: &Layout, image: &[u8], hint: Xfeatures) -> Option<Xfeatures> {
     let img = Image::new(image).ok()?;
     let base = if hint.is_empty() { layout.user_supported() } else { hint & layout.user_supported() };
     let mut m = base
@@ -371,6 +376,7 @@ pub fn read(format: Format, bytes: &[u8], layout: &Layout, opts: &Options) -> Re
             Contents { format: f, layout: None, states: Vec::new(), notes: Vec::new() }
         }
         Format::Qemu => super::qemu::read(bytes, layout, opts.qemu_accel)?,
+        Format::CloudHypervisor => super::cloud_hypervisor::read(bytes, layout, opts)?,
     })
 }
 
@@ -621,7 +627,8 @@ pub fn write(
         | Format::ElfCore
         | Format::CriuCore
         | Format::CriuCpuinfo
-        | Format::Qemu => unreachable_format(f)?,
+        | Format::Qemu
+        | Format::CloudHypervisor => unreachable_format(f)?,
     };
     let mut check = *opts;
     check.xcr0 = xcr0;
@@ -689,6 +696,7 @@ pub fn patch(
             return Ok(out);
         }
         Format::Qemu => super::qemu::patch(original, &states, to, opts.qemu_accel)?,
+        Format::CloudHypervisor => super::cloud_hypervisor::patch(original, &states, to, opts)?,
         _ => unreachable_format(f)?,
     };
     let mut check = *opts;
@@ -721,6 +729,9 @@ pub fn detect(bytes: &[u8], layout: &Layout) -> Option<Format> {
     }
     if u32_at(bytes, 0) == Some(super::qemu::MAGIC.swap_bytes()) {
         return Some(Format::Qemu);
+    }
+    if super::cloud_hypervisor::looks_like(bytes) {
+        return Some(Format::CloudHypervisor);
     }
     if u32_at(bytes, 0) == Some(PV_VCPU_XSAVE)
         && u32_at(bytes, 4).is_some_and(|l| (l as usize).checked_add(7).map(|r| 8 + (r & !7)) == Some(len) && l >= 8)

@@ -17,6 +17,7 @@
 //! | [`elf`] | the extended-state notes of an ELF core dump |
 //! | [`criu`] | CRIU checkpoint images: a thread's `core-<tid>.img`, `cpuinfo.img` |
 //! | [`qemu`] | QEMU's migration stream: every vCPU's `cpu` section (containers: [`patch()`]) |
+//! | [`cloud_hypervisor`] | Cloud Hypervisor's snapshot `state.json`: every vCPU's xsave, fpu, xcrs, CPUID |
 //!
 //! [`read()`] and [`write()`] move any of them through one intermediate, [`Contents`] (the
 //! file-level facts and one [`State`] per vCPU or thread, each saying only what the record
@@ -24,6 +25,7 @@
 //! conversion ([`crate::image::convert()`]) and a write that neither loses nor invents a field.
 
 mod any;
+pub mod cloud_hypervisor;
 mod contents;
 pub mod criu;
 pub mod elf;
@@ -35,6 +37,7 @@ pub mod linux;
 pub mod portable;
 mod protobuf;
 pub mod qemu;
+pub mod relayout;
 pub mod xen;
 
 pub use any::{FieldSet, Format, Options, detect, patch, read, write};
