@@ -263,3 +263,107 @@ fn cloud_hypervisor_retarget_relayouts_or_refuses() {
     let e = record::patch(Format::CloudHypervisor, &bytes, &c, &a, &avx, &Options::default()).unwrap_err();
     assert_eq!(e.rule, Rule::Conversion, "{e}");
 }
+
+fn fc(opts: &Options, layout: &Layout) -> Option<(Vec<u8>, record::Contents)> {
+    let bytes = fixture_or_skip("firecracker/vmstate", "the Firecracker vmstate is not read")?;
+    let c = record::read(Format::Firecracker, &bytes, layout, opts).unwrap_or_else(|e| panic!("vmstate: {e}"));
+    Some((bytes, c))
+}
+
+#[test]
+fn firecracker_vmstate_located_by_content_register_by_register() {
+    let unrelated = fixtures::layout(fixtures::AVX_ONLY);
+    let Some((bytes, c)) = fc(&Options::default(), &unrelated) else { return };
+    // The CRC-64 Firecracker wrote is the crc64 crate's over everything before it; over the
+    // whole file (CRC included) it is 0, the property Firecracker's loader checks.
+    let body = bytes.len() - 8;
+    assert_eq!(record::firecracker::crc64(&bytes[..body]), u64::from_le_bytes(bytes[body..].try_into().unwrap()));
+    assert_eq!(record::firecracker::crc64(&bytes), 0);
+    let vm = record::firecracker::Vmstate::parse(&bytes).unwrap();
+    assert_eq!(vm.version.as_deref(), Some("10.0.0"));
+    assert_eq!(vm.vcpus.len(), 1);
+    assert_eq!((vm.vcpus[0].xsave, vm.vcpus[0].xcrs), (10325, 9920));
+    assert!(c.notes[0].contains("located by content"), "{:?}", c.notes);
+    let l = c.layout.clone().unwrap();
+    assert_eq!(l.standard_size(Xfeatures(0xe7)), Some(2432));
+    let st = &c.states[0];
+    assert_eq!(st.xcr0, Some(Xfeatures(0xe7)));
+    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    check_known_avx512(&d);
+}
+
+#[test]
+fn firecracker_patch_recomputes_the_crc_and_round_trips() {
+    let any = fixtures::layout(AMD_ZEN4);
+    let Some((bytes, c)) = fc(&Options::default(), &any) else { return };
+    let l = c.layout.clone().unwrap();
+    let same = record::patch(Format::Firecracker, &bytes, &c, &l, &l, &Options::default()).unwrap();
+    assert!(same == bytes, "an unchanged state must give the file back byte for byte");
+    let mut c2 = c.clone();
+    let avx = l.standard_range(xstate::Component::AVX).unwrap().start;
+    let k = l.standard_range(xstate::Component::OPMASK).unwrap().start;
+    let img = c2.states[0].image.as_mut().unwrap();
+    img[avx + 5 * 16..avx + 5 * 16 + 8].copy_from_slice(&0xabcd_ef01_2345_6789u64.to_le_bytes());
+    img[k + 16..k + 24].copy_from_slice(&0x7777u64.to_le_bytes());
+    let out = record::patch(Format::Firecracker, &bytes, &c2, &l, &l, &Options::default()).unwrap();
+    assert_eq!(record::firecracker::crc64(&out), 0, "the CRC is recomputed");
+    let diff = changed_bytes(&bytes, &out);
+    assert!(diff.iter().all(|&i| (10325..10325 + 4096).contains(&i) || i >= bytes.len() - 8), "{diff:?}");
+    let back = record::read(Format::Firecracker, &out, &any, &Options::default()).unwrap();
+    let st = &back.states[0];
+    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    assert_eq!(&d.get("ymm5").unwrap().bytes[16..24], &0xabcd_ef01_2345_6789u64.to_le_bytes());
+    assert_eq!(d.get("k2").unwrap().as_u64(), Some(0x7777));
+    assert_eq!(d.get("k1").unwrap().as_u64(), Some(0xc022));
+    // A flipped bit anywhere is refused by the CRC, as Firecracker refuses it.
+    let mut bad = out.clone();
+    bad[5000] ^= 1;
+    assert_eq!(record::read(Format::Firecracker, &bad, &any, &Options::default()).unwrap_err().rule, Rule::Checksum);
+}
+
+#[test]
+fn firecracker_refuses_ambiguous_evidence() {
+    let any = fixtures::layout(AMD_ZEN4);
+    let Some((bytes, _)) = fc(&Options::default(), &any) else { return };
+    let vm = record::firecracker::Vmstate::parse(&bytes).unwrap();
+    let (x, c) = (vm.vcpus[0].xsave, vm.vcpus[0].xcrs);
+    let reseal = |mut b: Vec<u8>| {
+        let body = b.len() - 8;
+        let crc = record::firecracker::crc64(&b[..body]);
+        b[body..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    // A second kvm_xcrs (copied into the zero tail of the xsave region): two candidates for one
+    // vCPU's XCR0, so the evidence is refused rather than one picked.
+    let mut two = bytes.clone();
+    two.copy_within(c..c + 392, x + 3000);
+    let e = record::read(Format::Firecracker, &reseal(two), &any, &Options::default()).unwrap_err();
+    assert_eq!(e.rule, Rule::Ambiguous, "{e}");
+    // XSTATE_BV outside the recorded XCR0: the pair does not confirm each other.
+    let mut bv = bytes.clone();
+    bv[c + 16] = 0x07;
+    let e = record::read(Format::Firecracker, &reseal(bv), &any, &Options::default()).unwrap_err();
+    assert_eq!(e.rule, Rule::Ambiguous, "{e}");
+    // No kvm_xsave at all.
+    let mut none = bytes.clone();
+    none[x + 28..x + 32].fill(0);
+    let e = record::read(Format::Firecracker, &reseal(none), &any, &Options::default()).unwrap_err();
+    assert_eq!(e.rule, Rule::Ambiguous, "{e}");
+}
+
+#[test]
+fn firecracker_retarget_marks_the_region() {
+    let any = fixtures::layout(AMD_ZEN4);
+    let Some((bytes, c)) = fc(&Options::default(), &any) else { return };
+    let a = c.layout.clone().unwrap();
+    let b = fixtures::layout(INTEL_SAPPHIRE_RAPIDS);
+    let out = record::patch(Format::Firecracker, &bytes, &c, &a, &b, &Options::default()).unwrap();
+    let mut given = Options::default();
+    given.layout_given = true;
+    let back = record::read(Format::Firecracker, &out, &b, &given).unwrap();
+    let st = &back.states[0];
+    check_known_avx512(&decode(&st.image.as_ref().unwrap().image(), &b, st.rfbm.unwrap()));
+    assert_eq!(record::read(Format::Firecracker, &out, &b, &Options::default()).unwrap_err().rule, Rule::Ambiguous);
+    let again = record::patch(Format::Firecracker, &out, &back, &b, &a, &given).unwrap();
+    assert!(again == bytes, "A -> B -> A gives the vmstate back");
+}

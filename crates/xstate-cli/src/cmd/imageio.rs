@@ -61,6 +61,10 @@ pub enum ImageFormat {
     /// A Cloud Hypervisor snapshot's state.json: one vCPU (--vcpu) read, written by patching.
     #[value(name = "cloud-hypervisor")]
     CloudHypervisor,
+    /// A Firecracker snapshot's vmstate (states located by content): one vCPU (--vcpu) read,
+    /// written by patching (CRC-64 recomputed).
+    #[value(name = "firecracker")]
+    Firecracker,
 }
 
 impl ImageFormat {
@@ -96,6 +100,7 @@ impl ImageFormat {
             ImageFormat::CriuCore => Format::CriuCore,
             ImageFormat::Qemu => Format::Qemu,
             ImageFormat::CloudHypervisor => Format::CloudHypervisor,
+            ImageFormat::Firecracker => Format::Firecracker,
         })
     }
 }

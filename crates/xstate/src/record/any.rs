@@ -59,11 +59,14 @@ pub enum Format {
     Qemu,
     /// A Cloud Hypervisor snapshot's `state.json`: every vCPU's xsave, xcrs and CPUID.
     CloudHypervisor,
+    /// A Firecracker snapshot's `vmstate`: every vCPU's kvm_xsave, kvm_xcrs and CPUID, located
+    /// by content.
+    Firecracker,
 }
 
 impl Format {
     /// Every format.
-    pub const ALL: [Format; 17] = [
+    pub const ALL: [Format; 18] = [
         Format::Image,
         Format::XenDomctl,
         Format::FcBlob,
@@ -81,6 +84,7 @@ impl Format {
         Format::CriuCpuinfo,
         Format::Qemu,
         Format::CloudHypervisor,
+        Format::Firecracker,
     ];
 
     /// The command-line name.
@@ -103,6 +107,7 @@ impl Format {
             Format::CriuCpuinfo => "criu-cpuinfo",
             Format::Qemu => "qemu",
             Format::CloudHypervisor => "cloud-hypervisor",
+            Format::Firecracker => "firecracker",
         }
     }
 
@@ -120,7 +125,7 @@ impl Format {
     /// stream, a VMM snapshot), written by [`patch()`]ing an existing file rather than from
     /// nothing.
     pub const fn is_container(self) -> bool {
-        matches!(self, Format::Qemu | Format::CloudHypervisor)
+        matches!(self, Format::Qemu | Format::CloudHypervisor | Format::Firecracker)
     }
 }
 
@@ -201,7 +206,7 @@ const fn holds(f: Format) -> Holds {
         Format::CriuCore => (true, false, false, false, false),
         Format::ElfCore => (true, true, false, false, true),
         Format::Qemu => (true, true, true, false, true),
-        Format::CloudHypervisor => (true, true, false, false, true),
+        Format::CloudHypervisor | Format::Firecracker => (true, true, false, false, true),
     };
     Holds { image, xcr0, xss, accum, vcpu }
 }
@@ -377,6 +382,7 @@ pub fn read(format: Format, bytes: &[u8], layout: &Layout, opts: &Options) -> Re
         }
         Format::Qemu => super::qemu::read(bytes, layout, opts.qemu_accel)?,
         Format::CloudHypervisor => super::cloud_hypervisor::read(bytes, layout, opts)?,
+        Format::Firecracker => super::firecracker::read(bytes, layout, opts)?,
     })
 }
 
@@ -628,7 +634,8 @@ pub fn write(
         | Format::CriuCore
         | Format::CriuCpuinfo
         | Format::Qemu
-        | Format::CloudHypervisor => unreachable_format(f)?,
+        | Format::CloudHypervisor
+        | Format::Firecracker => unreachable_format(f)?,
     };
     let mut check = *opts;
     check.xcr0 = xcr0;
@@ -697,6 +704,7 @@ pub fn patch(
         }
         Format::Qemu => super::qemu::patch(original, &states, to, opts.qemu_accel)?,
         Format::CloudHypervisor => super::cloud_hypervisor::patch(original, &states, to, opts)?,
+        Format::Firecracker => super::firecracker::patch(original, &states, to)?,
         _ => unreachable_format(f)?,
     };
     let mut check = *opts;
@@ -732,6 +740,9 @@ pub fn detect(bytes: &[u8], layout: &Layout) -> Option<Format> {
     }
     if super::cloud_hypervisor::looks_like(bytes) {
         return Some(Format::CloudHypervisor);
+    }
+    if super::firecracker::looks_like(bytes) {
+        return Some(Format::Firecracker);
     }
     if u32_at(bytes, 0) == Some(PV_VCPU_XSAVE)
         && u32_at(bytes, 4).is_some_and(|l| (l as usize).checked_add(7).map(|r| 8 + (r & !7)) == Some(len) && l >= 8)

@@ -18,6 +18,7 @@
 //! | [`criu`] | CRIU checkpoint images: a thread's `core-<tid>.img`, `cpuinfo.img` |
 //! | [`qemu`] | QEMU's migration stream: every vCPU's `cpu` section (containers: [`patch()`]) |
 //! | [`cloud_hypervisor`] | Cloud Hypervisor's snapshot `state.json`: every vCPU's xsave, fpu, xcrs, CPUID |
+//! | [`firecracker`] | Firecracker's `vmstate`: every vCPU's kvm_xsave, kvm_xcrs, CPUID, located by content; CRC-64 |
 //!
 //! [`read()`] and [`write()`] move any of them through one intermediate, [`Contents`] (the
 //! file-level facts and one [`State`] per vCPU or thread, each saying only what the record
@@ -31,6 +32,7 @@ pub mod criu;
 pub mod elf;
 mod error;
 pub mod fc_blob;
+pub mod firecracker;
 pub mod json;
 pub mod kvm;
 pub mod linux;
