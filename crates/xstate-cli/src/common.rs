@@ -51,6 +51,10 @@ pub fn read_file(path: &Path) -> CliResult<Vec<u8>> {
 /// invalid input (exit 1), naming file and line.
 fn read_cpuid(path: &Path) -> CliResult<CpuidData> {
     let bytes = read_file(path)?;
+    // A VMM snapshot names its guest's CPU.
+    if let Some(r) = xstate::record::carried_cpuid(&bytes) {
+        return r.map_err(|e| CliError::invalid(format!("{}: {e}", path.display())));
+    }
     let text = String::from_utf8_lossy(&bytes);
     cpuid::parse(&text).map_err(|e| CliError::invalid(format!("{}: {e}", path.display())))
 }

@@ -162,7 +162,12 @@ pub fn run(args: &CompatArgs) -> CliResult {
     let report = match &args.image {
         Some(p) => {
             let bytes = read_file(p)?;
-            check_image(&fs, &ts, &bytes).map_err(|e| CliError::invalid(format!("{}: {e}", p.display())))?
+            match crate::cmd::container::image_report(&bytes, &fs, &ts) {
+                Some(r) => r.map_err(|e| CliError { message: format!("{}: {}", p.display(), e.message), ..e })?,
+                None => {
+                    check_image(&fs, &ts, &bytes).map_err(|e| CliError::invalid(format!("{}: {e}", p.display())))?
+                }
+            }
         }
         None => check(&fs, &ts),
     };

@@ -181,3 +181,28 @@ fn difference(old: &[u8], new: &[u8], old_name: &str) -> String {
     let tail = old[head..].iter().rev().zip(new[head..].iter().rev()).take_while(|(a, b)| a == b).count();
     format!("bytes {head}..{} of {old_name} replaced by {} bytes", old.len() - tail, new.len() - tail - head)
 }
+
+/// `compat --image` of a container (a QEMU stream, a VMM snapshot): every vCPU's image checked
+/// with its own XCR0 (default: `from`'s), on `from`'s layout unless the file carries its own;
+/// the report of the worst verdict. `None` when `bytes` are not a container.
+pub fn image_report(bytes: &[u8], from: &Side<'_>, to: &Side<'_>) -> Option<CliResult<Report>> {
+    let f = record::detect(bytes, from.layout).filter(|f| f.is_container())?;
+    let c = match record::read(f, bytes, from.layout, &Options::default()) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(CliError::invalid(e))),
+    };
+    let layout = c.layout.as_ref().unwrap_or(from.layout);
+    let mut worst: Option<Report> = None;
+    for st in &c.states {
+        let Some(img) = &st.image else { continue };
+        let side = Side { layout, xcr0: st.xcr0.unwrap_or(from.xcr0), xss: st.xss.unwrap_or(from.xss) };
+        let r = match check_image(&side, to, img) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(CliError::invalid(format!("{}: {e}", who(st))))),
+        };
+        if worst.as_ref().is_none_or(|w| r.verdict > w.verdict) {
+            worst = Some(r);
+        }
+    }
+    Some(worst.ok_or_else(|| CliError::invalid(format!("{f}: no vCPU holds an XSAVE image"))))
+}

@@ -68,6 +68,9 @@ pub enum Format {
     Host,
     /// Built in code.
     Synthetic,
+    /// The guest CPUID a VMM snapshot carries (Cloud Hypervisor's `cpuid`, Firecracker's
+    /// `kvm_cpuid_entry2` records; [`crate::record::carried_cpuid`]).
+    Snapshot,
 }
 
 /// The CPUID leaves of one logical CPU, as read from some source.

@@ -717,6 +717,19 @@ fn unreachable_format(f: Format) -> Result<Vec<u8>, RecordError> {
     Err(RecordError::new(f, Rule::Conversion, None, Detail::Text("no image in this format")))
 }
 
+/// The CPUID a VMM snapshot carries (its guest's, vCPU 0's), so the snapshot itself can name a
+/// CPU wherever a CPUID source is asked for (`--cpuid`, `--to-cpuid`, `compat --from`); `None`
+/// when `bytes` are not such a snapshot.
+pub fn carried_cpuid(bytes: &[u8]) -> Option<Result<crate::cpuid::CpuidData, RecordError>> {
+    if super::cloud_hypervisor::looks_like(bytes) {
+        return Some(super::cloud_hypervisor::cpuid(bytes));
+    }
+    if super::firecracker::looks_like(bytes) {
+        return Some(super::firecracker::cpuid(bytes));
+    }
+    None
+}
+
 /// Which format `bytes` most likely are, for the CPU of `layout` (`xstate inspect --format
 /// auto`): magic numbers and type codes first, then the size rules of each format. Falls back
 /// to a bare image when at least 576 bytes remain; `None` otherwise.

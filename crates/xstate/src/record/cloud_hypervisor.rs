@@ -468,3 +468,24 @@ pub(crate) fn patch(
 pub fn looks_like(bytes: &[u8]) -> bool {
     bytes.starts_with(b"{\"snapshots\":") && bytes.windows(13).any(|w| w == b"\"cpu-manager\"")
 }
+
+/// The CPUID vCPU 0 of a `state.json` carries (every `kvm_cpuid_entry2`).
+pub fn cpuid(bytes: &[u8]) -> Result<crate::cpuid::CpuidData, RecordError> {
+    let (_, outer) = parse_outer(bytes)?;
+    let cpus = vcpus(&outer)?;
+    let v = &cpus[0];
+    let doc = parse_inner(v)?;
+    let f = fields(&doc, &v.key)?;
+    let mut d = crate::cpuid::CpuidData::new(crate::cpuid::Format::Snapshot);
+    for e in f.cpuid {
+        let n = |k: &str| e.get(k).and_then(Value::as_u64).and_then(|x| u32::try_from(x).ok());
+        let (Some(func), Some(index), Some(a), Some(b), Some(c), Some(dd)) =
+            (n("function"), n("index"), n("eax"), n("ebx"), n("ecx"), n("edx"))
+        else {
+            return Err(framing(e.span.start, "a cpuid entry without function/index/eax..edx".into()));
+        };
+        d.insert(func, index, Regs::new(a, b, c, dd));
+    }
+    leaf0d(f.cpuid, v.string.start)?;
+    Ok(d)
+}

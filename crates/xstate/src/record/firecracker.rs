@@ -429,3 +429,18 @@ pub(crate) fn patch(original: &[u8], states: &[State], layout: &Layout) -> Resul
 pub fn looks_like(bytes: &[u8]) -> bool {
     (bytes.first() == Some(&0) && u64_at(bytes, 1) == Some(MAGIC)) || u64_at(bytes, 0) == Some(MAGIC)
 }
+
+/// The CPUID vCPU 0 of a vmstate carries (its `kvm_cpuid_entry2` run, located by content).
+pub fn cpuid(bytes: &[u8]) -> Result<crate::cpuid::CpuidData, RecordError> {
+    let vm = Vmstate::parse(bytes)?;
+    let run = vm.vcpus[0].cpuid.clone();
+    let mut d = crate::cpuid::CpuidData::new(crate::cpuid::Format::Snapshot);
+    let mut p = run.start;
+    while p < run.end {
+        if let Some((f, i, r)) = cpuid_entry_at(bytes, p) {
+            d.insert(f, i, r);
+        }
+        p += CPUID_ENTRY;
+    }
+    Ok(d)
+}

@@ -42,7 +42,7 @@ pub mod qemu;
 pub mod relayout;
 pub mod xen;
 
-pub use any::{FieldSet, Format, Options, detect, patch, read, write};
+pub use any::{FieldSet, Format, Options, carried_cpuid, detect, patch, read, write};
 pub use contents::{Contents, Field, State, StateId, Uninterpreted};
 pub use error::{Detail, RecordError, Rule, SizeBasis};
 

@@ -1,0 +1,177 @@
+//! `xstate` on the VMM files of `../shared/fixtures` (QEMU streams, the Cloud Hypervisor
+//! snapshot, the Firecracker vmstate): inspect, convert into them, retarget them for another
+//! host, compat with them as CPUs and images; bad input gives one line and exit 1.
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{json, ok, s, tmpdir, xstate};
+use serde_json::{Value, json as j};
+
+/// The fixture `rel`, or `None` after a SKIP line.
+fn fixture(rel: &str) -> Option<PathBuf> {
+    let p = common::shared_root().join("fixtures").join(rel);
+    if p.is_file() {
+        Some(p)
+    } else {
+        skip!("{} not found: the VMM fixtures are not checked", p.display());
+        None
+    }
+}
+
+/// A CPUID JSON of the library fixture `rows`.
+fn cpu(dir: &Path, name: &str, rows: xstate::fixtures::Rows) -> PathBuf {
+    let rows: Vec<Value> =
+        rows.iter().map(|&(i, a, b, c, d)| j!({"index": i, "eax": a, "ebx": b, "ecx": c, "edx": d})).collect();
+    let p = dir.join(format!("{name}.json"));
+    std::fs::write(&p, j!({"leaf0d": rows}).to_string()).unwrap();
+    p
+}
+
+fn zmm(i: u64) -> String {
+    let mut h = String::from("0x");
+    for l in (0..8).rev() {
+        h.push_str(&format!("{:016x}", 0x5a00_0000_0000_0000u64 | (i << 8) | l));
+    }
+    h
+}
+
+#[test]
+fn every_vmm_fixture_inspects_with_the_known_state() {
+    let dir = tmpdir("vmm-inspect");
+    let skx = cpu(&dir, "skx", xstate::fixtures::INTEL_SKYLAKE_SP);
+    for (rel, extra) in [
+        ("qemu/kvm64u.mig", vec!["--cpuid", s(&skx)]),
+        ("cloud-hypervisor/state.json", vec![]),
+        ("firecracker/vmstate", vec![]),
+    ] {
+        let Some(p) = fixture(rel) else { return };
+        let mut args = vec!["inspect", s(&p), "--format", "auto", "--regs", "--json"];
+        args.extend(extra);
+        let v = json(&args);
+        assert_eq!(v["xcr0"].as_u64(), Some(0xe7), "{rel}");
+        let r = &v["registers"];
+        for i in [0, 5, 17, 31] {
+            assert_eq!(r[format!("zmm{i}")]["hex"].as_str(), Some(zmm(i).as_str()), "{rel}: zmm{i}");
+        }
+        assert_eq!(r["k7"]["hex"].as_str(), Some("0x000000000000c088"), "{rel}");
+        assert_eq!(r["mxcsr"]["hex"].as_str(), Some("0x00009fc0"), "{rel}");
+        assert_eq!(r["st1"]["hex"].as_str(), Some("0x4000c90fdaa22168c235"), "{rel}");
+        assert!(v["notes"].as_array().is_some_and(|n| !n.is_empty()), "{rel}: notes");
+    }
+    let Some(fc) = fixture("firecracker/vmstate") else { return };
+    let text = ok(&["inspect", s(&fc), "--format", "firecracker"]);
+    assert!(text.contains("located by content"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn snapshots_retarget_for_another_host_with_the_verdict() {
+    let dir = tmpdir("vmm-retarget");
+    let skx = cpu(&dir, "skx", xstate::fixtures::INTEL_SKYLAKE_SP);
+    let avx = cpu(&dir, "avx", xstate::fixtures::AVX_ONLY);
+    for (rel, fmt) in [("cloud-hypervisor/state.json", "cloud-hypervisor"), ("firecracker/vmstate", "firecracker")] {
+        let Some(p) = fixture(rel) else { return };
+        let out = dir.join(format!("{fmt}.skx"));
+        let text =
+            ok(&["convert", s(&p), "--to", "standard", "--to-format", fmt, "--to-cpuid", s(&skx), "-o", s(&out)]);
+        assert!(text.contains("compatible after re-layout"), "{text}");
+        assert!(text.contains("not fixed by a re-layout"), "{fmt}: the verdict names what it cannot fix: {text}");
+        // Read by its kept guest CPUID it is refused, one line, exit 1; with B's layout it reads.
+        let (code, _, err) = xstate(&["inspect", s(&out), "--format", fmt]);
+        assert_eq!(code, 1, "{fmt}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("re-laid this") && err.contains("--cpuid"), "{err}");
+        let v = json(&["inspect", s(&out), "--format", fmt, "--cpuid", s(&skx), "--regs", "--json"]);
+        assert_eq!(v["registers"]["zmm17"]["hex"].as_str(), Some(zmm(17).as_str()), "{fmt}");
+        assert_eq!(v["hardware"]["valid"], true, "{fmt}: re-validated on B");
+        // A host without AVX-512 cannot take it: exit 1, nothing written.
+        let bad = dir.join(format!("{fmt}.avx"));
+        let (code, _, err) =
+            xstate(&["convert", s(&p), "--to", "standard", "--to-format", fmt, "--to-cpuid", s(&avx), "-o", s(&bad)]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("incompatible") || err.contains("cannot move"), "{err}");
+        assert!(!bad.exists());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_edited_image_goes_into_a_snapshot_and_back() {
+    let dir = tmpdir("vmm-into");
+    for (rel, fmt) in [("cloud-hypervisor/state.json", "cloud-hypervisor"), ("firecracker/vmstate", "firecracker")] {
+        let Some(p) = fixture(rel) else { return };
+        let img = dir.join(format!("{fmt}.img"));
+        ok(&["convert", s(&p), "--from-format", fmt, "--to", "standard", "--drop", "xcr0,vcpu", "-o", s(&img)]);
+        let mut b = std::fs::read(&img).unwrap();
+        assert_eq!(b.len(), 2432, "{fmt}: standard_size(0xe7) on the snapshot's CPU");
+        b[160 + 16 * 9..160 + 16 * 9 + 8].copy_from_slice(&0x0bad_cafe_0bad_cafeu64.to_le_bytes());
+        std::fs::write(&img, &b).unwrap();
+        let out = dir.join(format!("{fmt}.edited"));
+        let snap_cpu = s(&p);
+        ok(&[
+            "convert",
+            s(&img),
+            "--cpuid",
+            snap_cpu,
+            "--xcr0",
+            "0xe7",
+            "--to",
+            "standard",
+            "--to-format",
+            fmt,
+            "--into",
+            s(&p),
+            "-o",
+            s(&out),
+        ]);
+        let v = json(&["inspect", s(&out), "--format", fmt, "--regs", "--json"]);
+        let x9 = v["registers"]["xmm9"]["hex"].as_str().unwrap().to_string();
+        assert!(x9.ends_with("0badcafe0badcafe"), "{fmt}: {x9}");
+        assert_eq!(v["registers"]["zmm31"]["hex"].as_str(), Some(zmm(31).as_str()));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compat_takes_snapshots_as_cpus_and_images() {
+    let dir = tmpdir("vmm-compat");
+    let skx = cpu(&dir, "skx", xstate::fixtures::INTEL_SKYLAKE_SP);
+    let Some(ch) = fixture("cloud-hypervisor/state.json") else { return };
+    let Some(fc) = fixture("firecracker/vmstate") else { return };
+    let v = json(&["compat", "--from", s(&ch), "--to", s(&skx), "--image", s(&ch), "--json"]);
+    assert_eq!(v["verdict"], "relayout", "{v}");
+    let kinds: Vec<&str> = v["reasons"].as_array().unwrap().iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert!(kinds.contains(&"guest_layout_stale"), "{kinds:?}");
+    let v = json(&["compat", "--from", s(&fc), "--to", s(&ch), "--image", s(&fc), "--json"]);
+    assert_eq!(v["verdict"], "compatible", "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_container_input_is_one_line_and_exit_1() {
+    let dir = tmpdir("vmm-bad");
+    let Some(fc) = fixture("firecracker/vmstate") else { return };
+    let Some(mig) = fixture("qemu/tcg64u.mig") else { return };
+    let Some(ch) = fixture("cloud-hypervisor/state.json") else { return };
+    let cut = |p: &Path, n: usize, name: &str| {
+        let b = std::fs::read(p).unwrap();
+        let q = dir.join(name);
+        std::fs::write(&q, &b[..n.min(b.len())]).unwrap();
+        q
+    };
+    for (p, fmt) in [
+        (cut(&fc, 9000, "fc.cut"), "firecracker"),
+        (cut(&mig, 600_000, "mig.cut"), "qemu"),
+        (cut(&ch, 20_000, "ch.cut"), "cloud-hypervisor"),
+        (cut(&fc, 3, "tiny"), "qemu"),
+    ] {
+        let (code, out, err) = xstate(&["inspect", s(&p), "--format", fmt]);
+        assert_eq!(code, 1, "{fmt}: {err}");
+        assert!(out.is_empty());
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
