@@ -108,16 +108,30 @@ impl Vm {
         let sock = dir.join(format!("{tag}.qmp"));
         let cpu = if accel == "kvm" { "host" } else { "max" };
         let mut cmd = Command::new(QEMU);
-        cmd.args(["-accel", accel, "-cpu", cpu, "-m", "32", "-display", "none", "-no-reboot", "-nodefaults"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .arg("-kernel")
-            .arg(kernel)
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", sock.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        // Two vCPUs: the guest runs on vCPU 0; vCPU 1 waits for a SIPI in its reset state.
+        cmd.args([
+            "-accel",
+            accel,
+            "-cpu",
+            cpu,
+            "-smp",
+            "2",
+            "-m",
+            "32",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-nodefaults",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         if incoming {
             cmd.args(["-incoming", "defer"]);
         }
@@ -233,8 +247,17 @@ fn round_trip(dir: &Path, kernel: &Path, layout: &Path, accel: &str) -> Result<(
     src.qmp.wait_migration();
     src.quit();
 
-    // Every register of the known state, read from the stream.
-    let v = json(&["inspect", s(&stream), "--format", "qemu", "--cpuid", s(layout), "--regs", "--json"]);
+    // Two vCPU sections: vCPU 1 never ran (reset state: XCR0 = x87 only, FCW 0x037f).
+    let v1 =
+        json(&["inspect", s(&stream), "--format", "qemu", "--vcpu", "1", "--cpuid", s(layout), "--regs", "--json"]);
+    assert_eq!(v1["vcpu_id"].as_u64(), Some(1), "{accel}");
+    assert_eq!(v1["xcr0"].as_u64(), Some(1), "{accel}: vCPU 1 in its reset state");
+    assert_eq!(reg(&v1["registers"], "fctrl"), "0x037f", "{accel}");
+    let (code, _, err) = common::xstate(&["inspect", s(&stream), "--format", "qemu", "--cpuid", s(layout)]);
+    assert_eq!(code, 1, "{accel}: two vCPUs and no --vcpu: {err}");
+    assert!(err.contains("--vcpu"), "{err}");
+    // Every register of the known state, read from vCPU 0's section.
+    let v = json(&["inspect", s(&stream), "--format", "qemu", "--vcpu", "0", "--cpuid", s(layout), "--regs", "--json"]);
     assert_eq!(v["xcr0"].as_u64(), Some(xcr0), "{accel}: the stream's XCR0 is the guest's");
     let regs = &v["registers"];
     assert_eq!(reg(regs, "mxcsr"), "0x00009fc0", "{accel}");
@@ -322,6 +345,7 @@ fn round_trip(dir: &Path, kernel: &Path, layout: &Path, accel: &str) -> Result<(
     dst.qmp.wait_migration();
     dst.qmp.cmd("cont", j!({}));
     dst.wait_serial(&format!("xmm1={x1:016x}"));
+    // info registers shows the current CPU (vCPU 0 by default).
     let info = dst.qmp.registers();
     assert!(info.contains(&format!("{x1:016x}")), "{accel}: info registers lacks xmm1's edit:\n{info}");
     if lanes >= 4 {

@@ -367,3 +367,56 @@ fn firecracker_retarget_marks_the_region() {
     let again = record::patch(Format::Firecracker, &out, &back, &b, &a, &given).unwrap();
     assert!(again == bytes, "A -> B -> A gives the vmstate back");
 }
+
+#[test]
+fn qemu_kvm_stream_with_live_legacy_registers_and_xstate_bv_clear_is_not_kvm() {
+    // Fuzz target qemu (crash-8ed47af0): a stream whose xcr0 and xstate_bv are 0 while x87/SSE
+    // registers are live read as KVM with every component init, and patching it with its own
+    // contents rewrote those registers to init. KVM writes init values for every clear bit,
+    // x87 and SSE included, so such a stream is not KVM's: with a kvmclock section it is
+    // refused as contradicting itself.
+    let l = fixtures::layout(INTEL_SAPPHIRE_RAPIDS);
+    let Some(mut bytes) = fixture_or_skip("qemu/kvm64u.mig", "legacy evidence") else { return };
+    let s = record::qemu::Stream::parse(&bytes).unwrap();
+    let f = s.cpus[0].fields;
+    bytes[f.xcr0.off..f.xcr0.off + 8].fill(0);
+    bytes[f.xstate_bv.off..f.xstate_bv.off + 8].fill(0);
+    let e = record::read(Format::Qemu, &bytes, &l, &Options::default()).unwrap_err();
+    assert_eq!(e.rule, Rule::Ambiguous, "{e}");
+}
+
+#[test]
+fn qemu_patch_keeps_registers_outside_xcr0() {
+    // The image holds XCR0's components only; registers QEMU migrates outside it (AVX-512 of a
+    // guest whose XCR0 no longer has it) were overwritten with zeros by a patch. They stay.
+    let l = fixtures::layout(INTEL_SAPPHIRE_RAPIDS);
+    let Some(mut bytes) = fixture_or_skip("qemu/kvm64u.mig", "registers outside XCR0") else { return };
+    let s = record::qemu::Stream::parse(&bytes).unwrap();
+    let f = s.cpus[0].fields;
+    bytes[f.xcr0.off..f.xcr0.off + 8].copy_from_slice(&7u64.to_be_bytes());
+    bytes[f.xstate_bv.off..f.xstate_bv.off + 8].copy_from_slice(&7u64.to_be_bytes());
+    let c = record::read(Format::Qemu, &bytes, &l, &Options::default()).unwrap();
+    assert_eq!(c.states[0].rfbm, Some(Xfeatures(0x7)));
+    let same = record::patch(Format::Qemu, &bytes, &c, &l, &l, &Options::default()).unwrap();
+    assert!(same == bytes, "{:?}", changed_bytes(&bytes, &same).first());
+}
+
+#[test]
+fn snapshot_patch_keeps_bytes_no_component_covers() {
+    // Fuzz target firecracker (crash-f3db6c33): a non-zero byte past the components in the
+    // 4096-byte region read fine and was zeroed by a patch with the file's own contents, since
+    // every image went through a conversion that writes only components. On the same layout
+    // the image is written as it is.
+    let any = fixtures::layout(AMD_ZEN4);
+    let Some(mut bytes) = fixture_or_skip("firecracker/vmstate", "bytes beyond the components") else { return };
+    let x = record::firecracker::Vmstate::parse(&bytes).unwrap().vcpus[0].xsave;
+    bytes[x + 3231] = 6;
+    bytes[x + 420] = 0x11; // the legacy region's reserved bytes 416..463
+    let body = bytes.len() - 8;
+    let crc = record::firecracker::crc64(&bytes[..body]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+    let c = record::read(Format::Firecracker, &bytes, &any, &Options::default()).unwrap();
+    let l = c.layout.clone().unwrap();
+    let same = record::patch(Format::Firecracker, &bytes, &c, &l, &l, &Options::default()).unwrap();
+    assert!(same == bytes, "{:?}", changed_bytes(&bytes, &same));
+}

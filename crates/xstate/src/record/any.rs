@@ -649,8 +649,9 @@ pub fn write(
 /// "Formats at the edge" has it.
 ///
 /// - Each image is converted to the standard form in `to`'s layout ([`crate::image::convert()`],
-///   which refuses rather than drops state in use); `to` = `from` keeps the layout, another
-///   CPU re-lays the state out for it (`xstate convert SNAPSHOT --to-cpuid B`). The guest's
+///   which refuses rather than drops state in use) where `to` differs from `from` (another CPU:
+///   `xstate convert SNAPSHOT --to-cpuid B`) or the image is compacted; a standard image on the
+///   same layout is written as it is. The guest's
 ///   CPUID in a snapshot is not changed: see [`crate::compat::Reason::GuestLayoutStale`].
 /// - Each state replaces the state of its vCPU (a file of one vCPU takes a state without
 ///   one); every other byte stays, except the lengths and checksums that depend on the states,
@@ -684,9 +685,13 @@ pub fn patch(
             if !missing.is_empty() {
                 return Err(RecordError::bits(f, Rule::Conversion, 0, "enabled states", rfbm, missing));
             }
-            let img =
-                convert(src, from, to, rfbm & from.user_supported(), Target::Standard).map_err(|e| conversion(f, e))?;
-            st.image = Some(img);
+            // On the same layout a standard image is written as it is (bytes no component covers
+            // included, so an unchanged state is the original file); otherwise it is converted.
+            if from != to || src.image().form() != Form::Standard {
+                let img = convert(src, from, to, rfbm & from.user_supported(), Target::Standard)
+                    .map_err(|e| conversion(f, e))?;
+                st.image = Some(img);
+            }
             st.rfbm = Some(rfbm & to.user_supported());
         }
         states.push(st);

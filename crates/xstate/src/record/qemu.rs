@@ -854,10 +854,11 @@ impl Registers {
         m
     }
 
-    /// Whether KVM could have written these registers: every component of XCR0 whose
-    /// registers are not init has its `xstate_bv` bit.
+    /// Whether KVM could have written these registers: every component of XCR0, and x87 and
+    /// SSE (always in the restore's RFBM), whose registers are not init has its `xstate_bv`
+    /// bit (the kernel writes init values for every clear bit, the legacy ones included).
     pub fn kvm_consistent(&self) -> bool {
-        (self.not_init() & self.xcr0 & HOLDS).is_subset_of(self.xstate_bv)
+        (self.not_init() & (self.xcr0 | Xfeatures::LEGACY) & HOLDS).is_subset_of(self.xstate_bv)
     }
 
     /// Whether the two x87 register orders give the same ST registers.
@@ -1087,42 +1088,54 @@ pub(crate) fn patch(
         if xcr0 != old.xcr0 {
             w.be(f.xcr0, xcr0.bits());
         }
+        // Components outside the restore's RFBM are not in the image: their registers (and
+        // xstate_bv bits) stay as the stream has them.
         if a == Accel::Kvm {
-            w.be(f.xstate_bv, in_use.bits());
+            w.be(f.xstate_bv, (in_use | (old.xstate_bv - rfbm)).bits());
         }
         let zero = |c: Component| comp(c).is_none_or(|v| v.iter().all(|&x| x == 0));
-        w.words(f.ymmh, comp(Component::AVX).unwrap_or(&[0; 256]));
+        if let Some(v) = comp(Component::AVX) {
+            w.words(f.ymmh, v);
+        }
+        let avx512 = [Component::OPMASK, Component::ZMM_HI256, Component::HI16_ZMM];
         match f.avx512 {
-            Some([k, zh, hi]) => {
-                w.words(k, comp(Component::OPMASK).unwrap_or(&[0; 64]));
-                w.words(zh, comp(Component::ZMM_HI256).unwrap_or(&[0; 512]));
-                w.words(hi, comp(Component::HI16_ZMM).unwrap_or(&[0; 1024]));
+            Some(places) => {
+                for (p, c) in places.into_iter().zip(avx512) {
+                    if let Some(v) = comp(c) {
+                        w.words(p, v);
+                    }
+                }
             }
-            None if [Component::OPMASK, Component::ZMM_HI256, Component::HI16_ZMM].into_iter().all(zero) => {}
+            None if avx512.into_iter().all(zero) => {}
             None => return Err(not_sent("cpu/avx512", f.xcr0.off)),
         }
-        match f.pkru {
-            Some(p) => w.be(
-                p,
-                comp(Component::PKRU).map_or(0, |v| u32::from_le_bytes(v[..4].try_into().unwrap_or([0; 4]))).into(),
-            ),
-            None if zero(Component::PKRU) => {}
-            None => return Err(not_sent("cpu/pkru", f.xcr0.off)),
+        match (f.pkru, comp(Component::PKRU)) {
+            (Some(p), Some(v)) => w.be(p, u32::from_le_bytes(v[..4].try_into().unwrap_or([0; 4])).into()),
+            (Some(_), None) => {}
+            (None, _) if zero(Component::PKRU) => {}
+            (None, _) => return Err(not_sent("cpu/pkru", f.xcr0.off)),
         }
         match f.mpx {
             Some([r, cfgu, sts]) => {
-                w.words(r, comp(Component::BNDREGS).unwrap_or(&[0; 64]));
-                let csr = comp(Component::BNDCSR).unwrap_or(&[0; 16]);
-                w.be(cfgu, csr.get(..8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes));
-                w.be(sts, csr.get(8..16).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes));
+                if let Some(v) = comp(Component::BNDREGS) {
+                    w.words(r, v);
+                }
+                if let Some(csr) = comp(Component::BNDCSR) {
+                    w.be(cfgu, csr.get(..8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes));
+                    w.be(sts, csr.get(8..16).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes));
+                }
             }
             None if zero(Component::BNDREGS) && zero(Component::BNDCSR) => {}
             None => return Err(not_sent("cpu/mpx", f.xcr0.off)),
         }
         match f.amx {
             Some([c, d]) => {
-                w.bytes(c, comp(Component::TILECFG).unwrap_or(&[0; 64]));
-                w.bytes(d, comp(Component::TILEDATA).unwrap_or(&[0; 8192]));
+                if let Some(v) = comp(Component::TILECFG) {
+                    w.bytes(c, v);
+                }
+                if let Some(v) = comp(Component::TILEDATA) {
+                    w.bytes(d, v);
+                }
             }
             None if zero(Component::TILECFG) && zero(Component::TILEDATA) => {}
             None => return Err(not_sent("cpu/intel_amx_xtile", f.xcr0.off)),
