@@ -296,6 +296,8 @@ fn round_trip(dir: &Path, kernel: &Path, layout: &Path, accel: &str) -> Result<(
         s(&stream),
         "--from-format",
         "qemu",
+        "--vcpu",
+        "0",
         "--cpuid",
         s(layout),
         "--to",
@@ -330,6 +332,8 @@ fn round_trip(dir: &Path, kernel: &Path, layout: &Path, accel: &str) -> Result<(
         "qemu",
         "--into",
         s(&stream),
+        "--vcpu",
+        "0",
         "-o",
         s(&patched),
     ]);

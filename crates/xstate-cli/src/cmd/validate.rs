@@ -11,7 +11,7 @@ use xstate::record::{Format, Options};
 
 use serde_json::json;
 
-use crate::cmd::imageio::{ImageFormat, XenArgs, emit, host_mxcsr_mask, load};
+use crate::cmd::imageio::{ImageFormat, VmmArgs, XenArgs, emit, host_mxcsr_mask, load_vcpu};
 use crate::common::{CliError, CliResult, CpuArgs, checked_masks, mask_json, parse_mask, placeable, print_json};
 
 /// The consumers `--profile` names.
@@ -81,6 +81,12 @@ pub struct ValidateArgs {
     /// Print the verdict as JSON (on stdout, valid or not; the exit code still tells).
     #[arg(long)]
     pub json: bool,
+    /// The vCPU to check, in a file holding several (a QEMU stream, a VMM snapshot).
+    #[arg(long, value_name = "N")]
+    pub vcpu: Option<u32>,
+    /// What a QEMU stream or VMM snapshot does not say.
+    #[command(flatten)]
+    pub vmm: VmmArgs,
 }
 
 /// Flags that only mean something for one profile are usage errors elsewhere.
@@ -103,9 +109,9 @@ fn check_flags(args: &ValidateArgs, xen_record: bool) -> CliResult {
 /// Runs `xstate validate`.
 pub fn run(args: &ValidateArgs) -> CliResult {
     let src = args.cpu.source()?;
-    let mut opts = Options::default();
+    let mut opts = args.vmm.apply(Options::default(), &args.cpu);
     opts.xen = args.xen.host(&src.layout);
-    let loaded = load(&args.image, args.format, &src.layout, &opts)?;
+    let loaded = load_vcpu(&args.image, args.format, &src.layout, &opts, args.vcpu)?;
     check_flags(args, matches!(loaded.format, Format::XenDomctl | Format::XenHvm | Format::XenPv))?;
     let profile = Profile::from(args.profile);
     let Some(img) = &loaded.image else {
