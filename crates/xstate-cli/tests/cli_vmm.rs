@@ -51,7 +51,7 @@ fn every_vmm_fixture_inspects_with_the_known_state() {
         let mut args = vec!["inspect", s(&p), "--format", "auto", "--regs", "--json"];
         args.extend(extra);
         let v = json(&args);
-        assert_eq!(v["xcr0"].as_u64(), Some(0xe7), "{rel}");
+        assert_eq!(v["xcr0"], "0xe7", "{rel}");
         let r = &v["registers"];
         for i in [0, 5, 17, 31] {
             assert_eq!(r[format!("zmm{i}")]["hex"].as_str(), Some(zmm(i).as_str()), "{rel}: zmm{i}");
@@ -173,5 +173,28 @@ fn bad_container_input_is_one_line_and_exit_1() {
         assert!(out.is_empty());
         assert_eq!(err.lines().count(), 1, "{err}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn container_flags_without_effect_are_usage_errors() {
+    let dir = tmpdir("vmm-flags");
+    let img = dir.join("x.img");
+    let mut b = vec![0u8; 576];
+    b[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+    b[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+    b[512] = 3;
+    std::fs::write(&img, &b).unwrap();
+    for args in [
+        vec!["inspect", s(&img), "--format", "raw", "--xcr0", "0x3", "--vcpu", "1"],
+        vec!["validate", s(&img), "--format", "raw", "--xcr0", "0x3", "--qemu-accel", "kvm"],
+    ] {
+        let (code, _, err) = xstate(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("applies to"), "{err}");
+    }
+    let Some(ch) = fixture("cloud-hypervisor/state.json") else { return };
+    let (code, _, err) = xstate(&["inspect", s(&ch), "--qemu-accel", "tcg"]);
+    assert_eq!(code, 2, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -47,6 +47,9 @@ pub fn run(args: &ConvertArgs, to_format: Format) -> CliResult {
             "--to-format {to_format}: the format holds standard images only; use --to standard"
         )));
     }
+    if args.vmm.qemu_accel.is_some() && to_format != Format::Qemu {
+        return Err(CliError::usage("--qemu-accel applies to QEMU streams only"));
+    }
     let src = args.cpu.source()?;
     // A snapshot's states are laid out for its own CPUID unless --cpuid says otherwise.
     let opts = args.vmm.apply(Options::default(), &args.cpu);

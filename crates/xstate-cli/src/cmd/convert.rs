@@ -128,6 +128,9 @@ pub fn run(args: &ConvertArgs) -> CliResult {
     let mut opts = args.vmm.apply(Options::default(), &args.cpu);
     opts.xen = args.xen.host(&src.layout);
     let loaded = load_vcpu(&args.image, args.from_format, &src.layout, &opts, args.vcpu)?;
+    if args.vmm.qemu_accel.is_some() && loaded.format != xstate::record::Format::Qemu {
+        return Err(CliError::usage("--qemu-accel applies to QEMU streams only"));
+    }
     let from_layout = loaded.layout.as_ref().unwrap_or(&src.layout);
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     if loaded.layout.is_none() {

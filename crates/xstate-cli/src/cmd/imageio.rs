@@ -381,6 +381,21 @@ fn parse_accel(s: &str) -> Result<xstate::record::qemu::Accel, String> {
 }
 
 impl VmmArgs {
+    /// Flags that mean nothing for `format` are usage errors: `--vcpu` (of `inspect` and
+    /// `validate`) outside a container, `--qemu-accel` outside a QEMU stream.
+    pub fn check(&self, format: Format, vcpu: Option<u32>) -> CliResult {
+        if vcpu.is_some() && !format.is_container() {
+            return Err(CliError::usage(format!(
+                "--vcpu applies to files of several vCPUs (qemu, cloud-hypervisor, firecracker) only, not {}",
+                format.name()
+            )));
+        }
+        if self.qemu_accel.is_some() && format != Format::Qemu {
+            return Err(CliError::usage(format!("--qemu-accel applies to QEMU streams only, not {}", format.name())));
+        }
+        Ok(())
+    }
+
     /// `opts` with these flags, and with a snapshot's images read in `cpu`'s layout when
     /// `--cpuid` is given (else in the layout of the snapshot's own CPUID).
     pub fn apply(&self, mut opts: Options, cpu: &crate::common::CpuArgs) -> Options {

@@ -111,6 +111,7 @@ pub fn run(args: &InspectArgs) -> CliResult {
     let mut opts = args.vmm.apply(Options::default(), &args.cpu);
     opts.xen = args.xen.host(&src.layout);
     let loaded = load_vcpu(&args.image, args.format, &src.layout, &opts, args.vcpu)?;
+    args.vmm.check(loaded.format, args.vcpu)?;
     let fields = loaded.state.as_ref().map(|s| record_fields(loaded.format, s)).unwrap_or_default();
     let Some(image) = &loaded.image else {
         if args.json {

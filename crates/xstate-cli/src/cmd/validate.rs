@@ -112,6 +112,7 @@ pub fn run(args: &ValidateArgs) -> CliResult {
     let mut opts = args.vmm.apply(Options::default(), &args.cpu);
     opts.xen = args.xen.host(&src.layout);
     let loaded = load_vcpu(&args.image, args.format, &src.layout, &opts, args.vcpu)?;
+    args.vmm.check(loaded.format, args.vcpu)?;
     check_flags(args, matches!(loaded.format, Format::XenDomctl | Format::XenHvm | Format::XenPv))?;
     let profile = Profile::from(args.profile);
     let Some(img) = &loaded.image else {
