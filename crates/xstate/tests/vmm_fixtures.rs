@@ -420,3 +420,22 @@ fn snapshot_patch_keeps_bytes_no_component_covers() {
     let same = record::patch(Format::Firecracker, &bytes, &c, &l, &l, &Options::default()).unwrap();
     assert!(same == bytes, "{:?}", changed_bytes(&bytes, &same));
 }
+
+#[test]
+fn a_snapshot_region_is_never_read_in_a_layout_the_file_does_not_name() {
+    // An unmarked region is in the layout of the snapshot's CPUID: a caller's layout that
+    // differs (a user's --cpuid host on another machine) would misread it, AVX-512 256 bytes
+    // off. Refused, never read; the same layout given is fine.
+    let skx = fixtures::layout(INTEL_SKYLAKE_SP);
+    let mut given = Options::default();
+    given.layout_given = true;
+    for (rel, f) in
+        [("cloud-hypervisor/state.json", Format::CloudHypervisor), ("firecracker/vmstate", Format::Firecracker)]
+    {
+        let Some(bytes) = fixture_or_skip(rel, "region layouts") else { return };
+        let e = record::read(f, &bytes, &skx, &given).unwrap_err();
+        assert_eq!(e.rule, Rule::Ambiguous, "{rel}: {e}");
+        let own = record::read(f, &bytes, &skx, &Options::default()).unwrap().layout.unwrap();
+        assert!(record::read(f, &bytes, &own, &given).is_ok(), "{rel}");
+    }
+}

@@ -160,8 +160,9 @@ pub struct Options {
     /// The accelerator that wrote a QEMU stream, where the stream's evidence does not say
     /// ([`super::qemu`]).
     pub qemu_accel: Option<super::qemu::Accel>,
-    /// A snapshot's images are laid out for the layout given to [`read()`], not for the
-    /// snapshot's own CPUID (a snapshot retargeted for another host keeps its guest's CPUID).
+    /// The layout given to [`read()`] is meant for a snapshot's images: it must be the one the
+    /// file names (its CPUID's, or a re-laid-out region's mark, [`super::relayout`]), else the
+    /// read is refused; without it a marked region cannot be read.
     pub layout_given: bool,
 }
 

@@ -215,7 +215,6 @@ fn read_vcpu(v: &Vcpu, given: Option<&Layout>, opts: &Options) -> Result<Read, R
     let at = v.string.start;
     let own = Layout::from_leaf0d(&leaf0d(f.cpuid, at)?)
         .map_err(|e| RecordError::new(F, Rule::LayoutDescriptor, Some(at), Detail::Layout(e)))?;
-    let layout = given.cloned().unwrap_or_else(|| own.clone());
     let mut bytes = Vec::with_capacity(KVM_XSAVE_SIZE);
     for w in u32s(f.region, "xsave.region", at)? {
         bytes.extend_from_slice(&w.to_le_bytes());
@@ -225,21 +224,11 @@ fn read_vcpu(v: &Vcpu, given: Option<&Layout>, opts: &Options) -> Result<Read, R
             bytes.extend_from_slice(&w.to_le_bytes());
         }
     }
-    if let Some(fp) = super::relayout::read(&bytes) {
-        let have = super::relayout::fingerprint(&layout);
-        if fp != have {
-            return Err(RecordError::new(
-                F,
-                Rule::Ambiguous,
-                Some(at),
-                Detail::Message(format!(
-                    "{}: xstate re-laid this region out for a CPU whose layout fingerprint is {fp:#010x}, not the {have:#010x} of the layout it is read with ({}): read it with that CPU's layout (--cpuid)",
-                    path(&v.key),
-                    if given.is_some() { "the one given" } else { "the snapshot's CPUID" }
-                )),
-            ));
-        }
-    }
+    let layout = super::relayout::region_layout(&bytes, &own, given)
+        .map_err(|why| {
+            RecordError::new(F, Rule::Ambiguous, Some(at), Detail::Message(format!("{}: {why}", path(&v.key))))
+        })?
+        .clone();
     let supported = opts.kvm_supported.unwrap_or(layout.user_supported());
     let mask =
         opts.mxcsr_mask.unwrap_or_else(|| Image::new(&bytes).map_or(0xFFFF, |i| mxcsr_mask_of_field(i.mxcsr_mask())));

@@ -266,9 +266,9 @@ impl<'a> Vmstate<'a> {
     }
 }
 
-/// The layout one located vCPU's image is read in (`given`, else its CPUID's), with the
-/// first confirmation: XCR0 within the CPUID's leaf 0xD.
-fn confirm(v: &Located, i: usize, given: Option<&Layout>) -> Result<(State, Layout), RecordError> {
+/// The layout of one located vCPU's CPUID, with the first confirmation: XCR0 within its leaf
+/// 0xD.
+fn confirm(v: &Located, i: usize) -> Result<(State, Layout), RecordError> {
     let own = Layout::from_leaf0d(&v.leaf0d)
         .map_err(|e| RecordError::new(F, Rule::LayoutDescriptor, Some(v.cpuid.start), Detail::Layout(e)))?;
     let cpu_xcr0 = own.user_supported();
@@ -278,7 +278,7 @@ fn confirm(v: &Located, i: usize, given: Option<&Layout>) -> Result<(State, Layo
             format!("vCPU {i}: XCR0 {} is not within the CPUID's leaf 0xD {cpu_xcr0}", v.xcr0),
         ));
     }
-    Ok((State::new(None, None).with_xcr0(v.xcr0), given.cloned().unwrap_or(own)))
+    Ok((State::new(None, None).with_xcr0(v.xcr0), own))
 }
 
 /// Reads every vCPU of a vmstate.
@@ -288,7 +288,7 @@ pub(crate) fn read(bytes: &[u8], layout: &Layout, opts: &Options) -> Result<Cont
     let mut states = Vec::with_capacity(vm.vcpus.len());
     let mut own_layout: Option<Layout> = None;
     for (i, v) in vm.vcpus.iter().enumerate() {
-        let (mut st, l) = confirm(v, i, given)?;
+        let (mut st, own_l) = confirm(v, i)?;
         let own = Layout::from_leaf0d(&v.leaf0d)
             .map_err(|e| RecordError::new(F, Rule::LayoutDescriptor, Some(v.cpuid.start), Detail::Layout(e)))?;
         match &own_layout {
@@ -302,18 +302,9 @@ pub(crate) fn read(bytes: &[u8], layout: &Layout, opts: &Options) -> Result<Cont
             Some(_) => {}
         }
         let region = &bytes[v.xsave..v.xsave + KVM_XSAVE_SIZE];
-        if let Some(fp) = super::relayout::read(region) {
-            let have = super::relayout::fingerprint(&l);
-            if fp != have {
-                return Err(ambiguous(
-                    Some(v.xsave),
-                    format!(
-                        "vCPU {i}: xstate re-laid this kvm_xsave out for a CPU whose layout fingerprint is {fp:#010x}, not \
-                         the {have:#010x} of the layout it is read with: read it with that CPU's layout (--cpuid)"
-                    ),
-                ));
-            }
-        }
+        let l = super::relayout::region_layout(region, &own_l, given)
+            .map_err(|why| ambiguous(Some(v.xsave), format!("vCPU {i}: {why}")))?
+            .clone();
         let supported = opts.kvm_supported.unwrap_or(l.user_supported());
         let mask = opts
             .mxcsr_mask

@@ -48,3 +48,33 @@ pub fn write(region: &mut [u8], layout: Option<&Layout>) {
         }
     }
 }
+
+/// The layout a snapshot's region is in, as the file says it: the layout of the snapshot's own
+/// CPUID (`own`) when the region carries no mark, else the one whose fingerprint the mark
+/// holds, which the caller must give (`given`: a fingerprint does not rebuild a layout). A
+/// given layout the file does not name is refused, never used: reading a region in another
+/// layout would move every component off its place. `Err` is the reason, in words.
+pub fn region_layout<'l>(
+    region: &[u8],
+    own: &'l Layout,
+    given: Option<&'l Layout>,
+) -> Result<&'l Layout, alloc::string::String> {
+    use alloc::format;
+    match (read(region), given) {
+        (None, None) => Ok(own),
+        (None, Some(g)) if fingerprint(g) == fingerprint(own) => Ok(g),
+        (None, Some(g)) => Err(format!(
+            "the region is in the layout of the snapshot's own CPUID (fingerprint {:#010x}; no re-layout mark), not \
+             the one given ({:#010x}): read it without --cpuid",
+            fingerprint(own),
+            fingerprint(g)
+        )),
+        (Some(fp), Some(g)) if fingerprint(g) == fp => Ok(g),
+        (Some(fp), g) => Err(format!(
+            "xstate re-laid this region out for a CPU whose layout fingerprint is {fp:#010x}, not {} ({:#010x}): read \
+             it with that CPU's layout (--cpuid)",
+            if g.is_some() { "the layout given" } else { "the snapshot's CPUID" },
+            fingerprint(g.unwrap_or(own))
+        )),
+    }
+}
