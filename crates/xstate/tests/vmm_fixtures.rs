@@ -439,3 +439,21 @@ fn a_snapshot_region_is_never_read_in_a_layout_the_file_does_not_name() {
         assert!(record::read(f, &bytes, &own, &given).is_ok(), "{rel}");
     }
 }
+
+#[test]
+fn a_snapshot_whose_cpuid_puts_state_in_use_past_its_buffer_is_refused() {
+    // Fuzz target firecracker (crash-afa560af): a CPUID placing ZMM_Hi256 at 0x3000080 read as a
+    // state with no RFBM (its components in use do not fit the 4096-byte buffer), which could
+    // then not be written back. The region and the CPUID contradict each other: refused.
+    let any = fixtures::layout(AMD_ZEN4);
+    let Some(mut bytes) = fixture_or_skip("firecracker/vmstate", "buffer extent") else { return };
+    let vm = record::firecracker::Vmstate::parse(&bytes).unwrap();
+    let run = vm.vcpus[0].cpuid.clone();
+    let e6 = (run.start..run.end).step_by(40).find(|&p| bytes[p..p + 8] == [13, 0, 0, 0, 6, 0, 0, 0]).unwrap();
+    bytes[e6 + 16..e6 + 20].copy_from_slice(&0x0300_0080u32.to_le_bytes());
+    let body = bytes.len() - 8;
+    let crc = record::firecracker::crc64(&bytes[..body]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+    let e = record::read(Format::Firecracker, &bytes, &any, &Options::default()).unwrap_err();
+    assert!(matches!(e.rule, Rule::Ambiguous | Rule::Truncated | Rule::Image | Rule::LayoutDescriptor), "{e}");
+}

@@ -262,8 +262,19 @@ fn read_vcpu(v: &Vcpu, given: Option<&Layout>, opts: &Options) -> Result<Read, R
             e
         })?
         .xcr0();
-    let extent = super::any::standard_extent(&layout, k.image, k.sw_mask & supported);
-    let mut state = State::new(ImageBuf::from_bytes(k.image).ok(), extent).with_id(StateId::Vcpu(v.id));
+    let extent = super::any::standard_extent(&layout, k.image, k.sw_mask & supported).ok_or_else(|| {
+        RecordError::new(
+            F,
+            Rule::Ambiguous,
+            Some(at),
+            Detail::Message(format!(
+                "{}: XSTATE_BV has state in use that the {len}-byte xsave buffer cannot hold in the layout it is read \
+                 with: the region and the CPUID contradict each other",
+                path(&v.key)
+            )),
+        )
+    })?;
+    let mut state = State::new(ImageBuf::from_bytes(k.image).ok(), Some(extent)).with_id(StateId::Vcpu(v.id));
     state.xcr0 = xcr0;
     Ok(Read { state, layout: own })
 }

@@ -335,9 +335,17 @@ pub(crate) fn read(bytes: &[u8], layout: &Layout, opts: &Options) -> Result<Cont
             e.offset = Some(v.xcrs + e.offset.unwrap_or(0));
             e
         })?;
-        let extent = super::any::standard_extent(&l, k.image, k.sw_mask & supported);
+        let extent = super::any::standard_extent(&l, k.image, k.sw_mask & supported).ok_or_else(|| {
+            ambiguous(
+                Some(v.xsave + 512),
+                format!(
+                    "vCPU {i}: XSTATE_BV {bv} has state in use that the 4096-byte kvm_xsave cannot hold in the layout it \
+                     is read with: the region and the CPUID contradict each other"
+                ),
+            )
+        })?;
         st.image = ImageBuf::from_bytes(k.image).ok();
-        st.rfbm = extent;
+        st.rfbm = Some(extent);
         st.id = Some(StateId::Vcpu(i as u32));
         states.push(st);
     }
