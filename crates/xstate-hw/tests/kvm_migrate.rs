@@ -89,5 +89,22 @@ fn migrate_between_vms() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(d.vcpu().get_xsave().unwrap(), before, "a refused migration changes nothing");
+
+    // 4. A source guest running with XCR0 0xe7 whose AVX-512 state is init: still refused by
+    //    the compatibility check itself (KVM_SET_XCRS would refuse that XCR0 there).
+    let idle = Guest::new(&kvm, &guest_cpuid(&supported, &wide, xcr0), xcr0).unwrap();
+    let rec_idle = migrate::save(idle.vcpu(), &host).unwrap();
+    let c = record::read(Format::Portable, &rec_idle, &host, &Options::default()).unwrap();
+    let img = c.state().and_then(|s| s.image.as_ref()).unwrap();
+    assert!((img.image().xstate_bv() & Xfeatures(0xE0)).is_empty(), "AVX-512 init");
+    let e = Guest::new(&kvm, &guest_cpuid(&supported, &narrow, c7), c7).unwrap();
+    let before = e.vcpu().get_xsave().unwrap();
+    match migrate::restore(e.vcpu(), &rec_idle, &host, &narrow) {
+        Err(MigrateError::Incompatible(r)) => {
+            assert!(r.reasons.iter().any(|x| x.component() == Some(Component::OPMASK)), "{:?}", r.reasons);
+        }
+        other => panic!("expected a refusal for enabled-but-init AVX-512, got {other:?}"),
+    }
+    assert_eq!(e.vcpu().get_xsave().unwrap(), before, "a refused migration changes nothing");
     println!("migrations: as-is and via re-layout restored 2112 register bytes exactly; AVX-only destination refused");
 }

@@ -37,8 +37,8 @@ use crate::xfeatures::Xfeatures;
 pub struct Side<'a> {
     /// The CPU's (or policy's) layout.
     pub layout: &'a Layout,
-    /// XCR0: on the source the states the guest may use, on the destination the states it can
-    /// enable.
+    /// XCR0: on the source the XCR0 the guest runs with (KVM_GET_XCRS, or the record's), which
+    /// the destination must be able to enable; on the destination the states it can enable.
     pub xcr0: Xfeatures,
     /// IA32_XSS, likewise.
     pub xss: Xfeatures,
@@ -256,6 +256,9 @@ pub struct Report {
     pub reasons: Vec<Reason>,
     /// The states that matter: the source's XCR0 | XSS, or with an image its components in use.
     pub considered: Xfeatures,
+    /// The states the destination must be able to enable: the source's XCR0 | XSS (within its
+    /// layout), whether or not an image has them in use.
+    pub enabled: Xfeatures,
     /// Source components to mask (whole feature groups and dependents) to reach at least
     /// "compatible after re-layout".
     pub mask: Xfeatures,
@@ -302,8 +305,12 @@ fn close(mask: Xfeatures) -> Xfeatures {
     m - Xfeatures::LEGACY
 }
 
-/// Compares a source and a destination over the states the source may use (or, with
-/// `in_use`, only those).
+/// Compares a source and a destination. Every state the source has enabled (its XCR0 | XSS)
+/// must be one the destination can enable, at the same size: XSETBV (and KVM_SET_XCRS, Xen's
+/// `validate_xstate`) refuse an XCR0 naming a component the CPU lacks, and a component of
+/// another size is another feature. Where the state sits matters only for the states in use
+/// (`in_use`, from an image; all enabled states without one): init state is written init on
+/// the destination whatever its offset.
 fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_source: bool) -> Report {
     let (fl, tl) = (from.layout, to.layout);
     let enabled = (from.xcr0 & fl.user_supported()) | (from.xss & fl.supervisor_supported());
@@ -314,7 +321,7 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
     let both_compact = fl.features().compaction() && tl.features().compaction();
     let dst_user = to.xcr0 & tl.user_supported();
     let dst_sup = to.xss & tl.supervisor_supported();
-    for c in considered.iter().filter(|c| !c.is_legacy()) {
+    for c in enabled.iter().filter(|c| !c.is_legacy()) {
         let Some(gf) = fl.geometry(c) else { continue };
         if gf.supervisor {
             if !dst_sup.contains(c) {
@@ -333,6 +340,9 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
             bad = bad.with(c);
             continue;
         }
+        if !considered.contains(c) {
+            continue;
+        }
         if !gf.supervisor && gf.offset != gt.offset {
             reasons.push(Reason::OffsetDiffers { component: c, from: gf.offset, to: gt.offset });
             moved = moved.with(c);
@@ -342,10 +352,10 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
             moved = moved.with(c);
         }
     }
-    let sup_used = considered & fl.supervisor_supported();
-    if !sup_used.is_empty() && !tl.features().xsaves() {
+    let sup_enabled = enabled & fl.supervisor_supported();
+    if !sup_enabled.is_empty() && !tl.features().xsaves() {
         reasons.push(Reason::NoXsaves);
-        bad |= sup_used;
+        bad |= sup_enabled;
     }
     if compacted_source && !tl.features().compaction() {
         reasons.push(Reason::NoCompaction);
@@ -360,7 +370,8 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
             reasons.push(Reason::StandardSizeDiffers { from: s_from, to: s_to });
         }
     }
-    if considered.contains(Component::TILEDATA) && tl.geometry(Component::TILEDATA).is_some_and(|g| g.xfd) {
+    // KVM refuses an XCR0 with TILEDATA without the permission, in use or not.
+    if enabled.contains(Component::TILEDATA) && tl.geometry(Component::TILEDATA).is_some_and(|g| g.xfd) {
         reasons.push(Reason::AmxPermission);
     }
     let verdict = reasons.iter().map(Reason::severity).max().unwrap_or(Verdict::Compatible);
@@ -375,7 +386,7 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
             }
         }
     }
-    Report { verdict, reasons, considered, mask, mask_as_is: close(as_is) & enabled }
+    Report { verdict, reasons, considered, enabled, mask, mask_as_is: close(as_is) & enabled }
 }
 
 /// CPU-to-CPU (or policy-to-policy) compatibility over every state the source may use.
@@ -383,9 +394,12 @@ pub fn check(from: &Side<'_>, to: &Side<'_>) -> Report {
     compare(from, to, None, false)
 }
 
-/// Compatibility of one concrete image saved on the source (restorable there with RFBM = its
-/// XCR0 | XSS): only the components in use matter. Fails if the image is not valid on the
-/// source (hardware profile, MXCSR not checked).
+/// Compatibility of one concrete image saved on the source, which runs with `from.xcr0` and
+/// `from.xss` (the guest's XCR0 from KVM_GET_XCRS or the record, never guessed from the
+/// image's XSTATE_BV). Every enabled state must exist on the destination at the same size, in
+/// use or init (the destination must accept that XCR0, as [`check`] requires); where state
+/// sits matters only for the components in use. Fails if the image is not one XRSTOR with
+/// RFBM = that XCR0 (| XSS for a compacted image) loads on the source (MXCSR not checked).
 pub fn check_image(from: &Side<'_>, to: &Side<'_>, image: &[u8]) -> Result<Report, ValidationError> {
     let img = Image::new(image).map_err(|_| ValidationError {
         profile: Profile::Hardware,
@@ -436,7 +450,9 @@ pub fn verdict(from: &Side<'_>, to: &Side<'_>) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{self, AMD_ZEN2, AMD_ZEN3, AMD_ZEN4, INTEL_ICELAKE, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP};
+    use crate::fixtures::{
+        self, AMD_ZEN2, AMD_ZEN3, AMD_ZEN4, AVX_ONLY, INTEL_ICELAKE, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP,
+    };
 
     #[test]
     fn skylake_to_zen4_names_offsets_and_masks_mpx() {
@@ -488,17 +504,54 @@ mod tests {
         let from = Side { layout: &spr, xcr0: Xfeatures(0xE7), xss: Xfeatures(0x100) };
         let r = check(&from, &Side::user_max(&icl));
         assert!(r.reasons.contains(&Reason::SupervisorUnsupported { component: Component::PT }));
-        // With an image that uses only AVX, AMX does not matter.
+        // With an image that uses only AVX, from a guest that has not enabled AMX, AMX does not
+        // matter ...
         let img = crate::image::ImageBuf::init(spr.standard_size(Xfeatures(0x602E7)).unwrap() as usize, Xfeatures(0));
         let mut img = img;
         img.set_xstate_bv(Xfeatures(0x7));
-        let r = check_image(&Side::user_max(&spr), &Side::user_max(&icl), &img).unwrap();
+        let no_amx = Side { layout: &spr, xcr0: Xfeatures(0x2E7), xss: Xfeatures(0) };
+        let r = check_image(&no_amx, &Side::user_max(&icl), &img).unwrap();
         assert_eq!(r.considered, Xfeatures(0x7));
         assert_eq!(r.verdict, Verdict::Compatible, "{:?}", r.reasons);
+        // ... but a guest running with AMX enabled cannot move to a CPU without it.
+        let r = check_image(&Side::user_max(&spr), &Side::user_max(&icl), &img).unwrap();
+        assert_eq!(r.verdict, Verdict::Incompatible, "{:?}", r.reasons);
         img.set_xstate_bv(Xfeatures(0x40007));
         let r = check_image(&Side::user_max(&spr), &Side::user_max(&icl), &img).unwrap();
         assert_eq!(r.verdict, Verdict::Incompatible);
         img.set_xstate_bv(Xfeatures(1 << 8));
         assert!(check_image(&Side::user_max(&spr), &Side::user_max(&icl), &img).is_err());
+    }
+
+    /// Issue 12 item 1 / issue 10 item 15: a Genoa guest running with XCR0 0x2e7 whose AVX-512
+    /// state is init cannot move to a CPU without AVX-512: the destination cannot enable that
+    /// XCR0 (XSETBV and KVM_SET_XCRS refuse it), whatever the image holds.
+    #[test]
+    fn enabled_but_init_components_must_exist_on_the_destination() {
+        let (zen4, zen3, avx) = (fixtures::layout(AMD_ZEN4), fixtures::layout(AMD_ZEN3), fixtures::layout(AVX_ONLY));
+        let xcr0 = Xfeatures(0x2E7);
+        let from = Side { layout: &zen4, xcr0, xss: Xfeatures(0) };
+        let mut img = crate::image::ImageBuf::init(zen4.standard_size(xcr0).unwrap() as usize, Xfeatures(0));
+        img.set_xstate_bv(Xfeatures(0x3)); // x87 and SSE in use, AVX-512 and PKRU init
+        for to in [&zen3, &avx] {
+            let to = Side::user_max(to);
+            let r = check_image(&from, &to, &img).unwrap();
+            assert_eq!(r.verdict, Verdict::Incompatible, "{:?}", r.reasons);
+            assert_eq!(r.verdict, check(&from, &to).verdict);
+            assert!(r.reasons.contains(&Reason::Missing { component: Component::OPMASK }), "{:?}", r.reasons);
+            assert!(r.mask.contains(Component::ZMM_HI256), "{}", r.mask);
+            assert_eq!(r.enabled, xcr0);
+        }
+        // The same image from a guest whose XCR0 leaves AVX-512 out moves to Zen 3.
+        let narrow = Side { layout: &zen4, xcr0: Xfeatures(0x207), xss: Xfeatures(0) };
+        let r = check_image(&narrow, &Side::user_max(&zen3), &img).unwrap();
+        assert_ne!(r.verdict, Verdict::Incompatible, "{:?}", r.reasons);
+        // An enabled TILEDATA needs the guest AMX permission even when init.
+        let spr = fixtures::layout(INTEL_SAPPHIRE_RAPIDS);
+        let amx = Side { layout: &spr, xcr0: Xfeatures(0x602E7), xss: Xfeatures(0) };
+        let mut img = crate::image::ImageBuf::init(spr.standard_size(amx.xcr0).unwrap() as usize, Xfeatures(0));
+        img.set_xstate_bv(Xfeatures(0x3));
+        let r = check_image(&amx, &Side::user_max(&spr), &img).unwrap();
+        assert_eq!(r.reasons, [Reason::AmxPermission]);
     }
 }

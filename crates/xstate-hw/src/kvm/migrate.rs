@@ -77,26 +77,26 @@ pub fn save(vcpu: &Vcpu, host: &Layout) -> Result<Vec<u8>, MigrateError> {
 }
 
 /// Restores a portable record into `vcpu`, whose guest runs under `dst` on this host (`host`:
-/// this host's layout). Checks compatibility first (only the components in use matter) and
-/// refuses with the report when the state cannot live there; otherwise re-lays the image out
-/// for this host, then sets XCR0 and the state. Returns the compatibility report.
+/// this host's layout). Checks compatibility first with the record's XCR0 (the destination must
+/// be able to enable every state the guest enabled, in use or init; where state sits matters
+/// for the components in use) and refuses with the report when the state cannot live there;
+/// otherwise re-lays the image out for this host, then sets XCR0 and the state. Returns the
+/// compatibility report.
 pub fn restore(vcpu: &Vcpu, record_bytes: &[u8], host: &Layout, dst: &Policy) -> Result<Report, MigrateError> {
     let contents =
         record::read(Format::Portable, record_bytes, host, &Options::default()).map_err(MigrateError::Record)?;
     let from = contents.layout.clone().unwrap_or_else(|| host.clone());
-    let Some((state, image)) = contents.state().and_then(|s| s.image.as_ref().map(|i| (s, i))) else {
-        return Ok(compat::check(&Side::user_max(&from), &Side::user_max(dst.layout())));
-    };
-    let (xcr0, xss) = (state.xcr0.unwrap_or_default(), state.xss.unwrap_or_default());
+    let state = contents.state();
+    let (xcr0, xss) = state
+        .map_or((Xfeatures::X87, Xfeatures::EMPTY), |s| (s.xcr0.unwrap_or(Xfeatures::X87), s.xss.unwrap_or_default()));
     let src = Side { layout: &from, xcr0, xss };
     let to = Side { layout: dst.layout(), xcr0: dst.xcr0_max(), xss: dst.xss_max() };
+    let Some((state, image)) = state.and_then(|s| s.image.as_ref().map(|i| (s, i))) else {
+        return Ok(compat::check(&src, &to));
+    };
     let report = compat::check_image(&src, &to, image.image().bytes()).map_err(MigrateError::Invalid)?;
     if report.verdict == Verdict::Incompatible {
         return Err(MigrateError::Incompatible(report));
-    }
-    if !xcr0.is_subset_of(dst.xcr0_max()) {
-        // Enabled but unused states the destination lacks: the guest must not find them in XCR0.
-        return Err(MigrateError::Incompatible(compat::check(&src, &to)));
     }
     let out = convert(
         image.image().bytes(),
