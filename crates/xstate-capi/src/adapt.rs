@@ -491,7 +491,9 @@ pub(crate) fn policy_leaf0d(p: &Policy, xcr0: u64, xss: u64) -> Result<[[u32; 4]
 }
 
 pub(crate) fn area_new(p: &Arc<Policy>, form: Form) -> Result<SaveArea> {
-    SaveArea::new(Arc::clone(p), form).map_err(|e| area_failure(&e))
+    // The C API's areas start with Intel's mask, 0xFFFF, as documented for xstate_area_new;
+    // xstate_area_set_mxcsr_mask gives the host's.
+    SaveArea::new(Arc::clone(p), form, 0xFFFF).map_err(|e| area_failure(&e))
 }
 
 /// (XCR0, IA32_XSS, xcr0_accum, xss_accum) of an area.

@@ -17,4 +17,4 @@ pub mod tracee;
 pub mod xsave;
 
 pub use fault::Fault;
-pub use xsave::{Host, HostError, SaveInstr};
+pub use xsave::{Host, HostError, OperandError, SaveInstr};

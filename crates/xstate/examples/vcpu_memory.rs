@@ -67,8 +67,10 @@ fn vcpus() -> usize {
 
 /// Creates `n` areas and returns (sum of sizes, sum of heap bytes).
 fn fleet(policy: &Arc<Policy>, form: Form, n: usize) -> Result<(usize, usize, Vec<SaveArea>), String> {
-    let areas: Vec<SaveArea> =
-        (0..n).map(|_| SaveArea::new(policy.clone(), form)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let areas: Vec<SaveArea> = (0..n)
+        .map(|_| SaveArea::new(policy.clone(), form, 0xFFFF))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     Ok((areas.iter().map(SaveArea::len).sum(), areas.iter().map(SaveArea::allocated).sum(), areas))
 }
 

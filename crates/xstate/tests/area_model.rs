@@ -177,7 +177,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn run(c: &Case, start: usize, ops: &[Op]) -> Result<(u32, u32), TestCaseError> {
     let l = &c.host;
     let p0 = c.policies[start % c.policies.len()].clone();
-    let mut area = SaveArea::new(p0.clone(), c.form).unwrap();
+    let mut area = SaveArea::new(p0.clone(), c.form, 0xFFFF).unwrap();
     let mut m = Model {
         xcr0_max: p0.xcr0_max(),
         xss_max: p0.xss_max(),

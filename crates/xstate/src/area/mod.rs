@@ -23,6 +23,18 @@
 //!   of `xcr0_accum`) on, as the Xen patch does; a compacted area is re-laid out, since
 //!   compacted offsets depend on XCOMP_BV.
 //!
+//! The area's bytes follow the **host's** layout ([`SaveArea::layout`], the policy's
+//! [`Policy::host_layout`]), not the guest's [`Policy::layout`]: XSAVE, XSAVEC and XSAVES run on
+//! the host's CPU, so a compacted area keeps the host's 64-byte alignment even when the policy
+//! hides XSAVEC from the guest (and with it the align64 flags). [`SaveArea::component`] reads a
+//! component where the bytes really are; [`SaveArea::bytes_mut`] hands the area to a save
+//! instruction.
+//!
+//! Loads are checked against the MXCSR mask of the CPU that will restore the area, given at
+//! construction (the MXCSR_MASK field its FXSAVE/XSAVE writes: 0xFFFF on Intel, 0x2FFFF on AMD
+//! Zen 4): XRSTOR raises #GP for MXCSR bits outside it (SDM Vol. 1 §13.8.1, §11.6.6), and no
+//! default fits every CPU.
+//!
 //! The policy is shared ([`Arc`]): a thousand vCPUs of one domain hold one policy and a
 //! thousand areas; [`SaveArea::allocated`] reports the heap bytes of one area.
 
@@ -30,7 +42,7 @@ use alloc::sync::Arc;
 use core::fmt;
 
 use crate::aligned::AlignedBuf;
-use crate::component::legacy::{COMPACTED, EXTENDED_OFFSET};
+use crate::component::legacy::{COMPACTED, EXTENDED_OFFSET, mxcsr_mask_of_field};
 use crate::image::validate::Detail;
 use crate::image::{self, Context, ConvertError, Form, Header, Image, ImageBuf, Profile, ValidationError};
 use crate::layout::Layout;
@@ -153,7 +165,11 @@ impl SaveArea {
 
     /// A fresh area in the init state. A standard area needs a policy without supervisor
     /// components; a compacted one a host with XSAVEC or XSAVES.
-    pub fn new(policy: Arc<Policy>, form: Form) -> Result<SaveArea, AreaError> {
+    ///
+    /// `mxcsr_mask_field` is the MXCSR_MASK field (bytes 28..31) the host's FXSAVE or XSAVE
+    /// writes, 0 meaning 0xFFBF (SDM Vol. 1 §11.6.6): loads refuse MXCSR values with bits
+    /// outside it, as XRSTOR on that host would. `xstate_hw::Host::mxcsr_mask` reads it.
+    pub fn new(policy: Arc<Policy>, form: Form, mxcsr_mask_field: u32) -> Result<SaveArea, AreaError> {
         check_form(&policy, form)?;
         let buf = ImageBuf::init(Self::size_for(&policy, form), area_xcomp_bv(&policy, form)).into_inner();
         Ok(SaveArea {
@@ -164,7 +180,7 @@ impl SaveArea {
             xss: Xfeatures::EMPTY,
             xcr0_accum: Xfeatures::X87,
             xss_accum: Xfeatures::EMPTY,
-            mxcsr_mask: 0xFFFF,
+            mxcsr_mask: mxcsr_mask_of_field(mxcsr_mask_field),
         })
     }
 
@@ -178,14 +194,40 @@ impl SaveArea {
         self.form
     }
 
-    /// The area's bytes: a valid image for RFBM = the policy's maximum, 64-byte aligned.
+    /// The layout the area's bytes follow: the host's ([`Policy::host_layout`]), where the
+    /// host's XSAVE* put each component. Not the guest's [`Policy::layout`], whose compacted
+    /// offsets differ when the policy hides XSAVEC.
+    pub fn layout(&self) -> &Layout {
+        self.policy.host_layout()
+    }
+
+    /// The area's bytes, 64-byte aligned: an image in [`SaveArea::layout`] and the area's form,
+    /// valid for XRSTOR (compacted: XRSTORS) with RFBM = the guest's XCR0 (| IA32_XSS).
     pub fn bytes(&self) -> &[u8] {
         &self.buf
     }
 
-    /// The area as an image view.
+    /// The area's bytes for a save instruction to write: XSAVE or XSAVEOPT into a standard
+    /// area, XSAVEC or XSAVES into a compacted one, executed on the policy's host with the
+    /// guest's XCR0 (and IA32_XSS) loaded, so RFBM is within them and every byte written lies
+    /// inside the area (its size is the policy's maximum). The area reads its header again
+    /// afterwards; a compacted area whose XCOMP_BV the save narrowed is laid out again at the
+    /// next load or policy change. Writing anything but a save's output is the caller's
+    /// responsibility: the next [`SaveArea::load`] or [`SaveArea::store`] may refuse it.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    /// The area as an image view; read its components with [`SaveArea::layout`] (or use
+    /// [`SaveArea::component`]).
     pub fn image(&self) -> Image<'_> {
         Image::new(&self.buf).expect("an area holds at least 576 bytes")
+    }
+
+    /// The bytes of component `c` in the area, under [`SaveArea::layout`]; `None` if the area
+    /// has no place for it (not in the policy, supervisor in a standard area).
+    pub fn component(&self, c: crate::component::Component) -> Option<&[u8]> {
+        self.image().component(self.layout(), c)
     }
 
     /// The area's size in bytes.
@@ -228,10 +270,15 @@ impl SaveArea {
         self.image().xstate_bv()
     }
 
-    /// Sets the MXCSR mask loads are checked against (the MXCSR_MASK the host's FXSAVE reports;
-    /// 0 means 0xFFBF). Default 0xFFFF.
+    /// The MXCSR mask loads are checked against (from the field given to [`SaveArea::new`]).
+    pub fn mxcsr_mask(&self) -> u32 {
+        self.mxcsr_mask
+    }
+
+    /// Changes the MXCSR mask loads are checked against: the MXCSR_MASK field (0 means
+    /// 0xFFBF) of the host that will restore the area, e.g. after moving it to another host.
     pub fn set_mxcsr_mask(&mut self, field: u32) {
-        self.mxcsr_mask = Context::new(Xfeatures::X87).with_mxcsr_mask_field(field).mxcsr_mask;
+        self.mxcsr_mask = mxcsr_mask_of_field(field);
     }
 
     /// Sets XCR0 (XSETBV at CPL 0), checked against the policy; the state is kept.
@@ -279,7 +326,16 @@ impl SaveArea {
                 detail: Detail::Length { len: image.len(), needed: image::MIN_SIZE },
             })
         })?;
-        image::restore_into(&img, host, user | sup, &mut self.buf, host).map_err(AreaError::Restore)
+        let mut normalized = self.normalized()?;
+        let dst = match normalized.as_mut() {
+            Some(b) => b,
+            None => &mut self.buf,
+        };
+        image::restore_into(&img, host, user | sup, dst, host).map_err(AreaError::Restore)?;
+        if let Some(b) = normalized {
+            self.buf = b;
+        }
+        Ok(())
     }
 
     /// Stores the state as an image of `form`: standard as XSAVE with RFBM = XCR0 would write
@@ -311,6 +367,26 @@ impl SaveArea {
         Ok(out)
     }
 
+    /// The area laid out again in its own form and XCOMP_BV, if a save through
+    /// [`SaveArea::bytes_mut`] changed them (XSAVEC/XSAVES write XCOMP_BV = bit 63 | RFBM);
+    /// `None` when they are as the area keeps them.
+    fn normalized(&self) -> Result<Option<AlignedBuf>, AreaError> {
+        let want = area_xcomp_bv(&self.policy, self.form);
+        let h = Header::read(&self.buf).unwrap_or(Header::EMPTY);
+        if h.xcomp_bv == want {
+            return Ok(None);
+        }
+        let host = self.policy.host_layout();
+        let mut out = ImageBuf::init(self.buf.len(), want);
+        let held = match h.form() {
+            Form::Standard => h.xstate_bv | Xfeatures::LEGACY,
+            Form::Compacted => h.compacted_components() | Xfeatures::LEGACY,
+        } & (self.policy.xcr0_max() | self.policy.xss_max());
+        image::restore_into(&self.image(), host, held, &mut out, host).map_err(AreaError::Restore)?;
+        out[416..512].copy_from_slice(&self.buf[416..512]);
+        Ok(Some(out.into_inner()))
+    }
+
     fn check_rfbm(&self, rfbm: Xfeatures) -> Result<(), AreaError> {
         let outside = rfbm - (self.xcr0_accum | self.xss_accum);
         if outside.is_empty() { Ok(()) } else { Err(AreaError::RfbmOutsideAccum { rfbm, outside }) }
@@ -329,6 +405,8 @@ impl SaveArea {
             }
         }
         check_form(&new, self.form)?;
+        let normalized = self.normalized()?;
+        let cur: &[u8] = normalized.as_deref().unwrap_or(&self.buf);
         let (old_host, new_host) = (self.policy.host_layout(), new.host_layout());
         if let Some(component) = (self.xcr0_accum | self.xss_accum).iter().find(|c| !same_place(old_host, new_host, *c))
         {
@@ -340,8 +418,8 @@ impl SaveArea {
                 // Xen: keep the contents, zero from the old used extent up to the new size.
                 let extent = (old_host.standard_size(self.xcr0_accum).unwrap_or(0) as usize).max(EXTENDED_OFFSET);
                 let mut buf = AlignedBuf::zeroed(size);
-                let keep = size.min(self.buf.len());
-                buf[..keep].copy_from_slice(&self.buf[..keep]);
+                let keep = size.min(cur.len());
+                buf[..keep].copy_from_slice(&cur[..keep]);
                 if let Some(tail) = buf.get_mut(extent..) {
                     tail.fill(0);
                 }
@@ -350,9 +428,10 @@ impl SaveArea {
             Form::Compacted => {
                 let mut out = ImageBuf::init(size, area_xcomp_bv(&new, Form::Compacted));
                 let rfbm = self.xcr0_accum | self.xss_accum;
-                image::restore_into(&self.image(), old_host, rfbm, &mut out, new_host).map_err(AreaError::Restore)?;
+                let cur = Image::new(cur).expect("an area holds at least 576 bytes");
+                image::restore_into(&cur, old_host, rfbm, &mut out, new_host).map_err(AreaError::Restore)?;
                 // Legacy bytes that are not state (416..512) travel too.
-                out[416..512].copy_from_slice(&self.buf[416..512]);
+                out[416..512].copy_from_slice(&cur.bytes()[416..512]);
                 out.into_inner()
             }
         };
