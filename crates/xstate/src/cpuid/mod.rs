@@ -5,6 +5,7 @@
 //! same [`CpuidData`] the dump readers do.
 
 mod aida;
+pub mod gating;
 mod json;
 mod leaf0d;
 mod tool;

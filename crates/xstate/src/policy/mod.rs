@@ -21,6 +21,7 @@
 //! ([`SetError`]).
 
 mod feature;
+mod guest_cpuid;
 mod selection;
 pub mod xen;
 mod xsetbv;

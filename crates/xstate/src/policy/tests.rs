@@ -234,3 +234,97 @@ fn features_reported() {
     assert_eq!(p.compacted_size(Xfeatures(0x1807)), Some(832 + 40));
     assert_eq!(p.compacted_size(Xfeatures(0x107)), None);
 }
+
+/// Sapphire Rapids' leaves 1, 7, 0x1D, 0x1E and 0x8000_0001 (InstLatx64
+/// `GenuineIntel00806F8_SapphireRapids_05_CPUID.txt`) with the fixture's leaf 0xD.
+fn spr_table() -> crate::cpuid::CpuidData {
+    let mut t = crate::cpuid::CpuidData::new(crate::cpuid::Format::Synthetic);
+    for (leaf, sub, r) in [
+        (1, 0, Regs::new(0x000806F8, 0x00800800, 0x7FFEFBFF, 0xBFEBFBFF)),
+        (7, 0, Regs::new(0x2, 0xF3BFBFFB, 0xBB417FEE, 0xFFDD4430)),
+        (7, 1, Regs::new(0x1C30, 0, 0, 0)),
+        (7, 2, Regs::new(0, 0, 0, 0x17)),
+        (0x1D, 0, Regs::new(1, 0, 0, 0)),
+        (0x1D, 1, Regs::new(0x04002000, 0x00080040, 0x10, 0)),
+        (0x1E, 0, Regs::new(0, 0x4010, 0, 0)),
+        (0x8000_0001, 0, Regs::new(0, 0, 0x121, 0x2C100000)),
+    ] {
+        t.insert(leaf, sub, r);
+    }
+    *t.leaf0d_mut() = fixtures::leaf0d(INTEL_SAPPHIRE_RAPIDS);
+    t
+}
+
+fn reg(t: &crate::cpuid::CpuidData, leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
+    let r = t.get(leaf, sub).unwrap();
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// Issue 12 item 2: a policy hides the CPUID flags of what it hides, everywhere, not only in
+/// leaf 0xD (values computed by hand from the Sapphire Rapids dump above).
+#[test]
+fn whole_cpuid_of_sapphire_rapids_by_hand() {
+    let host = spr_table();
+    // Everything (CET included, since XSAVES is exposed): only leaf 0xD is rebuilt.
+    let all = policy(INTEL_SAPPHIRE_RAPIDS, "all").unwrap().guest_cpuid(&host);
+    assert_eq!(all.entries().collect::<alloc::vec::Vec<_>>(), host.entries().collect::<alloc::vec::Vec<_>>());
+    // avx,avx512: no AMX (7.0 EDX[22,24,25], leaves 0x1D/0x1E), no PKU/OSPKE (7.0 ECX[3,4]),
+    // no CET (SHSTK 7.0 ECX[7], IBT 7.0 EDX[20]).
+    let p = policy(INTEL_SAPPHIRE_RAPIDS, "avx,avx512").unwrap();
+    let g = p.guest_cpuid(&host);
+    assert_eq!(reg(&g, 7, 0), (0x2, 0xF3BFBFFB, 0xBB417F66, 0xFC8D4430));
+    assert_eq!(reg(&g, 7, 1), (0x1C30, 0, 0, 0));
+    for (leaf, sub) in [(0x1D, 0), (0x1D, 1), (0x1E, 0)] {
+        assert_eq!(reg(&g, leaf, sub), (0, 0, 0, 0), "{leaf:#x}.{sub}");
+    }
+    assert_eq!(reg(&g, 1, 0), reg(&host, 1, 0));
+    assert_eq!(g.leaf0d(), &p.leaf0d(p.xcr0_max(), p.xss_max()).unwrap());
+    assert_eq!(g.leaf0d().xcr0_supported(), Xfeatures(0xE7));
+    // avx: AVX-512 goes too (7.0 EBX[16,17,21,26,27,28,30,31], ECX[1,6,11,12,14],
+    // EDX[2,3,8,23], 7.1 EAX[5] AVX512_BF16).
+    let g = policy(INTEL_SAPPHIRE_RAPIDS, "avx").unwrap().guest_cpuid(&host);
+    assert_eq!(reg(&g, 7, 0), (0x2, 0x239CBFFB, 0xBB412724, 0xFC0D4430));
+    assert_eq!(reg(&g, 7, 1), (0x1C10, 0, 0, 0));
+    // x87 and SSE only: AVX, FMA, F16C (1 ECX[28,12,29]), AVX2, VAES, VPCLMULQDQ, AVX-VNNI.
+    let none = Policy::derive(&fixtures::layout(INTEL_SAPPHIRE_RAPIDS), &Selection::masks(Xfeatures(3), Xfeatures(0)));
+    let g = none.unwrap().guest_cpuid(&host);
+    assert_eq!(reg(&g, 1, 0), (0x000806F8, 0x00800800, 0x4FFEEBFF, 0xBFEBFBFF));
+    assert_eq!(reg(&g, 7, 0), (0x2, 0x239CBFDB, 0xBB412124, 0xFC0D4430));
+    assert_eq!(reg(&g, 7, 1), (0x1C00, 0, 0, 0));
+    assert_eq!(reg(&g, 7, 2), reg(&host, 7, 2));
+    assert_eq!(reg(&g, 0x8000_0001, 0), reg(&host, 0x8000_0001, 0));
+    // Applying twice changes nothing more.
+    assert_eq!(none_twice(&host), none_once(&host));
+}
+
+fn none_policy() -> Policy {
+    Policy::derive(&fixtures::layout(INTEL_SAPPHIRE_RAPIDS), &Selection::masks(Xfeatures(3), Xfeatures(0))).unwrap()
+}
+
+fn none_once(host: &crate::cpuid::CpuidData) -> crate::cpuid::CpuidData {
+    none_policy().guest_cpuid(host)
+}
+
+fn none_twice(host: &crate::cpuid::CpuidData) -> crate::cpuid::CpuidData {
+    none_policy().guest_cpuid(&none_once(host))
+}
+
+/// AMD: without AVX, XOP and FMA4 (0x8000_0001 ECX[11,16]) go; LWP (ECX[15]) goes with its
+/// component on family 15h.
+#[test]
+fn whole_cpuid_of_amd_by_hand() {
+    let mut host = crate::cpuid::CpuidData::new(crate::cpuid::Format::Synthetic);
+    // Family 15h (InstLatx64 `AuthenticAMD0600F12_Interlagos_CPUID.txt`): AVX, XOP, LWP, FMA4.
+    host.insert(0x8000_0001, 0, Regs::new(0x00600F12, 0x30000000, 0x01C9BFFF, 0x2FD3FBFF));
+    host.insert(0x8000_001C, 0, Regs::new(0, 0x80032013, 0x00010200, 0x8000000F));
+    *host.leaf0d_mut() = fixtures::leaf0d(AMD_FAM15H_LWP);
+    let l = fixtures::layout(AMD_FAM15H_LWP);
+    let g = Policy::derive(&l, &Selection::parse("avx").unwrap()).unwrap().guest_cpuid(&host);
+    assert_eq!(reg(&g, 0x8000_0001, 0).2, 0x01C9BFFF & !(1 << 15));
+    assert_eq!(reg(&g, 0x8000_001C, 0), (0, 0, 0, 0));
+    let g = Policy::derive(&l, &Selection::masks(Xfeatures(3), Xfeatures(0))).unwrap().guest_cpuid(&host);
+    assert_eq!(reg(&g, 0x8000_0001, 0).2, 0x01C9BFFF & !(1 << 15 | 1 << 11 | 1 << 16));
+    let g = Policy::derive(&l, &Selection::all()).unwrap().guest_cpuid(&host);
+    assert_eq!(reg(&g, 0x8000_0001, 0), reg(&host, 0x8000_0001, 0));
+    assert_eq!(reg(&g, 0x8000_001C, 0), reg(&host, 0x8000_001C, 0));
+}
