@@ -13,8 +13,11 @@ use xstate::cpuid::{CpuidData, Format, Regs};
 
 /// Executes CPUID with EAX = `leaf`, ECX = `subleaf`.
 pub fn cpuid(leaf: u32, subleaf: u32) -> Regs {
-    // CPUID exists on every x86_64 CPU and has no side effects beyond a possible VM exit.
-    let r = __cpuid_count(leaf, subleaf);
+    // Older Rust declares the intrinsic `unsafe`; current Rust does not.
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86_64 CPU and has no side effects beyond a possible VM
+    // exit.
+    let r = unsafe { __cpuid_count(leaf, subleaf) };
     Regs::new(r.eax, r.ebx, r.ecx, r.edx)
 }
 

@@ -12,28 +12,19 @@
 use std::sync::Arc;
 
 use xstate::area::SaveArea;
-use xstate::cpuid::{self, Leaf0d, Regs};
+use xstate::cpuid::{self, Leaf0d};
 use xstate::fixtures::{self, INTEL_AMX_GUEST};
 use xstate::image::Form;
 use xstate::policy::{Policy, Selection};
 use xstate::{Component, Layout, Xfeatures};
 
-/// Leaf 0xD of the running CPU (the CPUID instruction is safe to execute on x86_64).
-#[cfg(target_arch = "x86_64")]
+/// Leaf 0xD of the running CPU, read by `xstate-hw`.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn running_cpu() -> Option<Leaf0d> {
-    let max = std::arch::x86_64::__cpuid(0).eax;
-    if max < 0xD || std::arch::x86_64::__cpuid(1).ecx >> 27 & 1 == 0 {
-        return None;
-    }
-    let mut l = Leaf0d::new();
-    for i in 0..64u32 {
-        let r = std::arch::x86_64::__cpuid_count(0xD, i);
-        l.set(i as u8, Regs::new(r.eax, r.ebx, r.ecx, r.edx));
-    }
-    Some(l)
+    xstate_hw::cpu::osxsave().then(|| *xstate_hw::cpu::host_cpuid().leaf0d())
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 fn running_cpu() -> Option<Leaf0d> {
     None
 }

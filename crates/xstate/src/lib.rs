@@ -19,6 +19,7 @@ pub mod area;
 pub mod compat;
 pub mod component;
 pub mod cpuid;
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod fleet;
 pub mod image;

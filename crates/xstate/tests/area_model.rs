@@ -268,7 +268,8 @@ fn run(c: &Case, start: usize, ops: &[Op]) -> Result<(u32, u32), TestCaseError> 
                 prop_assert!(image::validate(&out, l, Profile::Hardware, &ctx).is_ok(), "stored image invalid");
                 let (regs, mx) = image_regs(&out, l, rfbm);
                 for c in rfbm.iter() {
-                    prop_assert_eq!(regs.get(&c.index()), Some(&m.reg(l, c)), "stored {}", c);
+                    let want = m.reg(l, c);
+                    prop_assert_eq!(regs.get(&c.index()), Some(&want), "stored {}", c);
                 }
                 if let Some(v) = mx {
                     prop_assert_eq!(v, m.mxcsr, "stored MXCSR");
@@ -297,7 +298,8 @@ fn run(c: &Case, start: usize, ops: &[Op]) -> Result<(u32, u32), TestCaseError> 
         let accum = m.xcr0_accum | m.xss_accum;
         let (regs, mx) = image_regs(area.bytes(), l, accum);
         for comp in accum.iter() {
-            prop_assert_eq!(regs.get(&comp.index()), Some(&m.reg(l, comp)), "area lost {} after {:?}", comp, op);
+            let want = m.reg(l, comp);
+            prop_assert_eq!(regs.get(&comp.index()), Some(&want), "area lost {} after {:?}", comp, op);
         }
         if let Some(v) = mx {
             prop_assert_eq!(v, m.mxcsr, "area MXCSR after {:?}", op);

@@ -6,6 +6,7 @@
 
 mod aida;
 pub mod gating;
+#[cfg(feature = "json")]
 mod json;
 mod leaf0d;
 mod tool;
@@ -15,6 +16,7 @@ use alloc::string::String;
 use core::fmt;
 
 pub use aida::parse_aida;
+#[cfg(feature = "json")]
 pub use json::{parse_json, to_json_value};
 pub use leaf0d::{ComponentLeaf, Leaf0d, XsaveFeatures};
 pub use tool::parse_cpuid_tool;
@@ -63,7 +65,7 @@ pub enum Format {
     Aida,
     /// Output of the Linux `cpuid -r` tool (`0x0000000d 0x00: eax=0x... ebx=...`).
     CpuidTool,
-    /// The project's JSON (see [`parse_json`]).
+    /// The project's JSON (`parse_json`, with the `json` feature).
     Json,
     /// The CPUID instruction on the running CPU.
     Host,
@@ -195,7 +197,10 @@ impl core::error::Error for ParseError {}
 pub fn parse(text: &str) -> Result<CpuidData, ParseError> {
     let t = text.trim_start_matches('\u{feff}').trim_start();
     if t.starts_with('{') || t.starts_with('[') {
+        #[cfg(feature = "json")]
         return parse_json(t);
+        #[cfg(not(feature = "json"))]
+        return Err(ParseError::whole("JSON CPUID data needs xstate's `json` feature"));
     }
     if tool::looks_like_cpuid_tool(text) {
         return parse_cpuid_tool(text);

@@ -25,6 +25,7 @@
 mod any;
 mod contents;
 pub mod criu;
+#[cfg(feature = "elf")]
 pub mod elf;
 mod error;
 pub mod fc_blob;
