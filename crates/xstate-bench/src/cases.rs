@@ -219,7 +219,7 @@ pub fn convert_cases() -> Vec<Case> {
             memcpy_baseline(n),
         ));
         let (l, m, img) = (s.layout.clone(), s.mask, s.standard.clone());
-        let mut out = ImageBuf::init(0, Xfeatures(0));
+        let mut out = ImageBuf::init(n, Xfeatures(0));
         v.push(Case::new(
             &format!("convert_into_std_to_cmp_{}", s.tag),
             Box::new(move || {
@@ -229,7 +229,7 @@ pub fn convert_cases() -> Vec<Case> {
             memcpy_baseline(n),
         ));
         let (l, m, img) = (s.layout.clone(), s.mask, s.compacted.clone());
-        let mut out = ImageBuf::init(0, Xfeatures(0));
+        let mut out = ImageBuf::init(n, Xfeatures(0));
         v.push(Case::new(
             &format!("convert_into_cmp_to_std_{}", s.tag),
             Box::new(move || {
@@ -246,7 +246,7 @@ pub fn convert_cases() -> Vec<Case> {
             // lives as long as the benchmark.
             let l: &'static Layout = Box::leak(Box::new(s.layout.clone()));
             let conv = Converter::new(l, l, s.mask, target).expect("the reference images convert");
-            let mut out = ImageBuf::init(0, Xfeatures(0));
+            let mut out = ImageBuf::init(n, Xfeatures(0));
             v.push(Case::new(
                 &format!("converter_{dir}_{}", s.tag),
                 Box::new(move || {
@@ -317,7 +317,7 @@ pub fn host_cases() -> Vec<Case> {
             for kind in ["convert", "convert_into", "converter"] {
                 let conv = Converter::new(lc, lc, xcr0, target).ok();
                 let (img, cpu_img, hc) = (img.clone(), img.clone(), host.clone());
-                let mut out = ImageBuf::init(0, Xfeatures(0));
+                let mut out = ImageBuf::init(n, Xfeatures(0));
                 let op: Op = match (kind, conv) {
                     ("convert", _) => Box::new(move || {
                         black_box(convert(black_box(&img), lc, lc, xcr0, target).ok());

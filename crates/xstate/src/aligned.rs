@@ -127,6 +127,11 @@ impl AlignedBuilder {
         }
     }
 
+    /// The bytes written so far.
+    pub fn written_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.offset..]
+    }
+
     /// The buffer written.
     pub fn finish(self) -> AlignedBuf {
         let len = self.len();

@@ -20,7 +20,7 @@ pub mod validate;
 use core::fmt;
 use core::ops::{Deref, DerefMut, Range};
 
-pub use convert::{ConvertError, Converter, Target, convert, convert_between, convert_into};
+pub use convert::{ConvertError, Converter, Target, convert, convert_between, convert_into, output_len};
 pub use header::{Form, Header, RESERVED_OFFSET, RESERVED_SIZE};
 pub use restore::restore_into;
 pub use validate::{Context, Profile, Rule, ValidationError, validate};

@@ -391,7 +391,7 @@ impl Check<'_, '_> {
     }
 
     fn reserved(&self, range: core::ops::Range<usize>) -> Result<(), ValidationError> {
-        match self.img.header().first_reserved_nonzero_in(range) {
+        match super::header::first_reserved_nonzero_in(self.img.bytes(), range) {
             Some((offset, value)) => self.fail(Rule::ReservedHeader, Detail::Byte { offset, value }),
             None => Ok(()),
         }
