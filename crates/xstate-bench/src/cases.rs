@@ -53,7 +53,7 @@ const QUERIES: usize = 64;
 
 fn query_inputs(l: &Layout) -> Vec<(Xfeatures, Component)> {
     let mut v = Vec::new();
-    for m in xstate::xcr0::valid_xcr0_values(l.user_supported()) {
+    for m in xstate::fixtures::valid_xcr0_values(l.user_supported()) {
         let m = m | l.supervisor_supported();
         for c in m.iter() {
             v.push((m, c));

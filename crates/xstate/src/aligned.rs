@@ -84,7 +84,7 @@ impl AlignedBuf {
 /// Builds an [`AlignedBuf`] front to back, writing each byte once: pieces copied in, runs of
 /// zeros, nothing zero-filled first and overwritten later. Converters use it to run at memcpy
 /// speed.
-pub struct AlignedBuilder {
+pub(crate) struct AlignedBuilder {
     storage: Vec<u8>,
     offset: usize,
 }
@@ -103,11 +103,6 @@ impl AlignedBuilder {
     /// Bytes written so far.
     pub fn len(&self) -> usize {
         self.storage.len() - self.offset
-    }
-
-    /// True if nothing has been written.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Appends `bytes`.

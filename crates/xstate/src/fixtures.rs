@@ -119,6 +119,12 @@ pub const SAMPLES: [Rows; 9] = [
     AVX_ONLY,
 ];
 
+/// Every valid XCR0 value within `supported` (x87 always, the AVX-512, MPX and AMX groups
+/// whole, AVX-512 with AVX, each other bit free), ascending: for tests that sweep XCR0.
+pub fn valid_xcr0_values(supported: crate::Xfeatures) -> alloc::vec::Vec<crate::Xfeatures> {
+    crate::xcr0::valid_xcr0_values(supported)
+}
+
 /// Builds leaf 0xD from rows.
 pub fn leaf0d(rows: Rows) -> Leaf0d {
     let mut l = Leaf0d::new();

@@ -227,7 +227,7 @@ const GROUPS: [u64; 8] = [0x2, 0x4, 0x18, 0xE0, 1 << 9, 0x6_0000, 1 << 19, 1 << 
 /// Every XCR0 value within `supported` that passes [`check_xcr0`], in ascending order of the
 /// group combination. At most a few thousand values on any real CPU; used to explain reported
 /// sizes whose XCR0 is unknown (dumps record the dumping OS's XCR0 in CPUID 0xD.0 EBX).
-pub fn valid_xcr0_values(supported: Xfeatures) -> alloc::vec::Vec<Xfeatures> {
+pub(crate) fn valid_xcr0_values(supported: Xfeatures) -> alloc::vec::Vec<Xfeatures> {
     let s = supported.bits() & !(1 << 63) & !catalogue_supervisor().bits();
     let mut groups: alloc::vec::Vec<u64> = GROUPS.iter().map(|g| g & s).filter(|&g| g != 0).collect();
     let grouped: u64 = GROUPS.iter().fold(1, |m, g| m | g);

@@ -3,11 +3,11 @@
 //! different layouts, for both targets.
 
 use proptest::prelude::*;
+use xstate::fixtures::valid_xcr0_values;
 use xstate::fixtures::{
     AMD_FAM15H_LWP, AMD_ZEN4, INTEL_AMX_GUEST, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP, Rows, layout,
 };
 use xstate::image::{Converter, Target, convert};
-use xstate::xcr0::valid_xcr0_values;
 use xstate::{Layout, Xfeatures};
 
 const PAIRS: [(Rows, Rows); 6] = [

@@ -13,9 +13,9 @@ mod common;
 use serde_json::Value;
 use xstate::component::Reg;
 use xstate::cpuid::{self, gating};
+use xstate::fixtures::valid_xcr0_values;
 use xstate::layout::{Layout, Outcome};
 use xstate::policy::{Policy, Selection};
-use xstate::xcr0::valid_xcr0_values;
 use xstate::{Xfeatures, XsaveFeatures};
 
 use common::{corpus_or_skip, hex64};
