@@ -43,6 +43,7 @@ impl SaveInstr {
 
 /// Why the running CPU cannot be used.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum HostError {
     /// CPUID.1:ECX.OSXSAVE is clear: the OS has not enabled XSAVE.
     NoOsxsave,
@@ -59,7 +60,14 @@ impl std::fmt::Display for HostError {
     }
 }
 
-impl std::error::Error for HostError {}
+impl std::error::Error for HostError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HostError::Layout(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Why [`Host::xrstor_then_save_into`] did not complete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -90,6 +90,7 @@ impl fmt::Display for Verdict {
 
 /// Why a migration is not compatible as is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Reason {
     /// A user state the source uses does not exist (or is not enabled) on the destination.
     Missing {
@@ -249,6 +250,7 @@ impl fmt::Display for Reason {
 
 /// The answer with its reasons.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Report {
     /// The verdict: the worst severity among the reasons.
     pub verdict: Verdict,

@@ -14,6 +14,7 @@ use crate::xfeatures::Xfeatures;
 
 /// The rule a mask breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Rule {
     /// XCR0\[0\] (x87) must be 1.
     X87Required,
@@ -78,6 +79,7 @@ impl fmt::Display for Register {
 
 /// A mask that breaks a rule: which register, which rule, the value and the offending bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct MaskError {
     /// The register the value was meant for.
     pub register: Register,

@@ -52,6 +52,7 @@ use crate::xfeatures::Xfeatures;
 
 /// Why a save-area operation was refused. A refused operation changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AreaError {
     /// The new policy's maximum lacks components the guest has already enabled (Xen: -EBUSY).
     Busy {
@@ -119,7 +120,16 @@ impl fmt::Display for AreaError {
     }
 }
 
-impl core::error::Error for AreaError {}
+impl core::error::Error for AreaError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            AreaError::Set(e) => Some(e),
+            AreaError::Invalid(e) => Some(e),
+            AreaError::Restore(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// A vCPU's save area for a [`Policy`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -60,6 +60,7 @@ impl Regs {
 
 /// Where a [`CpuidData`] came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// AIDA64 / InstLatX64 text dump (`CPUID 0000000D: ...-...-...-... [SL 00]`).
     Aida,
@@ -165,6 +166,7 @@ impl CpuidData {
 
 /// A dump that could not be read: the 1-based line (where there is one) and what was wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ParseError {
     /// 1-based line number of the offending line, if the problem has one.
     pub line: Option<usize>,

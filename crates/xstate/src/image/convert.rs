@@ -43,6 +43,7 @@ pub enum Target {
 
 /// Why an image cannot be converted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ConvertError {
     /// The source is not an image XRSTOR would load.
     Invalid(ValidationError),
@@ -167,7 +168,15 @@ impl fmt::Display for ConvertError {
     }
 }
 
-impl core::error::Error for ConvertError {}
+impl core::error::Error for ConvertError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            ConvertError::Invalid(e) => Some(e),
+            ConvertError::BadXcr0(m) => Some(m),
+            _ => None,
+        }
+    }
+}
 
 /// Converts `image`, restorable on the CPU of `from` with RFBM = `rfbm` (XCR0, or XCR0 | XSS for
 /// an XRSTORS image), into `target` form for the CPU of `to`. The output restored with RFBM =

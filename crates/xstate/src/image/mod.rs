@@ -36,6 +36,7 @@ pub const MIN_SIZE: usize = EXTENDED_OFFSET;
 
 /// Bytes that cannot be an image at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ImageError {
     /// Shorter than the 576 bytes of legacy region and header.
     TooShort {

@@ -28,6 +28,7 @@ use crate::xfeatures::Xfeatures;
 
 /// The consumer whose rules apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Profile {
     /// XRSTOR (or XRSTORS) on the CPU the layout describes.
     Hardware,
@@ -121,6 +122,7 @@ impl XenContext {
 
 /// What the consumer knows besides the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Context {
     /// XCR0 of the restoring context; for [`Profile::Linux`] the task's user features.
     pub xcr0: Xfeatures,
@@ -163,6 +165,7 @@ impl Context {
 
 /// The rule an image breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Rule {
     /// Shorter than the 576 bytes of legacy region and header.
     TooShort,
@@ -244,6 +247,7 @@ impl Rule {
 
 /// The errno a Linux or Xen consumer returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Errno {
     /// EINVAL.
     Einval,
@@ -272,6 +276,7 @@ impl Errno {
 
 /// What is at fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Detail {
     /// Offending bits of a mask (`value` is the whole mask).
     Bits {
@@ -309,6 +314,7 @@ pub enum Detail {
 
 /// Why a consumer would refuse an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ValidationError {
     /// The consumer.
     pub profile: Profile,
@@ -361,7 +367,14 @@ impl fmt::Display for ValidationError {
     }
 }
 
-impl core::error::Error for ValidationError {}
+impl core::error::Error for ValidationError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match &self.detail {
+            Detail::Mask(m) => Some(m),
+            _ => None,
+        }
+    }
+}
 
 const SSE_AVX: Xfeatures = Xfeatures(0x6);
 /// `sizeof(struct kvm_xsave)`: what KVM_SET_XSAVE reads without KVM_CAP_XSAVE2.

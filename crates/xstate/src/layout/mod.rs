@@ -43,6 +43,7 @@ const SSE_GEOMETRY: Geometry = Geometry { size: 256, offset: 160, supervisor: fa
 
 /// Something in a CPUID source that does not break the layout but deserves a note.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Anomaly {
     /// A known component whose size differs from the one every other CPU reports, e.g. the
     /// 64-byte bit-9 component of AMD Zen 2, which is not PKRU. It is named `component N`.
@@ -84,6 +85,7 @@ impl fmt::Display for Anomaly {
 
 /// Why CPUID data does not make a usable layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LayoutError {
     /// CPUID 0xD.0 is all zero: no XSAVE, or a broken enumeration.
     XsaveNotEnumerated,

@@ -17,6 +17,7 @@ use crate::xfeatures::Xfeatures;
 
 /// A feature a policy can expose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Feature {
     /// AVX: YMM_Hi128 (component 2).
     Avx,

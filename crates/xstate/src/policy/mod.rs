@@ -42,6 +42,7 @@ use crate::xfeatures::Xfeatures;
 
 /// Why a selection cannot become a policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PolicyError {
     /// A name in a feature list that is not a feature.
     UnknownFeature {
@@ -142,7 +143,15 @@ impl fmt::Display for PolicyError {
     }
 }
 
-impl core::error::Error for PolicyError {}
+impl core::error::Error for PolicyError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            PolicyError::Mask(m) => Some(m),
+            PolicyError::Layout(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<MaskError> for PolicyError {
     fn from(m: MaskError) -> Self {
