@@ -32,7 +32,7 @@ fn wrapped_errors_are_their_source() {
     let mut a = SaveArea::new(p, Form::Standard, 0x2FFFF).unwrap();
     let e = a.set_xcr0(Xfeatures(0x5)).unwrap_err();
     assert!(source_is::<SetError>(&e), "{e:?}");
-    assert!(e.source().is_some_and(|s| source_is::<MaskError>(s)), "{e:?}");
+    assert!(e.source().is_some_and(source_is::<MaskError>), "{e:?}");
     let e = a.load(&img).unwrap_err();
     assert!(source_is::<ValidationError>(&e), "{e:?}");
     // A policy from masks that break a rule: PolicyError -> MaskError.
