@@ -9,7 +9,9 @@ use libc::{EBUSY, EFAULT, EINVAL, EIO, ENODATA, ENOENT, EOPNOTSUPP};
 use xstate::area::{AreaError, SaveArea};
 use xstate::compat::{self, Report, Side};
 use xstate::cpuid::{self, Leaf0d, Regs};
-use xstate::image::validate::{Context, Detail, Errno, Profile, Rule, ValidationError, XenCaller};
+use xstate::image::validate::{
+    Context, Errno, Profile, ValidationDetail as Detail, ValidationError, ValidationRule as Rule, XenCaller,
+};
 use xstate::image::{self, ConvertError, Form, ImageBuf, Target};
 use xstate::layout::LayoutError;
 use xstate::policy::{Policy, PolicyError, Selection, SetError, XenGuest};
@@ -39,6 +41,8 @@ fn errno(e: Errno) -> i32 {
         Errno::Eopnotsupp => EOPNOTSUPP,
         Errno::Eio => EIO,
         Errno::Enodata => ENODATA,
+        // A consumer's errno added later; EINVAL is what every consumer returns by default.
+        _ => EINVAL,
     }
 }
 

@@ -9,7 +9,7 @@ use core::arch::asm;
 use core::arch::x86_64::__cpuid_count;
 
 use xstate::Xfeatures;
-use xstate::cpuid::{CpuidData, Format, Regs};
+use xstate::cpuid::{CpuidData, CpuidFormat, Regs};
 
 /// Executes CPUID with EAX = `leaf`, ECX = `subleaf`.
 pub fn cpuid(leaf: u32, subleaf: u32) -> Regs {
@@ -25,7 +25,7 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> Regs {
 /// of 0xD, 0x14.0, 0x1D (palettes), 0x1E.0, 0x24.0 where the maximum basic leaf allows, and
 /// 0x8000_0000..0x8000_0008.
 pub fn host_cpuid() -> CpuidData {
-    let mut d = CpuidData::new(Format::Host);
+    let mut d = CpuidData::new(CpuidFormat::Host);
     let max = cpuid(0, 0).eax;
     d.insert(0, 0, cpuid(0, 0));
     for (leaf, subs) in [(1u32, 1u32), (6, 1), (7, 2), (0x14, 1), (0x1E, 1), (0x24, 1)] {

@@ -405,8 +405,8 @@ pub fn check(from: &Side<'_>, to: &Side<'_>) -> Report {
 pub fn check_image(from: &Side<'_>, to: &Side<'_>, image: &[u8]) -> Result<Report, ValidationError> {
     let img = Image::new(image).map_err(|_| ValidationError {
         profile: Profile::Hardware,
-        rule: crate::image::Rule::TooShort,
-        detail: crate::image::validate::Detail::Length { len: image.len(), needed: crate::image::MIN_SIZE },
+        rule: crate::image::ValidationRule::TooShort,
+        detail: crate::image::ValidationDetail::Length { len: image.len(), needed: crate::image::MIN_SIZE },
     })?;
     let mut ctx = Context::new(from.xcr0);
     if img.form() == Form::Compacted {

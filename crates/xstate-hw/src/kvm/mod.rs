@@ -14,7 +14,7 @@ use std::io;
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, Xsave, kvm_cpuid_entry2, kvm_xcr, kvm_xcrs};
 use kvm_ioctls::{Cap, Kvm, VcpuFd};
 use xstate::Xfeatures;
-use xstate::cpuid::{CpuidData, Format, Regs};
+use xstate::cpuid::{CpuidData, CpuidFormat, Regs};
 
 /// Size of the classic `struct kvm_xsave`.
 pub const KVM_XSAVE_SIZE: usize = 4096;
@@ -111,7 +111,7 @@ pub fn set_xcr0(vcpu: &VcpuFd, value: Xfeatures) -> io::Result<()> {
 
 /// KVM's CPUID entries as [`CpuidData`] (leaf 0xD included).
 pub fn cpuid_data(c: &CpuId) -> CpuidData {
-    let mut d = CpuidData::new(Format::Host);
+    let mut d = CpuidData::new(CpuidFormat::Host);
     for e in c.as_slice() {
         d.insert(e.function, e.index, Regs::new(e.eax, e.ebx, e.ecx, e.edx));
     }

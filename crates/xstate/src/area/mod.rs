@@ -43,11 +43,11 @@ use core::fmt;
 
 use crate::aligned::AlignedBuf;
 use crate::component::legacy::{COMPACTED, EXTENDED_OFFSET, mxcsr_mask_of_field};
-use crate::image::validate::Detail;
+use crate::image::ValidationDetail;
 use crate::image::{self, Context, ConvertError, Form, Header, Image, ImageBuf, Profile, ValidationError};
 use crate::layout::Layout;
 use crate::policy::{Policy, SetError};
-use crate::xcr0::Register;
+use crate::xcr0::MaskRegister;
 use crate::xfeatures::Xfeatures;
 
 /// Why a save-area operation was refused. A refused operation changes nothing.
@@ -57,7 +57,7 @@ pub enum AreaError {
     /// The new policy's maximum lacks components the guest has already enabled (Xen: -EBUSY).
     Busy {
         /// Which accumulator.
-        register: Register,
+        register: MaskRegister,
         /// Its value.
         accum: Xfeatures,
         /// The bits outside the new maximum.
@@ -332,8 +332,8 @@ impl SaveArea {
         let img = Image::new(image).map_err(|_| {
             AreaError::Invalid(ValidationError {
                 profile: Profile::Hardware,
-                rule: image::Rule::TooShort,
-                detail: Detail::Length { len: image.len(), needed: image::MIN_SIZE },
+                rule: image::ValidationRule::TooShort,
+                detail: ValidationDetail::Length { len: image.len(), needed: image::MIN_SIZE },
             })
         })?;
         let mut normalized = self.normalized()?;
@@ -407,7 +407,7 @@ impl SaveArea {
     /// Nothing changes on error.
     pub fn set_policy(&mut self, new: Arc<Policy>) -> Result<(), AreaError> {
         for (register, accum, max) in
-            [(Register::Xcr0, self.xcr0_accum, new.xcr0_max()), (Register::Xss, self.xss_accum, new.xss_max())]
+            [(MaskRegister::Xcr0, self.xcr0_accum, new.xcr0_max()), (MaskRegister::Xss, self.xss_accum, new.xss_max())]
         {
             let outside = accum - max;
             if !outside.is_empty() {

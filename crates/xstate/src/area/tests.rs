@@ -190,7 +190,11 @@ fn set_policy_grows_shrinks_keeps_state_and_refuses_busy() {
         let before = a.clone();
         assert_eq!(
             a.set_policy(small.clone()),
-            Err(AreaError::Busy { register: Register::Xcr0, accum: Xfeatures(0x602E7), outside: Xfeatures(0x60200) })
+            Err(AreaError::Busy {
+                register: MaskRegister::Xcr0,
+                accum: Xfeatures(0x602E7),
+                outside: Xfeatures(0x60200)
+            })
         );
         assert_eq!(a, before);
     }
@@ -239,7 +243,10 @@ fn supervisor_state_in_a_compacted_area() {
     // Shrinking to a policy without CET is refused: the guest enabled it.
     let before = a.clone();
     let e = a.set_policy(policy(AMD_ZEN4, "avx,avx512")).unwrap_err();
-    assert_eq!(e, AreaError::Busy { register: Register::Xss, accum: Xfeatures(0x1800), outside: Xfeatures(0x1800) });
+    assert_eq!(
+        e,
+        AreaError::Busy { register: MaskRegister::Xss, accum: Xfeatures(0x1800), outside: Xfeatures(0x1800) }
+    );
     assert!(e.to_string().contains("cet_u|cet_s"), "{e}");
     assert_eq!(a, before);
 }

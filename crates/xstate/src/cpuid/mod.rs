@@ -61,7 +61,7 @@ impl Regs {
 /// Where a [`CpuidData`] came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Format {
+pub enum CpuidFormat {
     /// AIDA64 / InstLatX64 text dump (`CPUID 0000000D: ...-...-...-... [SL 00]`).
     Aida,
     /// Output of the Linux `cpuid -r` tool (`0x0000000d 0x00: eax=0x... ebx=...`).
@@ -78,19 +78,19 @@ pub enum Format {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CpuidData {
     /// Where it came from.
-    pub format: Format,
+    pub format: CpuidFormat,
     entries: BTreeMap<(u32, u32), Regs>,
     leaf0d: Leaf0d,
 }
 
 impl CpuidData {
     /// An empty set of leaves.
-    pub fn new(format: Format) -> CpuidData {
+    pub fn new(format: CpuidFormat) -> CpuidData {
         CpuidData { format, entries: BTreeMap::new(), leaf0d: Leaf0d::new() }
     }
 
     /// Builds from a leaf 0xD alone (no vendor or feature leaves).
-    pub fn from_leaf0d(format: Format, leaf0d: Leaf0d) -> CpuidData {
+    pub fn from_leaf0d(format: CpuidFormat, leaf0d: Leaf0d) -> CpuidData {
         let mut d = CpuidData::new(format);
         d.leaf0d = leaf0d;
         d
@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn vendor_and_brand() {
-        let mut d = CpuidData::new(Format::Synthetic);
+        let mut d = CpuidData::new(CpuidFormat::Synthetic);
         d.insert(0, 0, Regs::new(0xd, 0x756E6547, 0x6C65746E, 0x49656E69));
         assert_eq!(d.vendor().as_deref(), Some("GenuineIntel"));
         assert_eq!(d.brand(), None);

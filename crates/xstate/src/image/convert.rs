@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::state::{XMM, effective_mxcsr};
-use super::validate::{Context, Detail, Profile, Rule, ValidationError, validate_image};
+use super::validate::{Context, Profile, ValidationDetail, ValidationError, ValidationRule, validate_image};
 use super::{Form, Image, ImageBuf, MIN_SIZE, component_range};
 use crate::aligned::AlignedBuilder;
 use crate::component::Component;
@@ -334,8 +334,8 @@ fn plan<'a>(
     let img = Image::new(image).map_err(|_| {
         ConvertError::Invalid(ValidationError {
             profile: Profile::Hardware,
-            rule: Rule::TooShort,
-            detail: Detail::Length { len: image.len(), needed: super::MIN_SIZE },
+            rule: ValidationRule::TooShort,
+            detail: ValidationDetail::Length { len: image.len(), needed: super::MIN_SIZE },
         })
     })?;
     let mut ctx = Context::new(rfbm & from.user_supported());

@@ -23,7 +23,7 @@ use core::ops::{Deref, DerefMut, Range};
 pub use convert::{ConvertError, Converter, Target, convert, convert_between, convert_into, output_len};
 pub use header::{Form, Header, RESERVED_OFFSET, RESERVED_SIZE};
 pub use restore::restore_into;
-pub use validate::{Context, Profile, Rule, ValidationError, validate};
+pub use validate::{Context, Profile, ValidationDetail, ValidationError, ValidationRule, validate};
 
 use crate::aligned::AlignedBuf;
 use crate::component::Component;

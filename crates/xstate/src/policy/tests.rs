@@ -4,7 +4,7 @@ use super::*;
 use crate::fixtures::{
     self, AMD_FAM15H_LWP, AMD_ZEN2, AMD_ZEN4, INTEL_AMX_GUEST, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP,
 };
-use crate::xcr0::Rule;
+use crate::xcr0::MaskRule;
 use Feature::*;
 use alloc::string::ToString;
 
@@ -146,8 +146,8 @@ fn refusals_name_the_feature() {
     let host = fixtures::layout(AMD_ZEN4);
     let m = |x, s| Policy::derive(&host, &Selection::masks(Xfeatures(x), Xfeatures(s)));
     assert_eq!(m(0x67, 0).unwrap_err(), PolicyError::Mask(crate::xcr0::check_xcr0(Xfeatures(0x67)).unwrap_err()));
-    assert!(matches!(m(0x60007, 0), Err(PolicyError::Mask(e)) if e.rule == Rule::Unsupported));
-    assert!(matches!(m(0x7, 0x4), Err(PolicyError::Mask(e)) if e.rule == Rule::UserInXss));
+    assert!(matches!(m(0x60007, 0), Err(PolicyError::Mask(e)) if e.rule == MaskRule::Unsupported));
+    assert!(matches!(m(0x7, 0x4), Err(PolicyError::Mask(e)) if e.rule == MaskRule::UserInXss));
     assert_eq!(m(0x1, 0).unwrap().standard_size_max(), 576);
     let no_xsaves = Selection::masks(Xfeatures(0x7), Xfeatures(0x800)).without(Xsaves);
     assert_eq!(
@@ -168,15 +168,15 @@ fn xsetbv_rules_against_the_policy() {
     assert_eq!(rule(0x7), None);
     assert_eq!(rule(0x1), None);
     // PKRU and AMX exist on the host but not in the policy.
-    assert_eq!(rule(0x2E7), Some((Rule::Unsupported, 0x200)));
-    assert_eq!(rule(0x600E7), Some((Rule::Unsupported, 0x60000)));
-    assert_eq!(rule(0x0), Some((Rule::X87Required, 1)));
-    assert_eq!(rule(0x5), Some((Rule::AvxRequiresSse, 4)));
-    assert_eq!(rule(0x67), Some((Rule::Avx512Together, 0x60)));
-    assert_eq!(rule(0xE3), Some((Rule::Avx512RequiresAvx, 0xE0)));
-    assert_eq!(rule(0x107), Some((Rule::SupervisorInXcr0, 0x100)));
-    assert_eq!(rule(0x407), Some((Rule::SupervisorInXcr0, 0x400)), "PASID: supervisor on the host");
-    assert_eq!(rule(1 << 63 | 7), Some((Rule::Bit63Reserved, 1 << 63)));
+    assert_eq!(rule(0x2E7), Some((MaskRule::Unsupported, 0x200)));
+    assert_eq!(rule(0x600E7), Some((MaskRule::Unsupported, 0x60000)));
+    assert_eq!(rule(0x0), Some((MaskRule::X87Required, 1)));
+    assert_eq!(rule(0x5), Some((MaskRule::AvxRequiresSse, 4)));
+    assert_eq!(rule(0x67), Some((MaskRule::Avx512Together, 0x60)));
+    assert_eq!(rule(0xE3), Some((MaskRule::Avx512RequiresAvx, 0xE0)));
+    assert_eq!(rule(0x107), Some((MaskRule::SupervisorInXcr0, 0x100)));
+    assert_eq!(rule(0x407), Some((MaskRule::SupervisorInXcr0, 0x400)), "PASID: supervisor on the host");
+    assert_eq!(rule(1 << 63 | 7), Some((MaskRule::Bit63Reserved, 1 << 63)));
     assert_eq!(p.xsetbv(0, 0, 0xE7), Ok(Xfeatures(0xE7)));
     assert_eq!(p.xsetbv(3, 0, 0xE7), Err(SetError::Cpl { cpl: 3 }));
     assert_eq!(p.xsetbv(0, 1, 0xE7), Err(SetError::XcrIndex { index: 1 }));
@@ -186,9 +186,9 @@ fn xsetbv_rules_against_the_policy() {
         Err(SetError::Mask(m)) => Some(m.rule),
         _ => None,
     };
-    assert_eq!(xss_rule(0x800), Some(Rule::Unsupported), "CET_U is on the host, not in the policy");
-    assert_eq!(xss_rule(0x4), Some(Rule::UserInXss));
-    assert_eq!(xss_rule(0x20000), Some(Rule::UserInXss), "TILECFG: user on the host");
+    assert_eq!(xss_rule(0x800), Some(MaskRule::Unsupported), "CET_U is on the host, not in the policy");
+    assert_eq!(xss_rule(0x4), Some(MaskRule::UserInXss));
+    assert_eq!(xss_rule(0x20000), Some(MaskRule::UserInXss), "TILECFG: user on the host");
     let q = policy(INTEL_SAPPHIRE_RAPIDS, "avx,-xsaves").unwrap();
     assert_eq!(q.check_xss(Xfeatures(0)), Err(SetError::XssWithoutXsaves { value: Xfeatures(0) }));
     assert!(p.leaf0d(Xfeatures(0x2E7), Xfeatures::EMPTY).is_err());
@@ -238,7 +238,7 @@ fn features_reported() {
 /// Sapphire Rapids' leaves 1, 7, 0x1D, 0x1E and 0x8000_0001 (InstLatx64
 /// `GenuineIntel00806F8_SapphireRapids_05_CPUID.txt`) with the fixture's leaf 0xD.
 fn spr_table() -> crate::cpuid::CpuidData {
-    let mut t = crate::cpuid::CpuidData::new(crate::cpuid::Format::Synthetic);
+    let mut t = crate::cpuid::CpuidData::new(crate::cpuid::CpuidFormat::Synthetic);
     for (leaf, sub, r) in [
         (1, 0, Regs::new(0x000806F8, 0x00800800, 0x7FFEFBFF, 0xBFEBFBFF)),
         (7, 0, Regs::new(0x2, 0xF3BFBFFB, 0xBB417FEE, 0xFFDD4430)),
@@ -313,7 +313,7 @@ fn none_twice(host: &crate::cpuid::CpuidData) -> crate::cpuid::CpuidData {
 /// component on family 15h.
 #[test]
 fn whole_cpuid_of_amd_by_hand() {
-    let mut host = crate::cpuid::CpuidData::new(crate::cpuid::Format::Synthetic);
+    let mut host = crate::cpuid::CpuidData::new(crate::cpuid::CpuidFormat::Synthetic);
     // Family 15h (InstLatx64 `AuthenticAMD0600F12_Interlagos_CPUID.txt`): AVX, XOP, LWP, FMA4.
     host.insert(0x8000_0001, 0, Regs::new(0x00600F12, 0x30000000, 0x01C9BFFF, 0x2FD3FBFF));
     host.insert(0x8000_001C, 0, Regs::new(0, 0x80032013, 0x00010200, 0x8000000F));

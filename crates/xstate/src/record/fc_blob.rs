@@ -22,7 +22,7 @@ use super::error::SizeOf;
 use super::le::u64_at;
 use super::xen::{BLOB_HEADER, XenHost};
 use super::{Detail, Format, RecordError, Rule, SizeBasis};
-use crate::image::validate::{Context, Profile, Rule as ImageRule, XenCaller};
+use crate::image::validate::{Context, Profile, ValidationRule as ImageRule, XenCaller};
 use crate::image::{Form, Header, MIN_SIZE, RESERVED_OFFSET, validate};
 use crate::layout::Layout;
 use crate::xcr0::{check_xcr0, check_xss};

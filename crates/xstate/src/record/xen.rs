@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 
 use super::le::{u16_at, u32_at, u64_at};
 use super::{Detail, Format, RecordError, Rule, SizeBasis};
-use crate::image::validate::{Context, Profile, Rule as ImageRule, XenCaller};
+use crate::image::validate::{Context, Profile, ValidationRule as ImageRule, XenCaller};
 use crate::image::{Form, Header, MIN_SIZE, validate};
 use crate::layout::Layout;
 use crate::policy::xen::{XenGuest, xen_host_mask};
