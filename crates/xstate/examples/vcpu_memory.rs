@@ -2,8 +2,7 @@
 //! CPUID policy against areas sized for the host's maximum (what Xen gives every vCPU today).
 //!
 //! The host is the running CPU when it has AMX, else `--cpuid FILE` when given, else the Intel
-//! AMX KVM guest this project measured (`xstate::fixtures::INTEL_AMX_GUEST`, the leaf 0xD of
-//! `../shared/cpuid/host-intel-amx-kvm.txt`).
+//! AMX KVM guest this project measured (`xstate::fixtures::INTEL_AMX_GUEST`, docs/HARDWARE.md).
 //!
 //! ```sh
 //! cargo run --release -p xstate --example vcpu_memory [-- --cpuid FILE] [-- --vcpus N]

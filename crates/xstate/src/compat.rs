@@ -20,7 +20,74 @@
 //! to remove from the source policy to reach "after re-layout", [`Report::mask_as_is`] those to
 //! reach "as is". The hypervisors' and tools' rules mirrored: rr (size/offset/alignment per
 //! enabled feature), CRIU (`xsave_size` equality), KVM (TILEDATA needs the guest AMX permission
-//! of `arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM)`), XSAVE-FACTS §4.3 and §8.5.
+//! of `arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM)`); docs/ARCHITECTURE.md, "Records and compatibility".
+//!
+//! # Example: a `kvm_xsave` from an AMD host to an Intel one
+//!
+//! The source VMM took the vCPU's state with KVM_GET_XSAVE (a 4096-byte `kvm_xsave` in the
+//! AMD host's layout) and its XCR0 with KVM_GET_XCRS. The guest's XCR0, not the buffer,
+//! decides what the destination must be able to enable; the components in use decide what
+//! moves. AVX-512 sits 256 bytes higher on Intel, so the state moves after a re-layout.
+//!
+//! ```
+//! use xstate::compat::{Reason, Side, Verdict, check_image};
+//! use xstate::image::ImageBuf;
+//! use xstate::record::{self, Field, FieldSet, Format, Options};
+//! use xstate::{Component, Layout, Leaf0d, Regs, Xfeatures};
+//!
+//! # fn layout(rows: &[(u8, u32, u32, u32, u32)]) -> Layout {
+//! #     let mut leaf = Leaf0d::new();
+//! #     for &(i, a, b, c, d) in rows {
+//! #         leaf.set(i, Regs::new(a, b, c, d));
+//! #     }
+//! #     Layout::from_leaf0d(&leaf).unwrap()
+//! # }
+//! // Leaf 0xD of the two hosts (AMD EPYC 9654, Intel Xeon w7-2475X).
+//! # let zen4 = layout(&[
+//! #     (0, 0x2E7, 0x980, 0x988, 0), (1, 0xF, 0x990, 0x1800, 0), (2, 0x100, 0x240, 0, 0),
+//! #     (5, 0x40, 0x340, 0, 0), (6, 0x200, 0x380, 0, 0), (7, 0x400, 0x580, 0, 0),
+//! #     (9, 0x8, 0x980, 0, 0), (11, 0x10, 0, 1, 0), (12, 0x18, 0, 1, 0),
+//! # ]);
+//! # let spr = layout(&[
+//! #     (0, 0x602E7, 0x2B00, 0x2B00, 0), (1, 0x1F, 0x2A80, 0xDD00, 0), (2, 0x100, 0x240, 0, 0),
+//! #     (5, 0x40, 0x440, 0, 0), (6, 0x200, 0x480, 0, 0), (7, 0x400, 0x680, 0, 0), (8, 0x80, 0, 1, 0),
+//! #     (9, 0x8, 0xA80, 0, 0), (10, 0x8, 0, 1, 0), (11, 0x10, 0, 1, 0), (12, 0x18, 0, 1, 0),
+//! #     (14, 0x30, 0, 1, 0), (15, 0x328, 0, 1, 0), (17, 0x40, 0xAC0, 2, 0), (18, 0x2000, 0xB00, 6, 0),
+//! # ]);
+//! // What KVM_GET_XSAVE gave on the AMD host: k1 = 0x1234 (opmask at 0x340 there).
+//! # let kvm_xsave = {
+//! #     let mut b = ImageBuf::init(4096, Xfeatures::EMPTY);
+//! #     b[0x340 + 8..0x340 + 16].copy_from_slice(&0x1234u64.to_le_bytes());
+//! #     b.set_xstate_bv(Xfeatures(0x23));
+//! #     b[464..472].copy_from_slice(&0x2E7u64.to_le_bytes()); // KVM writes its supported XCR0 here
+//! #     b.to_vec()
+//! # };
+//! let xcr0 = Xfeatures(0xE7); // KVM_GET_XCRS on the source
+//! let mut opts = Options::default();
+//! opts.xcr0 = Some(xcr0); // a kvm_xsave does not record the guest's XCR0
+//! let contents = record::read(Format::KvmXsave, &kvm_xsave, &zen4, &opts)?;
+//! let image = contents.state().and_then(|s| s.image.as_ref()).ok_or("no image")?;
+//!
+//! let from = Side { layout: &zen4, xcr0, xss: Xfeatures::EMPTY };
+//! let report = check_image(&from, &Side::user_max(&spr), image)?;
+//! assert_eq!(report.verdict, Verdict::AfterRelayout);
+//! assert!(report.reasons.contains(&Reason::OffsetDiffers { component: Component::OPMASK, from: 0x340, to: 0x440 }));
+//!
+//! // The destination's kvm_xsave, in the Intel host's layout, for KVM_SET_XSAVE there
+//! // (xstate_hw::kvm::set_xsave). It cannot hold XCR0: that goes to KVM_SET_XCRS.
+//! opts.drop = FieldSet::NONE.with(Field::Xcr0);
+//! let out = record::write(Format::KvmXsave, &contents, &zen4, &spr, &opts)?;
+//! assert_eq!(out.len(), 4096);
+//! assert_eq!(&out[0x440 + 8..0x440 + 16], &0x1234u64.to_le_bytes());
+//!
+//! // A guest that enabled AVX-512 cannot go to a CPU without it, even with its AVX-512 state
+//! // init: the destination's XSETBV would refuse that XCR0.
+//! # let haswell = layout(&[(0, 0x7, 0x340, 0x340, 0), (1, 0x1, 0, 0, 0), (2, 0x100, 0x240, 0, 0)]);
+//! let mut init = ImageBuf::init(2440, Xfeatures::EMPTY);
+//! init.set_xstate_bv(Xfeatures(0x3));
+//! assert_eq!(check_image(&from, &Side::user_max(&haswell), &init)?.verdict, Verdict::Incompatible);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use alloc::vec::Vec;
 use core::fmt;

@@ -53,7 +53,7 @@ pub const INTEL_SAPPHIRE_RAPIDS: Rows = &[
     (18, 0x2000, 0xB00, 6, 0),
 ];
 
-/// The Intel Xeon KVM guest of `../shared/cpuid/host-intel-amx-kvm.txt`: AVX-512 and AMX, no
+/// The Intel Xeon KVM guest this project measured (docs/HARDWARE.md): AVX-512 and AMX, no
 /// PKRU, MPX or supervisor state; XCR0 0x600E7, standard 11008, compacted 10688.
 pub const INTEL_AMX_GUEST: Rows = &[
     (0, 0x600E7, 0x2B00, 0x2B00, 0),

@@ -8,6 +8,39 @@
 //! AMX permission). KVM_SET_XSAVE reads the vCPU's whole `uabi_size`; there is no SET_XSAVE2.
 //! The size is the process's (its guest permissions, fixed once it has a vCPU), so
 //! [`xsave_size`] asks `/dev/kvm` each time rather than trusting a size cached earlier.
+//!
+//! ```
+//! use kvm_ioctls::Kvm;
+//! use xstate::record::{self, Format, Options};
+//! use xstate::{Layout, Xfeatures};
+//! use xstate_hw::kvm;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! if !std::path::Path::new("/dev/kvm").exists() {
+//!     return Ok(()); // nothing to show without KVM
+//! }
+//! // The VMM's own handles.
+//! let kvm_fd = Kvm::new()?;
+//! let vm = kvm_fd.create_vm()?;
+//! let vcpu = vm.create_vcpu(0)?;
+//! // CPUID as the library's table: KVM's supported leaf 0xD is a layout, and a policy applied
+//! // to the whole table goes back with KVM_SET_CPUID2.
+//! let supported = kvm::supported_cpuid(&kvm_fd)?;
+//! let host = Layout::from_leaf0d(supported.leaf0d())?;
+//! kvm::set_cpuid(&vcpu, &supported)?;
+//! // The state: a buffer of KVM_CAP_XSAVE2 bytes, and the guest's XCR0 from KVM_GET_XCRS.
+//! let xsave = kvm::get_xsave(&kvm_fd, &vcpu)?;
+//! assert_eq!(xsave.len(), kvm::xsave_size(&kvm_fd));
+//! let mut opts = Options::default();
+//! opts.xcr0 = kvm::xcr0(&vcpu)?;
+//! opts.kvm_xsave2_size = Some(xsave.len());
+//! let format = if kvm::cap_xsave2(&kvm_fd) == 0 { Format::KvmXsave } else { Format::KvmXsave2 };
+//! let contents = record::read(format, &xsave, &host, &opts)?;
+//! assert_eq!(contents.state().and_then(|s| s.xcr0), Some(Xfeatures::X87)); // a new vCPU's
+//! kvm::set_xsave(&kvm_fd, &vcpu, &xsave)?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::io;
 

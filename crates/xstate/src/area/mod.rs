@@ -2,7 +2,7 @@
 //! when the policy changes, keeping the state it holds.
 //!
 //! This is the capability of the unmerged Xen patch "x86/xstate: re-size save area when CPUID
-//! policy changes" (XSAVE-FACTS §7.2) as a library any VMM can embed:
+//! policy changes" (xen-devel, May 2021; docs/POLICY.md) as a library any VMM can embed:
 //!
 //! - The area is 64-byte aligned (an XSAVE/XRSTOR operand) and sized for its policy, not the
 //!   host: standard format, the largest offset + size over the policy's user components
@@ -37,6 +37,56 @@
 //!
 //! The policy is shared ([`Arc`]): a thousand vCPUs of one domain hold one policy and a
 //! thousand areas; [`SaveArea::allocated`] reports the heap bytes of one area.
+//!
+//! # Example: start-up sizing and re-sizing
+//!
+//! A guest with AVX-512 but no AMX on a Sapphire Rapids host gets a 2432-byte compacted area,
+//! not the host's 10752; the policy then grows to AMX and the area with it, state kept; once
+//! the guest has enabled AMX, shrinking the policy back is refused (Xen's -EBUSY).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use xstate::area::{AreaError, SaveArea};
+//! use xstate::image::Form;
+//! use xstate::policy::{Policy, Selection};
+//! use xstate::{Layout, Leaf0d, Regs, Xfeatures};
+//!
+//! // The host's CPUID leaf 0xD (Intel Xeon w7-2475X), as the CPU or KVM_GET_SUPPORTED_CPUID
+//! // reports it: subleaf -> EAX (size), EBX (offset), ECX (flags), EDX.
+//! # let rows = [
+//! #     (0, 0x602E7, 0x2B00, 0x2B00, 0), (1, 0x1F, 0x2A80, 0xDD00, 0), (2, 0x100, 0x240, 0, 0),
+//! #     (5, 0x40, 0x440, 0, 0), (6, 0x200, 0x480, 0, 0), (7, 0x400, 0x680, 0, 0), (8, 0x80, 0, 1, 0),
+//! #     (9, 0x8, 0xA80, 0, 0), (10, 0x8, 0, 1, 0), (11, 0x10, 0, 1, 0), (12, 0x18, 0, 1, 0),
+//! #     (14, 0x30, 0, 1, 0), (15, 0x328, 0, 1, 0), (17, 0x40, 0xAC0, 2, 0), (18, 0x2000, 0xB00, 6, 0),
+//! # ];
+//! let mut leaf = Leaf0d::new();
+//! for (i, eax, ebx, ecx, edx) in rows {
+//!     leaf.set(i, Regs::new(eax, ebx, ecx, edx));
+//! }
+//! let host = Layout::from_leaf0d(&leaf)?;
+//!
+//! // At start-up: the guest's policy sizes its area.
+//! let avx512 = Arc::new(Policy::derive(&host, &Selection::parse("avx,avx512")?)?);
+//! let mxcsr_mask = 0xFFFF; // the host's MXCSR_MASK field (xstate_hw::Host::mxcsr_mask)
+//! let mut vcpu = SaveArea::new(avx512.clone(), Form::Compacted, mxcsr_mask)?;
+//! assert_eq!(vcpu.len(), 2432);
+//! vcpu.set_xcr0(Xfeatures(0xE7))?; // the guest's XSETBV
+//!
+//! // The policy grows (AMX added): the area grows, its state kept.
+//! let amx = Arc::new(Policy::derive(&host, &Selection::parse("avx,avx512,amx")?)?);
+//! vcpu.set_policy(amx)?;
+//! assert_eq!(vcpu.len(), 10688);
+//! vcpu.set_xcr0(Xfeatures(0x600E7))?;
+//!
+//! // The guest has used AMX: the smaller policy is refused and nothing changes.
+//! assert!(matches!(vcpu.set_policy(avx512), Err(AreaError::Busy { .. })));
+//! assert_eq!(vcpu.len(), 10688);
+//! // The area is the operand of the host's XSAVES/XRSTORS (64-byte aligned), and a component
+//! // is read where the host's layout puts it.
+//! assert!((vcpu.bytes().as_ptr() as usize).is_multiple_of(64));
+//! assert_eq!(vcpu.component(xstate::Component::TILEDATA).map(|t| t.len()), Some(8192));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use alloc::sync::Arc;
 use core::fmt;

@@ -1,4 +1,4 @@
-//! Reader for AIDA64 / InstLatX64 text dumps (the format of `../shared/cpuid/dumps`).
+//! Reader for AIDA64 / InstLatX64 text dumps (`CPUID 0000000D: EAX-EBX-ECX-EDX [SL nn]` lines).
 //!
 //! Data lines look like `CPUID 0000000D: 000602E7-00002B00-00002B00-00000000 [SL 00] [x87]`;
 //! older tools put spaces and a tab instead of `: `, print lower-case hex, or leave out the

@@ -1,5 +1,6 @@
 //! Conversion between the standard and compacted forms and between CPUs' layouts, preserving
-//! the architectural state XRSTOR would load (SDM Vol. 1 §13.8; the rules of XSAVE-FACTS §4).
+//! the architectural state XRSTOR would load (SDM Vol. 1 §13.4, §13.8; docs/ARCHITECTURE.md,
+//! "Images").
 //!
 //! The source must be an image XRSTOR (or XRSTORS) with RFBM = `rfbm` would load on its CPU
 //! ([`super::validate()`], hardware profile, MXCSR not checked: conversion carries MXCSR as it

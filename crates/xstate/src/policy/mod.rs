@@ -3,7 +3,7 @@
 //!
 //! A [`Policy`] sits above [`Layout`]: it takes the host's layout (from any leaf 0xD source:
 //! the running CPU, a dump, KVM_GET_SUPPORTED_CPUID) and a [`Selection`], and produces every
-//! subleaf of the guest's leaf 0xD as the CPU would report it (XSAVE-FACTS §7.4-7.5, mirroring
+//! subleaf of the guest's leaf 0xD as the CPU would report it (docs/POLICY.md, mirroring
 //! Xen's `recalculate_xstate` and KVM's `__do_cpuid_func`):
 //!
 //! - 0xD.0: EDX:EAX the guest's maximum XCR0; ECX its standard size; EBX the standard size of
