@@ -5,7 +5,7 @@
 //! AMX KVM guest this project measured (`xstate::fixtures::INTEL_AMX_GUEST`, docs/HARDWARE.md).
 //!
 //! ```sh
-//! cargo run --release -p xstate --example vcpu_memory [-- --cpuid FILE] [-- --vcpus N]
+//! cargo run --release -p xstate-hw --example vcpu_memory [-- --cpuid FILE] [-- --vcpus N]
 //! ```
 
 use std::sync::Arc;
@@ -18,14 +18,8 @@ use xstate::policy::{Policy, Selection};
 use xstate::{Component, Layout, Xfeatures};
 
 /// Leaf 0xD of the running CPU, read by `xstate-hw`.
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn running_cpu() -> Option<Leaf0d> {
     xstate_hw::cpu::osxsave().then(|| *xstate_hw::cpu::host_cpuid().leaf0d())
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-fn running_cpu() -> Option<Leaf0d> {
-    None
 }
 
 fn host() -> Result<(String, Layout), String> {
