@@ -278,6 +278,7 @@ fn target_rfbm(rfbm: Xfeatures, from: &Layout, to: &Layout) -> Result<Xfeatures,
 }
 
 /// Each side's RFBM, read against its layout, must keep the XCR0 rules; returns the target's.
+#[inline(always)]
 fn sides(from_rfbm: Xfeatures, from: &Layout, to_rfbm: Xfeatures, to: &Layout) -> Result<Xfeatures, ConvertError> {
     let (f, t) = (from_rfbm & from.user_supported(), to_rfbm & to.user_supported());
     check_xcr0(f).map_err(ConvertError::BadXcr0)?;
@@ -515,6 +516,21 @@ struct Legacy {
 
 /// The legacy region and header of the output, into `w` (which must be empty).
 fn legacy_and_header(src: &[u8], legacy: &Legacy, xstate_bv: Xfeatures, xcomp_bv: Xfeatures, w: &mut impl Sink) {
+    if legacy.x87 && legacy.sse {
+        // Both in use (the common case): one copy of the state bytes, then MXCSR and
+        // MXCSR_MASK as decided and bytes 416..576 (zeros, the header) in one block.
+        w.copy(&src[..XMM.end]);
+        let mut m = [0u8; 8];
+        m[..4].copy_from_slice(&legacy.mxcsr.to_le_bytes());
+        m[4..].copy_from_slice(&legacy.mask_field);
+        w.overwrite(MXCSR, &m);
+        let mut tail = [0u8; EXTENDED_OFFSET - XMM.end];
+        let h = HEADER_OFFSET - XMM.end;
+        tail[h..h + 8].copy_from_slice(&xstate_bv.bits().to_le_bytes());
+        tail[h + 8..h + 16].copy_from_slice(&xcomp_bv.bits().to_le_bytes());
+        w.copy(&tail);
+        return;
+    }
     w.prefix(|out: &mut [u8; EXTENDED_OFFSET]| {
         // Fixed sizes throughout, so the compiler writes all of it inline.
         let (x87, sse) = (legacy.x87.then_some(src), legacy.sse.then_some(src));

@@ -548,6 +548,9 @@ impl Layout {
         if m & self.user.bits() == 0 {
             return Some(0);
         }
+        if m & self.user.bits() == self.user.bits() {
+            return Some(self.max_standard);
+        }
         for &(i, end) in &self.by_end {
             if m >> i & 1 != 0 {
                 return Some(end);
