@@ -148,7 +148,8 @@ pub fn run(args: &CompatArgs) -> CliResult {
             fnotes.push(format!("the image is laid out as its {} record says, not as --from", i.format));
         }
         if i.xcr0.is_none() && args.from_xcr0.is_none() {
-            fnotes.push("the image does not record its XCR0: every user state assumed enabled (give --from-xcr0)".into());
+            fnotes
+                .push("the image does not record its XCR0: every user state assumed enabled (give --from-xcr0)".into());
         }
     }
     let fl = image.as_ref().and_then(|i| i.layout.as_ref()).unwrap_or(&fsrc.layout);
