@@ -175,7 +175,7 @@ fn whole_cpuid_against_kvm_and_the_cpu() {
             .map(|(k, r)| format!("{:#x}.{}: {r:?} -> {:?}", k.0, k.1, own.get(k.0, k.1)))
             .collect();
         assert!(diffs.is_empty(), "{source} reports flags without their state (XCR0|XSS {exposed}): {diffs:?}");
-        for g in gating::GATES {
+        for g in gating::FLAG_GROUPS {
             if table.get(g.leaf, g.subleaf).is_some_and(|r| r.get(g.reg) & g.bits != 0) {
                 advertised += 1;
             }
@@ -193,7 +193,7 @@ fn whole_cpuid_against_kvm_and_the_cpu() {
             let p = Policy::derive(&layout, &sel).unwrap();
             let g = p.guest_cpuid(&table);
             let hidden = exposed - p.xcr0_max() - p.xss_max();
-            for gate in gating::GATES {
+            for gate in gating::FLAG_GROUPS {
                 let (Some(k), Some(o)) = (table.get(gate.leaf, gate.subleaf), g.get(gate.leaf, gate.subleaf)) else {
                     continue;
                 };

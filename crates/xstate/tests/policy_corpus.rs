@@ -182,7 +182,8 @@ fn whole_cpuid_over_every_dump() {
             }
             for ((leaf, sub), h) in data.entries() {
                 let r = g.get(leaf, sub).unwrap();
-                let gated_leaf = gating::GATED_LEAVES.iter().any(|l| l.leaf == leaf && !l.needs.is_subset_of(exposed));
+                let gated_leaf =
+                    gating::FEATURE_LEAVES.iter().any(|l| l.leaf == leaf && !l.needs.is_subset_of(exposed));
                 if gated_leaf {
                     if !r.is_zero() {
                         failures.push(format!("{file}: leaf {leaf:#x}.{sub} not zeroed"));

@@ -17,6 +17,9 @@
 //! components: KVM clears SHSTK and IBT when it cannot support CET_U and CET_S in IA32_XSS, and
 //! Linux disables user shadow stacks without the CET_U component.
 //!
+//! [`crate::fleet`] reports one flag per feature (the catalogue's gate) for a fleet's baseline;
+//! this table is every flag a policy clears.
+//!
 //! Bit positions: SDM Vol. 2A, CPUID (the feature-flag tables of leaves 1, 7.0, 7.1) and the
 //! Intel ISE reference (319433) for AMX, AVX10 and APX; AMD APM Vol. 3, Appendix E, for leaf
 //! 0x8000_0001 (XOP, FMA4, LWP) and the AMD Lightweight Profiling Specification for 0x8000_001C.
@@ -26,7 +29,7 @@ use crate::xfeatures::Xfeatures;
 
 /// A group of CPUID feature flags that need state components.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Gate {
+pub struct FlagGroup {
     /// Leaf (EAX input).
     pub leaf: u32,
     /// Subleaf (ECX input).
@@ -45,7 +48,7 @@ pub struct Gate {
 
 /// A CPUID leaf that describes a feature, all of whose subleaves read zero without it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GatedLeaf {
+pub struct FeatureLeaf {
     /// The leaf.
     pub leaf: u32,
     /// What it describes.
@@ -65,7 +68,7 @@ const AMX: Xfeatures = Xfeatures(0x6_0000);
 const APX: Xfeatures = Xfeatures(1 << 19);
 const LWP: Xfeatures = Xfeatures(1 << 62);
 
-const fn gate(
+const fn group(
     leaf: u32,
     subleaf: u32,
     reg: Reg,
@@ -73,8 +76,8 @@ const fn gate(
     names: &'static str,
     needs: Xfeatures,
     source: &'static str,
-) -> Gate {
-    Gate { leaf, subleaf, reg, bits, names, needs, source }
+) -> FlagGroup {
+    FlagGroup { leaf, subleaf, reg, bits, names, needs, source }
 }
 
 const AVX_SRC: &str = "SDM Vol. 1 §13.5.3, §14.3: AVX and VEX-encoded instructions need XCR0[2:1] = 11b";
@@ -82,13 +85,13 @@ const AVX512_SRC: &str = "SDM Vol. 1 §13.5.5, §15.2-15.4: EVEX instructions ne
 const AMX_SRC: &str = "Intel ISE reference (319433), Intel AMX: tile instructions need XCR0[18:17] = 11b";
 
 /// Every gated flag group, by leaf.
-pub const GATES: &[Gate] = &[
-    gate(1, 0, Reg::Ecx, 1 << 12 | 1 << 28 | 1 << 29, "fma avx f16c", SSE_AVX, AVX_SRC),
-    gate(7, 0, Reg::Ebx, 1 << 5, "avx2", SSE_AVX, AVX_SRC),
-    gate(7, 0, Reg::Ecx, 1 << 9 | 1 << 10, "vaes vpclmulqdq", SSE_AVX, AVX_SRC),
-    gate(7, 1, Reg::Eax, 0x7 | 1 << 4 | 1 << 23, "sha512 sm3 sm4 avx_vnni avx_ifma", SSE_AVX, AVX_SRC),
-    gate(7, 1, Reg::Edx, 1 << 4 | 1 << 5 | 1 << 10, "avx_vnni_int8 avx_ne_convert avx_vnni_int16", SSE_AVX, AVX_SRC),
-    gate(
+pub const FLAG_GROUPS: &[FlagGroup] = &[
+    group(1, 0, Reg::Ecx, 1 << 12 | 1 << 28 | 1 << 29, "fma avx f16c", SSE_AVX, AVX_SRC),
+    group(7, 0, Reg::Ebx, 1 << 5, "avx2", SSE_AVX, AVX_SRC),
+    group(7, 0, Reg::Ecx, 1 << 9 | 1 << 10, "vaes vpclmulqdq", SSE_AVX, AVX_SRC),
+    group(7, 1, Reg::Eax, 0x7 | 1 << 4 | 1 << 23, "sha512 sm3 sm4 avx_vnni avx_ifma", SSE_AVX, AVX_SRC),
+    group(7, 1, Reg::Edx, 1 << 4 | 1 << 5 | 1 << 10, "avx_vnni_int8 avx_ne_convert avx_vnni_int16", SSE_AVX, AVX_SRC),
+    group(
         0x8000_0001,
         0,
         Reg::Ecx,
@@ -97,8 +100,8 @@ pub const GATES: &[Gate] = &[
         SSE_AVX,
         "AMD APM Vol. 3, Appendix E: XOP and FMA4 are VEX-like and need YMM state (XCR0[2:1])",
     ),
-    gate(7, 0, Reg::Ebx, 1 << 14, "mpx", MPX, "SDM Vol. 1 §13.5.4: MPX instructions need XCR0[4:3] = 11b"),
-    gate(
+    group(7, 0, Reg::Ebx, 1 << 14, "mpx", MPX, "SDM Vol. 1 §13.5.4: MPX instructions need XCR0[4:3] = 11b"),
+    group(
         7,
         0,
         Reg::Ebx,
@@ -107,7 +110,7 @@ pub const GATES: &[Gate] = &[
         AVX512,
         AVX512_SRC,
     ),
-    gate(
+    group(
         7,
         0,
         Reg::Ecx,
@@ -116,7 +119,7 @@ pub const GATES: &[Gate] = &[
         AVX512,
         AVX512_SRC,
     ),
-    gate(
+    group(
         7,
         0,
         Reg::Edx,
@@ -125,8 +128,8 @@ pub const GATES: &[Gate] = &[
         AVX512,
         AVX512_SRC,
     ),
-    gate(7, 1, Reg::Eax, 1 << 5, "avx512_bf16", AVX512, AVX512_SRC),
-    gate(
+    group(7, 1, Reg::Eax, 1 << 5, "avx512_bf16", AVX512, AVX512_SRC),
+    group(
         7,
         1,
         Reg::Edx,
@@ -135,7 +138,7 @@ pub const GATES: &[Gate] = &[
         AVX512,
         "Intel AVX10 architecture specification: AVX10 enumerates the AVX-512 state (opmask, ZMM)",
     ),
-    gate(
+    group(
         7,
         0,
         Reg::Ecx,
@@ -144,7 +147,7 @@ pub const GATES: &[Gate] = &[
         PKRU,
         "SDM Vol. 1 §13.5.7, Vol. 3A §4.6.2: RDPKRU/WRPKRU state is XCR0[9]",
     ),
-    gate(
+    group(
         7,
         0,
         Reg::Ecx,
@@ -153,7 +156,7 @@ pub const GATES: &[Gate] = &[
         CET,
         "SDM Vol. 1 §13.5.9: CET state is IA32_XSS[12:11]; KVM clears SHSTK/IBT without both",
     ),
-    gate(
+    group(
         7,
         0,
         Reg::Edx,
@@ -162,11 +165,11 @@ pub const GATES: &[Gate] = &[
         CET,
         "SDM Vol. 1 §13.5.9: CET state is IA32_XSS[12:11]; KVM clears SHSTK/IBT without both",
     ),
-    gate(7, 0, Reg::Edx, 1 << 22 | 1 << 24 | 1 << 25, "amx_bf16 amx_tile amx_int8", AMX, AMX_SRC),
-    gate(7, 1, Reg::Eax, 1 << 21, "amx_fp16", AMX, AMX_SRC),
-    gate(7, 1, Reg::Edx, 1 << 8, "amx_complex", AMX, AMX_SRC),
-    gate(7, 1, Reg::Edx, 1 << 21, "apx_f", APX, "Intel APX architecture specification: R16-R31 are XCR0[19]"),
-    gate(
+    group(7, 0, Reg::Edx, 1 << 22 | 1 << 24 | 1 << 25, "amx_bf16 amx_tile amx_int8", AMX, AMX_SRC),
+    group(7, 1, Reg::Eax, 1 << 21, "amx_fp16", AMX, AMX_SRC),
+    group(7, 1, Reg::Edx, 1 << 8, "amx_complex", AMX, AMX_SRC),
+    group(7, 1, Reg::Edx, 1 << 21, "apx_f", APX, "Intel APX architecture specification: R16-R31 are XCR0[19]"),
+    group(
         0x8000_0001,
         0,
         Reg::Ecx,
@@ -178,16 +181,16 @@ pub const GATES: &[Gate] = &[
 ];
 
 /// Leaves that describe a gated feature.
-pub const GATED_LEAVES: &[GatedLeaf] = &[
-    GatedLeaf { leaf: 0x1D, name: "AMX tile palettes", needs: AMX, source: AMX_SRC },
-    GatedLeaf { leaf: 0x1E, name: "AMX TMUL information", needs: AMX, source: AMX_SRC },
-    GatedLeaf {
+pub const FEATURE_LEAVES: &[FeatureLeaf] = &[
+    FeatureLeaf { leaf: 0x1D, name: "AMX tile palettes", needs: AMX, source: AMX_SRC },
+    FeatureLeaf { leaf: 0x1E, name: "AMX TMUL information", needs: AMX, source: AMX_SRC },
+    FeatureLeaf {
         leaf: 0x24,
         name: "AVX10 converged vector ISA",
         needs: AVX512,
         source: "Intel AVX10 architecture specification",
     },
-    GatedLeaf {
+    FeatureLeaf {
         leaf: 0x8000_001C,
         name: "LWP capabilities",
         needs: LWP,
@@ -197,8 +200,8 @@ pub const GATED_LEAVES: &[GatedLeaf] = &[
 
 /// The gates whose components are not all in `exposed`: the flags a CPU (or guest) exposing
 /// only `exposed` must not report.
-pub fn closed_by(exposed: Xfeatures) -> impl Iterator<Item = &'static Gate> {
-    GATES.iter().filter(move |g| !g.needs.is_subset_of(exposed))
+pub fn closed_by(exposed: Xfeatures) -> impl Iterator<Item = &'static FlagGroup> {
+    FLAG_GROUPS.iter().filter(move |g| !g.needs.is_subset_of(exposed))
 }
 
 #[cfg(test)]
@@ -212,7 +215,7 @@ mod tests {
         for c in (2..63u8).filter_map(Component::new) {
             let Some(g) = c.info().and_then(|i| i.gate) else { continue };
             let sup = c.class() == Some(crate::component::Class::Supervisor);
-            let found = GATES
+            let found = FLAG_GROUPS
                 .iter()
                 .find(|t| t.leaf == g.leaf && t.subleaf == g.subleaf && t.reg == g.reg && t.bits >> g.bit & 1 == 1);
             match found {
@@ -225,9 +228,9 @@ mod tests {
     /// No flag is listed twice, and each name list counts the bits.
     #[test]
     fn flags_are_listed_once() {
-        for (i, a) in GATES.iter().enumerate() {
+        for (i, a) in FLAG_GROUPS.iter().enumerate() {
             assert_eq!(a.names.split(' ').count(), a.bits.count_ones() as usize, "{}", a.names);
-            for b in &GATES[i + 1..] {
+            for b in &FLAG_GROUPS[i + 1..] {
                 if (a.leaf, a.subleaf, a.reg) == (b.leaf, b.subleaf, b.reg) {
                     assert_eq!(a.bits & b.bits, 0, "{} / {}", a.names, b.names);
                 }

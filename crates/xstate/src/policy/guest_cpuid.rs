@@ -18,8 +18,8 @@ impl Policy {
     /// `host` with this policy applied: leaf 0xD is [`Policy::leaf0d`] for the maximum XCR0 and
     /// IA32_XSS (subleaf 0 and 1 EBX sized for them, as KVM_GET_SUPPORTED_CPUID reports; KVM and
     /// Xen recompute both from the guest's XCR0 and XSS at run time), every flag gated on a
-    /// component outside the policy is cleared ([`gating::GATES`]) and every leaf describing such
-    /// a feature reads zero ([`gating::GATED_LEAVES`]). Everything else is `host`'s.
+    /// component outside the policy is cleared ([`gating::FLAG_GROUPS`]) and every leaf describing such
+    /// a feature reads zero ([`gating::FEATURE_LEAVES`]). Everything else is `host`'s.
     ///
     /// ```
     /// use xstate::cpuid::{CpuidData, CpuidFormat, Regs};
@@ -54,7 +54,7 @@ impl Policy {
         let exposed = self.xcr0_max | self.xss_max;
         let mut out = CpuidData::new(host.format);
         for ((leaf, sub), mut r) in host.entries() {
-            if gating::GATED_LEAVES.iter().any(|g| g.leaf == leaf && !g.needs.is_subset_of(exposed)) {
+            if gating::FEATURE_LEAVES.iter().any(|g| g.leaf == leaf && !g.needs.is_subset_of(exposed)) {
                 r = Regs::default();
             }
             for g in gating::closed_by(exposed).filter(|g| (g.leaf, g.subleaf) == (leaf, sub)) {
