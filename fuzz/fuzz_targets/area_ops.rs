@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
         Policy::derive(&host, &Selection::masks(x, s)).ok().map(Arc::new)
     };
     let Some(first) = pick(&mut d) else { return };
-    let Ok(mut area) = SaveArea::new(first, form) else { return };
+    let Ok(mut area) = SaveArea::new(first, form, 0xFFFF) else { return };
     while !d.0.is_empty() {
         let before = area.clone();
         let op = d.u8();

@@ -46,5 +46,10 @@ fuzz_target!(|data: &[u8]| {
     assert!(r.mask.is_subset_of(from.xcr0 | from.xss));
     if let Ok(ri) = check_image(&from, &to, rest) {
         assert!(ri.considered.is_subset_of(r.considered), "an image uses only enabled states");
+        // The destination must enable the source's XCR0 | XSS whatever the image has in use.
+        assert_eq!(ri.enabled, r.enabled);
+        if r.verdict == xstate::compat::Verdict::Incompatible {
+            assert_eq!(ri.verdict, r.verdict, "{:?} vs {:?}", ri.reasons, r.reasons);
+        }
     }
 });

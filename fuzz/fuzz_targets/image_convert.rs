@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use xstate::image::state::State;
 use xstate::image::validate::Context;
-use xstate::image::{Converter, Form, Image, ImageBuf, Profile, Target, convert, validate};
+use xstate::image::{Converter, Form, Image, Profile, Target, convert, validate};
 use xstate::Xfeatures;
 
 #[path = "common_image.rs"]
@@ -39,9 +39,12 @@ fuzz_target!(|data: &[u8]| {
     }
     // A conversion prepared once gives the same bytes.
     let conv = Converter::new(&inp.from, to, inp.xcr0, target).expect("a conversion that succeeds can be prepared");
-    let mut again = ImageBuf::init(0, Xfeatures(0));
+    let mut again = vec![0u8; conv.output_len()];
     conv.convert_into(&inp.image, &mut again).expect("the prepared conversion succeeds too");
     assert!(again[..] == out[..], "Converter and convert() differ");
+    let mut one = vec![0u8; out.len()];
+    assert_eq!(xstate::image::convert_into(&inp.image, &inp.from, to, inp.xcr0, target, &mut one), Ok(out.len()));
+    assert!(one[..] == out[..], "convert_into and convert() differ");
     // Components with the same number but another size (Zen 2's bit 9 against PKRU) may be
     // carried only in their init state; their byte vectors cannot be compared.
     let same_sizes = rfbm.iter().all(|c| inp.from.geometry(c).map(|g| g.size) == to.geometry(c).map(|g| g.size));

@@ -1,5 +1,8 @@
 //! A small interleaved timer: batches of the operation and of its baseline alternate, and each
-//! side's median per-iteration time is reported.
+//! side's median per-iteration time is reported. The ratio is the median over the batch pairs
+//! of the operation's time over the baseline's in the batch next to it, so load that comes
+//! and goes on a shared machine (other builds, other benchmarks) slows both sides of a pair
+//! alike instead of skewing one side's median.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -15,12 +18,14 @@ pub struct Figure {
     pub baseline: String,
     /// Median nanoseconds per call of the baseline.
     pub baseline_ns: f64,
+    /// Median over the batch pairs of operation time over baseline time.
+    pub paired_ratio: f64,
 }
 
 impl Figure {
-    /// Operation time over baseline time.
+    /// Operation time over baseline time: the median of the paired batches' ratios.
     pub fn ratio(&self) -> f64 {
-        self.ns / self.baseline_ns
+        self.paired_ratio
     }
 
     /// The quick-mode line: `<name> ns=<median> ratio_vs_<baseline>=<x.xx>`.
@@ -77,15 +82,20 @@ pub fn compare(op: Measured<'_>, base: Measured<'_>, batches: usize, batch: Dura
     let n_base = calibrate(base.f, batch);
     let mut a = Vec::with_capacity(batches);
     let mut b = Vec::with_capacity(batches);
+    let mut r = Vec::with_capacity(batches);
     for _ in 0..batches {
-        a.push(per_iter(op.f, n_op));
-        b.push(per_iter(base.f, n_base));
+        let x = per_iter(op.f, n_op) / op.per_call as f64;
+        let y = per_iter(base.f, n_base) / base.per_call as f64;
+        a.push(x);
+        b.push(y);
+        r.push(x / y);
     }
     Figure {
         name: op.name.into(),
-        ns: median(a) / op.per_call as f64,
+        ns: median(a),
         baseline: base.name.into(),
-        baseline_ns: median(b) / base.per_call as f64,
+        baseline_ns: median(b),
+        paired_ratio: median(r),
     }
 }
 

@@ -9,7 +9,9 @@ use libc::{EBUSY, EFAULT, EINVAL, EIO, ENODATA, ENOENT, EOPNOTSUPP};
 use xstate::area::{AreaError, SaveArea};
 use xstate::compat::{self, Report, Side};
 use xstate::cpuid::{self, Leaf0d, Regs};
-use xstate::image::validate::{Context, Detail, Errno, Profile, Rule, ValidationError, XenCaller};
+use xstate::image::validate::{
+    Context, Errno, Profile, ValidationDetail as Detail, ValidationError, ValidationRule as Rule, XenCaller,
+};
 use xstate::image::{self, ConvertError, Form, ImageBuf, Target};
 use xstate::layout::LayoutError;
 use xstate::policy::{Policy, PolicyError, Selection, SetError, XenGuest};
@@ -39,6 +41,8 @@ fn errno(e: Errno) -> i32 {
         Errno::Eopnotsupp => EOPNOTSUPP,
         Errno::Eio => EIO,
         Errno::Enodata => ENODATA,
+        // A consumer's errno added later; EINVAL is what every consumer returns by default.
+        _ => EINVAL,
     }
 }
 
@@ -491,7 +495,9 @@ pub(crate) fn policy_leaf0d(p: &Policy, xcr0: u64, xss: u64) -> Result<[[u32; 4]
 }
 
 pub(crate) fn area_new(p: &Arc<Policy>, form: Form) -> Result<SaveArea> {
-    SaveArea::new(Arc::clone(p), form).map_err(|e| area_failure(&e))
+    // The C API's areas start with Intel's mask, 0xFFFF, as documented for xstate_area_new;
+    // xstate_area_set_mxcsr_mask gives the host's.
+    SaveArea::new(Arc::clone(p), form, 0xFFFF).map_err(|e| area_failure(&e))
 }
 
 /// (XCR0, IA32_XSS, xcr0_accum, xss_accum) of an area.

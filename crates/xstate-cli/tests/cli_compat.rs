@@ -70,7 +70,7 @@ fn image_and_policy_inputs() {
     let (code, _, err) = xstate(&["compat", "--from", spr, "--to", zen4]);
     assert_eq!(code, 1);
     assert!(err.contains("mask 0x60000 (amx)"), "{err}");
-    // ... but an image that uses only x87/SSE/AVX moves.
+    // ... but an image that uses only x87/SSE/AVX, from a guest that has not enabled AMX, moves.
     let mut img = vec![0u8; 11008];
     img[0] = 0x7f;
     img[1] = 0x03;
@@ -78,15 +78,70 @@ fn image_and_policy_inputs() {
     img[512] = 0x7;
     let p = dir.join("img");
     std::fs::write(&p, &img).unwrap();
-    let with_image = || xstate(&["compat", "--from", spr, "--to", zen4, "--image", s(&p)]);
-    let (code, text, err) = with_image();
+    let with_image =
+        |xcr0: &str| xstate(&["compat", "--from", spr, "--to", zen4, "--image", s(&p), "--from-xcr0", xcr0]);
+    let (code, text, err) = with_image("0x2e7");
     assert_eq!(code, 0, "{err}");
     assert!(text.contains("verdict: compatible"), "{text}");
+    // A guest running with AMX enabled (the default XCR0: every user state) cannot move, even
+    // with its tiles init.
+    let (code, _, err) = with_image("0x602e7");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("tilecfg (17) is missing"), "{err}");
+    let (code, _, err) = xstate(&["compat", "--from", spr, "--to", zen4, "--image", s(&p)]);
+    assert_eq!(code, 1, "{err}");
     img[514] = 0x4; // TILEDATA in use
     std::fs::write(&p, &img).unwrap();
-    let (code, _, err) = with_image();
+    let (code, out, err) = with_image("0x602e7");
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("tiledata"), "{err}");
+    assert!(out.contains("components in use 0x40007"), "{out}");
+    assert!(out.contains("tiledata (18) is missing"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 10 item 15 / issue 12 item 1: a Genoa guest running with XCR0 0x2e7 whose AVX-512
+/// state is init cannot move to Haswell (no AVX-512, no PKRU): the destination cannot enable
+/// that XCR0. The XCR0 comes from `--from-xcr0`, or from the record when the image is one.
+#[test]
+fn enabled_but_init_state_needs_the_destination() {
+    let Some(d) = dumps_or_skip() else { return };
+    let genoa = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    let haswell = d.join("GenuineIntel/GenuineIntel00306C3_Haswell_CPUID.txt");
+    let milan = d.join("AuthenticAMD/AuthenticAMD0A00F11_K19_Milan_02_CPUID.txt");
+    let (genoa, haswell, milan) = (s(&genoa), s(&haswell), s(&milan));
+    let dir = tmpdir("compat-xcr0");
+    // Genoa's standard image for XCR0 0x2e7 (PKRU ends at 0x988), x87 and SSE in use.
+    let mut img = vec![0u8; 0x988];
+    img[0] = 0x7f;
+    img[1] = 0x03;
+    img[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+    img[512] = 0x3;
+    let p = dir.join("img");
+    std::fs::write(&p, &img).unwrap();
+    let (code, out, err) =
+        xstate(&["compat", "--from", genoa, "--to", haswell, "--image", s(&p), "--from-xcr0", "0x2e7"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("opmask (5) is missing"), "{err}");
+    // Without AVX-512 in XCR0 the same image moves to Milan (PKRU there), not to Haswell.
+    let (code, out, err) =
+        xstate(&["compat", "--from", genoa, "--to", milan, "--image", s(&p), "--from-xcr0", "0x207"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = xstate(&["compat", "--from", genoa, "--to", milan, "--image", s(&p), "--from-xcr0", "0x2e7"]);
+    assert_eq!(code, 1, "{err}");
+    // A Xen blob carries the guest's XCR0: {xcr0, xcr0_accum, standard image}.
+    for (xcr0, want) in [(0x2e7u64, 1), (0x207, 0)] {
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&xcr0.to_le_bytes());
+        blob.extend_from_slice(&0x2e7u64.to_le_bytes());
+        blob.extend_from_slice(&img);
+        let b = dir.join("blob");
+        std::fs::write(&b, &blob).unwrap();
+        let (code, out, err) = xstate(&["compat", "--from", genoa, "--to", milan, "--image", s(&b), "--json"]);
+        assert_eq!(code, want, "xcr0 {xcr0:#x}: {out}{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["from"]["xcr0"], format!("{xcr0:#x}"), "the record's XCR0 is the source's");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -9,12 +9,15 @@ use core::arch::asm;
 use core::arch::x86_64::__cpuid_count;
 
 use xstate::Xfeatures;
-use xstate::cpuid::{CpuidData, Format, Regs};
+use xstate::cpuid::{CpuidData, CpuidFormat, Regs};
 
 /// Executes CPUID with EAX = `leaf`, ECX = `subleaf`.
 pub fn cpuid(leaf: u32, subleaf: u32) -> Regs {
-    // CPUID exists on every x86_64 CPU and has no side effects beyond a possible VM exit.
-    let r = __cpuid_count(leaf, subleaf);
+    // Older Rust declares the intrinsic `unsafe`; current Rust does not.
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86_64 CPU and has no side effects beyond a possible VM
+    // exit.
+    let r = unsafe { __cpuid_count(leaf, subleaf) };
     Regs::new(r.eax, r.ebx, r.ecx, r.edx)
 }
 
@@ -22,7 +25,7 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> Regs {
 /// of 0xD, 0x14.0, 0x1D (palettes), 0x1E.0, 0x24.0 where the maximum basic leaf allows, and
 /// 0x8000_0000..0x8000_0008.
 pub fn host_cpuid() -> CpuidData {
-    let mut d = CpuidData::new(Format::Host);
+    let mut d = CpuidData::new(CpuidFormat::Host);
     let max = cpuid(0, 0).eax;
     d.insert(0, 0, cpuid(0, 0));
     for (leaf, subs) in [(1u32, 1u32), (6, 1), (7, 2), (0x14, 1), (0x1E, 1), (0x24, 1)] {

@@ -1,5 +1,5 @@
 //! A live process's extended state through ptrace: PTRACE_GETREGSET / PTRACE_SETREGSET with
-//! NT_X86_XSTATE (Linux arch/x86 regset, described in XSAVE-FACTS §5.2 and §6.6).
+//! NT_X86_XSTATE (Linux `arch/x86/kernel/fpu/regset.c`; byte layout in docs/FORMATS.md, "Linux").
 //!
 //! The kernel hands out a standard-format image of the task's user features at the task's
 //! user size, with XCR0 at byte 464, and takes one back only at exactly that size (EFAULT

@@ -43,6 +43,7 @@ impl SaveInstr {
 
 /// Why the running CPU cannot be used.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum HostError {
     /// CPUID.1:ECX.OSXSAVE is clear: the OS has not enabled XSAVE.
     NoOsxsave,
@@ -59,7 +60,55 @@ impl std::fmt::Display for HostError {
     }
 }
 
-impl std::error::Error for HostError {}
+impl std::error::Error for HostError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HostError::Layout(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`Host::xrstor_then_save_into`] did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OperandError {
+    /// The output buffer is not 64-byte aligned (the save would raise #GP).
+    Misaligned {
+        /// Its address.
+        addr: usize,
+    },
+    /// The output buffer is shorter than what the save may write.
+    TooShort {
+        /// Its length.
+        len: usize,
+        /// The save's extent on this CPU.
+        needed: usize,
+    },
+    /// The XRSTOR or the save faulted.
+    Fault(Fault),
+}
+
+impl std::fmt::Display for OperandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OperandError::Misaligned { addr } => write!(f, "save operand at {addr:#x} is not 64-byte aligned"),
+            OperandError::TooShort { len, needed } => {
+                write!(f, "save operand is {len} bytes, the save may write {needed}")
+            }
+            OperandError::Fault(x) => std::fmt::Display::fmt(x, f),
+        }
+    }
+}
+
+impl std::error::Error for OperandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OperandError::Fault(x) => Some(x),
+            _ => None,
+        }
+    }
+}
 
 /// The running CPU, read once: its CPUID, layout and XCR0, and the buffer sizes that keep every
 /// instruction inside memory we own.
@@ -178,6 +227,46 @@ impl Host {
         // what XRSTOR may read and what any save with RFBM within XCR0 may write.
         unsafe { run(op, scratch.as_mut_ptr(), img.as_ptr(), rfbm.bits(), out.as_mut_ptr(), save_rfbm.bits())? };
         Ok(out)
+    }
+
+    /// XRSTOR64 of `image` (RFBM = `rfbm`), then `save` with RFBM = `save_rfbm` into the
+    /// caller's `out`, which must be 64-byte aligned and hold every byte the save may write on
+    /// this CPU (standard_size, or for XSAVEC compacted_size, of `save_rfbm` ∩ XCR0); bytes the
+    /// save does not write keep their values. Refuses an unsuitable `out` with
+    /// [`OperandError`] before executing anything.
+    pub fn xrstor_then_save_into(
+        &self,
+        image: &[u8],
+        rfbm: Xfeatures,
+        save: SaveInstr,
+        save_rfbm: Xfeatures,
+        out: &mut [u8],
+    ) -> Result<(), OperandError> {
+        if !(out.as_ptr() as usize).is_multiple_of(64) {
+            return Err(OperandError::Misaligned { addr: out.as_ptr() as usize });
+        }
+        let m = save_rfbm & self.xcr0;
+        let extent = match save {
+            SaveInstr::Xsave | SaveInstr::Xsaveopt => self.layout.standard_size(m & self.layout.user_supported()),
+            SaveInstr::Xsavec => self.layout.compacted_size(m),
+        };
+        let needed = (extent.unwrap_or(u32::MAX) as usize).max(576);
+        if out.len() < needed {
+            return Err(OperandError::TooShort { len: out.len(), needed });
+        }
+        let img = self.staged(image);
+        let mut scratch = AlignedBuf::zeroed(self.area);
+        let op = match save {
+            SaveInstr::Xsave => Op::Xsave,
+            SaveInstr::Xsaveopt => Op::Xsaveopt,
+            SaveInstr::Xsavec => Op::Xsavec,
+        };
+        // SAFETY: `img` and `scratch` are 64-byte aligned and `self.area` bytes long (see
+        // `xrstor_then_save`); `out` is 64-byte aligned (checked) and at least as long as the
+        // extent this CPU's own leaf 0xD gives for the save's RFBM within XCR0 (checked), which
+        // is all the save writes.
+        unsafe { run(op, scratch.as_mut_ptr(), img.as_ptr(), rfbm.bits(), out.as_mut_ptr(), save_rfbm.bits()) }
+            .map_err(OperandError::Fault)
     }
 
     /// The CPU as a converter, for benchmarks: XRSTOR64 of `image` (RFBM `rfbm`) followed by

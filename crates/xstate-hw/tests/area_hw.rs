@@ -45,8 +45,7 @@ fn area_restores_what_the_cpu_saved() {
         let saved = saved[..footprint_len(&saved, &l, xcr0)].to_vec();
         let want = restore(&saved).unwrap();
         for &form in &forms {
-            let mut area = SaveArea::new(policy.clone(), form).unwrap();
-            area.set_mxcsr_mask(mask);
+            let mut area = SaveArea::new(policy.clone(), form, mask).unwrap();
             area.set_xcr0(xcr0).unwrap();
             area.load(&saved).unwrap_or_else(|e| panic!("case {case}: the area refused a CPU-saved image: {e}"));
             let mut outs =
@@ -106,8 +105,7 @@ fn state_survives_a_policy_grow_and_shrink() {
     for form in forms {
         for case in 0..50 {
             let state = g.standard(&mut rng);
-            let mut area = SaveArea::new(small.clone(), form).unwrap();
-            area.set_mxcsr_mask(mask);
+            let mut area = SaveArea::new(small.clone(), form, mask).unwrap();
             area.set_xcr0(Xfeatures(0x7)).unwrap();
             area.load(&state).unwrap();
             let want =
@@ -123,4 +121,77 @@ fn state_survives_a_policy_grow_and_shrink() {
         }
     }
     println!("state kept across policy growth on the CPU (standard and compacted areas), shrink refused as busy");
+}
+
+/// Issue 12 item 1: the area is the operand of the CPU's own save. XSAVE (standard area) and
+/// XSAVEC (compacted area) write straight into `bytes_mut()`; the area then holds the CPU's
+/// state: its stores restore to it, and its component views are the bytes the CPU wrote. A
+/// compacted area saved with a narrower RFBM (XCOMP_BV then shrinks) still loads and stores.
+#[test]
+fn the_area_is_the_operand_of_xsave() {
+    use std::io::Write;
+    let h = host();
+    let l = h.layout().clone();
+    let xcr0 = h.xcr0();
+    let mask = mxcsr_mask(&h);
+    let policy = Arc::new(Policy::derive(&l, &Selection::masks(xcr0, Xfeatures::EMPTY)).unwrap());
+    let mut cases = vec![(Form::Standard, SaveInstr::Xsave)];
+    let mut policies = vec![policy.clone()];
+    if h.has(SaveInstr::Xsavec) {
+        cases.push((Form::Compacted, SaveInstr::Xsavec));
+        policies.push(policy.clone());
+    } else {
+        let _ = writeln!(std::io::stderr(), "SKIP: no XSAVEC: the compacted area is not saved into");
+    }
+    // A policy hiding XSAVEC (so its guest layout has no align64 flags) on a host whose
+    // compacted layout aligns a component: the views must follow the host's bytes.
+    let aligned = xcr0.iter().any(|c| l.geometry(c).is_some_and(|g| g.align64));
+    if h.has(SaveInstr::Xsavec) && aligned {
+        let p = Selection::masks(xcr0, Xfeatures::EMPTY).without(xstate::policy::Feature::Xsavec);
+        let hidden = Arc::new(Policy::derive(&l, &p.without(xstate::policy::Feature::Xsaves)).unwrap());
+        assert!(!hidden.compaction());
+        cases.push((Form::Compacted, SaveInstr::Xsavec));
+        policies.push(hidden);
+    } else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP: no align64 component in XCR0 {xcr0}: views under a policy hiding XSAVEC not checked"
+        );
+    }
+    let g = StateGen::new(&l, xcr0, mask);
+    let mut rng = Rng::new(0xA5EA_0002);
+    let restore = |img: &[u8]| h.xrstor_then_save(img, xcr0, SaveInstr::Xsave, xcr0, 0).map(|b| b.to_vec());
+    let mut n = 0;
+    for ((form, instr), policy) in cases.into_iter().zip(policies) {
+        for case in 0..100 {
+            let state = g.standard(&mut rng);
+            let want = restore(&state).unwrap();
+            let mut area = SaveArea::new(policy.clone(), form, mask).unwrap();
+            area.set_xcr0(xcr0).unwrap();
+            h.xrstor_then_save_into(&state, xcr0, instr, xcr0, area.bytes_mut())
+                .unwrap_or_else(|e| panic!("{form} case {case}: {e}"));
+            for (what, img) in
+                [("area", area.bytes().to_vec()), ("store", area.store(Form::Standard).unwrap().to_vec())]
+            {
+                let got = restore(&img).unwrap_or_else(|f| panic!("{form} case {case} {what}: {f}"));
+                same_state(&got, &want, &l, xcr0).unwrap_or_else(|e| panic!("{form} case {case} {what}: {e}"));
+            }
+            let cpu = h.xrstor_then_save(&state, xcr0, instr, xcr0, 0).unwrap();
+            let cpu = xstate::image::Image::new(&cpu).unwrap();
+            for c in (xcr0 & area.xstate_bv()).iter().filter(|c| !c.is_legacy()) {
+                assert_eq!(area.component(c), cpu.component(&l, c), "{form} case {case}: {c}");
+            }
+            // A save with a narrower RFBM (x87 and SSE only): XSAVEC writes XCOMP_BV = bit 63 | 0x3.
+            h.xrstor_then_save_into(&state, xcr0, instr, Xfeatures(0x3), area.bytes_mut()).unwrap();
+            area.load(&state).unwrap_or_else(|e| panic!("{form} case {case}: load after a narrow save: {e}"));
+            let got = restore(&area.store(Form::Standard).unwrap()).unwrap();
+            same_state(&got, &want, &l, xcr0).unwrap_or_else(|e| panic!("{form} case {case} after reload: {e}"));
+            n += 1;
+        }
+    }
+    // An unsuitable operand is refused before anything runs.
+    let mut short = xstate::aligned::AlignedBuf::zeroed(576);
+    let e = h.xrstor_then_save_into(&g.standard(&mut rng), xcr0, SaveInstr::Xsave, xcr0, &mut short);
+    assert!(xcr0 == Xfeatures(3) || matches!(e, Err(xstate_hw::OperandError::TooShort { .. })), "{e:?}");
+    println!("{n} areas saved into by the CPU restored to its state");
 }

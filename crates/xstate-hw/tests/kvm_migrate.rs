@@ -40,11 +40,11 @@ fn migrate_between_vms() {
     Rng::new(3).fill(&mut values);
     a.memory()[LOAD_DATA as usize..LOAD_DATA as usize + AVX512_DATA].copy_from_slice(&values);
     a.run(Routine::LoadAvx512).unwrap();
-    let rec = migrate::save(a.vcpu(), &host).unwrap();
+    let rec = migrate::save(kvm.raw(), a.vcpu().fds().1, &host).unwrap();
 
     // 1. Same policy on the destination: compatible as is; guest code there reads the values.
     let mut b = Guest::new(&kvm, &guest_cpuid(&supported, &wide, xcr0), xcr0).unwrap();
-    let report = migrate::restore(b.vcpu(), &rec, &host, &wide).unwrap();
+    let report = migrate::restore(kvm.raw(), b.vcpu().fds().1, &rec, &host, &wide).unwrap();
     assert_eq!(report.verdict, Verdict::Compatible, "{report:?}");
     b.run(Routine::StoreAvx512).unwrap();
     assert_eq!(&b.memory()[STORE_DATA as usize..STORE_DATA as usize + AVX512_DATA], &values[..]);
@@ -64,7 +64,7 @@ fn migrate_between_vms() {
         );
     }
     let mut b2 = Guest::new(&kvm, &guest_cpuid(&supported, &wide, xcr0), xcr0).unwrap();
-    let report = migrate::restore(b2.vcpu(), &rec_intel, &host, &wide).unwrap();
+    let report = migrate::restore(kvm.raw(), b2.vcpu().fds().1, &rec_intel, &host, &wide).unwrap();
     // Only the components the record carries decide: on an Intel host the AVX-512 offsets
     // are Skylake-SP's own, so the record is compatible as is even though the layouts differ
     // elsewhere (MPX, PKRU, AMX).
@@ -78,7 +78,7 @@ fn migrate_between_vms() {
     let c7 = Xfeatures(0x7);
     let d = Guest::new(&kvm, &guest_cpuid(&supported, &narrow, c7), c7).unwrap();
     let before = d.vcpu().get_xsave().unwrap();
-    match migrate::restore(d.vcpu(), &rec, &host, &narrow) {
+    match migrate::restore(kvm.raw(), d.vcpu().fds().1, &rec, &host, &narrow) {
         Err(MigrateError::Incompatible(r)) => {
             let text = MigrateError::Incompatible(r.clone()).to_string();
             println!("refused: {text}");
@@ -89,5 +89,22 @@ fn migrate_between_vms() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(d.vcpu().get_xsave().unwrap(), before, "a refused migration changes nothing");
+
+    // 4. A source guest running with XCR0 0xe7 whose AVX-512 state is init: still refused by
+    //    the compatibility check itself (KVM_SET_XCRS would refuse that XCR0 there).
+    let idle = Guest::new(&kvm, &guest_cpuid(&supported, &wide, xcr0), xcr0).unwrap();
+    let rec_idle = migrate::save(kvm.raw(), idle.vcpu().fds().1, &host).unwrap();
+    let c = record::read(Format::Portable, &rec_idle, &host, &Options::default()).unwrap();
+    let img = c.state().and_then(|s| s.image.as_ref()).unwrap();
+    assert!((img.image().xstate_bv() & Xfeatures(0xE0)).is_empty(), "AVX-512 init");
+    let e = Guest::new(&kvm, &guest_cpuid(&supported, &narrow, c7), c7).unwrap();
+    let before = e.vcpu().get_xsave().unwrap();
+    match migrate::restore(kvm.raw(), e.vcpu().fds().1, &rec_idle, &host, &narrow) {
+        Err(MigrateError::Incompatible(r)) => {
+            assert!(r.reasons.iter().any(|x| x.component() == Some(Component::OPMASK)), "{:?}", r.reasons);
+        }
+        other => panic!("expected a refusal for enabled-but-init AVX-512, got {other:?}"),
+    }
+    assert_eq!(e.vcpu().get_xsave().unwrap(), before, "a refused migration changes nothing");
     println!("migrations: as-is and via re-layout restored 2112 register bytes exactly; AVX-only destination refused");
 }

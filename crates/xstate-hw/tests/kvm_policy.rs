@@ -142,3 +142,119 @@ fn vcpu_xcr0_rules_and_dynamic_ebx_follow_the_policy() {
     );
     assert!(accepted > 0 && refused > 0);
 }
+
+/// Issue 12 item 2: KVM_GET_SUPPORTED_CPUID and this CPU's own CPUID are whole tables their
+/// makers keep consistent: neither reports a flag whose state its leaf 0xD lacks, so the policy
+/// of everything they support changes none of their flags. Smaller policies applied to them
+/// clear exactly the gated flags they report; KVM_SET_CPUID2 takes the result; the table KVM
+/// then gives the guest (KVM_GET_CPUID2) is the one set, with XCR0 values naming a hidden
+/// component refused, or (kvm_pvm replaces the guest's CPUID) one that is itself consistent.
+#[test]
+fn whole_cpuid_against_kvm_and_the_cpu() {
+    use std::io::Write;
+    use xstate::cpuid::gating;
+    let (Some(kvm), Some(host)) = (kvm_or_skip(), host_layout()) else { return };
+    let supported = kvm.supported_cpuid().unwrap();
+    if !supported.leaf0d().xsave_enumerated() {
+        let _ = writeln!(std::io::stderr(), "SKIP: KVM_GET_SUPPORTED_CPUID reports no leaf 0xD");
+        return;
+    }
+    let kvm_xcr0 = supported.leaf0d().xcr0_supported();
+    let kl = Layout::from_leaf0d(supported.leaf0d()).expect("KVM's leaf 0xD is a layout");
+    let (mut cleared, mut kept, mut replaced, mut advertised) = (0, 0, 0, 0);
+    for (source, table, layout) in [
+        ("KVM_GET_SUPPORTED_CPUID", supported.clone(), kl.clone()),
+        ("this CPU's CPUID", xstate_hw::cpu::host_cpuid(), host.clone()),
+    ] {
+        let everything = Policy::derive(&layout, &Selection::all()).unwrap();
+        let exposed = everything.xcr0_max() | everything.xss_max();
+        let own = everything.guest_cpuid(&table);
+        let diffs: Vec<String> = table
+            .entries()
+            .filter(|(k, r)| own.get(k.0, k.1) != Some(*r))
+            .map(|(k, r)| format!("{:#x}.{}: {r:?} -> {:?}", k.0, k.1, own.get(k.0, k.1)))
+            .collect();
+        assert!(diffs.is_empty(), "{source} reports flags without their state (XCR0|XSS {exposed}): {diffs:?}");
+        for g in gating::FLAG_GROUPS {
+            if table.get(g.leaf, g.subleaf).is_some_and(|r| r.get(g.reg) & g.bits != 0) {
+                advertised += 1;
+            }
+        }
+        let mut lists = vec!["x87", "avx"];
+        if kvm_xcr0.bits() & 0xE0 == 0xE0 && exposed.bits() & 0xE0 == 0xE0 {
+            lists.push("avx,avx512");
+        }
+        for list in lists {
+            let sel = if list == "x87" {
+                Selection::masks(Xfeatures(3), Xfeatures::EMPTY)
+            } else {
+                Selection::parse(list).unwrap()
+            };
+            let p = Policy::derive(&layout, &sel).unwrap();
+            let g = p.guest_cpuid(&table);
+            let hidden = exposed - p.xcr0_max() - p.xss_max();
+            for gate in gating::FLAG_GROUPS {
+                let (Some(k), Some(o)) = (table.get(gate.leaf, gate.subleaf), g.get(gate.leaf, gate.subleaf)) else {
+                    continue;
+                };
+                let want =
+                    if gate.needs.is_subset_of(p.xcr0_max() | p.xss_max()) { k.get(gate.reg) & gate.bits } else { 0 };
+                assert_eq!(o.get(gate.reg) & gate.bits, want, "{source} {list}: {}", gate.names);
+                cleared += ((k.get(gate.reg) ^ o.get(gate.reg)) & gate.bits).count_ones();
+            }
+            let vcpu = kvm.create_vcpu().unwrap();
+            vcpu.set_cpuid(&g)
+                .unwrap_or_else(|e| panic!("{source} {list}: KVM_SET_CPUID2 refused the guest table: {e}"));
+            let back = vcpu.cpuid().unwrap();
+            // OSXSAVE (1 ECX[27]) and OSPKE (7.0 ECX[4]) are KVM's to set from CR4.
+            let flags = |t: &CpuidData| -> Vec<(u32, u32, u32, u32)> {
+                [(1, 0, 1u32 << 27), (7, 0, 1 << 4), (7, 1, 0), (0x1D, 0, 0), (0x1D, 1, 0), (0x1E, 0, 0)]
+                    .iter()
+                    .map(|&(l, s, dynamic)| {
+                        let r = t.get(l, s).unwrap_or_default();
+                        (r.eax, r.ebx, r.ecx & !dynamic, r.edx)
+                    })
+                    .collect()
+            };
+            if flags(&back) == flags(&g) && back.leaf0d().xcr0_supported() == p.xcr0_max() {
+                vcpu.set_xcr0(p.xcr0_max()).unwrap_or_else(|e| panic!("{list}: XCR0 {}: {e}", p.xcr0_max()));
+                for c in hidden.iter().filter(|c| (kvm_xcr0 & layout.user_supported()).contains(*c)) {
+                    let group =
+                        xstate::policy::Feature::of_component(c.index()).map_or(Xfeatures(c.bit()), |f| f.components());
+                    let v = p.xcr0_max() | group;
+                    assert!(vcpu.set_xcr0(v).is_err(), "{source} {list}: KVM accepted XCR0 {v} with hidden {c}");
+                }
+                kept += 1;
+            } else {
+                // This KVM (kvm_pvm) gives the guest its own table instead of the one set: that
+                // table must be consistent by the same rules.
+                let applied = back.leaf0d().xcr0_supported() | back.leaf0d().xss_supported();
+                for gate in gating::closed_by(applied) {
+                    let r = back.get(gate.leaf, gate.subleaf).unwrap_or_default();
+                    assert_eq!(
+                        r.get(gate.reg) & gate.bits,
+                        0,
+                        "{list}: KVM applied {} without {}",
+                        gate.names,
+                        gate.needs - applied
+                    );
+                }
+                let leaf =
+                    Layout::from_leaf0d(back.leaf0d()).err().map_or(String::new(), |e| format!(" (its leaf 0xD: {e})"));
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: {source} {list}: KVM_GET_CPUID2 does not return the table KVM_SET_CPUID2 was given (7.0 {:x?}, \
+                     XCR0 {}): this KVM replaces the guest's CPUID; no flag of the replacement lacks its state{leaf}",
+                    back.get(7, 0).unwrap_or_default(),
+                    back.leaf0d().xcr0_supported()
+                );
+                replaced += 1;
+            }
+        }
+    }
+    println!(
+        "whole CPUID: {advertised} gated flag groups reported by KVM and the CPU, all with their state; {cleared} flag \
+         bits cleared by smaller policies; {kept} guest tables kept by KVM as given, {replaced} replaced by a consistent one"
+    );
+    assert!(cleared > 0, "no gated flag was cleared: the smaller policies tested nothing");
+}

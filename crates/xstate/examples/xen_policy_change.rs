@@ -40,6 +40,9 @@ pub struct Story {
     pub amd_standard: usize,
 }
 
+/// The MXCSR_MASK field of the Intel host the areas live on (Intel parts report 0xFFFF).
+const MXCSR_MASK: u32 = 0xFFFF;
+
 fn policy(host: &Layout, features: &str) -> Result<Arc<Policy>, String> {
     let s = Selection::parse(features).map_err(|e| e.to_string())?;
     Policy::derive(host, &s).map(Arc::new).map_err(|e| format!("{features}: {e}"))
@@ -80,8 +83,8 @@ pub fn run() -> Result<Story, String> {
 
     // 1. The domain starts with AVX and CET (supervisor state: compacted areas).
     let p1 = policy(&intel, "avx,cet")?;
-    let mut vcpu0 = SaveArea::new(p1.clone(), Form::Compacted).map_err(|e| e.to_string())?;
-    let mut vcpu1 = SaveArea::new(p1.clone(), Form::Compacted).map_err(|e| e.to_string())?;
+    let mut vcpu0 = SaveArea::new(p1.clone(), Form::Compacted, MXCSR_MASK).map_err(|e| e.to_string())?;
+    let mut vcpu1 = SaveArea::new(p1.clone(), Form::Compacted, MXCSR_MASK).map_err(|e| e.to_string())?;
     let size1 = vcpu0.len();
     check(size1 == intel.compacted_size(Xfeatures(0x7) | Xfeatures::CET).unwrap() as usize, "area sized by policy")?;
     vcpu0.set_xcr0(Xfeatures(0x7)).map_err(|e| e.to_string())?;

@@ -84,7 +84,7 @@ impl AlignedBuf {
 /// Builds an [`AlignedBuf`] front to back, writing each byte once: pieces copied in, runs of
 /// zeros, nothing zero-filled first and overwritten later. Converters use it to run at memcpy
 /// speed.
-pub struct AlignedBuilder {
+pub(crate) struct AlignedBuilder {
     storage: Vec<u8>,
     offset: usize,
 }
@@ -105,11 +105,6 @@ impl AlignedBuilder {
         self.storage.len() - self.offset
     }
 
-    /// True if nothing has been written.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Appends `bytes`.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.storage.extend_from_slice(bytes);
@@ -125,6 +120,11 @@ impl AlignedBuilder {
         if len > self.len() {
             self.zeros(len - self.len());
         }
+    }
+
+    /// The bytes written so far.
+    pub fn written_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.offset..]
     }
 
     /// The buffer written.

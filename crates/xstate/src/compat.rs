@@ -20,7 +20,74 @@
 //! to remove from the source policy to reach "after re-layout", [`Report::mask_as_is`] those to
 //! reach "as is". The hypervisors' and tools' rules mirrored: rr (size/offset/alignment per
 //! enabled feature), CRIU (`xsave_size` equality), KVM (TILEDATA needs the guest AMX permission
-//! of `arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM)`), XSAVE-FACTS §4.3 and §8.5.
+//! of `arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM)`); docs/ARCHITECTURE.md, "Records and compatibility".
+//!
+//! # Example: a `kvm_xsave` from an AMD host to an Intel one
+//!
+//! The source VMM took the vCPU's state with KVM_GET_XSAVE (a 4096-byte `kvm_xsave` in the
+//! AMD host's layout) and its XCR0 with KVM_GET_XCRS. The guest's XCR0, not the buffer,
+//! decides what the destination must be able to enable; the components in use decide what
+//! moves. AVX-512 sits 256 bytes higher on Intel, so the state moves after a re-layout.
+//!
+//! ```
+//! use xstate::compat::{Reason, Side, Verdict, check_image};
+//! use xstate::image::ImageBuf;
+//! use xstate::record::{self, Field, FieldSet, Format, Options};
+//! use xstate::{Component, Layout, Leaf0d, Regs, Xfeatures};
+//!
+//! # fn layout(rows: &[(u8, u32, u32, u32, u32)]) -> Layout {
+//! #     let mut leaf = Leaf0d::new();
+//! #     for &(i, a, b, c, d) in rows {
+//! #         leaf.set(i, Regs::new(a, b, c, d));
+//! #     }
+//! #     Layout::from_leaf0d(&leaf).unwrap()
+//! # }
+//! // Leaf 0xD of the two hosts (AMD EPYC 9654, Intel Xeon w7-2475X).
+//! # let zen4 = layout(&[
+//! #     (0, 0x2E7, 0x980, 0x988, 0), (1, 0xF, 0x990, 0x1800, 0), (2, 0x100, 0x240, 0, 0),
+//! #     (5, 0x40, 0x340, 0, 0), (6, 0x200, 0x380, 0, 0), (7, 0x400, 0x580, 0, 0),
+//! #     (9, 0x8, 0x980, 0, 0), (11, 0x10, 0, 1, 0), (12, 0x18, 0, 1, 0),
+//! # ]);
+//! # let spr = layout(&[
+//! #     (0, 0x602E7, 0x2B00, 0x2B00, 0), (1, 0x1F, 0x2A80, 0xDD00, 0), (2, 0x100, 0x240, 0, 0),
+//! #     (5, 0x40, 0x440, 0, 0), (6, 0x200, 0x480, 0, 0), (7, 0x400, 0x680, 0, 0), (8, 0x80, 0, 1, 0),
+//! #     (9, 0x8, 0xA80, 0, 0), (10, 0x8, 0, 1, 0), (11, 0x10, 0, 1, 0), (12, 0x18, 0, 1, 0),
+//! #     (14, 0x30, 0, 1, 0), (15, 0x328, 0, 1, 0), (17, 0x40, 0xAC0, 2, 0), (18, 0x2000, 0xB00, 6, 0),
+//! # ]);
+//! // What KVM_GET_XSAVE gave on the AMD host: k1 = 0x1234 (opmask at 0x340 there).
+//! # let kvm_xsave = {
+//! #     let mut b = ImageBuf::init(4096, Xfeatures::EMPTY);
+//! #     b[0x340 + 8..0x340 + 16].copy_from_slice(&0x1234u64.to_le_bytes());
+//! #     b.set_xstate_bv(Xfeatures(0x23));
+//! #     b[464..472].copy_from_slice(&0x2E7u64.to_le_bytes()); // KVM writes its supported XCR0 here
+//! #     b.to_vec()
+//! # };
+//! let xcr0 = Xfeatures(0xE7); // KVM_GET_XCRS on the source
+//! let mut opts = Options::default();
+//! opts.xcr0 = Some(xcr0); // a kvm_xsave does not record the guest's XCR0
+//! let contents = record::read(Format::KvmXsave, &kvm_xsave, &zen4, &opts)?;
+//! let image = contents.state().and_then(|s| s.image.as_ref()).ok_or("no image")?;
+//!
+//! let from = Side { layout: &zen4, xcr0, xss: Xfeatures::EMPTY };
+//! let report = check_image(&from, &Side::user_max(&spr), image)?;
+//! assert_eq!(report.verdict, Verdict::AfterRelayout);
+//! assert!(report.reasons.contains(&Reason::OffsetDiffers { component: Component::OPMASK, from: 0x340, to: 0x440 }));
+//!
+//! // The destination's kvm_xsave, in the Intel host's layout, for KVM_SET_XSAVE there
+//! // (xstate_hw::kvm::set_xsave). It cannot hold XCR0: that goes to KVM_SET_XCRS.
+//! opts.drop = FieldSet::NONE.with(Field::Xcr0);
+//! let out = record::write(Format::KvmXsave, &contents, &zen4, &spr, &opts)?;
+//! assert_eq!(out.len(), 4096);
+//! assert_eq!(&out[0x440 + 8..0x440 + 16], &0x1234u64.to_le_bytes());
+//!
+//! // A guest that enabled AVX-512 cannot go to a CPU without it, even with its AVX-512 state
+//! // init: the destination's XSETBV would refuse that XCR0.
+//! # let haswell = layout(&[(0, 0x7, 0x340, 0x340, 0), (1, 0x1, 0, 0, 0), (2, 0x100, 0x240, 0, 0)]);
+//! let mut init = ImageBuf::init(2440, Xfeatures::EMPTY);
+//! init.set_xstate_bv(Xfeatures(0x3));
+//! assert_eq!(check_image(&from, &Side::user_max(&haswell), &init)?.verdict, Verdict::Incompatible);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -37,8 +104,8 @@ use crate::xfeatures::Xfeatures;
 pub struct Side<'a> {
     /// The CPU's (or policy's) layout.
     pub layout: &'a Layout,
-    /// XCR0: on the source the states the guest may use, on the destination the states it can
-    /// enable.
+    /// XCR0: on the source the XCR0 the guest runs with (KVM_GET_XCRS, or the record's), which
+    /// the destination must be able to enable; on the destination the states it can enable.
     pub xcr0: Xfeatures,
     /// IA32_XSS, likewise.
     pub xss: Xfeatures,
@@ -90,6 +157,7 @@ impl fmt::Display for Verdict {
 
 /// Why a migration is not compatible as is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Reason {
     /// A user state the source uses does not exist (or is not enabled) on the destination.
     Missing {
@@ -262,6 +330,7 @@ impl fmt::Display for Reason {
 
 /// The answer with its reasons.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Report {
     /// The verdict: the worst severity among the reasons.
     pub verdict: Verdict,
@@ -269,6 +338,9 @@ pub struct Report {
     pub reasons: Vec<Reason>,
     /// The states that matter: the source's XCR0 | XSS, or with an image its components in use.
     pub considered: Xfeatures,
+    /// The states the destination must be able to enable: the source's XCR0 | XSS (within its
+    /// layout), whether or not an image has them in use.
+    pub enabled: Xfeatures,
     /// Source components to mask (whole feature groups and dependents) to reach at least
     /// "compatible after re-layout".
     pub mask: Xfeatures,
@@ -315,8 +387,12 @@ fn close(mask: Xfeatures) -> Xfeatures {
     m - Xfeatures::LEGACY
 }
 
-/// Compares a source and a destination over the states the source may use (or, with
-/// `in_use`, only those).
+/// Compares a source and a destination. Every state the source has enabled (its XCR0 | XSS)
+/// must be one the destination can enable, at the same size: XSETBV (and KVM_SET_XCRS, Xen's
+/// `validate_xstate`) refuse an XCR0 naming a component the CPU lacks, and a component of
+/// another size is another feature. Where the state sits matters only for the states in use
+/// (`in_use`, from an image; all enabled states without one): init state is written init on
+/// the destination whatever its offset.
 fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_source: bool) -> Report {
     let (fl, tl) = (from.layout, to.layout);
     let enabled = (from.xcr0 & fl.user_supported()) | (from.xss & fl.supervisor_supported());
@@ -327,7 +403,7 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
     let both_compact = fl.features().compaction() && tl.features().compaction();
     let dst_user = to.xcr0 & tl.user_supported();
     let dst_sup = to.xss & tl.supervisor_supported();
-    for c in considered.iter().filter(|c| !c.is_legacy()) {
+    for c in enabled.iter().filter(|c| !c.is_legacy()) {
         let Some(gf) = fl.geometry(c) else { continue };
         if gf.supervisor {
             if !dst_sup.contains(c) {
@@ -346,6 +422,9 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
             bad = bad.with(c);
             continue;
         }
+        if !considered.contains(c) {
+            continue;
+        }
         if !gf.supervisor && gf.offset != gt.offset {
             reasons.push(Reason::OffsetDiffers { component: c, from: gf.offset, to: gt.offset });
             moved = moved.with(c);
@@ -355,10 +434,10 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
             moved = moved.with(c);
         }
     }
-    let sup_used = considered & fl.supervisor_supported();
-    if !sup_used.is_empty() && !tl.features().xsaves() {
+    let sup_enabled = enabled & fl.supervisor_supported();
+    if !sup_enabled.is_empty() && !tl.features().xsaves() {
         reasons.push(Reason::NoXsaves);
-        bad |= sup_used;
+        bad |= sup_enabled;
     }
     if compacted_source && !tl.features().compaction() {
         reasons.push(Reason::NoCompaction);
@@ -376,7 +455,8 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
             reasons.push(Reason::StandardSizeDiffers { from: s_from, to: s_to });
         }
     }
-    if considered.contains(Component::TILEDATA) && tl.geometry(Component::TILEDATA).is_some_and(|g| g.xfd) {
+    // KVM refuses an XCR0 with TILEDATA without the permission, in use or not.
+    if enabled.contains(Component::TILEDATA) && tl.geometry(Component::TILEDATA).is_some_and(|g| g.xfd) {
         reasons.push(Reason::AmxPermission);
     }
     let verdict = reasons.iter().map(Reason::severity).max().unwrap_or(Verdict::Compatible);
@@ -391,7 +471,7 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
             }
         }
     }
-    Report { verdict, reasons, considered, mask, mask_as_is: close(as_is) & enabled }
+    Report { verdict, reasons, considered, enabled, mask, mask_as_is: close(as_is) & enabled }
 }
 
 /// CPU-to-CPU (or policy-to-policy) compatibility over every state the source may use.
@@ -399,14 +479,17 @@ pub fn check(from: &Side<'_>, to: &Side<'_>) -> Report {
     compare(from, to, None, false)
 }
 
-/// Compatibility of one concrete image saved on the source (restorable there with RFBM = its
-/// XCR0 | XSS): only the components in use matter. Fails if the image is not valid on the
-/// source (hardware profile, MXCSR not checked).
+/// Compatibility of one concrete image saved on the source, which runs with `from.xcr0` and
+/// `from.xss` (the guest's XCR0 from KVM_GET_XCRS or the record, never guessed from the
+/// image's XSTATE_BV). Every enabled state must exist on the destination at the same size, in
+/// use or init (the destination must accept that XCR0, as [`check`] requires); where state
+/// sits matters only for the components in use. Fails if the image is not one XRSTOR with
+/// RFBM = that XCR0 (| XSS for a compacted image) loads on the source (MXCSR not checked).
 pub fn check_image(from: &Side<'_>, to: &Side<'_>, image: &[u8]) -> Result<Report, ValidationError> {
     let img = Image::new(image).map_err(|_| ValidationError {
         profile: Profile::Hardware,
-        rule: crate::image::Rule::TooShort,
-        detail: crate::image::validate::Detail::Length { len: image.len(), needed: crate::image::MIN_SIZE },
+        rule: crate::image::ValidationRule::TooShort,
+        detail: crate::image::ValidationDetail::Length { len: image.len(), needed: crate::image::MIN_SIZE },
     })?;
     let mut ctx = Context::new(from.xcr0);
     if img.form() == Form::Compacted {
@@ -452,7 +535,9 @@ pub fn verdict(from: &Side<'_>, to: &Side<'_>) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{self, AMD_ZEN2, AMD_ZEN3, AMD_ZEN4, INTEL_ICELAKE, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP};
+    use crate::fixtures::{
+        self, AMD_ZEN2, AMD_ZEN3, AMD_ZEN4, AVX_ONLY, INTEL_ICELAKE, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP,
+    };
 
     #[test]
     fn skylake_to_zen4_names_offsets_and_masks_mpx() {
@@ -524,17 +609,54 @@ mod tests {
         let from = Side { layout: &spr, xcr0: Xfeatures(0xE7), xss: Xfeatures(0x100) };
         let r = check(&from, &Side::user_max(&icl));
         assert!(r.reasons.contains(&Reason::SupervisorUnsupported { component: Component::PT }));
-        // With an image that uses only AVX, AMX does not matter.
+        // With an image that uses only AVX, from a guest that has not enabled AMX, AMX does not
+        // matter ...
         let img = crate::image::ImageBuf::init(spr.standard_size(Xfeatures(0x602E7)).unwrap() as usize, Xfeatures(0));
         let mut img = img;
         img.set_xstate_bv(Xfeatures(0x7));
-        let r = check_image(&Side::user_max(&spr), &Side::user_max(&icl), &img).unwrap();
+        let no_amx = Side { layout: &spr, xcr0: Xfeatures(0x2E7), xss: Xfeatures(0) };
+        let r = check_image(&no_amx, &Side::user_max(&icl), &img).unwrap();
         assert_eq!(r.considered, Xfeatures(0x7));
         assert_eq!(r.verdict, Verdict::Compatible, "{:?}", r.reasons);
+        // ... but a guest running with AMX enabled cannot move to a CPU without it.
+        let r = check_image(&Side::user_max(&spr), &Side::user_max(&icl), &img).unwrap();
+        assert_eq!(r.verdict, Verdict::Incompatible, "{:?}", r.reasons);
         img.set_xstate_bv(Xfeatures(0x40007));
         let r = check_image(&Side::user_max(&spr), &Side::user_max(&icl), &img).unwrap();
         assert_eq!(r.verdict, Verdict::Incompatible);
         img.set_xstate_bv(Xfeatures(1 << 8));
         assert!(check_image(&Side::user_max(&spr), &Side::user_max(&icl), &img).is_err());
+    }
+
+    /// Issue 12 item 1 / issue 10 item 15: a Genoa guest running with XCR0 0x2e7 whose AVX-512
+    /// state is init cannot move to a CPU without AVX-512: the destination cannot enable that
+    /// XCR0 (XSETBV and KVM_SET_XCRS refuse it), whatever the image holds.
+    #[test]
+    fn enabled_but_init_components_must_exist_on_the_destination() {
+        let (zen4, zen3, avx) = (fixtures::layout(AMD_ZEN4), fixtures::layout(AMD_ZEN3), fixtures::layout(AVX_ONLY));
+        let xcr0 = Xfeatures(0x2E7);
+        let from = Side { layout: &zen4, xcr0, xss: Xfeatures(0) };
+        let mut img = crate::image::ImageBuf::init(zen4.standard_size(xcr0).unwrap() as usize, Xfeatures(0));
+        img.set_xstate_bv(Xfeatures(0x3)); // x87 and SSE in use, AVX-512 and PKRU init
+        for to in [&zen3, &avx] {
+            let to = Side::user_max(to);
+            let r = check_image(&from, &to, &img).unwrap();
+            assert_eq!(r.verdict, Verdict::Incompatible, "{:?}", r.reasons);
+            assert_eq!(r.verdict, check(&from, &to).verdict);
+            assert!(r.reasons.contains(&Reason::Missing { component: Component::OPMASK }), "{:?}", r.reasons);
+            assert!(r.mask.contains(Component::ZMM_HI256), "{}", r.mask);
+            assert_eq!(r.enabled, xcr0);
+        }
+        // The same image from a guest whose XCR0 leaves AVX-512 out moves to Zen 3.
+        let narrow = Side { layout: &zen4, xcr0: Xfeatures(0x207), xss: Xfeatures(0) };
+        let r = check_image(&narrow, &Side::user_max(&zen3), &img).unwrap();
+        assert_ne!(r.verdict, Verdict::Incompatible, "{:?}", r.reasons);
+        // An enabled TILEDATA needs the guest AMX permission even when init.
+        let spr = fixtures::layout(INTEL_SAPPHIRE_RAPIDS);
+        let amx = Side { layout: &spr, xcr0: Xfeatures(0x602E7), xss: Xfeatures(0) };
+        let mut img = crate::image::ImageBuf::init(spr.standard_size(amx.xcr0).unwrap() as usize, Xfeatures(0));
+        img.set_xstate_bv(Xfeatures(0x3));
+        let r = check_image(&amx, &Side::user_max(&spr), &img).unwrap();
+        assert_eq!(r.reasons, [Reason::AmxPermission]);
     }
 }

@@ -53,7 +53,7 @@ pub const INTEL_SAPPHIRE_RAPIDS: Rows = &[
     (18, 0x2000, 0xB00, 6, 0),
 ];
 
-/// The Intel Xeon KVM guest of `../shared/cpuid/host-intel-amx-kvm.txt`: AVX-512 and AMX, no
+/// The Intel Xeon KVM guest this project measured (docs/HARDWARE.md): AVX-512 and AMX, no
 /// PKRU, MPX or supervisor state; XCR0 0x600E7, standard 11008, compacted 10688.
 pub const INTEL_AMX_GUEST: Rows = &[
     (0, 0x600E7, 0x2B00, 0x2B00, 0),
@@ -118,6 +118,12 @@ pub const SAMPLES: [Rows; 9] = [
     AMD_FAM15H_LWP,
     AVX_ONLY,
 ];
+
+/// Every valid XCR0 value within `supported` (x87 always, the AVX-512, MPX and AMX groups
+/// whole, AVX-512 with AVX, each other bit free), ascending: for tests that sweep XCR0.
+pub fn valid_xcr0_values(supported: crate::Xfeatures) -> alloc::vec::Vec<crate::Xfeatures> {
+    crate::xcr0::valid_xcr0_values(supported)
+}
 
 /// Builds leaf 0xD from rows.
 pub fn leaf0d(rows: Rows) -> Leaf0d {

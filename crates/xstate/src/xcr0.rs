@@ -14,7 +14,8 @@ use crate::xfeatures::Xfeatures;
 
 /// The rule a mask breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Rule {
+#[non_exhaustive]
+pub enum MaskRule {
     /// XCR0\[0\] (x87) must be 1.
     X87Required,
     /// XCR0\[2\] (AVX) requires XCR0\[1\] (SSE).
@@ -39,50 +40,51 @@ pub enum Rule {
     Unsupported,
 }
 
-impl Rule {
+impl MaskRule {
     /// A short statement of the rule, for messages.
     pub fn text(self) -> &'static str {
         match self {
-            Rule::X87Required => "x87 (bit 0) must always be set",
-            Rule::AvxRequiresSse => "AVX (bit 2) requires SSE (bit 1)",
-            Rule::Avx512Together => "the AVX-512 components (bits 5-7) must be set together",
-            Rule::Avx512RequiresAvx => "AVX-512 (bits 5-7) requires AVX (bit 2)",
-            Rule::MpxTogether => "BNDREGS (bit 3) and BNDCSR (bit 4) must be set together",
-            Rule::AmxTogether => "TILECFG (bit 17) and TILEDATA (bit 18) must be set together",
-            Rule::ApxExcludesMpx => "APX (bit 19) and MPX (bits 3-4) cannot both be set",
-            Rule::Bit63Reserved => "bit 63 is reserved",
-            Rule::SupervisorInXcr0 => "supervisor components cannot be set in XCR0",
-            Rule::UserInXss => "user components cannot be set in IA32_XSS",
-            Rule::Unsupported => "bits not supported",
+            MaskRule::X87Required => "x87 (bit 0) must always be set",
+            MaskRule::AvxRequiresSse => "AVX (bit 2) requires SSE (bit 1)",
+            MaskRule::Avx512Together => "the AVX-512 components (bits 5-7) must be set together",
+            MaskRule::Avx512RequiresAvx => "AVX-512 (bits 5-7) requires AVX (bit 2)",
+            MaskRule::MpxTogether => "BNDREGS (bit 3) and BNDCSR (bit 4) must be set together",
+            MaskRule::AmxTogether => "TILECFG (bit 17) and TILEDATA (bit 18) must be set together",
+            MaskRule::ApxExcludesMpx => "APX (bit 19) and MPX (bits 3-4) cannot both be set",
+            MaskRule::Bit63Reserved => "bit 63 is reserved",
+            MaskRule::SupervisorInXcr0 => "supervisor components cannot be set in XCR0",
+            MaskRule::UserInXss => "user components cannot be set in IA32_XSS",
+            MaskRule::Unsupported => "bits not supported",
         }
     }
 }
 
 /// Which register a mask is destined for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Register {
+pub enum MaskRegister {
     /// XCR0 (user components).
     Xcr0,
     /// IA32_XSS (supervisor components).
     Xss,
 }
 
-impl fmt::Display for Register {
+impl fmt::Display for MaskRegister {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Register::Xcr0 => "XCR0",
-            Register::Xss => "IA32_XSS",
+            MaskRegister::Xcr0 => "XCR0",
+            MaskRegister::Xss => "IA32_XSS",
         })
     }
 }
 
 /// A mask that breaks a rule: which register, which rule, the value and the offending bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct MaskError {
     /// The register the value was meant for.
-    pub register: Register,
+    pub register: MaskRegister,
     /// The rule broken.
-    pub rule: Rule,
+    pub rule: MaskRule,
     /// The whole value.
     pub value: Xfeatures,
     /// The bits at fault.
@@ -105,7 +107,7 @@ impl fmt::Display for MaskError {
 
 impl core::error::Error for MaskError {}
 
-fn err(register: Register, rule: Rule, value: Xfeatures, bits: u64) -> Result<(), MaskError> {
+fn err(register: MaskRegister, rule: MaskRule, value: Xfeatures, bits: u64) -> Result<(), MaskError> {
     Err(MaskError { register, rule, value, bits: Xfeatures(bits) })
 }
 
@@ -117,38 +119,38 @@ pub const fn catalogue_supervisor() -> Xfeatures {
 /// Checks the CPU-independent XCR0 rules (see the module documentation). Supervisor bits are
 /// recognised by the catalogue; pass a CPU's own classification to [`check_xcr0_supported`].
 pub fn check_xcr0(value: Xfeatures) -> Result<(), MaskError> {
-    let r = Register::Xcr0;
+    let r = MaskRegister::Xcr0;
     let v = value.bits();
     if v & (1 << 63) != 0 {
-        return err(r, Rule::Bit63Reserved, value, 1 << 63);
+        return err(r, MaskRule::Bit63Reserved, value, 1 << 63);
     }
     if v & 1 == 0 {
-        return err(r, Rule::X87Required, value, 1);
+        return err(r, MaskRule::X87Required, value, 1);
     }
     if v & 0x4 != 0 && v & 0x2 == 0 {
-        return err(r, Rule::AvxRequiresSse, value, 0x4);
+        return err(r, MaskRule::AvxRequiresSse, value, 0x4);
     }
     let avx512 = v & 0xE0;
     if avx512 != 0 && avx512 != 0xE0 {
-        return err(r, Rule::Avx512Together, value, avx512);
+        return err(r, MaskRule::Avx512Together, value, avx512);
     }
     if avx512 != 0 && v & 0x4 == 0 {
-        return err(r, Rule::Avx512RequiresAvx, value, avx512);
+        return err(r, MaskRule::Avx512RequiresAvx, value, avx512);
     }
     let mpx = v & 0x18;
     if mpx != 0 && mpx != 0x18 {
-        return err(r, Rule::MpxTogether, value, mpx);
+        return err(r, MaskRule::MpxTogether, value, mpx);
     }
     let amx = v & 0x6_0000;
     if amx != 0 && amx != 0x6_0000 {
-        return err(r, Rule::AmxTogether, value, amx);
+        return err(r, MaskRule::AmxTogether, value, amx);
     }
     if v & (1 << 19) != 0 && mpx != 0 {
-        return err(r, Rule::ApxExcludesMpx, value, (1 << 19) | mpx);
+        return err(r, MaskRule::ApxExcludesMpx, value, (1 << 19) | mpx);
     }
     let sup = v & catalogue_supervisor().bits();
     if sup != 0 {
-        return err(r, Rule::SupervisorInXcr0, value, sup);
+        return err(r, MaskRule::SupervisorInXcr0, value, sup);
     }
     Ok(())
 }
@@ -185,15 +187,15 @@ pub fn check_xcr0_supported(
     user_supported: Xfeatures,
     supervisor_supported: Xfeatures,
 ) -> Result<(), MaskError> {
-    let r = Register::Xcr0;
+    let r = MaskRegister::Xcr0;
     let sup = value & supervisor_supported;
     if !sup.is_empty() {
-        return err(r, Rule::SupervisorInXcr0, value, sup.bits());
+        return err(r, MaskRule::SupervisorInXcr0, value, sup.bits());
     }
     check_xcr0(value)?;
     let extra = value - user_supported;
     if !extra.is_empty() {
-        return err(r, Rule::Unsupported, value, extra.bits());
+        return err(r, MaskRule::Unsupported, value, extra.bits());
     }
     Ok(())
 }
@@ -205,18 +207,18 @@ pub fn check_xss(
     user_supported: Xfeatures,
     supervisor_supported: Xfeatures,
 ) -> Result<(), MaskError> {
-    let r = Register::Xss;
+    let r = MaskRegister::Xss;
     let v = value.bits();
     if v & (1 << 63) != 0 {
-        return err(r, Rule::Bit63Reserved, value, 1 << 63);
+        return err(r, MaskRule::Bit63Reserved, value, 1 << 63);
     }
     let user = v & (user_supported.bits() | CATALOGUE_USER);
     if user != 0 {
-        return err(r, Rule::UserInXss, value, user);
+        return err(r, MaskRule::UserInXss, value, user);
     }
     let extra = value - supervisor_supported;
     if !extra.is_empty() {
-        return err(r, Rule::Unsupported, value, extra.bits());
+        return err(r, MaskRule::Unsupported, value, extra.bits());
     }
     Ok(())
 }
@@ -227,7 +229,7 @@ const GROUPS: [u64; 8] = [0x2, 0x4, 0x18, 0xE0, 1 << 9, 0x6_0000, 1 << 19, 1 << 
 /// Every XCR0 value within `supported` that passes [`check_xcr0`], in ascending order of the
 /// group combination. At most a few thousand values on any real CPU; used to explain reported
 /// sizes whose XCR0 is unknown (dumps record the dumping OS's XCR0 in CPUID 0xD.0 EBX).
-pub fn valid_xcr0_values(supported: Xfeatures) -> alloc::vec::Vec<Xfeatures> {
+pub(crate) fn valid_xcr0_values(supported: Xfeatures) -> alloc::vec::Vec<Xfeatures> {
     let s = supported.bits() & !(1 << 63) & !catalogue_supervisor().bits();
     let mut groups: alloc::vec::Vec<u64> = GROUPS.iter().map(|g| g & s).filter(|&g| g != 0).collect();
     let grouped: u64 = GROUPS.iter().fold(1, |m, g| m | g);
@@ -277,7 +279,7 @@ mod tests {
     }
     use alloc::string::ToString;
 
-    fn rule(v: u64) -> Option<Rule> {
+    fn rule(v: u64) -> Option<MaskRule> {
         check_xcr0(Xfeatures(v)).err().map(|e| e.rule)
     }
 
@@ -288,19 +290,19 @@ mod tests {
         assert_eq!(rule(0x600E7), None);
         assert_eq!(rule(0x2FF), None);
         assert_eq!(rule(0x4000000000000007), None);
-        assert_eq!(rule(0x0), Some(Rule::X87Required));
-        assert_eq!(rule(0x2), Some(Rule::X87Required));
-        assert_eq!(rule(0x5), Some(Rule::AvxRequiresSse));
-        assert_eq!(rule(0x67), Some(Rule::Avx512Together));
-        assert_eq!(rule(0xE3), Some(Rule::Avx512RequiresAvx));
-        assert_eq!(rule(0xF), Some(Rule::MpxTogether));
-        assert_eq!(rule(0x17), Some(Rule::MpxTogether));
-        assert_eq!(rule(0x200E7), Some(Rule::AmxTogether));
-        assert_eq!(rule(0x400E7), Some(Rule::AmxTogether));
-        assert_eq!(rule(0x8001F), Some(Rule::ApxExcludesMpx));
+        assert_eq!(rule(0x0), Some(MaskRule::X87Required));
+        assert_eq!(rule(0x2), Some(MaskRule::X87Required));
+        assert_eq!(rule(0x5), Some(MaskRule::AvxRequiresSse));
+        assert_eq!(rule(0x67), Some(MaskRule::Avx512Together));
+        assert_eq!(rule(0xE3), Some(MaskRule::Avx512RequiresAvx));
+        assert_eq!(rule(0xF), Some(MaskRule::MpxTogether));
+        assert_eq!(rule(0x17), Some(MaskRule::MpxTogether));
+        assert_eq!(rule(0x200E7), Some(MaskRule::AmxTogether));
+        assert_eq!(rule(0x400E7), Some(MaskRule::AmxTogether));
+        assert_eq!(rule(0x8001F), Some(MaskRule::ApxExcludesMpx));
         assert_eq!(rule(0x80007), None);
-        assert_eq!(rule(1 << 63 | 1), Some(Rule::Bit63Reserved));
-        assert_eq!(rule(0x107), Some(Rule::SupervisorInXcr0));
+        assert_eq!(rule(1 << 63 | 1), Some(MaskRule::Bit63Reserved));
+        assert_eq!(rule(0x107), Some(MaskRule::SupervisorInXcr0));
     }
 
     #[test]
@@ -317,13 +319,13 @@ mod tests {
         let user = Xfeatures(0x2E7);
         let sup = Xfeatures(0x1800);
         assert!(check_xcr0_supported(Xfeatures(0x2E7), user, sup).is_ok());
-        assert_eq!(check_xcr0_supported(Xfeatures(0x600E7), user, sup).unwrap_err().rule, Rule::Unsupported);
-        assert_eq!(check_xcr0_supported(Xfeatures(0x807), user, sup).unwrap_err().rule, Rule::SupervisorInXcr0);
+        assert_eq!(check_xcr0_supported(Xfeatures(0x600E7), user, sup).unwrap_err().rule, MaskRule::Unsupported);
+        assert_eq!(check_xcr0_supported(Xfeatures(0x807), user, sup).unwrap_err().rule, MaskRule::SupervisorInXcr0);
         assert!(check_xss(Xfeatures(0x800), user, sup).is_ok());
         assert!(check_xss(Xfeatures(0), user, sup).is_ok());
-        assert_eq!(check_xss(Xfeatures(0x4), user, sup).unwrap_err().rule, Rule::UserInXss);
-        assert_eq!(check_xss(Xfeatures(0x100), user, sup).unwrap_err().rule, Rule::Unsupported);
-        assert_eq!(check_xss(Xfeatures(1 << 63), user, sup).unwrap_err().rule, Rule::Bit63Reserved);
+        assert_eq!(check_xss(Xfeatures(0x4), user, sup).unwrap_err().rule, MaskRule::UserInXss);
+        assert_eq!(check_xss(Xfeatures(0x100), user, sup).unwrap_err().rule, MaskRule::Unsupported);
+        assert_eq!(check_xss(Xfeatures(1 << 63), user, sup).unwrap_err().rule, MaskRule::Bit63Reserved);
     }
 
     #[test]

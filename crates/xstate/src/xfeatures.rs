@@ -241,7 +241,7 @@ impl FromStr for Xfeatures {
 
 /// Parses an unsigned integer written in hex with a `0x` prefix or in decimal; `_` separators
 /// are allowed. Shared by every reader of masks and register values.
-pub fn parse_u64(s: &str) -> Option<u64> {
+pub(crate) fn parse_u64(s: &str) -> Option<u64> {
     let s = s.trim();
     let (digits, radix) = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(h) => (h, 16),

@@ -177,7 +177,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn run(c: &Case, start: usize, ops: &[Op]) -> Result<(u32, u32), TestCaseError> {
     let l = &c.host;
     let p0 = c.policies[start % c.policies.len()].clone();
-    let mut area = SaveArea::new(p0.clone(), c.form).unwrap();
+    let mut area = SaveArea::new(p0.clone(), c.form, 0xFFFF).unwrap();
     let mut m = Model {
         xcr0_max: p0.xcr0_max(),
         xss_max: p0.xss_max(),
@@ -268,7 +268,8 @@ fn run(c: &Case, start: usize, ops: &[Op]) -> Result<(u32, u32), TestCaseError> 
                 prop_assert!(image::validate(&out, l, Profile::Hardware, &ctx).is_ok(), "stored image invalid");
                 let (regs, mx) = image_regs(&out, l, rfbm);
                 for c in rfbm.iter() {
-                    prop_assert_eq!(regs.get(&c.index()), Some(&m.reg(l, c)), "stored {}", c);
+                    let want = m.reg(l, c);
+                    prop_assert_eq!(regs.get(&c.index()), Some(&want), "stored {}", c);
                 }
                 if let Some(v) = mx {
                     prop_assert_eq!(v, m.mxcsr, "stored MXCSR");
@@ -297,7 +298,8 @@ fn run(c: &Case, start: usize, ops: &[Op]) -> Result<(u32, u32), TestCaseError> 
         let accum = m.xcr0_accum | m.xss_accum;
         let (regs, mx) = image_regs(area.bytes(), l, accum);
         for comp in accum.iter() {
-            prop_assert_eq!(regs.get(&comp.index()), Some(&m.reg(l, comp)), "area lost {} after {:?}", comp, op);
+            let want = m.reg(l, comp);
+            prop_assert_eq!(regs.get(&comp.index()), Some(&want), "area lost {} after {:?}", comp, op);
         }
         if let Some(v) = mx {
             prop_assert_eq!(v, m.mxcsr, "area MXCSR after {:?}", op);

@@ -3,11 +3,11 @@
 //! different layouts, for both targets.
 
 use proptest::prelude::*;
+use xstate::fixtures::valid_xcr0_values;
 use xstate::fixtures::{
     AMD_FAM15H_LWP, AMD_ZEN4, INTEL_AMX_GUEST, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP, Rows, layout,
 };
-use xstate::image::{Converter, ImageBuf, Target, convert};
-use xstate::xcr0::valid_xcr0_values;
+use xstate::image::{Converter, Target, convert};
 use xstate::{Layout, Xfeatures};
 
 const PAIRS: [(Rows, Rows); 6] = [
@@ -70,14 +70,15 @@ proptest! {
                 prop_assert_eq!(convert(&clean, &from, &to, rfbm, target).err(), Some(e));
             }
             Ok(conv) => {
-                let mut out = ImageBuf::from_bytes(&[7u8; 700]).unwrap();
+                let mut out = vec![7u8; conv.output_len() + 64];
                 let before = out.to_vec();
                 let got = conv.convert_into(&img, &mut out);
                 match want {
                     Ok(w) => {
-                        prop_assert_eq!(got, Ok(()));
+                        prop_assert_eq!(got, Ok(w.len()));
                         let first = out.iter().zip(w.iter()).position(|(a, b)| a != b);
-                        prop_assert!(out[..] == w[..], "outputs differ: len {} vs {}, first at {:?}, rfbm {}", out.len(), w.len(), first, rfbm);
+                        prop_assert!(out[..w.len()] == w[..], "outputs differ: len {} vs {}, first at {:?}, rfbm {}", out.len(), w.len(), first, rfbm);
+                        prop_assert!(out[w.len()..].iter().all(|&b| b == 7), "bytes past the output were written");
                     }
                     Err(e) => {
                         prop_assert_eq!(got, Err(e));

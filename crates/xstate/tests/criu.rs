@@ -150,7 +150,7 @@ fn cpuinfo_of_cpuid_matches_what_criu_recorded_on_zen4() {
     let Some(bytes) = fixture("cpuinfo.img") else { return };
     let a = &CpuInfo::parse(&bytes).unwrap().x86[0];
     let mut c = xstate::CpuidData::from_leaf0d(
-        xstate::cpuid::Format::Json,
+        xstate::cpuid::CpuidFormat::Json,
         layout(AMD_ZEN4).to_leaf0d(Xfeatures(0xe7), Xfeatures(0)),
     );
     let w = &a.capability;

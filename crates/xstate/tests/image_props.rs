@@ -3,12 +3,12 @@
 //! every conversion output is an image XRSTOR accepts; no input makes anything panic.
 
 use proptest::prelude::*;
+use xstate::fixtures::valid_xcr0_values;
 use xstate::fixtures::{AMD_ZEN4, INTEL_ICELAKE, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP, Rows, layout};
 use xstate::image::regs::decode;
 use xstate::image::state::{State, Values};
 use xstate::image::validate::Context;
 use xstate::image::{Image, Profile, Target, convert, validate};
-use xstate::xcr0::valid_xcr0_values;
 use xstate::{Component, Layout, Xfeatures};
 
 const FIXTURES: [Rows; 4] = [INTEL_SKYLAKE_SP, INTEL_ICELAKE, AMD_ZEN4, INTEL_SAPPHIRE_RAPIDS];

@@ -11,10 +11,11 @@
 mod common;
 
 use serde_json::Value;
-use xstate::cpuid;
+use xstate::component::Reg;
+use xstate::cpuid::{self, gating};
+use xstate::fixtures::valid_xcr0_values;
 use xstate::layout::{Layout, Outcome};
 use xstate::policy::{Policy, Selection};
-use xstate::xcr0::valid_xcr0_values;
 use xstate::{Xfeatures, XsaveFeatures};
 
 use common::{corpus_or_skip, hex64};
@@ -115,4 +116,119 @@ fn every_ok_cpu_reproduces_its_leaf() {
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
     assert!(cpus >= 280, "only {cpus} CPUs");
     assert!(dynamic >= 200, "only {dynamic} dynamic checks");
+}
+
+/// The components a CPUID table's flags say a guest can use, read the way Xen's
+/// `recalculate_xstate` builds a guest's XCR0 from its featureset (XSAVE-FACTS §7.5): AVX, MPX,
+/// AVX512F, PKU, AMX-TILE, plus APX and LWP. Written from that rule, not from the library's
+/// gating table, so the two check each other.
+fn components_implied(t: &cpuid::CpuidData) -> Xfeatures {
+    let bit = |leaf, sub, f: fn(&cpuid::Regs) -> u32, b: u32| t.get(leaf, sub).is_some_and(|r| f(&r) >> b & 1 == 1);
+    let mut m = 0u64;
+    for (on, comps) in [
+        (bit(1, 0, |r| r.ecx, 28), 0x4u64),
+        (bit(7, 0, |r| r.ebx, 14), 0x18),
+        (bit(7, 0, |r| r.ebx, 16), 0xE0),
+        (bit(7, 0, |r| r.ecx, 3), 0x200),
+        (bit(7, 0, |r| r.edx, 24), 0x6_0000),
+        (bit(7, 1, |r| r.edx, 21), 1 << 19),
+        (bit(0x8000_0001, 0, |r| r.ecx, 15), 1 << 62),
+    ] {
+        if on {
+            m |= comps;
+        }
+    }
+    Xfeatures(m)
+}
+
+/// Issue 12 item 2: a policy applied to the whole CPUID table of every corpus dump whose leaf
+/// 0xD gives a layout, for the `all` policy, every valid smaller XCR0 and a few feature lists:
+/// leaf 0xD is the policy's; no flag gated on a hidden component survives; no flag claims a
+/// component the policy hides (by Xen's rule, independently); every other register bit and
+/// leaf is the dump's; applying twice changes nothing.
+#[test]
+fn whole_cpuid_over_every_dump() {
+    use std::io::Write;
+    let Some(corpus) = corpus_or_skip("whole-CPUID policies not checked") else { return };
+    let (mut dumps, mut policies, mut cleared, mut unusable) = (0, 0, 0usize, Vec::new());
+    let mut host_inconsistent = Vec::new();
+    let mut failures = Vec::new();
+    for e in &corpus.entries {
+        let file = e["file"].as_str().unwrap();
+        let data = cpuid::parse(&corpus.dump(file)).unwrap();
+        let Ok(host) = Layout::from_leaf0d(data.leaf0d()) else {
+            unusable.push(file.to_string());
+            continue;
+        };
+        dumps += 1;
+        let mut selections = vec![Selection::all()];
+        for x in valid_xcr0_values(host.user_supported()) {
+            selections.push(Selection::masks(x, Xfeatures::EMPTY));
+        }
+        for list in ["avx", "avx,avx512", "avx,pku", "avx,avx512,amx"] {
+            selections.push(Selection::parse(list).unwrap());
+        }
+        for sel in &selections {
+            let Ok(p) = Policy::derive(&host, sel) else { continue };
+            policies += 1;
+            let g = p.guest_cpuid(&data);
+            let exposed = p.xcr0_max() | p.xss_max();
+            if g.leaf0d() != &p.leaf0d(p.xcr0_max(), p.xss_max()).unwrap() {
+                failures.push(format!("{file} {sel:?}: leaf 0xD is not the policy's"));
+            }
+            let implied = components_implied(&g);
+            if !implied.is_subset_of(exposed) {
+                failures.push(format!("{file} {sel:?}: flags claim {} outside {exposed}", implied - exposed));
+            }
+            for ((leaf, sub), h) in data.entries() {
+                let r = g.get(leaf, sub).unwrap();
+                let gated_leaf =
+                    gating::FEATURE_LEAVES.iter().any(|l| l.leaf == leaf && !l.needs.is_subset_of(exposed));
+                if gated_leaf {
+                    if !r.is_zero() {
+                        failures.push(format!("{file}: leaf {leaf:#x}.{sub} not zeroed"));
+                    }
+                    continue;
+                }
+                for (reg, hv, gv) in [
+                    (Reg::Eax, h.eax, r.eax),
+                    (Reg::Ebx, h.ebx, r.ebx),
+                    (Reg::Ecx, h.ecx, r.ecx),
+                    (Reg::Edx, h.edx, r.edx),
+                ] {
+                    let closed: u32 = gating::closed_by(exposed)
+                        .filter(|x| (x.leaf, x.subleaf, x.reg) == (leaf, sub, reg))
+                        .fold(0, |m, x| m | x.bits);
+                    if gv != hv & !closed {
+                        failures
+                            .push(format!("{file} {sel:?}: {leaf:#x}.{sub} {reg:?} {gv:#x}, want {:#x}", hv & !closed));
+                    }
+                    cleared += (hv & closed).count_ones() as usize;
+                }
+            }
+            if g.entries().count() != data.entries().count() {
+                failures.push(format!("{file}: leaves added or lost"));
+            }
+            if p.guest_cpuid(&g) != g {
+                failures.push(format!("{file} {sel:?}: not idempotent"));
+            }
+            if matches!(sel.components, xstate::policy::Components::All)
+                && g.entries().ne(data.entries())
+                && !host_inconsistent.contains(&file)
+            {
+                host_inconsistent.push(file);
+            }
+        }
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "whole CPUID: {dumps} dumps, {policies} policies, {cleared} flag bits cleared; {} dumps whose own flags \
+         name state their leaf 0xD lacks (cleared by the `all` policy): {}; {} dumps without a layout (leaf 0xD \
+         incomplete or absent) not checked",
+        host_inconsistent.len(),
+        host_inconsistent.join(", "),
+        unusable.len()
+    );
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures[..failures.len().min(40)].join("\n"));
+    assert!(dumps >= 280, "only {dumps} dumps");
 }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use xstate::Xfeatures;
-use xstate::cpuid::{self, CpuidData, Format};
+use xstate::cpuid::{self, CpuidData, CpuidFormat};
 use xstate::layout::Layout;
 use xstate::policy::{Feature, Policy, Selection};
 
@@ -58,7 +58,7 @@ fn main() {
         // A selection that breaks a dependency on this host is skipped, as a VMM would refuse it.
         let Ok(p) = Policy::derive(host, &sel) else { continue };
         let Ok(leaf) = p.leaf0d(p.xcr0_max(), Xfeatures::EMPTY) else { continue };
-        let v = cpuid::to_json_value(&CpuidData::from_leaf0d(Format::Json, leaf));
+        let v = cpuid::to_json_value(&CpuidData::from_leaf0d(CpuidFormat::Json, leaf));
         let text = serde_json::to_string(&v).expect("JSON");
         std::fs::write(dir.join(format!("host-{written:05}.json")), text).expect("write a host");
         written += 1;

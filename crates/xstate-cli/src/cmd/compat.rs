@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::{Value, json};
 use xstate::compat::{Reason, Report, Side, Verdict, check, check_image, verdict};
+use xstate::record::{self, Format, Options};
 use xstate::xcr0::catalogue_supervisor;
 use xstate::{Layout, Xfeatures};
 
@@ -40,10 +41,12 @@ pub struct CompatArgs {
     /// matter.
     #[arg(long, value_name = "IMG", requires = "from")]
     pub image: Option<PathBuf>,
-    /// States the source may use (XCR0); default: every user state it supports.
+    /// The XCR0 the source runs with; default: the record's (when IMG is one that records it),
+    /// else every user state the source supports. The destination must be able to enable all
+    /// of it.
     #[arg(long, value_name = "MASK", value_parser = parse_mask)]
     pub from_xcr0: Option<Xfeatures>,
-    /// Supervisor states the source uses (IA32_XSS); default 0.
+    /// The IA32_XSS the source runs with; default: the record's, else 0.
     #[arg(long, value_name = "MASK", value_parser = parse_mask)]
     pub from_xss: Option<Xfeatures>,
     /// States the destination can enable (XCR0); default: every user state it supports.
@@ -134,13 +137,32 @@ pub fn run(args: &CompatArgs) -> CliResult {
     }
     let fsrc = load(from)?;
     let tsrc = load(to)?;
-    let (fl, fname, fnotes) = (&fsrc.layout, &fsrc.name, fsrc.notes());
+    let (fname, mut fnotes) = (&fsrc.name, fsrc.notes());
     let (tl, tname, tnotes) = (&tsrc.layout, &tsrc.name, tsrc.notes());
+    let image = match &args.image {
+        Some(p) => Some(image_of(p, &fsrc.layout)?),
+        None => None,
+    };
+    if let Some(i) = &image {
+        if i.layout.is_some() {
+            fnotes.push(format!("the image is laid out as its {} record says, not as --from", i.format));
+        }
+        if i.xcr0.is_none() && args.from_xcr0.is_none() && !i.format.is_container() {
+            fnotes
+                .push("the image does not record its XCR0: every user state assumed enabled (give --from-xcr0)".into());
+        }
+    }
+    let fl = image.as_ref().and_then(|i| i.layout.as_ref()).unwrap_or(&fsrc.layout);
+    // The XCR0 the source runs with: --from-xcr0, else the record's, else every user state it
+    // enumerates, placed or not (a dump's missing subleaf): the strictest answer, since a
+    // narrower XCR0 can only make the verdict better.
     let fs = Side {
         layout: fl,
-        // Every user component the source enumerates, placed or not (a dump's missing subleaf).
-        xcr0: args.from_xcr0.unwrap_or(fl.user_supported() | (fsrc.omitted - catalogue_supervisor())),
-        xss: args.from_xss.unwrap_or(Xfeatures(0)),
+        xcr0: args
+            .from_xcr0
+            .or(image.as_ref().and_then(|i| i.xcr0))
+            .unwrap_or(fl.user_supported() | (fsrc.omitted - catalogue_supervisor())),
+        xss: args.from_xss.or(image.as_ref().and_then(|i| i.xss)).unwrap_or(Xfeatures(0)),
     };
     let ts = Side {
         layout: tl,
@@ -159,17 +181,20 @@ pub fn run(args: &CompatArgs) -> CliResult {
             )));
         }
     }
-    let report = match &args.image {
-        Some(p) => {
-            let bytes = read_file(p)?;
-            match crate::cmd::container::image_report(&bytes, &fs, &ts) {
+    let report = match (&args.image, &image) {
+        // A snapshot or stream: every vCPU's state against the destination, the worst verdict.
+        (Some(p), Some(i)) if i.format.is_container() => {
+            match crate::cmd::container::image_report(&i.bytes, &fs, &ts) {
                 Some(r) => r.map_err(|e| CliError { message: format!("{}: {}", p.display(), e.message), ..e })?,
                 None => {
-                    check_image(&fs, &ts, &bytes).map_err(|e| CliError::invalid(format!("{}: {e}", p.display())))?
+                    check_image(&fs, &ts, &i.bytes).map_err(|e| CliError::invalid(format!("{}: {e}", p.display())))?
                 }
             }
         }
-        None => check(&fs, &ts),
+        (Some(p), Some(i)) => {
+            check_image(&fs, &ts, &i.bytes).map_err(|e| CliError::invalid(format!("{}: {e}", p.display())))?
+        }
+        _ => check(&fs, &ts),
     };
     let mut out = String::new();
     if args.json {
@@ -263,6 +288,32 @@ fn answer(report: &Report) -> String {
             names(&report.mask_features())
         ),
     }
+}
+
+/// The image of `--image`: a bare image, or a record (recognised by its magic, type code or
+/// size rule) with the XCR0, IA32_XSS and layout it records (a kvm_xsave records no XCR0).
+struct SourceImage {
+    bytes: Vec<u8>,
+    format: Format,
+    xcr0: Option<Xfeatures>,
+    xss: Option<Xfeatures>,
+    layout: Option<Layout>,
+}
+
+fn image_of(path: &Path, layout: &Layout) -> CliResult<SourceImage> {
+    let bytes = read_file(path)?;
+    let format = record::detect(&bytes, layout).unwrap_or(Format::Image);
+    // A bare image, or a container whose vCPUs are checked one by one (cmd/container.rs).
+    if format == Format::Image || format.is_container() {
+        return Ok(SourceImage { bytes, format, xcr0: None, xss: None, layout: None });
+    }
+    let name = path.display();
+    let c = record::read(format, &bytes, layout, &Options::default())
+        .map_err(|e| CliError::invalid(format!("{name}: {e}")))?;
+    let Some((state, image)) = c.state().and_then(|s| s.image.as_ref().map(|i| (s, i))) else {
+        return Err(CliError::invalid(format!("{name}: {format}: holds no XSAVE image (no xsave state)")));
+    };
+    Ok(SourceImage { bytes: image.to_vec(), format, xcr0: state.xcr0, xss: state.xss, layout: c.layout.clone() })
 }
 
 /// Every file under `dir`, sorted.

@@ -12,10 +12,11 @@ use xstate::policy::Policy;
 use xstate::record::{self, Format, Options, RecordError};
 use xstate::{Layout, Xfeatures};
 
-use super::Vcpu;
+use kvm_ioctls::{Kvm, VcpuFd};
 
 /// Why a migration did not happen. The destination vCPU is unchanged in every case.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum MigrateError {
     /// A KVM ioctl failed.
     Kvm(io::Error),
@@ -48,7 +49,17 @@ impl fmt::Display for MigrateError {
     }
 }
 
-impl std::error::Error for MigrateError {}
+impl std::error::Error for MigrateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MigrateError::Kvm(e) => Some(e),
+            MigrateError::Record(e) => Some(e),
+            MigrateError::Invalid(e) => Some(e),
+            MigrateError::Convert(e) => Some(e),
+            MigrateError::Incompatible(_) => None,
+        }
+    }
+}
 
 impl From<io::Error> for MigrateError {
     fn from(e: io::Error) -> Self {
@@ -56,12 +67,12 @@ impl From<io::Error> for MigrateError {
     }
 }
 
-/// Saves `vcpu`'s XCR0 and extended state as a portable record. `host` is the layout of this
-/// host (KVM's buffer layout).
-pub fn save(vcpu: &Vcpu, host: &Layout) -> Result<Vec<u8>, MigrateError> {
-    let buf = vcpu.get_xsave()?;
-    let xcr0 = vcpu.xcr0()?.unwrap_or(Xfeatures::X87);
-    let format = if buf.len() == super::KVM_XSAVE_SIZE && vcpu.xsave2_size() == 0 {
+/// Saves `vcpu`'s XCR0 (KVM_GET_XCRS) and extended state (KVM_GET_XSAVE2) as a portable record.
+/// `host` is the layout of this host (KVM's buffer layout).
+pub fn save(kvm: &Kvm, vcpu: &VcpuFd, host: &Layout) -> Result<Vec<u8>, MigrateError> {
+    let buf = super::get_xsave(kvm, vcpu)?;
+    let xcr0 = super::xcr0(vcpu)?.unwrap_or(Xfeatures::X87);
+    let format = if buf.len() == super::KVM_XSAVE_SIZE && super::cap_xsave2(kvm) == 0 {
         Format::KvmXsave
     } else {
         Format::KvmXsave2
@@ -77,26 +88,32 @@ pub fn save(vcpu: &Vcpu, host: &Layout) -> Result<Vec<u8>, MigrateError> {
 }
 
 /// Restores a portable record into `vcpu`, whose guest runs under `dst` on this host (`host`:
-/// this host's layout). Checks compatibility first (only the components in use matter) and
-/// refuses with the report when the state cannot live there; otherwise re-lays the image out
-/// for this host, then sets XCR0 and the state. Returns the compatibility report.
-pub fn restore(vcpu: &Vcpu, record_bytes: &[u8], host: &Layout, dst: &Policy) -> Result<Report, MigrateError> {
+/// this host's layout). Checks compatibility first with the record's XCR0 (the destination must
+/// be able to enable every state the guest enabled, in use or init; where state sits matters
+/// for the components in use) and refuses with the report when the state cannot live there;
+/// otherwise re-lays the image out for this host, then sets XCR0 and the state. Returns the
+/// compatibility report.
+pub fn restore(
+    kvm: &Kvm,
+    vcpu: &VcpuFd,
+    record_bytes: &[u8],
+    host: &Layout,
+    dst: &Policy,
+) -> Result<Report, MigrateError> {
     let contents =
         record::read(Format::Portable, record_bytes, host, &Options::default()).map_err(MigrateError::Record)?;
     let from = contents.layout.clone().unwrap_or_else(|| host.clone());
-    let Some((state, image)) = contents.state().and_then(|s| s.image.as_ref().map(|i| (s, i))) else {
-        return Ok(compat::check(&Side::user_max(&from), &Side::user_max(dst.layout())));
-    };
-    let (xcr0, xss) = (state.xcr0.unwrap_or_default(), state.xss.unwrap_or_default());
+    let state = contents.state();
+    let (xcr0, xss) = state
+        .map_or((Xfeatures::X87, Xfeatures::EMPTY), |s| (s.xcr0.unwrap_or(Xfeatures::X87), s.xss.unwrap_or_default()));
     let src = Side { layout: &from, xcr0, xss };
     let to = Side { layout: dst.layout(), xcr0: dst.xcr0_max(), xss: dst.xss_max() };
+    let Some((state, image)) = state.and_then(|s| s.image.as_ref().map(|i| (s, i))) else {
+        return Ok(compat::check(&src, &to));
+    };
     let report = compat::check_image(&src, &to, image.image().bytes()).map_err(MigrateError::Invalid)?;
     if report.verdict == Verdict::Incompatible {
         return Err(MigrateError::Incompatible(report));
-    }
-    if !xcr0.is_subset_of(dst.xcr0_max()) {
-        // Enabled but unused states the destination lacks: the guest must not find them in XCR0.
-        return Err(MigrateError::Incompatible(compat::check(&src, &to)));
     }
     let out = convert(
         image.image().bytes(),
@@ -106,7 +123,7 @@ pub fn restore(vcpu: &Vcpu, record_bytes: &[u8], host: &Layout, dst: &Policy) ->
         Target::Standard,
     )
     .map_err(MigrateError::Convert)?;
-    vcpu.set_xcr0(xcr0)?;
-    vcpu.set_xsave(out.image().bytes())?;
+    super::set_xcr0(vcpu, xcr0)?;
+    super::set_xsave(kvm, vcpu, out.image().bytes())?;
     Ok(report)
 }

@@ -305,7 +305,11 @@ pub fn cases(default: usize) -> usize {
 
 /// Seed: `XSTATE_IMAGE_SEED` if set, else `default`; printed so a failure can be replayed.
 pub fn seed(default: u64) -> u64 {
-    let s = std::env::var("XSTATE_IMAGE_SEED").ok().and_then(|v| xstate::xfeatures::parse_u64(&v)).unwrap_or(default);
+    let s = std::env::var("XSTATE_IMAGE_SEED")
+        .ok()
+        .and_then(|v| v.parse::<xstate::Xfeatures>().ok())
+        .map(|x| x.bits())
+        .unwrap_or(default);
     println!("seed {s:#x} (XSTATE_IMAGE_SEED to replay)");
     s
 }

@@ -1,4 +1,4 @@
-//! Reader for AIDA64 / InstLatX64 text dumps (the format of `../shared/cpuid/dumps`).
+//! Reader for AIDA64 / InstLatX64 text dumps (`CPUID 0000000D: EAX-EBX-ECX-EDX [SL nn]` lines).
 //!
 //! Data lines look like `CPUID 0000000D: 000602E7-00002B00-00002B00-00000000 [SL 00] [x87]`;
 //! older tools put spaces and a tab instead of `: `, print lower-case hex, or leave out the
@@ -7,7 +7,7 @@
 use alloc::format;
 use alloc::vec::Vec;
 
-use super::{CpuidData, Format, ParseError, Regs};
+use super::{CpuidData, CpuidFormat, ParseError, Regs};
 
 fn hex8(s: &str) -> Option<u32> {
     if s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit()) { u32::from_str_radix(s, 16).ok() } else { None }
@@ -60,7 +60,7 @@ fn parse_line(rest: &str, lineno: usize) -> Result<(u32, Regs, Option<u32>), Par
 /// the five feature bits); the rest go to the supported components in ascending order when
 /// their number matches, and to subleaves 2, 3, ... otherwise (tools that printed 0-2 only).
 pub fn parse_aida(text: &str) -> Result<CpuidData, ParseError> {
-    let mut data = CpuidData::new(Format::Aida);
+    let mut data = CpuidData::new(CpuidFormat::Aida);
     let mut seen_leaf0 = false;
     let mut any = false;
     let mut unlabelled_count: Vec<(u32, u32)> = Vec::new();

@@ -16,7 +16,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde_json::{Map, Value, json};
 
-use super::{CpuidData, Format, ParseError, Regs};
+use super::{CpuidData, CpuidFormat, ParseError, Regs};
 
 fn reg(v: &Value, what: &str) -> Result<u32, ParseError> {
     match v {
@@ -53,7 +53,7 @@ pub fn parse_json(text: &str) -> Result<CpuidData, ParseError> {
             "expected a JSON object with \"leaf0d\" (an array such as corpus.json holds many CPUs: pick one entry)",
         ));
     };
-    let mut data = CpuidData::new(Format::Json);
+    let mut data = CpuidData::new(CpuidFormat::Json);
     // `xstate policy --json` before 0.2 named the array "subleaves"; both are read.
     let sub = o
         .get("leaf0d")
@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let mut d = CpuidData::new(Format::Synthetic);
+        let mut d = CpuidData::new(CpuidFormat::Synthetic);
         d.insert(0, 0, Regs::new(0xd, 0x756E6547, 0x6C65746E, 0x49656E69));
         d.insert(0xD, 0, Regs::new(0x7, 0x340, 0x340, 0));
         d.insert(0xD, 2, Regs::new(0x100, 0x240, 0, 0));

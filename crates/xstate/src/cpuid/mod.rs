@@ -5,6 +5,8 @@
 //! same [`CpuidData`] the dump readers do.
 
 mod aida;
+pub mod gating;
+#[cfg(feature = "json")]
 mod json;
 mod leaf0d;
 mod tool;
@@ -14,6 +16,7 @@ use alloc::string::String;
 use core::fmt;
 
 pub use aida::parse_aida;
+#[cfg(feature = "json")]
 pub use json::{parse_json, to_json_value};
 pub use leaf0d::{ComponentLeaf, Leaf0d, XsaveFeatures};
 pub use tool::parse_cpuid_tool;
@@ -57,12 +60,13 @@ impl Regs {
 
 /// Where a [`CpuidData`] came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+#[non_exhaustive]
+pub enum CpuidFormat {
     /// AIDA64 / InstLatX64 text dump (`CPUID 0000000D: ...-...-...-... [SL 00]`).
     Aida,
     /// Output of the Linux `cpuid -r` tool (`0x0000000d 0x00: eax=0x... ebx=...`).
     CpuidTool,
-    /// The project's JSON (see [`parse_json`]).
+    /// The project's JSON (`parse_json`, with the `json` feature).
     Json,
     /// The CPUID instruction on the running CPU.
     Host,
@@ -77,19 +81,19 @@ pub enum Format {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CpuidData {
     /// Where it came from.
-    pub format: Format,
+    pub format: CpuidFormat,
     entries: BTreeMap<(u32, u32), Regs>,
     leaf0d: Leaf0d,
 }
 
 impl CpuidData {
     /// An empty set of leaves.
-    pub fn new(format: Format) -> CpuidData {
+    pub fn new(format: CpuidFormat) -> CpuidData {
         CpuidData { format, entries: BTreeMap::new(), leaf0d: Leaf0d::new() }
     }
 
     /// Builds from a leaf 0xD alone (no vendor or feature leaves).
-    pub fn from_leaf0d(format: Format, leaf0d: Leaf0d) -> CpuidData {
+    pub fn from_leaf0d(format: CpuidFormat, leaf0d: Leaf0d) -> CpuidData {
         let mut d = CpuidData::new(format);
         d.leaf0d = leaf0d;
         d
@@ -165,6 +169,7 @@ impl CpuidData {
 
 /// A dump that could not be read: the 1-based line (where there is one) and what was wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ParseError {
     /// 1-based line number of the offending line, if the problem has one.
     pub line: Option<usize>,
@@ -197,7 +202,10 @@ impl core::error::Error for ParseError {}
 pub fn parse(text: &str) -> Result<CpuidData, ParseError> {
     let t = text.trim_start_matches('\u{feff}').trim_start();
     if t.starts_with('{') || t.starts_with('[') {
+        #[cfg(feature = "json")]
         return parse_json(t);
+        #[cfg(not(feature = "json"))]
+        return Err(ParseError::whole("JSON CPUID data needs xstate's `json` feature"));
     }
     if tool::looks_like_cpuid_tool(text) {
         return parse_cpuid_tool(text);
@@ -211,7 +219,7 @@ mod tests {
 
     #[test]
     fn vendor_and_brand() {
-        let mut d = CpuidData::new(Format::Synthetic);
+        let mut d = CpuidData::new(CpuidFormat::Synthetic);
         d.insert(0, 0, Regs::new(0xd, 0x756E6547, 0x6C65746E, 0x49656E69));
         assert_eq!(d.vendor().as_deref(), Some("GenuineIntel"));
         assert_eq!(d.brand(), None);

@@ -9,7 +9,7 @@
 
 use alloc::format;
 
-use super::{CpuidData, Format, ParseError, Regs};
+use super::{CpuidData, CpuidFormat, ParseError, Regs};
 
 fn hex_field(s: &str) -> Option<u32> {
     let h = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
@@ -32,7 +32,7 @@ pub(super) fn looks_like_cpuid_tool(text: &str) -> bool {
 
 /// Reads `cpuid -r` output. Errors name the 1-based line.
 pub fn parse_cpuid_tool(text: &str) -> Result<CpuidData, ParseError> {
-    let mut data = CpuidData::new(Format::CpuidTool);
+    let mut data = CpuidData::new(CpuidFormat::CpuidTool);
     let mut cpus = 0;
     let mut any = false;
     for (i, line) in text.lines().enumerate() {

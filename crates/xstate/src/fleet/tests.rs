@@ -6,14 +6,14 @@ use alloc::vec::Vec;
 use super::*;
 use crate::compat::{Side, Verdict, check};
 use crate::component::Component;
-use crate::cpuid::{CpuidData, Format, Regs};
+use crate::cpuid::{CpuidData, CpuidFormat, Regs};
 use crate::fixtures::{
     self, AMD_ZEN2, AMD_ZEN3, AMD_ZEN4, INTEL_ICELAKE, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP, Rows,
 };
 use crate::policy::Feature;
 
 fn host(name: &str, rows: Rows) -> Host {
-    Host::from_cpuid(name, &CpuidData::from_leaf0d(Format::Synthetic, fixtures::leaf0d(rows))).unwrap()
+    Host::from_cpuid(name, &CpuidData::from_leaf0d(CpuidFormat::Synthetic, fixtures::leaf0d(rows))).unwrap()
 }
 
 /// Every kept host runs a guest of the baseline: as is on the hosts of the chosen class (from
@@ -128,7 +128,7 @@ fn one_class_when_offsets_agree_and_unplaced_components_named() {
     // A dump that lost BNDREGS' subleaf: MPX's place is unknown there, and the baseline says so.
     let mut leaf = fixtures::leaf0d(INTEL_SKYLAKE_SP);
     leaf.set(3, Regs::default());
-    let partial = Host::from_cpuid("old-dump", &CpuidData::from_leaf0d(Format::Aida, leaf)).unwrap();
+    let partial = Host::from_cpuid("old-dump", &CpuidData::from_leaf0d(CpuidFormat::Aida, leaf)).unwrap();
     assert_eq!(partial.omitted, Xfeatures(0x8));
     let hosts = [host("skx", INTEL_SKYLAKE_SP), partial];
     let b = baseline(&hosts, FeatureSet::EMPTY).unwrap();
@@ -142,7 +142,7 @@ fn one_class_when_offsets_agree_and_unplaced_components_named() {
 
 #[test]
 fn a_host_without_xsave_drops_out_named() {
-    let mut none = CpuidData::new(Format::Synthetic);
+    let mut none = CpuidData::new(CpuidFormat::Synthetic);
     none.insert(0xD, 0, Regs::default());
     let hosts = [Host::from_cpuid("core2", &none).unwrap(), host("zen3", AMD_ZEN3)];
     assert!(hosts[0].layout.is_none());
@@ -159,7 +159,7 @@ fn a_host_without_xsave_drops_out_named() {
 fn gating_flags_follow_the_components() {
     // Leaf 7 of a host with AVX512F and PKU, leaf 1 with AVX.
     let with_flags = |rows: Rows, ebx7: u32, ecx7: u32| {
-        let mut d = CpuidData::from_leaf0d(Format::Synthetic, fixtures::leaf0d(rows));
+        let mut d = CpuidData::from_leaf0d(CpuidFormat::Synthetic, fixtures::leaf0d(rows));
         d.insert(1, 0, Regs::new(0, 0, 1 << 28, 0));
         d.insert(7, 0, Regs::new(0, ebx7, ecx7, 0));
         Host::from_cpuid("h", &d).unwrap()

@@ -1,5 +1,6 @@
 //! Conversion between the standard and compacted forms and between CPUs' layouts, preserving
-//! the architectural state XRSTOR would load (SDM Vol. 1 §13.8; the rules of XSAVE-FACTS §4).
+//! the architectural state XRSTOR would load (SDM Vol. 1 §13.4, §13.8; docs/ARCHITECTURE.md,
+//! "Images").
 //!
 //! The source must be an image XRSTOR (or XRSTORS) with RFBM = `rfbm` would load on its CPU
 //! ([`super::validate()`], hardware profile, MXCSR not checked: conversion carries MXCSR as it
@@ -18,16 +19,13 @@
 
 use alloc::vec::Vec;
 use core::fmt;
-use core::ops::Range;
 
 use super::state::{XMM, effective_mxcsr};
-use super::validate::{Context, Detail, Profile, Rule, ValidationError, validate_image};
-use super::{Form, Header, Image, ImageBuf, MIN_SIZE, component_range};
+use super::validate::{Context, Profile, ValidationDetail, ValidationError, ValidationRule, validate_image};
+use super::{Form, Image, ImageBuf, MIN_SIZE, component_range};
 use crate::aligned::AlignedBuilder;
 use crate::component::Component;
-use crate::component::legacy::{
-    COMPACTED, EXTENDED_OFFSET, FCW_INIT, HEADER_OFFSET, HEADER_SIZE, MXCSR, MXCSR_INIT, MXCSR_MASK,
-};
+use crate::component::legacy::{COMPACTED, EXTENDED_OFFSET, FCW_INIT, HEADER_OFFSET, MXCSR, MXCSR_INIT, MXCSR_MASK};
 use crate::layout::{Geometry, Layout};
 use crate::xcr0::{MaskError, check_xcr0};
 use crate::xfeatures::Xfeatures;
@@ -46,6 +44,7 @@ pub enum Target {
 
 /// Why an image cannot be converted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ConvertError {
     /// The source is not an image XRSTOR would load.
     Invalid(ValidationError),
@@ -97,6 +96,13 @@ pub enum ConvertError {
     NoCompaction,
     /// The XCR0 part of RFBM breaks an XCR0 rule (no CPU restores with it).
     BadXcr0(MaskError),
+    /// The caller's output buffer is shorter than the converted image.
+    OutputTooShort {
+        /// The buffer's length.
+        len: usize,
+        /// The converted image's length.
+        needed: usize,
+    },
     /// A component's bytes lie beyond the end of the source or destination image
     /// ([`super::restore_into`], which does not validate lengths beforehand).
     OutOfBounds {
@@ -150,6 +156,9 @@ impl fmt::Display for ConvertError {
             }
             ConvertError::NoCompaction => f.write_str("the target CPU has no compacted form (no XSAVEC/XSAVES)"),
             ConvertError::BadXcr0(m) => write!(f, "{m}"),
+            ConvertError::OutputTooShort { len, needed } => {
+                write!(f, "the output buffer is {len} bytes, the converted image {needed}")
+            }
             ConvertError::OutOfBounds { component, destination } => write!(
                 f,
                 "component {} ({component}) lies beyond the end of the {} image",
@@ -160,7 +169,15 @@ impl fmt::Display for ConvertError {
     }
 }
 
-impl core::error::Error for ConvertError {}
+impl core::error::Error for ConvertError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            ConvertError::Invalid(e) => Some(e),
+            ConvertError::BadXcr0(m) => Some(m),
+            _ => None,
+        }
+    }
+}
 
 /// Converts `image`, restorable on the CPU of `from` with RFBM = `rfbm` (XCR0, or XCR0 | XSS for
 /// an XRSTORS image), into `target` form for the CPU of `to`. The output restored with RFBM =
@@ -180,7 +197,7 @@ pub fn convert(
     rfbm: Xfeatures,
     target: Target,
 ) -> Result<ImageBuf, ConvertError> {
-    Ok(assemble(&plan(image, from, rfbm, to, rfbm, target)?))
+    convert_between(image, from, rfbm, to, rfbm, target)
 }
 
 /// [`convert()`] where the two sides restore with different RFBMs: the source is an image XRSTOR
@@ -197,37 +214,62 @@ pub fn convert_between(
     to_rfbm: Xfeatures,
     target: Target,
 ) -> Result<ImageBuf, ConvertError> {
-    Ok(assemble(&plan(image, from, from_rfbm, to, to_rfbm, target)?))
+    let p = plan(image, from, from_rfbm, to, to_rfbm, target)?;
+    let mut w = AlignedBuilder::with_capacity(p.len);
+    p.write(&mut w)?;
+    Ok(ImageBuf::from_aligned(w.finish()))
 }
 
-/// [`convert()`] into a buffer the caller keeps (resized to the output's length): no
-/// allocation once the buffer is large enough. On a hot path (the same layouts, RFBM and target
-/// each time) a [`Converter`] also keeps the plan: within 1.5x of memcpy on an 11008-byte AMX
-/// image where this is about 2.3x (docs/BENCHMARKS.md). On error `out` is unchanged.
+/// The length of the image [`convert()`] writes for `target` on `to` with RFBM `rfbm`:
+/// standard_size(RFBM) or compacted_size(mask), at least 576. `None` if `rfbm` or the mask
+/// names a component `to` does not enumerate (beyond what [`convert()`] ignores).
+pub fn output_len(to: &Layout, rfbm: Xfeatures, target: Target) -> Option<usize> {
+    let len = match target {
+        Target::Standard => to.standard_size(rfbm & to.user_supported())?,
+        Target::Compacted { mask } => to.compacted_size(mask - Xfeatures::BIT63)?,
+    };
+    Some((len as usize).max(MIN_SIZE))
+}
+
+/// [`convert()`] into memory the caller owns: a buffer kept across conversions, the `region`
+/// of a `struct kvm_xsave`, guest memory. The output is written to `out[..n]`, and `n` is
+/// returned ([`output_len`]); bytes of `out` past `n` are not touched, and no alignment is
+/// needed (XRSTOR of the result, if any, needs 64-byte alignment: [`ImageBuf`] has it). A
+/// shorter `out` is refused ([`ConvertError::OutputTooShort`]). On error nothing is written.
+///
+/// No allocation: the conversion is checked first, then the output written front to back once.
+/// About 1.7x an aligned memcpy of the image on an 11008-byte AMX image (docs/BENCHMARKS.md); a
+/// [`Converter`] prepared once per (layouts, RFBM, target) saves the checks and the walk
+/// (about 1.4x).
 pub fn convert_into(
     image: &[u8],
     from: &Layout,
     to: &Layout,
     rfbm: Xfeatures,
     target: Target,
-    out: &mut ImageBuf,
-) -> Result<(), ConvertError> {
+    out: &mut [u8],
+) -> Result<usize, ConvertError> {
     let p = plan(image, from, rfbm, to, rfbm, target)?;
-    out.resize(p.len);
-    write_into(&p, out);
-    Ok(())
+    let Some(dst) = out.get_mut(..p.len) else {
+        return Err(ConvertError::OutputTooShort { len: out.len(), needed: p.len });
+    };
+    p.write(&mut Cursor { buf: dst, pos: 0 })?;
+    Ok(p.len)
 }
 
 /// Everything a conversion writes, decided and checked before a byte is written.
 struct Plan<'a> {
     len: usize,
     legacy: Legacy,
-    header: Header,
-    /// Components in use above SSE; each has a checked place in source and output.
-    in_use: Xfeatures,
-    img: Image<'a>,
+    /// The output's XSTATE_BV and XCOMP_BV.
+    out_bv: Xfeatures,
+    out_xcomp: Xfeatures,
+    src: &'a [u8],
+    src_xcomp: Xfeatures,
     from: &'a Layout,
     to: &'a Layout,
+    /// Components in use above SSE.
+    in_use: Xfeatures,
 }
 
 /// RFBM read on each side of a conversion (see [`convert()`]): the part each layout enumerates
@@ -237,10 +279,48 @@ fn target_rfbm(rfbm: Xfeatures, from: &Layout, to: &Layout) -> Result<Xfeatures,
 }
 
 /// Each side's RFBM, read against its layout, must keep the XCR0 rules; returns the target's.
+#[inline(always)]
 fn sides(from_rfbm: Xfeatures, from: &Layout, to_rfbm: Xfeatures, to: &Layout) -> Result<Xfeatures, ConvertError> {
-    check_xcr0(from_rfbm & from.user_supported()).map_err(ConvertError::BadXcr0)?;
-    check_xcr0(to_rfbm & to.user_supported()).map_err(ConvertError::BadXcr0)?;
+    let (f, t) = (from_rfbm & from.user_supported(), to_rfbm & to.user_supported());
+    check_xcr0(f).map_err(ConvertError::BadXcr0)?;
+    if t != f {
+        check_xcr0(t).map_err(ConvertError::BadXcr0)?;
+    }
     Ok(to_rfbm & to.supported())
+}
+
+/// Checks that every component in use can be held by the target (see [`convert()`]), naming
+/// the first one that cannot, in index order.
+#[inline(always)]
+fn check_holdable(
+    in_use: Xfeatures,
+    from: &Layout,
+    to: &Layout,
+    dst_rfbm: Xfeatures,
+    to_rfbm: Xfeatures,
+    target: Target,
+) -> Result<(), ConvertError> {
+    let supervisor = if target == Target::Standard { in_use & to.supervisor_supported() } else { Xfeatures::EMPTY };
+    if (in_use - dst_rfbm).is_empty() && supervisor.is_empty() && core::ptr::eq(from, to) {
+        return Ok(());
+    }
+    for c in in_use.iter() {
+        if !dst_rfbm.contains(c) {
+            return Err(if to.supported().contains(c) {
+                ConvertError::NotEnabled { component: c, rfbm: to_rfbm }
+            } else {
+                ConvertError::Missing { component: c }
+            });
+        }
+        let (gf, gt) = (from.geometry_of(c), to.geometry_of(c));
+        if !c.is_legacy() && gf.size != gt.size {
+            return Err(ConvertError::SizeDiffers { component: c, from: gf.size, to: gt.size });
+        }
+        if supervisor.contains(c) {
+            return Err(ConvertError::Supervisor { component: c });
+        }
+    }
+    Ok(())
 }
 
 /// Checks a conversion and lays it out (see [`convert()`]).
@@ -257,8 +337,8 @@ fn plan<'a>(
     let img = Image::new(image).map_err(|_| {
         ConvertError::Invalid(ValidationError {
             profile: Profile::Hardware,
-            rule: Rule::TooShort,
-            detail: Detail::Length { len: image.len(), needed: super::MIN_SIZE },
+            rule: ValidationRule::TooShort,
+            detail: ValidationDetail::Length { len: image.len(), needed: super::MIN_SIZE },
         })
     })?;
     let mut ctx = Context::new(rfbm & from.user_supported());
@@ -274,19 +354,7 @@ fn plan<'a>(
         Form::Standard => bv & src_rfbm,
         Form::Compacted => bv & src_rfbm & img.header().compacted_components(),
     };
-    for c in in_use.iter() {
-        let Some(gt) = to.geometry(c) else { return Err(ConvertError::Missing { component: c }) };
-        if !dst_rfbm.contains(c) {
-            return Err(ConvertError::NotEnabled { component: c, rfbm: to_rfbm });
-        }
-        let gf = from.geometry(c).unwrap_or_default();
-        if !c.is_legacy() && gf.size != gt.size {
-            return Err(ConvertError::SizeDiffers { component: c, from: gf.size, to: gt.size });
-        }
-        if target == Target::Standard && gt.supervisor {
-            return Err(ConvertError::Supervisor { component: c });
-        }
-    }
+    check_holdable(in_use, from, to, dst_rfbm, to_rfbm, target)?;
     let (xcomp_bv, len) = match target {
         Target::Standard => {
             let len = to.standard_size(dst_rfbm & to.user_supported()).unwrap_or(0) as usize;
@@ -308,30 +376,91 @@ fn plan<'a>(
             (Xfeatures(COMPACTED | mask.bits()), len)
         }
     };
+    let len = len.max(MIN_SIZE);
     let (legacy, out_bv) = legacy_for(&img, src_rfbm, in_use, xcomp_bv)?;
-    let src = img.bytes();
-    let header = Header { xstate_bv: out_bv, xcomp_bv, ..Header::EMPTY };
-    let p = Plan { len: len.max(MIN_SIZE), legacy, header, in_use: in_use - Xfeatures::LEGACY, img, from, to };
-    // Every component in use has a place in the source (within its length) and in the output;
-    // the validation and the sizing above guarantee it, and this keeps the writers panic-free.
-    let mut bad = None;
-    let mut placed = Xfeatures::EMPTY;
-    p.each(|c, d, s| {
-        placed = placed.with(c);
-        if bad.is_none() && s.end > src.len() {
-            bad = Some(ConvertError::OutOfBounds { component: c, destination: false });
+    // Every place of a component in use lies within both images: the validation made the
+    // source hold its restore footprint (standard_size(RFBM), or compacted_size(XCOMP_BV), which
+    // covers every component it lays out), and the output is sized for every component the
+    // target's RFBM or mask has. The layout's sizes and the walk in `Plan::write` use the same
+    // arithmetic; the writer still checks each copy, so no layout can make it panic.
+    Ok(Plan {
+        len,
+        legacy,
+        out_bv,
+        out_xcomp: xcomp_bv,
+        src: img.bytes(),
+        src_xcomp: img.xcomp_bv(),
+        from,
+        to,
+        in_use: in_use - Xfeatures::LEGACY,
+    })
+}
+
+impl Plan<'_> {
+    /// Writes the whole output front to back, each byte once: the legacy region and header,
+    /// then each component in use at its destination offset with zeros in between and after.
+    ///
+    /// Offsets come from one ascending walk that keeps running compacted offsets for a
+    /// compacted source and a compacted output (SDM Vol. 1 §13.4.3), so the cost is a few
+    /// operations per component. A standard output whose offsets are not in index order (LWP,
+    /// APX) is visited in offset order with per-component lookups instead. Destinations that
+    /// overlap (only a hostile layout has them) are written over each other in that order.
+    #[inline(always)]
+    fn write(&self, w: &mut impl Sink) -> Result<(), ConvertError> {
+        let (from, to, in_use) = (self.from, self.to, self.in_use);
+        let src = self.src;
+        legacy_and_header(src, &self.legacy, self.out_bv, self.out_xcomp, w);
+        let (src_mask, dst_mask) = (self.src_xcomp, self.out_xcomp);
+        let (src_packed, dst_packed) = (!src_mask.is_empty(), !dst_mask.is_empty());
+        // Components adjacent on both sides are copied as one run.
+        let mut run = Run::default();
+        if !dst_packed && !to.standard_offsets_in_index_order() {
+            for &c in to.standard_order().iter().filter(|c| in_use.contains(**c)) {
+                let (Some(s), Some(d)) = (component_range(from, src_mask, c), component_range(to, dst_mask, c)) else {
+                    return Err(ConvertError::Missing { component: c });
+                };
+                run.add(w, src, self.len, c, d.start, s.start, d.len())?;
+            }
+        } else {
+            let mut walk = in_use;
+            if src_packed {
+                walk |= src_mask;
+            }
+            if dst_packed {
+                walk |= dst_mask;
+            }
+            let (mut s_off, mut d_off) = (EXTENDED_OFFSET, EXTENDED_OFFSET);
+            // Tables of the usual masks (everything enabled) spare the running offsets.
+            let s_tab = if src_packed { from.compacted_offsets(src_mask) } else { None };
+            let d_tab = if dst_packed { to.compacted_offsets(dst_mask) } else { None };
+            if s_tab.is_some() && (d_tab.is_some() || !dst_packed) {
+                walk = in_use;
+            }
+            for c in (walk - Xfeatures::LEGACY - Xfeatures::BIT63).iter() {
+                // Each side advances over its own components, whether or not the other side
+                // has them: a component the output lacks still takes room in a compacted
+                // source. (Every component of the walk is supported where it is laid out: the
+                // validation bounds the source's XCOMP_BV, the target's mask is within its
+                // RFBM, and the components in use are on both sides.)
+                let (gf, gt) = (from.geometry_of(c), to.geometry_of(c));
+                let s = match s_tab {
+                    Some(t) => t[c.index() as usize] as usize,
+                    None if src_packed => packed(gf, c, src_mask, &mut s_off),
+                    None => gf.offset as usize,
+                };
+                let d = match d_tab {
+                    Some(t) => t[c.index() as usize] as usize,
+                    None if dst_packed => packed(gt, c, dst_mask, &mut d_off),
+                    None => gt.offset as usize,
+                };
+                if in_use.contains(c) {
+                    run.add(w, src, self.len, c, d, s, gt.size as usize)?;
+                }
+            }
         }
-        if bad.is_none() && d.end > p.len {
-            bad = Some(ConvertError::OutOfBounds { component: c, destination: true });
-        }
-    });
-    match bad {
-        Some(e) => Err(e),
-        None if placed != p.in_use => {
-            let c = (p.in_use - placed).iter().next().unwrap_or(Component::X87);
-            Err(ConvertError::Missing { component: c })
-        }
-        None => Ok(p),
+        run.flush(w, src, self.len)?;
+        w.zeros_to(self.len);
+        Ok(())
     }
 }
 
@@ -387,129 +516,165 @@ struct Legacy {
 }
 
 /// The legacy region and header of the output, into `w` (which must be empty).
-fn legacy_and_header(src: &[u8], legacy: &Legacy, header: &Header, w: &mut impl Sink) {
-    if legacy.x87 {
-        w.copy(&src[0..MXCSR]);
-    } else {
-        w.copy(&FCW_INIT.to_le_bytes());
-        w.zeros_to(MXCSR);
+fn legacy_and_header(src: &[u8], legacy: &Legacy, xstate_bv: Xfeatures, xcomp_bv: Xfeatures, w: &mut impl Sink) {
+    if legacy.x87 && legacy.sse {
+        // Both in use (the common case): one copy of the state bytes, then MXCSR and
+        // MXCSR_MASK as decided and bytes 416..576 (zeros, the header) in one block.
+        w.copy(&src[..XMM.end]);
+        let mut m = [0u8; 8];
+        m[..4].copy_from_slice(&legacy.mxcsr.to_le_bytes());
+        m[4..].copy_from_slice(&legacy.mask_field);
+        w.overwrite(MXCSR, &m);
+        let mut tail = [0u8; EXTENDED_OFFSET - XMM.end];
+        let h = HEADER_OFFSET - XMM.end;
+        tail[h..h + 8].copy_from_slice(&xstate_bv.bits().to_le_bytes());
+        tail[h + 8..h + 16].copy_from_slice(&xcomp_bv.bits().to_le_bytes());
+        w.copy(&tail);
+        return;
     }
-    w.copy(&legacy.mxcsr.to_le_bytes());
-    w.copy(&legacy.mask_field);
-    if legacy.x87 {
-        w.copy(&src[32..XMM.start]);
-    } else {
-        w.zeros_to(XMM.start);
-    }
-    if legacy.sse {
-        w.copy(&src[XMM]);
-    } else {
-        w.zeros_to(XMM.end);
-    }
-    w.zeros_to(HEADER_OFFSET);
-    let mut raw = [0u8; HEADER_SIZE];
-    header.write_raw(&mut raw);
-    w.copy(&raw);
-}
-
-/// Writes the whole output front to back, each byte once: legacy region and header, then the
-/// components in use at their destination offsets with zeros in between and after. Returns
-/// false, having written the legacy region and header only, if destinations overlap (only a
-/// hostile layout has them); the caller then zero-fills and copies.
-fn stream(x: &Plan<'_>, w: &mut impl Sink) -> bool {
-    let src = x.img.bytes();
-    legacy_and_header(src, &x.legacy, &x.header, w);
-    let mut ok = true;
-    x.each(|_, dst, s| {
-        if dst.start < w.pos() {
-            ok = false;
-        } else if ok {
-            w.zeros_to(dst.start);
-            w.copy(&src[s]);
+    w.prefix(|out: &mut [u8; EXTENDED_OFFSET]| {
+        // Fixed sizes throughout, so the compiler writes all of it inline.
+        let (x87, sse) = (legacy.x87.then_some(src), legacy.sse.then_some(src));
+        match x87 {
+            Some(s) => {
+                out[..MXCSR].copy_from_slice(&s[..MXCSR]);
+                out[32..XMM.start].copy_from_slice(&s[32..XMM.start]);
+            }
+            None => {
+                out[..MXCSR].fill(0);
+                out[..2].copy_from_slice(&FCW_INIT.to_le_bytes());
+                out[32..XMM.start].fill(0);
+            }
         }
+        out[MXCSR..MXCSR + 4].copy_from_slice(&legacy.mxcsr.to_le_bytes());
+        out[MXCSR + 4..MXCSR + 8].copy_from_slice(&legacy.mask_field);
+        match sse {
+            Some(s) => out[XMM].copy_from_slice(&s[XMM]),
+            None => out[XMM].fill(0),
+        }
+        out[XMM.end..HEADER_OFFSET].fill(0);
+        out[HEADER_OFFSET..HEADER_OFFSET + 8].copy_from_slice(&xstate_bv.bits().to_le_bytes());
+        out[HEADER_OFFSET + 8..HEADER_OFFSET + 16].copy_from_slice(&xcomp_bv.bits().to_le_bytes());
+        out[HEADER_OFFSET + 16..].fill(0);
     });
-    if ok {
-        w.zeros_to(x.len);
+}
+
+/// Pieces to copy, gathered while they are adjacent in both the source and the output:
+/// (component of the first piece, destination, source, size).
+#[derive(Default)]
+struct Run(Option<(Component, usize, usize, usize)>);
+
+impl Run {
+    /// Adds a piece: extends the run when it continues it on both sides, else copies the run.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn add(
+        &mut self,
+        w: &mut impl Sink,
+        src: &[u8],
+        len: usize,
+        c: Component,
+        d: usize,
+        s: usize,
+        size: usize,
+    ) -> Result<(), ConvertError> {
+        if let Some((_, rd, rs, rn)) = &mut self.0
+            && *rd + *rn == d
+            && *rs + *rn == s
+        {
+            *rn += size;
+            return Ok(());
+        }
+        self.flush(w, src, len)?;
+        self.0 = Some((c, d, s, size));
+        Ok(())
     }
-    ok
-}
 
-/// Copies the components in use over an output whose other bytes are already right.
-fn overlay(x: &Plan<'_>, out: &mut [u8]) {
-    let src = x.img.bytes();
-    x.each(|_, dst, s| out[dst].copy_from_slice(&src[s]));
-}
-
-impl Plan<'_> {
-    /// Calls `f(destination range, source range)` for each component in use, in destination
-    /// order (index order in a compacted output, offset order in a standard one).
-    ///
-    /// Offsets come from one ascending walk that keeps running compacted offsets for a compacted
-    /// source and a compacted output (SDM Vol. 1 §13.4.3), so the cost is a few operations per
-    /// component. A standard output whose offsets are not in index order (LWP, APX) is visited
-    /// in offset order with per-component lookups instead.
-    fn each(&self, mut f: impl FnMut(Component, Range<usize>, Range<usize>)) {
-        let (from, to) = (self.from, self.to);
-        let dst_mask = self.header.xcomp_bv;
-        let src_mask = self.img.header().xcomp_bv;
-        let (src_packed, dst_packed) = (!src_mask.is_empty(), !dst_mask.is_empty());
-        if !dst_packed && !to.standard_offsets_in_index_order() {
-            for &c in to.standard_order().iter().filter(|c| self.in_use.contains(**c)) {
-                if let (Some(s), Some(d)) = (self.img.component_range(from, c), component_range(to, dst_mask, c)) {
-                    f(c, d, s);
-                }
-            }
-            return;
-        }
-        let mut walk = self.in_use;
-        if src_packed {
-            walk |= src_mask;
-        }
-        if dst_packed {
-            walk |= dst_mask;
-        }
-        let (mut s_off, mut d_off) = (EXTENDED_OFFSET, EXTENDED_OFFSET);
-        for c in (walk - Xfeatures::LEGACY - Xfeatures::BIT63).iter() {
-            // Each side advances over its own components, whether or not the other side has
-            // them: a component the output lacks still takes room in a compacted source.
-            let s = place(from.geometry(c), c, src_packed.then_some(src_mask), &mut s_off);
-            let d = place(to.geometry(c), c, dst_packed.then_some(dst_mask), &mut d_off);
-            if let (true, Some((s, ss)), Some((d, ds))) = (self.in_use.contains(c), s, d) {
-                f(c, d..d + ds, s..s + ss);
-            }
+    /// Copies the run gathered so far.
+    #[inline(always)]
+    fn flush(&mut self, w: &mut impl Sink, src: &[u8], len: usize) -> Result<(), ConvertError> {
+        match self.0.take() {
+            Some((c, d, s, n)) => put(w, src, len, c, d, s, n),
+            None => Ok(()),
         }
     }
 }
 
-/// Where `c` (with geometry `g`) sits on one side of a conversion, as (offset, size): its
-/// standard offset when `packed` is `None`, else the running compacted offset `off` for
-/// XCOMP_BV `packed`, which advances past `c` whenever `c` is laid out there.
-fn place(g: Option<Geometry>, c: Component, packed: Option<Xfeatures>, off: &mut usize) -> Option<(usize, usize)> {
-    let g = g?;
-    match packed {
-        Some(mask) if mask.contains(c) => {
-            if g.align64 {
-                *off = off.next_multiple_of(64);
-            }
-            let at = *off;
-            *off += g.size as usize;
-            Some((at, g.size as usize))
-        }
-        Some(_) => None,
-        None => (!g.supervisor).then_some((g.offset as usize, g.size as usize)),
+/// Copies `size` source bytes from `s` to output offset `d` (of an output of `len` bytes),
+/// refusing a place outside either image.
+#[inline(always)]
+fn put(
+    w: &mut impl Sink,
+    src: &[u8],
+    len: usize,
+    c: Component,
+    d: usize,
+    s: usize,
+    size: usize,
+) -> Result<(), ConvertError> {
+    let Some(bytes) = src.get(s..s.saturating_add(size)) else {
+        return Err(ConvertError::OutOfBounds { component: c, destination: false });
+    };
+    if d.saturating_add(size) > len {
+        return Err(ConvertError::OutOfBounds { component: c, destination: true });
     }
+    w.put(d, bytes);
+    Ok(())
+}
+
+/// The running compacted offset `off` of `c` (geometry `g`) for XCOMP_BV `mask`, advanced past
+/// `c` when `mask` lays it out (SDM Vol. 1 §13.4.3: each align64 component starts on a 64-byte
+/// boundary); for a component `mask` lacks, the offset it would have.
+#[inline(always)]
+fn packed(g: &Geometry, c: Component, mask: Xfeatures, off: &mut usize) -> usize {
+    if !mask.contains(c) {
+        return *off;
+    }
+    if g.align64 {
+        *off = off.next_multiple_of(64);
+    }
+    let at = *off;
+    *off += g.size as usize;
+    at
 }
 
 /// A destination written front to back.
 trait Sink {
-    fn pos(&self) -> usize;
     fn copy(&mut self, bytes: &[u8]);
     fn zeros_to(&mut self, len: usize);
+    /// Bytes written so far.
+    fn pos(&self) -> usize;
+    /// Overwrites written bytes from `at` on (never past what is written).
+    fn overwrite(&mut self, at: usize, bytes: &[u8]);
+    /// Writes the first 576 bytes (the sink is empty) with `f`.
+    fn prefix(&mut self, f: impl FnOnce(&mut [u8; EXTENDED_OFFSET]));
+    /// `bytes` at offset `at`: zeros up to it, or over what is written when `at` lies behind
+    /// (overlapping destinations of a hostile layout).
+    #[inline(always)]
+    fn put(&mut self, at: usize, bytes: &[u8]) {
+        let pos = self.pos();
+        if at >= pos {
+            self.zeros_to(at);
+            self.copy(bytes);
+        } else {
+            let head = bytes.len().min(pos - at);
+            self.overwrite(at, &bytes[..head]);
+            self.copy(&bytes[head..]);
+        }
+    }
 }
 
 impl Sink for AlignedBuilder {
+    fn prefix(&mut self, f: impl FnOnce(&mut [u8; EXTENDED_OFFSET])) {
+        let mut b = [0u8; EXTENDED_OFFSET];
+        f(&mut b);
+        self.extend_from_slice(&b);
+    }
     fn pos(&self) -> usize {
         self.len()
+    }
+    fn overwrite(&mut self, at: usize, bytes: &[u8]) {
+        self.written_mut()[at..at + bytes.len()].copy_from_slice(bytes);
     }
     fn copy(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
@@ -526,8 +691,22 @@ struct Cursor<'a> {
 }
 
 impl Sink for Cursor<'_> {
+    #[inline(always)]
+    fn prefix(&mut self, f: impl FnOnce(&mut [u8; EXTENDED_OFFSET])) {
+        // Outputs are at least 576 bytes (`plan`); a shorter buffer writes nothing here.
+        if let Some(head) =
+            self.buf.get_mut(..EXTENDED_OFFSET).and_then(|h| <&mut [u8; EXTENDED_OFFSET]>::try_from(h).ok())
+        {
+            f(head);
+            self.pos = EXTENDED_OFFSET;
+        }
+    }
+    #[inline(always)]
     fn pos(&self) -> usize {
         self.pos
+    }
+    fn overwrite(&mut self, at: usize, bytes: &[u8]) {
+        self.buf[at..at + bytes.len()].copy_from_slice(bytes);
     }
     fn copy(&mut self, bytes: &[u8]) {
         self.buf[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
@@ -538,27 +717,6 @@ impl Sink for Cursor<'_> {
             self.buf[self.pos..len].fill(0);
             self.pos = len;
         }
-    }
-}
-
-/// The output in a new buffer.
-fn assemble(x: &Plan<'_>) -> ImageBuf {
-    let mut w = AlignedBuilder::with_capacity(x.len);
-    if stream(x, &mut w) {
-        return ImageBuf::from_aligned(w.finish());
-    }
-    w.zeros_to(x.len);
-    let mut out = w.finish();
-    overlay(x, &mut out);
-    ImageBuf::from_aligned(out)
-}
-
-/// The output into `out`, already `x.len` bytes long.
-fn write_into(x: &Plan<'_>, out: &mut [u8]) {
-    let mut c = Cursor { buf: out, pos: 0 };
-    if !stream(x, &mut c) {
-        c.zeros_to(x.len);
-        overlay(x, out);
     }
 }
 
@@ -657,10 +815,16 @@ impl<'a> Converter<'a> {
         })
     }
 
-    /// Converts `image` into `out` (resized to the output's length). Same result and errors as
-    /// [`convert_into()`]; on error `out` is unchanged.
-    pub fn convert_into(&self, image: &[u8], out: &mut ImageBuf) -> Result<(), ConvertError> {
-        let general = |out: &mut ImageBuf| convert_into(image, self.from, self.to, self.rfbm, self.target, out);
+    /// The length of every output: [`output_len`] for the prepared target.
+    pub fn output_len(&self) -> usize {
+        self.len
+    }
+
+    /// Converts `image` into `out[..n]`, returning `n` ([`Converter::output_len`]); the same
+    /// result and errors as [`convert_into()`] (a shorter `out` is refused; bytes past `n` are
+    /// not touched; on error nothing is written).
+    pub fn convert_into(&self, image: &[u8], out: &mut [u8]) -> Result<usize, ConvertError> {
+        let general = |out: &mut [u8]| convert_into(image, self.from, self.to, self.rfbm, self.target, out);
         let Ok(img) = Image::new(image) else { return general(out) };
         let compacted = img.form() == Form::Compacted;
         if !self.fast || (compacted && img.xcomp_bv() != self.src_xcomp) {
@@ -680,10 +844,11 @@ impl<'a> Converter<'a> {
         if self.pieces.iter().any(|p| (if compacted { p.3 } else { p.2 }) + p.4 > src.len()) {
             return general(out);
         }
-        out.resize(self.len);
-        let mut w = Cursor { buf: out, pos: 0 };
-        let header = Header { xstate_bv: out_bv, xcomp_bv: self.xcomp_out, ..Header::EMPTY };
-        legacy_and_header(src, &legacy, &header, &mut w);
+        let Some(dst) = out.get_mut(..self.len) else {
+            return Err(ConvertError::OutputTooShort { len: out.len(), needed: self.len });
+        };
+        let mut w = Cursor { buf: dst, pos: 0 };
+        legacy_and_header(src, &legacy, out_bv, self.xcomp_out, &mut w);
         for &(c, dst, s_std, s_cmp, size) in &self.pieces {
             if in_use.contains(c) {
                 let s = if compacted { s_cmp } else { s_std };
@@ -692,7 +857,7 @@ impl<'a> Converter<'a> {
             }
         }
         w.zeros_to(self.len);
-        Ok(())
+        Ok(self.len)
     }
 }
 

@@ -124,6 +124,23 @@ impl Header {
     }
 }
 
+/// Image offset and value of the first non-zero byte of `image` in `range`, a part of the
+/// reserved header bytes 528..576 (clamped to them). Every consumer checks these bytes on every
+/// restore, so they are read in place, a qword at a time, not from a copied [`Header`].
+pub(crate) fn first_reserved_nonzero_in(image: &[u8], range: core::ops::Range<usize>) -> Option<(usize, u8)> {
+    let (a, b) = (range.start.max(RESERVED_OFFSET), range.end.min(RESERVED_OFFSET + RESERVED_SIZE));
+    let part = image.get(a..b)?;
+    let zero = if a % 8 == 0 && b % 8 == 0 {
+        part.chunks_exact(8).fold(0u64, |or, c| or | u64::from_le_bytes(c.try_into().unwrap_or([1; 8]))) == 0
+    } else {
+        part.iter().all(|&x| x == 0)
+    };
+    if zero {
+        return None;
+    }
+    part.iter().position(|&x| x != 0).map(|i| (a + i, part[i]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,10 +20,10 @@ pub mod validate;
 use core::fmt;
 use core::ops::{Deref, DerefMut, Range};
 
-pub use convert::{ConvertError, Converter, Target, convert, convert_between, convert_into};
+pub use convert::{ConvertError, Converter, Target, convert, convert_between, convert_into, output_len};
 pub use header::{Form, Header, RESERVED_OFFSET, RESERVED_SIZE};
 pub use restore::restore_into;
-pub use validate::{Context, Profile, Rule, ValidationError, validate};
+pub use validate::{Context, Profile, ValidationDetail, ValidationError, ValidationRule, validate};
 
 use crate::aligned::AlignedBuf;
 use crate::component::Component;
@@ -36,6 +36,7 @@ pub const MIN_SIZE: usize = EXTENDED_OFFSET;
 
 /// Bytes that cannot be an image at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ImageError {
     /// Shorter than the 576 bytes of legacy region and header.
     TooShort {

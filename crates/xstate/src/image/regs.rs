@@ -10,6 +10,87 @@
 //! two-bit-per-register tag word, recomputed from the registers), FOP, FIP/FDP (64-bit format;
 //! gdb's fioff/fiseg and fooff/foseg are their 32-bit split), ST0-7 as 80-bit values in stack
 //! order, MXCSR, XMM0-15.
+//!
+//! # Example: the ZMM registers of every thread of a core dump
+//!
+//! A Linux core holds an NT_X86_XSTATE note per thread (a standard image in the dumping CPU's
+//! layout, the task's XCR0 at byte 464), and since Linux 6.12 an NT_X86_XSAVE_LAYOUT note with
+//! that layout. Here the core comes from an AMD Zen 4 host without a layout note, so the
+//! caller names the layout.
+//!
+//! ```
+//! use xstate::image::Image;
+//! use xstate::image::regs::decode;
+//! use xstate::record::{self, Format, Options, StateId};
+//! use xstate::{Layout, Leaf0d, Regs, Xfeatures};
+//!
+//! # let mut leaf = Leaf0d::new();
+//! # for (i, a, b, c, d) in [
+//! #     (0, 0x2E7, 0x980, 0x988, 0), (1, 0xF, 0x990, 0x1800, 0), (2, 0x100, 0x240, 0, 0),
+//! #     (5, 0x40, 0x340, 0, 0), (6, 0x200, 0x380, 0, 0), (7, 0x400, 0x580, 0, 0),
+//! #     (9, 0x8, 0x980, 0, 0), (11, 0x10, 0, 1, 0), (12, 0x18, 0, 1, 0),
+//! # ] {
+//! #     leaf.set(i, Regs::new(a, b, c, d));
+//! # }
+//! let zen4 = Layout::from_leaf0d(&leaf)?; // the dumping host's leaf 0xD
+//! # // An x86-64 ELF core: one PT_NOTE segment with NT_PRSTATUS + NT_X86_XSTATE per thread.
+//! # fn note(out: &mut Vec<u8>, name: &[u8], ty: u32, desc: &[u8]) {
+//! #     out.extend_from_slice(&(name.len() as u32 + 1).to_le_bytes());
+//! #     out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+//! #     out.extend_from_slice(&ty.to_le_bytes());
+//! #     out.extend_from_slice(name);
+//! #     out.resize((out.len() + 1).next_multiple_of(4), 0);
+//! #     out.extend_from_slice(desc);
+//! #     out.resize(out.len().next_multiple_of(4), 0);
+//! # }
+//! # let mut notes = Vec::new();
+//! # for (pid, fill) in [(4242u32, 0x11u8), (4243, 0x22)] {
+//! #     let mut prstatus = vec![0u8; 336];
+//! #     prstatus[32..36].copy_from_slice(&pid.to_le_bytes());
+//! #     note(&mut notes, b"CORE", 1, &prstatus);
+//! #     let mut img = vec![0u8; 2440]; // standard_size(0x2e7)
+//! #     img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+//! #     img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+//! #     img[160..176].fill(fill); // xmm0
+//! #     img[0x240..0x250].fill(fill + 1); // ymm0's upper half
+//! #     img[0x380..0x3A0].fill(fill + 2); // zmm0's upper half (ZMM_Hi256 at 0x380 on AMD)
+//! #     img[464..472].copy_from_slice(&0x2E7u64.to_le_bytes()); // the task's XCR0
+//! #     img[512..520].copy_from_slice(&0x47u64.to_le_bytes()); // XSTATE_BV
+//! #     note(&mut notes, b"LINUX", 0x202, &img);
+//! # }
+//! # let mut core = vec![0u8; 120];
+//! # core[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\x00");
+//! # core[16..18].copy_from_slice(&4u16.to_le_bytes()); // ET_CORE
+//! # core[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+//! # core[20..24].copy_from_slice(&1u32.to_le_bytes());
+//! # core[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+//! # core[52..54].copy_from_slice(&64u16.to_le_bytes());
+//! # core[54..56].copy_from_slice(&56u16.to_le_bytes());
+//! # core[56..58].copy_from_slice(&1u16.to_le_bytes());
+//! # core[64..68].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+//! # core[72..80].copy_from_slice(&120u64.to_le_bytes());
+//! # core[96..104].copy_from_slice(&(notes.len() as u64).to_le_bytes());
+//! # core[112..120].copy_from_slice(&4u64.to_le_bytes());
+//! # core.extend_from_slice(&notes);
+//! let contents = record::read(Format::ElfCore, &core, &zen4, &Options::default())?;
+//! assert_eq!(contents.states.iter().map(|s| s.id).collect::<Vec<_>>(), [4242, 4243].map(|t| Some(StateId::Thread(t))));
+//! let layout = contents.layout.as_ref().unwrap_or(&zen4); // a layout note wins
+//! for state in &contents.states {
+//!     let (Some(StateId::Thread(tid)), Some(image)) = (state.id, state.image.as_ref()) else { continue };
+//!     let regs = decode(&Image::new(image)?, layout, state.rfbm.unwrap_or(Xfeatures::EMPTY));
+//!     let zmm0 = regs.get("zmm0").ok_or("no zmm0")?;
+//!     println!("thread {tid}: zmm0 = {}", zmm0.hex());
+//!     assert_eq!(zmm0.bytes.len(), 64);
+//! }
+//! let zmm0 = |k: usize| {
+//!     let s = &contents.states[k];
+//!     let img = s.image.as_ref().unwrap();
+//!     decode(&Image::new(img).unwrap(), layout, s.rfbm.unwrap()).get("zmm0").unwrap().bytes.clone()
+//! };
+//! assert_eq!(zmm0(0)[..16], [0x11; 16]); // xmm0
+//! assert_eq!(zmm0(1)[32..], [0x24; 32]); // the upper 256 bits, from ZMM_Hi256
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use alloc::format;
 use alloc::string::String;

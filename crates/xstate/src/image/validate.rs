@@ -13,7 +13,7 @@
 //! - [`Profile::Xen`]: Xen's `validate_xstate()` (`-EINVAL`, `-EOPNOTSUPP`, `-EIO`, in that
 //!   order) and its callers' size rule.
 //!
-//! Each failure is a [`ValidationError`] naming the [`Rule`], the offending bits, byte offset or
+//! Each failure is a [`ValidationError`] naming the [`ValidationRule`], the offending bits, byte offset or
 //! value. The image may be of any length; a short one is an error, never a panic.
 
 use core::fmt;
@@ -28,6 +28,7 @@ use crate::xfeatures::Xfeatures;
 
 /// The consumer whose rules apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Profile {
     /// XRSTOR (or XRSTORS) on the CPU the layout describes.
     Hardware,
@@ -121,6 +122,7 @@ impl XenContext {
 
 /// What the consumer knows besides the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Context {
     /// XCR0 of the restoring context; for [`Profile::Linux`] the task's user features.
     pub xcr0: Xfeatures,
@@ -163,7 +165,8 @@ impl Context {
 
 /// The rule an image breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Rule {
+#[non_exhaustive]
+pub enum ValidationRule {
     /// Shorter than the 576 bytes of legacy region and header.
     TooShort,
     /// Shorter than the bytes the consumer reads (the restore footprint or the data it copies).
@@ -212,38 +215,39 @@ pub enum Rule {
     RegsetWords,
 }
 
-impl Rule {
+impl ValidationRule {
     /// A short statement of the rule.
     pub const fn text(self) -> &'static str {
         match self {
-            Rule::TooShort => "an image holds at least the 576 bytes of legacy region and header",
-            Rule::Truncated => "the image must hold every byte the consumer reads",
-            Rule::XcompBvNonZero => "XCOMP_BV must be 0 in a standard-format image",
-            Rule::CompactedNotAccepted => "only standard-format images (XCOMP_BV = 0) are accepted",
-            Rule::ReservedHeader => "reserved header bytes must be zero",
-            Rule::XstateBvOutsideXcr0 => "XSTATE_BV must be a subset of XCR0",
-            Rule::CompactionUnsupported => "compacted XRSTOR needs CPUID 0xD.1 EAX[1] (XSAVEC)",
-            Rule::XcompBvOutsideRfbm => "XCOMP_BV[62:0] must be a subset of the enabled components",
-            Rule::XstateBvOutsideXcompBv => "XSTATE_BV must be a subset of XCOMP_BV[62:0]",
-            Rule::XrstorsStandardForm => "XRSTORS needs a compacted image (XCOMP_BV[63] = 1)",
-            Rule::MxcsrReserved => "MXCSR must not set bits outside the CPU's MXCSR mask",
-            Rule::KvmUnsupported => "XSTATE_BV must be a subset of the KVM-supported XCR0",
-            Rule::XenXstateBvOutsideAccum => "XSTATE_BV must be a subset of xcr0_accum",
-            Rule::XenXcr0OutsideAccum => "xcr0 must be a subset of xcr0_accum",
-            Rule::XenAccumOutsidePolicy => "xcr0_accum must be a subset of the policy's maximum XCR0",
-            Rule::XenInvalidXcr0 => "xcr0 and xcr0_accum must be valid XCR0 values",
-            Rule::XenAccumOutsideHost => "xcr0_accum must be a subset of the host's enabled xfeatures",
-            Rule::XenOversized => "the image must not exceed standard_size(host xfeature_mask)",
-            Rule::XenSizeMismatch => "the image must be exactly standard_size(xcr0_accum) bytes",
-            Rule::XenTailNotZero => "bytes past standard_size(xcr0_accum) must be zero",
-            Rule::UnknownComponent => "every component named must be enumerated by the layout",
-            Rule::RegsetWords => "a regset buffer is a whole number of 8-byte words",
+            ValidationRule::TooShort => "an image holds at least the 576 bytes of legacy region and header",
+            ValidationRule::Truncated => "the image must hold every byte the consumer reads",
+            ValidationRule::XcompBvNonZero => "XCOMP_BV must be 0 in a standard-format image",
+            ValidationRule::CompactedNotAccepted => "only standard-format images (XCOMP_BV = 0) are accepted",
+            ValidationRule::ReservedHeader => "reserved header bytes must be zero",
+            ValidationRule::XstateBvOutsideXcr0 => "XSTATE_BV must be a subset of XCR0",
+            ValidationRule::CompactionUnsupported => "compacted XRSTOR needs CPUID 0xD.1 EAX[1] (XSAVEC)",
+            ValidationRule::XcompBvOutsideRfbm => "XCOMP_BV[62:0] must be a subset of the enabled components",
+            ValidationRule::XstateBvOutsideXcompBv => "XSTATE_BV must be a subset of XCOMP_BV[62:0]",
+            ValidationRule::XrstorsStandardForm => "XRSTORS needs a compacted image (XCOMP_BV[63] = 1)",
+            ValidationRule::MxcsrReserved => "MXCSR must not set bits outside the CPU's MXCSR mask",
+            ValidationRule::KvmUnsupported => "XSTATE_BV must be a subset of the KVM-supported XCR0",
+            ValidationRule::XenXstateBvOutsideAccum => "XSTATE_BV must be a subset of xcr0_accum",
+            ValidationRule::XenXcr0OutsideAccum => "xcr0 must be a subset of xcr0_accum",
+            ValidationRule::XenAccumOutsidePolicy => "xcr0_accum must be a subset of the policy's maximum XCR0",
+            ValidationRule::XenInvalidXcr0 => "xcr0 and xcr0_accum must be valid XCR0 values",
+            ValidationRule::XenAccumOutsideHost => "xcr0_accum must be a subset of the host's enabled xfeatures",
+            ValidationRule::XenOversized => "the image must not exceed standard_size(host xfeature_mask)",
+            ValidationRule::XenSizeMismatch => "the image must be exactly standard_size(xcr0_accum) bytes",
+            ValidationRule::XenTailNotZero => "bytes past standard_size(xcr0_accum) must be zero",
+            ValidationRule::UnknownComponent => "every component named must be enumerated by the layout",
+            ValidationRule::RegsetWords => "a regset buffer is a whole number of 8-byte words",
         }
     }
 }
 
 /// The errno a Linux or Xen consumer returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Errno {
     /// EINVAL.
     Einval,
@@ -272,7 +276,8 @@ impl Errno {
 
 /// What is at fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Detail {
+#[non_exhaustive]
+pub enum ValidationDetail {
     /// Offending bits of a mask (`value` is the whole mask).
     Bits {
         /// The field: `"XSTATE_BV"`, `"XCOMP_BV"`, `"xcr0"`, ...
@@ -309,13 +314,14 @@ pub enum Detail {
 
 /// Why a consumer would refuse an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ValidationError {
     /// The consumer.
     pub profile: Profile,
     /// The rule broken.
-    pub rule: Rule,
+    pub rule: ValidationRule,
     /// The offending bits, bytes or values.
-    pub detail: Detail,
+    pub detail: ValidationDetail,
 }
 
 impl ValidationError {
@@ -325,11 +331,13 @@ impl ValidationError {
         match self.profile {
             Profile::Hardware => None,
             Profile::Linux | Profile::Kvm => {
-                Some(if self.rule == Rule::Truncated { Errno::Efault } else { Errno::Einval })
+                Some(if self.rule == ValidationRule::Truncated { Errno::Efault } else { Errno::Einval })
             }
             Profile::Xen => Some(match self.rule {
-                Rule::XenAccumOutsideHost | Rule::CompactedNotAccepted | Rule::XenTailNotZero => Errno::Eopnotsupp,
-                Rule::ReservedHeader => Errno::Eio,
+                ValidationRule::XenAccumOutsideHost
+                | ValidationRule::CompactedNotAccepted
+                | ValidationRule::XenTailNotZero => Errno::Eopnotsupp,
+                ValidationRule::ReservedHeader => Errno::Eio,
                 _ => Errno::Einval,
             }),
         }
@@ -340,19 +348,21 @@ impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.profile, self.rule.text())?;
         match self.detail {
-            Detail::Bits { field, value, bits } => write!(f, ": {field} {value} has bits {bits} ({})", bits.names())?,
-            Detail::Byte { offset, value } => write!(f, ": byte {offset} is {value:#04x}")?,
-            Detail::Mxcsr { value, mask } => {
+            ValidationDetail::Bits { field, value, bits } => {
+                write!(f, ": {field} {value} has bits {bits} ({})", bits.names())?
+            }
+            ValidationDetail::Byte { offset, value } => write!(f, ": byte {offset} is {value:#04x}")?,
+            ValidationDetail::Mxcsr { value, mask } => {
                 write!(f, ": MXCSR {value:#x} has bits {:#x} outside mask {mask:#x}", value & !mask)?
             }
-            Detail::Length { len, needed } => write!(f, ": {len} bytes, {needed} needed")?,
-            Detail::Mask(m) => write!(f, ": {m}")?,
+            ValidationDetail::Length { len, needed } => write!(f, ": {len} bytes, {needed} needed")?,
+            ValidationDetail::Mask(m) => write!(f, ": {m}")?,
         }
         match self.errno() {
             Some(e) => write!(f, " ({})", e.name()),
             None if self.profile == Profile::Hardware
-                && self.rule != Rule::Truncated
-                && self.rule != Rule::TooShort =>
+                && self.rule != ValidationRule::Truncated
+                && self.rule != ValidationRule::TooShort =>
             {
                 f.write_str(" (XRSTOR raises #GP)")
             }
@@ -361,7 +371,14 @@ impl fmt::Display for ValidationError {
     }
 }
 
-impl core::error::Error for ValidationError {}
+impl core::error::Error for ValidationError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match &self.detail {
+            ValidationDetail::Mask(m) => Some(m),
+            _ => None,
+        }
+    }
+}
 
 const SSE_AVX: Xfeatures = Xfeatures(0x6);
 /// `sizeof(struct kvm_xsave)`: what KVM_SET_XSAVE reads without KVM_CAP_XSAVE2.
@@ -374,57 +391,73 @@ struct Check<'a, 'b> {
 }
 
 impl Check<'_, '_> {
-    fn fail(&self, rule: Rule, detail: Detail) -> Result<(), ValidationError> {
+    fn fail(&self, rule: ValidationRule, detail: ValidationDetail) -> Result<(), ValidationError> {
         Err(ValidationError { profile: self.profile, rule, detail })
     }
 
     /// `value` must be a subset of `allowed`.
     fn subset(
         &self,
-        rule: Rule,
+        rule: ValidationRule,
         field: &'static str,
         value: Xfeatures,
         allowed: Xfeatures,
     ) -> Result<(), ValidationError> {
         let bits = value - allowed;
-        if bits.is_empty() { Ok(()) } else { self.fail(rule, Detail::Bits { field, value, bits }) }
+        if bits.is_empty() { Ok(()) } else { self.fail(rule, ValidationDetail::Bits { field, value, bits }) }
     }
 
     fn reserved(&self, range: core::ops::Range<usize>) -> Result<(), ValidationError> {
-        match self.img.header().first_reserved_nonzero_in(range) {
-            Some((offset, value)) => self.fail(Rule::ReservedHeader, Detail::Byte { offset, value }),
+        match super::header::first_reserved_nonzero_in(self.img.bytes(), range) {
+            Some((offset, value)) => {
+                self.fail(ValidationRule::ReservedHeader, ValidationDetail::Byte { offset, value })
+            }
             None => Ok(()),
         }
     }
 
     fn mxcsr(&self, mask: u32) -> Result<(), ValidationError> {
         let value = self.img.mxcsr();
-        if value & !mask != 0 { self.fail(Rule::MxcsrReserved, Detail::Mxcsr { value, mask }) } else { Ok(()) }
+        if value & !mask != 0 {
+            self.fail(ValidationRule::MxcsrReserved, ValidationDetail::Mxcsr { value, mask })
+        } else {
+            Ok(())
+        }
     }
 
-    fn err(&self, rule: Rule, len: usize, needed: usize) -> ValidationError {
-        ValidationError { profile: self.profile, rule, detail: Detail::Length { len, needed } }
+    fn err(&self, rule: ValidationRule, len: usize, needed: usize) -> ValidationError {
+        ValidationError { profile: self.profile, rule, detail: ValidationDetail::Length { len, needed } }
     }
 
     /// The image must hold at least `needed` bytes (the consumer copies exactly that many);
     /// returns it.
     fn whole(&self, needed: Option<u32>, mask_field: &'static str, mask: Xfeatures) -> Result<usize, ValidationError> {
         let Some(needed) = needed else {
-            self.fail(Rule::UnknownComponent, Detail::Bits { field: mask_field, value: mask, bits: mask })?;
+            self.fail(
+                ValidationRule::UnknownComponent,
+                ValidationDetail::Bits { field: mask_field, value: mask, bits: mask },
+            )?;
             return Ok(0);
         };
         let needed = (needed as usize).max(MIN_SIZE);
         let len = self.img.len();
-        if len < needed { Err(self.err(Rule::Truncated, len, needed)) } else { Ok(needed) }
+        if len < needed { Err(self.err(ValidationRule::Truncated, len, needed)) } else { Ok(needed) }
     }
 
     fn length(&self, needed: Option<u32>, mask_field: &'static str, mask: Xfeatures) -> Result<(), ValidationError> {
         let Some(needed) = needed else {
-            return self.fail(Rule::UnknownComponent, Detail::Bits { field: mask_field, value: mask, bits: mask });
+            return self.fail(
+                ValidationRule::UnknownComponent,
+                ValidationDetail::Bits { field: mask_field, value: mask, bits: mask },
+            );
         };
         let needed = (needed as usize).max(MIN_SIZE);
         let len = self.img.len();
-        if len < needed { self.fail(Rule::Truncated, Detail::Length { len, needed }) } else { Ok(()) }
+        if len < needed {
+            self.fail(ValidationRule::Truncated, ValidationDetail::Length { len, needed })
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -434,8 +467,8 @@ pub fn validate(image: &[u8], layout: &Layout, profile: Profile, ctx: &Context) 
     let Ok(img) = Image::new(image) else {
         return Err(ValidationError {
             profile,
-            rule: Rule::TooShort,
-            detail: Detail::Length { len: image.len(), needed: MIN_SIZE },
+            rule: ValidationRule::TooShort,
+            detail: ValidationDetail::Length { len: image.len(), needed: MIN_SIZE },
         });
     };
     validate_image(&img, layout, profile, ctx)
@@ -459,10 +492,13 @@ pub(crate) fn validate_image(
             // bytes are checked.
             let len = img.len();
             if !len.is_multiple_of(8) {
-                return c.fail(Rule::RegsetWords, Detail::Length { len, needed: len.next_multiple_of(8) });
+                return c.fail(
+                    ValidationRule::RegsetWords,
+                    ValidationDetail::Length { len, needed: len.next_multiple_of(8) },
+                );
             }
             let size = c.whole(layout.standard_size(ctx.xcr0 & layout.user_supported()), "XCR0", ctx.xcr0)?;
-            let head = Image::new(&img.bytes()[..size]).map_err(|_| c.err(Rule::TooShort, len, MIN_SIZE))?;
+            let head = Image::new(&img.bytes()[..size]).map_err(|_| c.err(ValidationRule::TooShort, len, MIN_SIZE))?;
             linux(&Check { profile, img: &head }, ctx, ctx.xcr0)
         }
         Profile::Kvm => {
@@ -474,9 +510,10 @@ pub(crate) fn validate_image(
                 s.max(KVM_XSAVE_SIZE)
             });
             let size = c.whole(Some(n as u32), "KVM-supported XCR0", supported)?;
-            let head = Image::new(&img.bytes()[..size]).map_err(|_| c.err(Rule::TooShort, img.len(), MIN_SIZE))?;
+            let head =
+                Image::new(&img.bytes()[..size]).map_err(|_| c.err(ValidationRule::TooShort, img.len(), MIN_SIZE))?;
             let c = Check { profile, img: &head };
-            c.subset(Rule::KvmUnsupported, "XSTATE_BV", head.xstate_bv(), supported)?;
+            c.subset(ValidationRule::KvmUnsupported, "XSTATE_BV", head.xstate_bv(), supported)?;
             linux(&c, ctx, supported)
         }
         Profile::Xen => xen(&c, layout, ctx),
@@ -494,19 +531,19 @@ fn hardware(c: &Check<'_, '_>, layout: &Layout, ctx: &Context) -> Result<(), Val
         Form::Standard => {
             if xrstors {
                 return c.fail(
-                    Rule::XrstorsStandardForm,
-                    Detail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: Xfeatures::BIT63 },
+                    ValidationRule::XrstorsStandardForm,
+                    ValidationDetail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: Xfeatures::BIT63 },
                 );
             }
             // Header bytes 8..23 (XCOMP_BV and the first reserved qword) must be zero.
             if !h.xcomp_bv.is_empty() {
                 return c.fail(
-                    Rule::XcompBvNonZero,
-                    Detail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: h.xcomp_bv },
+                    ValidationRule::XcompBvNonZero,
+                    ValidationDetail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: h.xcomp_bv },
                 );
             }
             c.reserved(RESERVED_OFFSET..RESERVED_OFFSET + 8)?;
-            c.subset(Rule::XstateBvOutsideXcr0, "XSTATE_BV", h.xstate_bv, ctx.xcr0)?;
+            c.subset(ValidationRule::XstateBvOutsideXcr0, "XSTATE_BV", h.xstate_bv, ctx.xcr0)?;
             // The standard form loads MXCSR whenever RFBM[1] or RFBM[2] is set.
             if !(rfbm & SSE_AVX).is_empty() {
                 c.mxcsr(ctx.mxcsr_mask)?;
@@ -516,13 +553,13 @@ fn hardware(c: &Check<'_, '_>, layout: &Layout, ctx: &Context) -> Result<(), Val
         Form::Compacted => {
             if !(layout.features().xsavec() || xrstors && layout.features().xsaves()) {
                 return c.fail(
-                    Rule::CompactionUnsupported,
-                    Detail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: Xfeatures::BIT63 },
+                    ValidationRule::CompactionUnsupported,
+                    ValidationDetail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: Xfeatures::BIT63 },
                 );
             }
             let laid_out = h.compacted_components();
-            c.subset(Rule::XcompBvOutsideRfbm, "XCOMP_BV", laid_out, rfbm)?;
-            c.subset(Rule::XstateBvOutsideXcompBv, "XSTATE_BV", h.xstate_bv, laid_out)?;
+            c.subset(ValidationRule::XcompBvOutsideRfbm, "XCOMP_BV", laid_out, rfbm)?;
+            c.subset(ValidationRule::XstateBvOutsideXcompBv, "XSTATE_BV", h.xstate_bv, laid_out)?;
             c.reserved(RESERVED_OFFSET..RESERVED_OFFSET + 48)?;
             // The compacted form loads MXCSR only with XSTATE_BV[1] (RFBM[1] is implied).
             if h.xstate_bv.contains(Component::SSE) && rfbm.contains(Component::SSE) {
@@ -538,10 +575,12 @@ fn hardware(c: &Check<'_, '_>, layout: &Layout, ctx: &Context) -> Result<(), Val
 /// the caller's length rule let through.
 fn linux(c: &Check<'_, '_>, ctx: &Context, features: Xfeatures) -> Result<(), ValidationError> {
     let h = c.img.header();
-    c.subset(Rule::XstateBvOutsideXcr0, "XSTATE_BV", h.xstate_bv, features)?;
+    c.subset(ValidationRule::XstateBvOutsideXcr0, "XSTATE_BV", h.xstate_bv, features)?;
     if !h.xcomp_bv.is_empty() {
-        return c
-            .fail(Rule::CompactedNotAccepted, Detail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: h.xcomp_bv });
+        return c.fail(
+            ValidationRule::CompactedNotAccepted,
+            ValidationDetail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: h.xcomp_bv },
+        );
     }
     c.reserved(RESERVED_OFFSET..RESERVED_OFFSET + 48)?;
     if !(h.xstate_bv & X87_SSE_AVX).is_empty() {
@@ -560,24 +599,36 @@ fn xen(c: &Check<'_, '_>, layout: &Layout, ctx: &Context) -> Result<(), Validati
     if ctx.xen.caller == XenCaller::Domctl {
         // XEN_DOMCTL_setvcpuextstate: size > PV_XSAVE_SIZE(xfeature_mask) is -EINVAL first.
         let Some(max) = layout.standard_size(host) else {
-            return c
-                .fail(Rule::UnknownComponent, Detail::Bits { field: "host xfeature_mask", value: host, bits: host });
+            return c.fail(
+                ValidationRule::UnknownComponent,
+                ValidationDetail::Bits { field: "host xfeature_mask", value: host, bits: host },
+            );
         };
         if len > max as usize {
-            return c.fail(Rule::XenOversized, Detail::Length { len, needed: max as usize });
+            return c.fail(ValidationRule::XenOversized, ValidationDetail::Length { len, needed: max as usize });
         }
     }
     validate_xstate(c, xcr0, accum, ctx.xen.policy_max_for(layout), host)?;
     let Some(size) = layout.standard_size(accum) else {
-        return c.fail(Rule::UnknownComponent, Detail::Bits { field: "xcr0_accum", value: accum, bits: accum });
+        return c.fail(
+            ValidationRule::UnknownComponent,
+            ValidationDetail::Bits { field: "xcr0_accum", value: accum, bits: accum },
+        );
     };
     let size = (size as usize).max(MIN_SIZE);
     match ctx.xen.caller {
-        XenCaller::Domctl if len != size => c.fail(Rule::XenSizeMismatch, Detail::Length { len, needed: size }),
+        XenCaller::Domctl if len != size => {
+            c.fail(ValidationRule::XenSizeMismatch, ValidationDetail::Length { len, needed: size })
+        }
         XenCaller::Domctl => Ok(()),
-        XenCaller::HvmLoad if len < size => c.fail(Rule::Truncated, Detail::Length { len, needed: size }),
+        XenCaller::HvmLoad if len < size => {
+            c.fail(ValidationRule::Truncated, ValidationDetail::Length { len, needed: size })
+        }
         XenCaller::HvmLoad => match c.img.bytes()[size..].iter().position(|&b| b != 0) {
-            Some(i) => c.fail(Rule::XenTailNotZero, Detail::Byte { offset: size + i, value: c.img.bytes()[size + i] }),
+            Some(i) => c.fail(
+                ValidationRule::XenTailNotZero,
+                ValidationDetail::Byte { offset: size + i, value: c.img.bytes()[size + i] },
+            ),
             None => Ok(()),
         },
     }
@@ -595,20 +646,22 @@ fn validate_xstate(
     host: Xfeatures,
 ) -> Result<(), ValidationError> {
     let h = c.img.header();
-    c.subset(Rule::XenXstateBvOutsideAccum, "XSTATE_BV", h.xstate_bv, accum)?;
-    c.subset(Rule::XenXcr0OutsideAccum, "xcr0", xcr0, accum)?;
-    c.subset(Rule::XenAccumOutsidePolicy, "xcr0_accum", accum, policy_max)?;
+    c.subset(ValidationRule::XenXstateBvOutsideAccum, "XSTATE_BV", h.xstate_bv, accum)?;
+    c.subset(ValidationRule::XenXcr0OutsideAccum, "xcr0", xcr0, accum)?;
+    c.subset(ValidationRule::XenAccumOutsidePolicy, "xcr0_accum", accum, policy_max)?;
     for v in [xcr0, accum] {
         // `valid_xcr0()` looks at x87, SSE/YMM, the AVX-512 trio, the MPX and AMX pairs only.
         let looked_at = Xfeatures(v.bits() & !(Xfeatures::BIT63 | catalogue_supervisor()).bits() & !(1 << 19));
         if let Err(m) = check_xcr0(looked_at) {
-            return c.fail(Rule::XenInvalidXcr0, Detail::Mask(m));
+            return c.fail(ValidationRule::XenInvalidXcr0, ValidationDetail::Mask(m));
         }
     }
-    c.subset(Rule::XenAccumOutsideHost, "xcr0_accum", accum, host)?;
+    c.subset(ValidationRule::XenAccumOutsideHost, "xcr0_accum", accum, host)?;
     if !h.xcomp_bv.is_empty() {
-        return c
-            .fail(Rule::CompactedNotAccepted, Detail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: h.xcomp_bv });
+        return c.fail(
+            ValidationRule::CompactedNotAccepted,
+            ValidationDetail::Bits { field: "XCOMP_BV", value: h.xcomp_bv, bits: h.xcomp_bv },
+        );
     }
     c.reserved(RESERVED_OFFSET..RESERVED_OFFSET + 48)
 }

@@ -70,6 +70,7 @@ impl Outcome {
 
 /// One reported size held against the computed one.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SizeCheck {
     /// Which field.
     pub field: SizeField,

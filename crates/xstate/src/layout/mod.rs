@@ -43,6 +43,7 @@ const SSE_GEOMETRY: Geometry = Geometry { size: 256, offset: 160, supervisor: fa
 
 /// Something in a CPUID source that does not break the layout but deserves a note.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Anomaly {
     /// A known component whose size differs from the one every other CPU reports, e.g. the
     /// 64-byte bit-9 component of AMD Zen 2, which is not PKRU. It is named `component N`.
@@ -84,6 +85,7 @@ impl fmt::Display for Anomaly {
 
 /// Why CPUID data does not make a usable layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LayoutError {
     /// CPUID 0xD.0 is all zero: no XSAVE, or a broken enumeration.
     XsaveNotEnumerated,
@@ -209,6 +211,12 @@ pub struct Layout {
     /// `nibble_sums[k][n]`: total size of the components 4k+j for the bits j set in nibble n
     /// (legacy components count 0). Sums sizes over a mask in one lookup per non-zero nibble.
     nibble_sums: [[u32; 16]; 16],
+    /// Compacted sizes of the two masks most images use, every user component and every
+    /// component (what XSAVEC with XCR0 = all, XSAVES with XCR0 | XSS = all write): (mask above
+    /// SSE, end).
+    packed_memo: [(u64, u32); 2],
+    /// The compacted offset of every component for each `packed_memo` mask (0 where absent).
+    packed_offsets: [[u32; 64]; 2],
     /// Supported user components ordered by standard end, largest first.
     by_end: Vec<(u8, u32)>,
     /// Supported user components above SSE, by standard offset (then index).
@@ -358,8 +366,10 @@ impl Layout {
                 row[n] = row[n & (n - 1)] + size;
             }
         }
-        Ok(Layout {
+        let mut l = Layout {
             nibble_sums,
+            packed_memo: [(u64::MAX, 0); 2],
+            packed_offsets: [[0; 64]; 2],
             user,
             supervisor,
             features: leaf.features(),
@@ -376,7 +386,15 @@ impl Layout {
                 compacted_size_enabled: leaf.compacted_size_enabled(),
             },
             anomalies,
-        })
+        };
+        let (u, all) = (user.bits() & !0b11, (user | supervisor).bits() & !0b11);
+        l.packed_memo = [(u, l.packed_walk(u)), (all, l.packed_walk(all))];
+        for (k, m) in [u, all].into_iter().enumerate() {
+            for c in Xfeatures(m).iter() {
+                l.packed_offsets[k][c.index() as usize] = l.compacted_offset(c, Xfeatures(m)).unwrap_or(0);
+            }
+        }
+        Ok(l)
     }
 
     /// Builds a layout from an explicit component table (for tests, policies and records that
@@ -469,6 +487,13 @@ impl Layout {
         self.supported().contains(c).then(|| self.geometry[c.index() as usize])
     }
 
+    /// [`Layout::geometry`] without the check that `c` is supported: all zero for a component
+    /// the CPU does not enumerate. For walks over masks already checked against the layout.
+    #[inline(always)]
+    pub(crate) fn geometry_of(&self, c: Component) -> &Geometry {
+        &self.geometry[c.index() as usize]
+    }
+
     /// True if the component's size matches the catalogue (or the catalogue fixes none), so its
     /// catalogue name and register decoding apply. False for e.g. Zen 2's 64-byte bit 9.
     pub fn recognised(&self, c: Component) -> bool {
@@ -523,6 +548,9 @@ impl Layout {
         if m & self.user.bits() == 0 {
             return Some(0);
         }
+        if m & self.user.bits() == self.user.bits() {
+            return Some(self.max_standard);
+        }
         for &(i, end) in &self.by_end {
             if m >> i & 1 != 0 {
                 return Some(end);
@@ -564,6 +592,26 @@ impl Layout {
     /// align64 rounding: the compacted size of `m` (SDM Vol. 1 §13.4.3).
     #[inline]
     fn packed_end(&self, m: u64) -> u32 {
+        let m = m & !0b11;
+        for &(mask, end) in &self.packed_memo {
+            if m == mask {
+                return end;
+            }
+        }
+        self.packed_walk(m)
+    }
+
+    /// The compacted offsets of every component for XCOMP_BV `xcomp_bv` when it lays out every
+    /// user component or every component (the images XSAVEC and XSAVES write with everything
+    /// enabled), from a table built with the layout; `None` for other masks.
+    #[inline(always)]
+    pub(crate) fn compacted_offsets(&self, xcomp_bv: Xfeatures) -> Option<&[u32; 64]> {
+        let m = xcomp_bv.bits() & !(1 << 63) & !0b11;
+        (0..2).find(|&k| self.packed_memo[k].0 == m).map(|k| &self.packed_offsets[k])
+    }
+
+    /// [`Layout::packed_end`] computed.
+    fn packed_walk(&self, m: u64) -> u32 {
         let mut rest = m & !0b11;
         let mut aligned = rest & self.align64;
         let mut off = EXTENDED_OFFSET as u32;

@@ -3,7 +3,7 @@
 //! features of CPUID 0xD.1 EAX.
 //!
 //! The dependencies are those the hypervisors enforce when they derive a guest's leaf 0xD (Xen's
-//! `recalculate_xstate` and feature deps, KVM's `kvm_get_filtered_xcr0`, XSAVE-FACTS §7.4-7.5)
+//! `recalculate_xstate` and feature deps, KVM's `kvm_get_filtered_xcr0`; docs/POLICY.md)
 //! and the XCR0 rules of [`crate::xcr0`]: component groups go all or nothing (AVX-512's three,
 //! MPX's two, AMX's two, CET's user and supervisor parts); AVX-512 needs AVX; APX and MPX exclude
 //! each other (they share standard-format space); supervisor components need XSAVES (Linux
@@ -17,6 +17,7 @@ use crate::xfeatures::Xfeatures;
 
 /// A feature a policy can expose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Feature {
     /// AVX: YMM_Hi128 (component 2).
     Avx,

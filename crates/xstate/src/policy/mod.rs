@@ -3,7 +3,7 @@
 //!
 //! A [`Policy`] sits above [`Layout`]: it takes the host's layout (from any leaf 0xD source:
 //! the running CPU, a dump, KVM_GET_SUPPORTED_CPUID) and a [`Selection`], and produces every
-//! subleaf of the guest's leaf 0xD as the CPU would report it (XSAVE-FACTS §7.4-7.5, mirroring
+//! subleaf of the guest's leaf 0xD as the CPU would report it (docs/POLICY.md, mirroring
 //! Xen's `recalculate_xstate` and KVM's `__do_cpuid_func`):
 //!
 //! - 0xD.0: EDX:EAX the guest's maximum XCR0; ECX its standard size; EBX the standard size of
@@ -21,6 +21,7 @@
 //! ([`SetError`]).
 
 mod feature;
+mod guest_cpuid;
 mod selection;
 pub mod xen;
 mod xsetbv;
@@ -41,6 +42,7 @@ use crate::xfeatures::Xfeatures;
 
 /// Why a selection cannot become a policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PolicyError {
     /// A name in a feature list that is not a feature.
     UnknownFeature {
@@ -141,7 +143,15 @@ impl fmt::Display for PolicyError {
     }
 }
 
-impl core::error::Error for PolicyError {}
+impl core::error::Error for PolicyError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            PolicyError::Mask(m) => Some(m),
+            PolicyError::Layout(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<MaskError> for PolicyError {
     fn from(m: MaskError) -> Self {

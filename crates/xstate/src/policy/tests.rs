@@ -4,7 +4,7 @@ use super::*;
 use crate::fixtures::{
     self, AMD_FAM15H_LWP, AMD_ZEN2, AMD_ZEN4, INTEL_AMX_GUEST, INTEL_SAPPHIRE_RAPIDS, INTEL_SKYLAKE_SP,
 };
-use crate::xcr0::Rule;
+use crate::xcr0::MaskRule;
 use Feature::*;
 use alloc::string::ToString;
 
@@ -146,8 +146,8 @@ fn refusals_name_the_feature() {
     let host = fixtures::layout(AMD_ZEN4);
     let m = |x, s| Policy::derive(&host, &Selection::masks(Xfeatures(x), Xfeatures(s)));
     assert_eq!(m(0x67, 0).unwrap_err(), PolicyError::Mask(crate::xcr0::check_xcr0(Xfeatures(0x67)).unwrap_err()));
-    assert!(matches!(m(0x60007, 0), Err(PolicyError::Mask(e)) if e.rule == Rule::Unsupported));
-    assert!(matches!(m(0x7, 0x4), Err(PolicyError::Mask(e)) if e.rule == Rule::UserInXss));
+    assert!(matches!(m(0x60007, 0), Err(PolicyError::Mask(e)) if e.rule == MaskRule::Unsupported));
+    assert!(matches!(m(0x7, 0x4), Err(PolicyError::Mask(e)) if e.rule == MaskRule::UserInXss));
     assert_eq!(m(0x1, 0).unwrap().standard_size_max(), 576);
     let no_xsaves = Selection::masks(Xfeatures(0x7), Xfeatures(0x800)).without(Xsaves);
     assert_eq!(
@@ -168,15 +168,15 @@ fn xsetbv_rules_against_the_policy() {
     assert_eq!(rule(0x7), None);
     assert_eq!(rule(0x1), None);
     // PKRU and AMX exist on the host but not in the policy.
-    assert_eq!(rule(0x2E7), Some((Rule::Unsupported, 0x200)));
-    assert_eq!(rule(0x600E7), Some((Rule::Unsupported, 0x60000)));
-    assert_eq!(rule(0x0), Some((Rule::X87Required, 1)));
-    assert_eq!(rule(0x5), Some((Rule::AvxRequiresSse, 4)));
-    assert_eq!(rule(0x67), Some((Rule::Avx512Together, 0x60)));
-    assert_eq!(rule(0xE3), Some((Rule::Avx512RequiresAvx, 0xE0)));
-    assert_eq!(rule(0x107), Some((Rule::SupervisorInXcr0, 0x100)));
-    assert_eq!(rule(0x407), Some((Rule::SupervisorInXcr0, 0x400)), "PASID: supervisor on the host");
-    assert_eq!(rule(1 << 63 | 7), Some((Rule::Bit63Reserved, 1 << 63)));
+    assert_eq!(rule(0x2E7), Some((MaskRule::Unsupported, 0x200)));
+    assert_eq!(rule(0x600E7), Some((MaskRule::Unsupported, 0x60000)));
+    assert_eq!(rule(0x0), Some((MaskRule::X87Required, 1)));
+    assert_eq!(rule(0x5), Some((MaskRule::AvxRequiresSse, 4)));
+    assert_eq!(rule(0x67), Some((MaskRule::Avx512Together, 0x60)));
+    assert_eq!(rule(0xE3), Some((MaskRule::Avx512RequiresAvx, 0xE0)));
+    assert_eq!(rule(0x107), Some((MaskRule::SupervisorInXcr0, 0x100)));
+    assert_eq!(rule(0x407), Some((MaskRule::SupervisorInXcr0, 0x400)), "PASID: supervisor on the host");
+    assert_eq!(rule(1 << 63 | 7), Some((MaskRule::Bit63Reserved, 1 << 63)));
     assert_eq!(p.xsetbv(0, 0, 0xE7), Ok(Xfeatures(0xE7)));
     assert_eq!(p.xsetbv(3, 0, 0xE7), Err(SetError::Cpl { cpl: 3 }));
     assert_eq!(p.xsetbv(0, 1, 0xE7), Err(SetError::XcrIndex { index: 1 }));
@@ -186,9 +186,9 @@ fn xsetbv_rules_against_the_policy() {
         Err(SetError::Mask(m)) => Some(m.rule),
         _ => None,
     };
-    assert_eq!(xss_rule(0x800), Some(Rule::Unsupported), "CET_U is on the host, not in the policy");
-    assert_eq!(xss_rule(0x4), Some(Rule::UserInXss));
-    assert_eq!(xss_rule(0x20000), Some(Rule::UserInXss), "TILECFG: user on the host");
+    assert_eq!(xss_rule(0x800), Some(MaskRule::Unsupported), "CET_U is on the host, not in the policy");
+    assert_eq!(xss_rule(0x4), Some(MaskRule::UserInXss));
+    assert_eq!(xss_rule(0x20000), Some(MaskRule::UserInXss), "TILECFG: user on the host");
     let q = policy(INTEL_SAPPHIRE_RAPIDS, "avx,-xsaves").unwrap();
     assert_eq!(q.check_xss(Xfeatures(0)), Err(SetError::XssWithoutXsaves { value: Xfeatures(0) }));
     assert!(p.leaf0d(Xfeatures(0x2E7), Xfeatures::EMPTY).is_err());
@@ -233,4 +233,98 @@ fn features_reported() {
     assert_eq!(p.standard_size(Xfeatures(0x207)), None);
     assert_eq!(p.compacted_size(Xfeatures(0x1807)), Some(832 + 40));
     assert_eq!(p.compacted_size(Xfeatures(0x107)), None);
+}
+
+/// Sapphire Rapids' leaves 1, 7, 0x1D, 0x1E and 0x8000_0001 (InstLatx64
+/// `GenuineIntel00806F8_SapphireRapids_05_CPUID.txt`) with the fixture's leaf 0xD.
+fn spr_table() -> crate::cpuid::CpuidData {
+    let mut t = crate::cpuid::CpuidData::new(crate::cpuid::CpuidFormat::Synthetic);
+    for (leaf, sub, r) in [
+        (1, 0, Regs::new(0x000806F8, 0x00800800, 0x7FFEFBFF, 0xBFEBFBFF)),
+        (7, 0, Regs::new(0x2, 0xF3BFBFFB, 0xBB417FEE, 0xFFDD4430)),
+        (7, 1, Regs::new(0x1C30, 0, 0, 0)),
+        (7, 2, Regs::new(0, 0, 0, 0x17)),
+        (0x1D, 0, Regs::new(1, 0, 0, 0)),
+        (0x1D, 1, Regs::new(0x04002000, 0x00080040, 0x10, 0)),
+        (0x1E, 0, Regs::new(0, 0x4010, 0, 0)),
+        (0x8000_0001, 0, Regs::new(0, 0, 0x121, 0x2C100000)),
+    ] {
+        t.insert(leaf, sub, r);
+    }
+    *t.leaf0d_mut() = fixtures::leaf0d(INTEL_SAPPHIRE_RAPIDS);
+    t
+}
+
+fn reg(t: &crate::cpuid::CpuidData, leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
+    let r = t.get(leaf, sub).unwrap();
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// Issue 12 item 2: a policy hides the CPUID flags of what it hides, everywhere, not only in
+/// leaf 0xD (values computed by hand from the Sapphire Rapids dump above).
+#[test]
+fn whole_cpuid_of_sapphire_rapids_by_hand() {
+    let host = spr_table();
+    // Everything (CET included, since XSAVES is exposed): only leaf 0xD is rebuilt.
+    let all = policy(INTEL_SAPPHIRE_RAPIDS, "all").unwrap().guest_cpuid(&host);
+    assert_eq!(all.entries().collect::<alloc::vec::Vec<_>>(), host.entries().collect::<alloc::vec::Vec<_>>());
+    // avx,avx512: no AMX (7.0 EDX[22,24,25], leaves 0x1D/0x1E), no PKU/OSPKE (7.0 ECX[3,4]),
+    // no CET (SHSTK 7.0 ECX[7], IBT 7.0 EDX[20]).
+    let p = policy(INTEL_SAPPHIRE_RAPIDS, "avx,avx512").unwrap();
+    let g = p.guest_cpuid(&host);
+    assert_eq!(reg(&g, 7, 0), (0x2, 0xF3BFBFFB, 0xBB417F66, 0xFC8D4430));
+    assert_eq!(reg(&g, 7, 1), (0x1C30, 0, 0, 0));
+    for (leaf, sub) in [(0x1D, 0), (0x1D, 1), (0x1E, 0)] {
+        assert_eq!(reg(&g, leaf, sub), (0, 0, 0, 0), "{leaf:#x}.{sub}");
+    }
+    assert_eq!(reg(&g, 1, 0), reg(&host, 1, 0));
+    assert_eq!(g.leaf0d(), &p.leaf0d(p.xcr0_max(), p.xss_max()).unwrap());
+    assert_eq!(g.leaf0d().xcr0_supported(), Xfeatures(0xE7));
+    // avx: AVX-512 goes too (7.0 EBX[16,17,21,26,27,28,30,31], ECX[1,6,11,12,14],
+    // EDX[2,3,8,23], 7.1 EAX[5] AVX512_BF16).
+    let g = policy(INTEL_SAPPHIRE_RAPIDS, "avx").unwrap().guest_cpuid(&host);
+    assert_eq!(reg(&g, 7, 0), (0x2, 0x239CBFFB, 0xBB412724, 0xFC0D4430));
+    assert_eq!(reg(&g, 7, 1), (0x1C10, 0, 0, 0));
+    // x87 and SSE only: AVX, FMA, F16C (1 ECX[28,12,29]), AVX2, VAES, VPCLMULQDQ, AVX-VNNI.
+    let none = Policy::derive(&fixtures::layout(INTEL_SAPPHIRE_RAPIDS), &Selection::masks(Xfeatures(3), Xfeatures(0)));
+    let g = none.unwrap().guest_cpuid(&host);
+    assert_eq!(reg(&g, 1, 0), (0x000806F8, 0x00800800, 0x4FFEEBFF, 0xBFEBFBFF));
+    assert_eq!(reg(&g, 7, 0), (0x2, 0x239CBFDB, 0xBB412124, 0xFC0D4430));
+    assert_eq!(reg(&g, 7, 1), (0x1C00, 0, 0, 0));
+    assert_eq!(reg(&g, 7, 2), reg(&host, 7, 2));
+    assert_eq!(reg(&g, 0x8000_0001, 0), reg(&host, 0x8000_0001, 0));
+    // Applying twice changes nothing more.
+    assert_eq!(none_twice(&host), none_once(&host));
+}
+
+fn none_policy() -> Policy {
+    Policy::derive(&fixtures::layout(INTEL_SAPPHIRE_RAPIDS), &Selection::masks(Xfeatures(3), Xfeatures(0))).unwrap()
+}
+
+fn none_once(host: &crate::cpuid::CpuidData) -> crate::cpuid::CpuidData {
+    none_policy().guest_cpuid(host)
+}
+
+fn none_twice(host: &crate::cpuid::CpuidData) -> crate::cpuid::CpuidData {
+    none_policy().guest_cpuid(&none_once(host))
+}
+
+/// AMD: without AVX, XOP and FMA4 (0x8000_0001 ECX[11,16]) go; LWP (ECX[15]) goes with its
+/// component on family 15h.
+#[test]
+fn whole_cpuid_of_amd_by_hand() {
+    let mut host = crate::cpuid::CpuidData::new(crate::cpuid::CpuidFormat::Synthetic);
+    // Family 15h (InstLatx64 `AuthenticAMD0600F12_Interlagos_CPUID.txt`): AVX, XOP, LWP, FMA4.
+    host.insert(0x8000_0001, 0, Regs::new(0x00600F12, 0x30000000, 0x01C9BFFF, 0x2FD3FBFF));
+    host.insert(0x8000_001C, 0, Regs::new(0, 0x80032013, 0x00010200, 0x8000000F));
+    *host.leaf0d_mut() = fixtures::leaf0d(AMD_FAM15H_LWP);
+    let l = fixtures::layout(AMD_FAM15H_LWP);
+    let g = Policy::derive(&l, &Selection::parse("avx").unwrap()).unwrap().guest_cpuid(&host);
+    assert_eq!(reg(&g, 0x8000_0001, 0).2, 0x01C9BFFF & !(1 << 15));
+    assert_eq!(reg(&g, 0x8000_001C, 0), (0, 0, 0, 0));
+    let g = Policy::derive(&l, &Selection::masks(Xfeatures(3), Xfeatures(0))).unwrap().guest_cpuid(&host);
+    assert_eq!(reg(&g, 0x8000_0001, 0).2, 0x01C9BFFF & !(1 << 15 | 1 << 11 | 1 << 16));
+    let g = Policy::derive(&l, &Selection::all()).unwrap().guest_cpuid(&host);
+    assert_eq!(reg(&g, 0x8000_0001, 0), reg(&host, 0x8000_0001, 0));
+    assert_eq!(reg(&g, 0x8000_001C, 0), reg(&host, 0x8000_001C, 0));
 }

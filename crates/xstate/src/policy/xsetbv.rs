@@ -10,6 +10,7 @@ use crate::xfeatures::Xfeatures;
 
 /// Why setting XCR0 or IA32_XSS would raise #GP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SetError {
     /// XSETBV at CPL > 0.
     Cpl {
@@ -47,7 +48,14 @@ impl fmt::Display for SetError {
     }
 }
 
-impl core::error::Error for SetError {}
+impl core::error::Error for SetError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            SetError::Mask(m) => Some(m),
+            _ => None,
+        }
+    }
+}
 
 impl From<MaskError> for SetError {
     fn from(m: MaskError) -> Self {

@@ -8,6 +8,7 @@ use super::contents::{Contents, Field, State, StateId};
 use super::criu::core::{CoreFpu, is_core};
 use super::criu::cpuinfo::CpuInfo;
 use super::criu::{CPUINFO_MAGIC, IMG_COMMON_MAGIC};
+#[cfg(feature = "elf")]
 use super::elf::read_core;
 use super::fc_blob::FcBlob;
 use super::kvm::{KVM_XCRS_SIZE, KVM_XSAVE_SIZE, KvmXcrs, KvmXsave, cap_xsave2};
@@ -338,6 +339,11 @@ pub fn read(format: Format, bytes: &[u8], layout: &Layout, opts: &Options) -> Re
                 .with_accum(p.xstates_accum);
             one(s).with_layout(p.layout)
         }
+        #[cfg(not(feature = "elf"))]
+        Format::ElfCore => {
+            return Err(RecordError::new(f, Rule::Unrecognised, None, Detail::Text("needs xstate's `elf` feature")));
+        }
+        #[cfg(feature = "elf")]
         Format::ElfCore => {
             let notes = read_core(bytes)?;
             let (layout_own, l) = match notes.layout {

@@ -476,7 +476,7 @@ pub fn cpuid(bytes: &[u8]) -> Result<crate::cpuid::CpuidData, RecordError> {
     let v = &cpus[0];
     let doc = parse_inner(v)?;
     let f = fields(&doc, &v.key)?;
-    let mut d = crate::cpuid::CpuidData::new(crate::cpuid::Format::Snapshot);
+    let mut d = crate::cpuid::CpuidData::new(crate::cpuid::CpuidFormat::Snapshot);
     for e in f.cpuid {
         let n = |k: &str| e.get(k).and_then(Value::as_u64).and_then(|x| u32::try_from(x).ok());
         let (Some(func), Some(index), Some(a), Some(b), Some(c), Some(dd)) =

@@ -1,5 +1,5 @@
 //! The extended-state notes of an x86-64 Linux ELF core dump, read with the `object` crate
-//! (XSAVE-FACTS §6.6): per thread an NT_PRSTATUS (name "CORE", `pr_pid` at byte 32) followed by
+//! (Linux `fs/binfmt_elf.c`, `arch/x86/kernel/fpu/xstate.c`): per thread an NT_PRSTATUS (name "CORE", `pr_pid` at byte 32) followed by
 //! that thread's NT_X86_XSTATE (name "LINUX", type 0x202); once per process, on Linux 6.12+,
 //! NT_X86_XSAVE_LAYOUT (type 0x205). gdb's `gcore` writes the same notes but no layout note.
 //!

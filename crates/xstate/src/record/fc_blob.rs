@@ -1,5 +1,5 @@
-//! The forward-compatible extended-state blob proposed on xen-devel in May 2021 (XSAVE-FACTS
-//! §6.2; byte-exact specification in docs/FORMATS.md):
+//! The forward-compatible extended-state blob proposed on xen-devel in May 2021 (byte-exact
+//! specification in docs/FORMATS.md):
 //!
 //! ```text
 //! 0   u64 xstates        the active states, XCR0 | IA32_XSS
@@ -15,6 +15,55 @@
 //! rules as Xen refuses it: `validate_xstate()` answers -EINVAL where the accumulated states
 //! hold bits outside the policy (supervisor states always are), else -EOPNOTSUPP for the
 //! non-zero XCOMP_BV.
+//!
+//! # Example: a Xen blob turned into the forward-compatible compacted blob
+//!
+//! A toolstack holds a vCPU's `XEN_DOMCTL_getvcpuextstate` blob from an Intel host (XCR0 and
+//! xcr0_accum 0x2e7, a standard image) and hands it on as the forward-compatible blob with the
+//! compacted image XSAVEC/XSAVES write. Old readers refuse the new blob, as Xen does; new
+//! readers take both.
+//!
+//! ```
+//! use xstate::image::{Target, convert};
+//! use xstate::record::fc_blob::FcBlob;
+//! use xstate::record::xen::{DomctlBlob, XenHost};
+//! use xstate::{Layout, Leaf0d, Regs, Xfeatures};
+//!
+//! // Leaf 0xD of the host (Intel Xeon w7-2475X).
+//! # let mut leaf = Leaf0d::new();
+//! # for (i, a, b, c, d) in [
+//! #     (0, 0x602E7, 0x2B00, 0x2B00, 0), (1, 0x1F, 0x2A80, 0xDD00, 0), (2, 0x100, 0x240, 0, 0),
+//! #     (5, 0x40, 0x440, 0, 0), (6, 0x200, 0x480, 0, 0), (7, 0x400, 0x680, 0, 0), (8, 0x80, 0, 1, 0),
+//! #     (9, 0x8, 0xA80, 0, 0), (10, 0x8, 0, 1, 0), (11, 0x10, 0, 1, 0), (12, 0x18, 0, 1, 0),
+//! #     (14, 0x30, 0, 1, 0), (15, 0x328, 0, 1, 0), (17, 0x40, 0xAC0, 2, 0), (18, 0x2000, 0xB00, 6, 0),
+//! # ] {
+//! #     leaf.set(i, Regs::new(a, b, c, d));
+//! # }
+//! # let host = Layout::from_leaf0d(&leaf)?;
+//! // The blob Xen handed out: {xcr0, xcr0_accum, standard image}, 16 + 2696 bytes.
+//! # let blob = {
+//! #     let mut img = xstate::image::ImageBuf::init(2696, Xfeatures::EMPTY);
+//! #     img[0x440 + 8..0x440 + 16].copy_from_slice(&0x1234u64.to_le_bytes()); // k1
+//! #     img.set_xstate_bv(Xfeatures(0x23));
+//! #     DomctlBlob { xcr0: Xfeatures(0x2E7), xcr0_accum: Xfeatures(0x2E7), image: Some(&img) }.to_bytes()
+//! # };
+//! let xen = XenHost::of(&host); // Xen's xfeature_mask and guest maximum on this host
+//! let old = DomctlBlob::parse(&blob, &host, &xen)?;
+//! let image = old.image.ok_or("no xsave state")?;
+//!
+//! // The same state, compacted for the accumulated states (what XSAVEC writes for them).
+//! let accum = old.xcr0_accum;
+//! let compacted = convert(image, &host, &host, accum, Target::Compacted { mask: accum })?;
+//! let fc = FcBlob { xstates: old.xcr0, xstates_accum: accum, image: Some(&compacted) }.to_bytes();
+//! assert_eq!(fc.len(), 16 + 2440); // compacted_size(0x2e7): no MPX hole
+//!
+//! // New readers take it (and the old blob, with the same meaning); Xen's rules refuse it.
+//! let back = FcBlob::parse(&fc, &host, &FcBlob::host_of(&host))?;
+//! assert_eq!((back.xstates, back.xstates_accum), (Xfeatures(0x2E7), Xfeatures(0x2E7)));
+//! assert!(FcBlob::parse(&blob, &host, &FcBlob::host_of(&host)).is_ok());
+//! assert!(DomctlBlob::parse(&fc, &host, &xen).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use alloc::vec::Vec;
 
@@ -22,7 +71,7 @@ use super::error::SizeOf;
 use super::le::u64_at;
 use super::xen::{BLOB_HEADER, XenHost};
 use super::{Detail, Format, RecordError, Rule, SizeBasis};
-use crate::image::validate::{Context, Profile, Rule as ImageRule, XenCaller};
+use crate::image::validate::{Context, Profile, ValidationRule as ImageRule, XenCaller};
 use crate::image::{Form, Header, MIN_SIZE, RESERVED_OFFSET, validate};
 use crate::layout::Layout;
 use crate::xcr0::{check_xcr0, check_xss};

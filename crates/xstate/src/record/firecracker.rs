@@ -433,7 +433,7 @@ pub fn looks_like(bytes: &[u8]) -> bool {
 pub fn cpuid(bytes: &[u8]) -> Result<crate::cpuid::CpuidData, RecordError> {
     let vm = Vmstate::parse(bytes)?;
     let run = vm.vcpus[0].cpuid.clone();
-    let mut d = crate::cpuid::CpuidData::new(crate::cpuid::Format::Snapshot);
+    let mut d = crate::cpuid::CpuidData::new(crate::cpuid::CpuidFormat::Snapshot);
     let mut p = run.start;
     while p < run.end {
         if let Some((f, i, r)) = cpuid_entry_at(bytes, p) {

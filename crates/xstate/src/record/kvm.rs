@@ -1,4 +1,4 @@
-//! KVM's extended-state structures (XSAVE-FACTS §5.3, §6.5; Linux `arch/x86/kvm/x86.c`,
+//! KVM's extended-state structures (docs/FORMATS.md, "KVM"; Linux `arch/x86/kvm/x86.c`,
 //! `Documentation/virt/kvm/api.rst`):
 //!
 //! - [`KvmXsave`]: `struct kvm_xsave` of KVM_GET_XSAVE/KVM_SET_XSAVE, 1024 u32 words (4096 bytes)

@@ -1,4 +1,4 @@
-//! Linux's extended-state formats (XSAVE-FACTS §5.2, §5.4, §6.6, §6.8; Linux
+//! Linux's extended-state formats (docs/FORMATS.md, "Linux"; Linux
 //! `arch/x86/kernel/fpu/{regset,xstate,signal}.c`):
 //!
 //! - [`NtXstate`]: the NT_X86_XSTATE regset / core note: a standard image of the user maximum

@@ -1,5 +1,5 @@
 //! Wire and file formats that carry extended state between hypervisors, hosts and tools, as
-//! typed parse/serialize pairs (byte layouts: docs/FORMATS.md, XSAVE-FACTS §6).
+//! typed parse/serialize pairs (byte layouts: docs/FORMATS.md).
 //!
 //! Records sit above images: a parser checks the record's own framing and exact size rules,
 //! then hands the embedded image to [`crate::image::validate()`] with the profile of the consumer
@@ -29,6 +29,7 @@ mod any;
 pub mod cloud_hypervisor;
 mod contents;
 pub mod criu;
+#[cfg(feature = "elf")]
 pub mod elf;
 mod error;
 pub mod fc_blob;

@@ -61,7 +61,7 @@ const CRC_TABLE: [u32; 256] = {
 };
 
 /// CRC-32 (IEEE 802.3, as zlib's `crc32`) of `parts` in sequence.
-pub fn crc32(parts: &[&[u8]]) -> u32 {
+pub(crate) fn crc32(parts: &[&[u8]]) -> u32 {
     let mut c = !0u32;
     for p in parts {
         for &b in *p {

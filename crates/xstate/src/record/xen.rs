@@ -1,4 +1,4 @@
-//! Xen's extended-state formats (XSAVE-FACTS §6.1, §6.3, §6.4; Xen `arch_do_domctl`
+//! Xen's extended-state formats (docs/FORMATS.md, the Xen sections; Xen `arch_do_domctl`
 //! XEN_DOMCTL_{get,set}vcpuextstate, `hvm_load_cpu_xsave_states`, the libxc migration stream):
 //!
 //! - [`DomctlBlob`]: `{u64 xcr0, u64 xcr0_accum, standard image of xcr0_accum}`, 16 zero bytes
@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 
 use super::le::{u16_at, u32_at, u64_at};
 use super::{Detail, Format, RecordError, Rule, SizeBasis};
-use crate::image::validate::{Context, Profile, Rule as ImageRule, XenCaller};
+use crate::image::validate::{Context, Profile, ValidationRule as ImageRule, XenCaller};
 use crate::image::{Form, Header, MIN_SIZE, validate};
 use crate::layout::Layout;
 use crate::policy::xen::{XenGuest, xen_host_mask};
@@ -206,7 +206,7 @@ pub struct HvmCpuXsave<'a> {
 
 impl<'a> HvmCpuXsave<'a> {
     /// Parses one record (descriptor + body) as `hvm_load_cpu_xsave_states` loads it
-    /// (XSAVE-FACTS §6.3): typecode 16, a length field matching the bytes, a body of at least
+    /// (docs/FORMATS.md, `xen-hvm`): typecode 16, a length field matching the bytes, a body of at least
     /// 600 bytes, `validate_xstate()` (so xcr0 = 0 is invalid), and a body of exactly
     /// 24 + standard_size(xcr0_accum) bytes, or longer with an all-zero tail (areas of
     /// Xen ≤ 4.3.0).
@@ -295,7 +295,7 @@ const fn round8(v: usize) -> usize {
 }
 
 impl<'a> PvVcpuXsave<'a> {
-    /// Parses one record as libxc's restore does (XSAVE-FACTS §6.4): type 6, a length field of
+    /// Parses one record as libxc's restore does (docs/FORMATS.md, `xen-pv`): type 6, a length field of
     /// at least the vCPU header, the record padded to 8 bytes (padding contents are not read),
     /// a zero-length blob skipped, otherwise a blob of at least 16 bytes under
     /// [`DomctlBlob::parse`].

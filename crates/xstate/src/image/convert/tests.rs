@@ -191,7 +191,7 @@ fn convert_into_reuses_the_buffer_and_equals_convert() {
         img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
         img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
         img[512..520].copy_from_slice(&mask.bits().to_le_bytes());
-        let mut out = ImageBuf::init(8, Xfeatures(0));
+        let mut out = alloc::vec![0xEEu8; std_len + 100];
         let targets: &[Target] = if l.features().compaction() {
             &[Target::Compacted { mask }, Target::Standard]
         } else {
@@ -199,8 +199,23 @@ fn convert_into_reuses_the_buffer_and_equals_convert() {
         };
         for &target in targets {
             let want = convert(&img, &l, &l, mask, target).unwrap();
-            convert_into(&img, &l, &l, mask, target, &mut out).unwrap();
-            assert!(out[..] == want[..], "{target:?}: convert_into differs from convert");
+            out.fill(0xEE);
+            let n = convert_into(&img, &l, &l, mask, target, &mut out).unwrap();
+            assert_eq!(n, want.len());
+            assert_eq!(Some(n), output_len(&l, mask, target));
+            assert!(out[..n] == want[..], "{target:?}: convert_into differs from convert");
+            assert!(out[n..].iter().all(|&b| b == 0xEE), "{target:?}: bytes past the output were written");
+            // A buffer one byte short is refused and left alone.
+            let mut short = alloc::vec![0xEEu8; n - 1];
+            assert_eq!(
+                convert_into(&img, &l, &l, mask, target, &mut short),
+                Err(ConvertError::OutputTooShort { len: n - 1, needed: n })
+            );
+            assert!(short.iter().all(|&b| b == 0xEE));
+            // An unaligned part of a larger buffer (a kvm_xsave region, guest memory) works.
+            let mut words = alloc::vec![0u8; n + 3];
+            assert_eq!(convert_into(&img, &l, &l, mask, target, &mut words[3..]), Ok(n));
+            assert!(words[3..] == want[..]);
             let back = convert(&want, &l, &l, mask, Target::Standard).unwrap();
             let first = back.iter().zip(&img).position(|(a, b)| a != b);
             assert_eq!(back.len(), img.len());
@@ -258,8 +273,8 @@ fn components_only_the_target_has_are_sized_and_init_there() {
     assert_eq!(cmp.header().xstate_bv, Xfeatures(0xE7));
     validate_image(&Image::new(&cmp).unwrap(), &amx, Profile::Hardware, &ctx).unwrap();
     let conv = Converter::new(&zen4, &amx, rfbm, Target::Compacted { mask: rfbm }).unwrap();
-    let mut out = ImageBuf::init(0, Xfeatures(0));
-    conv.convert_into(&src, &mut out).unwrap();
+    let mut out = ImageBuf::init(conv.output_len(), Xfeatures(0));
+    assert_eq!(conv.convert_into(&src, &mut out), Ok(10688));
     assert_eq!(out[..], cmp[..]);
     // Back to Zen 4 with the same RFBM: fine while the tiles are init, refused once in use.
     let back = convert(&cmp, &amx, &zen4, rfbm, Target::Standard).unwrap();

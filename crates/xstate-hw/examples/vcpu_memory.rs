@@ -2,40 +2,24 @@
 //! CPUID policy against areas sized for the host's maximum (what Xen gives every vCPU today).
 //!
 //! The host is the running CPU when it has AMX, else `--cpuid FILE` when given, else the Intel
-//! AMX KVM guest this project measured (`xstate::fixtures::INTEL_AMX_GUEST`, the leaf 0xD of
-//! `../shared/cpuid/host-intel-amx-kvm.txt`).
+//! AMX KVM guest this project measured (`xstate::fixtures::INTEL_AMX_GUEST`, docs/HARDWARE.md).
 //!
 //! ```sh
-//! cargo run --release -p xstate --example vcpu_memory [-- --cpuid FILE] [-- --vcpus N]
+//! cargo run --release -p xstate-hw --example vcpu_memory [-- --cpuid FILE] [-- --vcpus N]
 //! ```
 
 use std::sync::Arc;
 
 use xstate::area::SaveArea;
-use xstate::cpuid::{self, Leaf0d, Regs};
+use xstate::cpuid::{self, Leaf0d};
 use xstate::fixtures::{self, INTEL_AMX_GUEST};
 use xstate::image::Form;
 use xstate::policy::{Policy, Selection};
 use xstate::{Component, Layout, Xfeatures};
 
-/// Leaf 0xD of the running CPU (the CPUID instruction is safe to execute on x86_64).
-#[cfg(target_arch = "x86_64")]
+/// Leaf 0xD of the running CPU, read by `xstate-hw`.
 fn running_cpu() -> Option<Leaf0d> {
-    let max = std::arch::x86_64::__cpuid(0).eax;
-    if max < 0xD || std::arch::x86_64::__cpuid(1).ecx >> 27 & 1 == 0 {
-        return None;
-    }
-    let mut l = Leaf0d::new();
-    for i in 0..64u32 {
-        let r = std::arch::x86_64::__cpuid_count(0xD, i);
-        l.set(i as u8, Regs::new(r.eax, r.ebx, r.ecx, r.edx));
-    }
-    Some(l)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn running_cpu() -> Option<Leaf0d> {
-    None
+    xstate_hw::cpu::osxsave().then(|| *xstate_hw::cpu::host_cpuid().leaf0d())
 }
 
 fn host() -> Result<(String, Layout), String> {
@@ -67,8 +51,10 @@ fn vcpus() -> usize {
 
 /// Creates `n` areas and returns (sum of sizes, sum of heap bytes).
 fn fleet(policy: &Arc<Policy>, form: Form, n: usize) -> Result<(usize, usize, Vec<SaveArea>), String> {
-    let areas: Vec<SaveArea> =
-        (0..n).map(|_| SaveArea::new(policy.clone(), form)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let areas: Vec<SaveArea> = (0..n)
+        .map(|_| SaveArea::new(policy.clone(), form, 0xFFFF))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     Ok((areas.iter().map(SaveArea::len).sum(), areas.iter().map(SaveArea::allocated).sum(), areas))
 }
 
