@@ -9,21 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use common::{dumps_or_skip, mask, s, shared_root, tmpdir, xstate};
-
-/// A valid standard image for this host (XCR0's size, everything init).
-fn host_image(dir: &Path) -> PathBuf {
-    let host = xstate_hw::Host::probe().unwrap();
-    let size = host.layout().standard_size(host.xcr0()).unwrap() as usize;
-    let mut img = vec![0u8; size];
-    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-    img[160] = 0x11; // xmm0, in use
-    img[512] = 0x3;
-    let p = dir.join("host.img");
-    std::fs::write(&p, &img).unwrap();
-    p
-}
+use common::{dumps_or_skip, host_image, mask, s, shared_root, tmpdir, xstate};
 
 fn json_of(args: &[&str]) -> Value {
     let (code, out, err) = xstate(args);
@@ -43,7 +29,7 @@ const SKX: &str = "GenuineIntel/GenuineIntel0050654_SkylakeXeon_CPUID3.txt";
 #[test]
 fn item9_records_are_recognised_by_default() {
     let d = tmpdir("contract9");
-    let img = host_image(&d);
+    let img = host_image(&d, true);
     let portable = d.join("p.rec");
     let hvm = d.join("hvm.rec");
     let xen = ["--vcpu", "3", "--xen-policy", "0x600e7", "--xen-host", "0x600e7"];
@@ -99,7 +85,7 @@ fn item9_records_are_recognised_by_default() {
 fn item10_convert_then_validate_agree_on_xcr0() {
     let Some(_) = dumps_or_skip() else { return };
     let d = tmpdir("contract10");
-    let img = host_image(&d);
+    let img = host_image(&d, true);
     for rel in [GENOA, SPR, SKX] {
         let Some(x) = dump(rel) else { continue };
         let out = d.join("out.img");
@@ -120,7 +106,7 @@ fn item10_convert_then_validate_agree_on_xcr0() {
 #[test]
 fn item11_every_cpuid_source_everywhere() {
     let d = tmpdir("contract11");
-    let img = host_image(&d);
+    let img = host_image(&d, true);
     let policy = d.join("policy.json");
     let (code, out, err) = xstate(&["policy", "--features", "avx", "--json"]);
     assert_eq!(code, 0, "{err}");
@@ -187,7 +173,7 @@ fn item12_every_dump_with_xsave_gives_a_layout() {
 #[test]
 fn item13_one_json_convention() {
     let d = tmpdir("contract13");
-    let img = host_image(&d);
+    let img = host_image(&d, true);
     let hexmask = |v: &Value, k: &str, what: &str| {
         let m = &v[k];
         assert!(m.as_str().is_some_and(|t| t.starts_with("0x")), "{what}: {k} is {m}, not a hex string");
@@ -237,7 +223,7 @@ fn item13_one_json_convention() {
 #[test]
 fn item14_exit_codes() {
     let d = tmpdir("contract14");
-    let img = host_image(&d);
+    let img = host_image(&d, true);
     let out = d.join("o");
     let usage = |args: &[&str]| {
         let (code, _, err) = xstate(args);

@@ -7,23 +7,10 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{s, tmpdir, xstate};
-
-/// A valid standard image for this host: XCR0's size, FCW and MXCSR at their init values, every
-/// component init.
-fn host_image(dir: &Path) -> PathBuf {
-    let host = xstate_hw::Host::probe().unwrap();
-    let size = host.layout().standard_size(host.xcr0()).unwrap() as usize;
-    let mut img = vec![0u8; size];
-    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-    let p = dir.join("in.bin");
-    fs::write(&p, &img).unwrap();
-    p
-}
+use common::{host_image, s, tmpdir, xstate};
 
 /// What `convert --to standard -o FILE` writes, to compare outputs written elsewhere with.
 fn reference_output(dir: &Path, img: &Path) -> Vec<u8> {
@@ -44,7 +31,7 @@ fn mknod(path: &Path, major: u32, minor: u32) -> bool {
 #[test]
 fn a_device_is_written_into_never_replaced() {
     let d = tmpdir("out-dev");
-    let img = host_image(&d);
+    let img = host_image(&d, false);
     let null = d.join("null");
     if !mknod(&null, 1, 3) {
         skip!("mknod of a null device is not permitted here");
@@ -75,7 +62,7 @@ fn a_device_is_written_into_never_replaced() {
 #[test]
 fn a_fifo_is_written_into() {
     let d = tmpdir("out-fifo");
-    let img = host_image(&d);
+    let img = host_image(&d, false);
     let want = reference_output(&d, &img);
     let fifo = d.join("fifo");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
@@ -98,7 +85,7 @@ fn a_fifo_is_written_into() {
 #[test]
 fn a_symlink_is_written_through_and_stays_a_link() {
     let d = tmpdir("out-link");
-    let img = host_image(&d);
+    let img = host_image(&d, false);
     let want = reference_output(&d, &img);
     let sub = d.join("sub");
     fs::create_dir(&sub).unwrap();
@@ -131,7 +118,7 @@ fn a_symlink_is_written_through_and_stays_a_link() {
 #[test]
 fn planted_temporary_names_are_never_followed() {
     let d = tmpdir("out-plant");
-    let img = host_image(&d);
+    let img = host_image(&d, false);
     let victim = d.join("victim");
     fs::write(&victim, b"precious").unwrap();
     // The names the temporary file would have had as `.<name>.tmp<PID>`, for the next PIDs.
@@ -156,7 +143,7 @@ fn planted_temporary_names_are_never_followed() {
 #[test]
 fn modes_of_replaced_and_new_files() {
     let d = tmpdir("out-mode");
-    let img = host_image(&d);
+    let img = host_image(&d, false);
     let old = d.join("old.bin");
     fs::write(&old, b"x").unwrap();
     fs::set_permissions(&old, fs::Permissions::from_mode(0o600)).unwrap();
@@ -178,7 +165,7 @@ fn modes_of_replaced_and_new_files() {
 #[test]
 fn dash_is_stdout_and_stdin() {
     let d = tmpdir("out-dash");
-    let img = host_image(&d);
+    let img = host_image(&d, false);
     let want = reference_output(&d, &img);
     let out = Command::new(env!("CARGO_BIN_EXE_xstate"))
         .current_dir(&d)
@@ -230,7 +217,7 @@ fn stdout_write_errors_are_io_errors_in_every_command() {
         return;
     }
     let d = tmpdir("out-full");
-    let img = host_image(&d);
+    let img = host_image(&d, false);
     let conv = d.join("c.bin");
     for json in [false, true] {
         let j: &[&str] = if json { &["--json"] } else { &[] };
@@ -249,7 +236,7 @@ fn stdout_write_errors_are_io_errors_in_every_command() {
 #[test]
 fn a_full_disk_leaves_the_old_file_and_no_temporary() {
     let d = tmpdir("out-disk");
-    let img = host_image(&d);
+    let img = host_image(&d, false);
     let fs_dir = d.join("small");
     fs::create_dir(&fs_dir).unwrap();
     // A one-page filesystem whose page the old file holds: no room for the new one.

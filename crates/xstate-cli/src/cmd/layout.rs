@@ -95,6 +95,14 @@ pub fn check_json(c: &SizeCheck) -> Value {
     })
 }
 
+/// A component's flags as the table and the pictures name them: supervisor, align64, xfd.
+pub fn component_flags(g: &xstate::Geometry) -> Vec<&'static str> {
+    [(g.supervisor, "supervisor"), (g.align64, "align64"), (g.xfd, "xfd")]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect()
+}
+
 /// Prints the component table and sizes.
 pub fn print_table(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> CliResult {
     let enabled = xcr0 | xss;
@@ -112,16 +120,7 @@ pub fn print_table(layout: &Layout, xcr0: Xfeatures, xss: Xfeatures) -> CliResul
     outln!("{:>5}  {:<14} {:>6}  {:>8}  {:>9}  flags", "index", "component", "size", "offset", "compacted");
     for c in layout.supported() {
         let g = layout.geometry(c).unwrap_or_default();
-        let mut flags = Vec::new();
-        if g.supervisor {
-            flags.push("supervisor");
-        }
-        if g.align64 {
-            flags.push("align64");
-        }
-        if g.xfd {
-            flags.push("xfd");
-        }
+        let mut flags = component_flags(&g);
         if !enabled.contains(c) {
             flags.push("(not enabled)");
         }

@@ -526,16 +526,7 @@ pub fn html(panels: &[Panel<'_>]) -> String {
         );
         for c in l.supported().iter() {
             let g = l.geometry(c).unwrap_or_default();
-            let mut flags = Vec::new();
-            if g.supervisor {
-                flags.push("supervisor");
-            }
-            if g.align64 {
-                flags.push("align64");
-            }
-            if g.xfd {
-                flags.push("xfd");
-            }
+            let mut flags = crate::cmd::layout::component_flags(&g);
             if !xcomp.contains(c) {
                 flags.push("not enabled");
             }

@@ -91,6 +91,23 @@ pub fn mask(v: &Value) -> u64 {
     }
 }
 
+/// A valid standard image for this host in `dir/host.img`: XCR0's size, FCW and MXCSR at
+/// their init values; `xmm0_in_use` puts 0x11 in XMM0 and marks x87 and SSE in use.
+pub fn host_image(dir: &Path, xmm0_in_use: bool) -> PathBuf {
+    let host = xstate_hw::Host::probe().unwrap();
+    let size = host.layout().standard_size(host.xcr0()).unwrap() as usize;
+    let mut img = vec![0u8; size];
+    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    if xmm0_in_use {
+        img[160] = 0x11;
+        img[512] = 0x3;
+    }
+    let p = dir.join("host.img");
+    std::fs::write(&p, &img).unwrap();
+    p
+}
+
 /// A path as the `&str` an argument list takes.
 pub fn s(path: &Path) -> &str {
     path.to_str().unwrap()
