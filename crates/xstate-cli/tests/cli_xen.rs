@@ -10,25 +10,8 @@ use serde_json::Value;
 
 use common::{json, mask, ok, s, tmpdir, xstate};
 
-type Rows = &'static [(u8, u32, u32, u32, u32)];
+use xstate::fixtures::{AMD_FAM15H_LWP, AMD_ZEN2, AVX_ONLY, INTEL_SKYLAKE_SP, Rows};
 
-/// Haswell-like: x87, SSE, AVX; XSAVEOPT only; standard size 832.
-const HASWELL: Rows = &[(0, 0x7, 0x340, 0x340, 0), (1, 0x1, 0, 0, 0), (2, 0x100, 0x240, 0, 0)];
-/// AMD family 15h with LWP (bit 62) at 0x340.
-const FAM15H: Rows = &[(0, 0x7, 0x340, 0x3C0, 0x4000_0000), (2, 0x100, 0x240, 0, 0), (62, 0x80, 0x340, 0, 0)];
-/// Skylake-SP: MPX, AVX-512, PKRU; standard size 2696.
-const SKYLAKE_SP: Rows = &[
-    (0, 0x2FF, 0xA88, 0xA88, 0),
-    (1, 0xF, 0xA08, 0x100, 0),
-    (2, 0x100, 0x240, 0, 0),
-    (3, 0x40, 0x3C0, 0, 0),
-    (4, 0x40, 0x400, 0, 0),
-    (5, 0x40, 0x440, 0, 0),
-    (6, 0x200, 0x480, 0, 0),
-    (7, 0x400, 0x680, 0, 0),
-    (8, 0x80, 0, 1, 0),
-    (9, 0x8, 0xA80, 0, 0),
-];
 /// Sapphire Rapids user part: AVX-512, PKRU, AMX; standard size 11008.
 const SAPPHIRE_RAPIDS: Rows = &[
     (0, 0x602E7, 0x2B00, 0x2B00, 0),
@@ -41,9 +24,6 @@ const SAPPHIRE_RAPIDS: Rows = &[
     (17, 0x40, 0xAC0, 2, 0),
     (18, 0x2000, 0xB00, 6, 0),
 ];
-/// Zen 2: a 64-byte bit-9 component that is not PKRU.
-const ZEN2: Rows =
-    &[(0, 0x207, 0x340, 0x380, 0), (1, 0xF, 0x340, 0, 0), (2, 0x100, 0x240, 0, 0), (9, 0x40, 0x340, 0, 0)];
 
 /// Writes `rows` as an xstate JSON CPUID file.
 fn cpu(dir: &Path, name: &str, rows: Rows) -> PathBuf {
@@ -112,7 +92,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 #[test]
 fn item1_xen_profile_size_rule_is_the_callers() {
     let dir = tmpdir("xen-item1");
-    let hsw = cpu(&dir, "hsw", HASWELL);
+    let hsw = cpu(&dir, "hsw", AVX_ONLY);
     let mut long = image(577, 0x1);
     long[576] = 0x01;
     let long = write(&dir, "long.img", &long);
@@ -153,7 +133,7 @@ fn item1_xen_profile_size_rule_is_the_callers() {
 #[test]
 fn item2_no_xsave_state_is_valid_input() {
     let dir = tmpdir("xen-item2");
-    let hsw = cpu(&dir, "hsw", HASWELL);
+    let hsw = cpu(&dir, "hsw", AVX_ONLY);
     let blob = write(&dir, "none.blob", &[0u8; 16]);
     let empty_pv = write(&dir, "empty.pv", &pv(5, &[]));
     let pv16 = write(&dir, "none.pv", &pv(5, &[0u8; 16]));
@@ -226,7 +206,7 @@ fn item2_no_xsave_state_is_valid_input() {
 #[test]
 fn item3_lwp_is_never_in_xens_host_mask() {
     let dir = tmpdir("xen-item3");
-    let k15 = cpu(&dir, "k15", FAM15H);
+    let k15 = cpu(&dir, "k15", AMD_FAM15H_LWP);
     let accum = 0x4000_0000_0000_0007u64;
     let rec = write(&dir, "lwp.blob", &domctl(0x7, accum, &image(0x3C0, 0x7)));
     let (code, _, err) = xstate(&["validate", s(&rec), "--format", "xen-domctl", "--cpuid", s(&k15)]);
@@ -241,7 +221,7 @@ fn item3_lwp_is_never_in_xens_host_mask() {
 #[test]
 fn item4_inspect_json_shows_xcr0_and_xcr0_accum() {
     let dir = tmpdir("xen-item4");
-    let hsw = cpu(&dir, "hsw", HASWELL);
+    let hsw = cpu(&dir, "hsw", AVX_ONLY);
     let rec = write(&dir, "r.blob", &domctl(0x1, 0x7, &image(0x340, 0x3)));
     let v = json(&["inspect", s(&rec), "--format", "xen-domctl", "--cpuid", s(&hsw), "--json"]);
     assert_eq!(mask(&v["xcr0"]), 0x1, "{v}");
@@ -258,7 +238,7 @@ fn item4_inspect_json_shows_xcr0_and_xcr0_accum() {
 #[test]
 fn item5_6_every_field_survives_or_is_named() {
     let dir = tmpdir("xen-item56");
-    let hsw = cpu(&dir, "hsw", HASWELL);
+    let hsw = cpu(&dir, "hsw", AVX_ONLY);
     let hsw = s(&hsw);
     // x87 in use only, so the state fits an XCR0 of 0x1 as the record says.
     let img = image(0x340, 0x1);
@@ -320,9 +300,9 @@ fn item5_6_every_field_survives_or_is_named() {
 #[test]
 fn item7_xen_guest_maxima_are_named_policies() {
     let dir = tmpdir("xen-item7");
-    let skx = cpu(&dir, "skx", SKYLAKE_SP);
+    let skx = cpu(&dir, "skx", INTEL_SKYLAKE_SP);
     let spr = cpu(&dir, "spr", SAPPHIRE_RAPIDS);
-    let zen2 = cpu(&dir, "zen2", ZEN2);
+    let zen2 = cpu(&dir, "zen2", AMD_ZEN2);
     let check = |cpuid: &Path, rec: &Path, policy: &str| {
         xstate(&["validate", s(rec), "--format", "xen-domctl", "--cpuid", s(cpuid), "--xen-policy", policy]).0
     };
@@ -390,7 +370,7 @@ fn item7_xen_guest_maxima_are_named_policies() {
 #[test]
 fn kvm_xsave_to_xen_needs_the_guests_xcr0() {
     let dir = tmpdir("xen-kvm");
-    let hsw = cpu(&dir, "hsw", HASWELL);
+    let hsw = cpu(&dir, "hsw", AVX_ONLY);
     let mut k = image(4096, 0x3);
     k[832..].fill(0);
     k[464..472].copy_from_slice(&0x7u64.to_le_bytes());
