@@ -30,23 +30,13 @@ pub struct Gate {
     pub feature: Feature,
 }
 
-/// A CPUID leaf that describes a gated feature and reads zero without it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GatedLeaf {
-    /// The leaf.
-    pub leaf: u32,
-    /// What it describes.
-    pub name: &'static str,
-    /// The components the feature needs.
-    pub needs: Xfeatures,
-}
+/// A CPUID leaf that describes a gated feature and reads zero without it: the whole-CPUID
+/// policy's table ([`crate::cpuid::gating::FEATURE_LEAVES`]: 0x1D/0x1E for AMX, 0x24 for AVX10,
+/// 0x8000_001C for LWP), so a baseline and [`crate::policy::Policy::guest_cpuid`] agree.
+pub type GatedLeaf = crate::cpuid::gating::FeatureLeaf;
 
-/// Leaves 0x1D (tile palettes) and 0x1E (TMUL) describe AMX (Intel ISE reference 319433,
-/// "Intel AMX"): zero without TILECFG and TILEDATA.
-pub const GATED_LEAVES: [GatedLeaf; 2] = [
-    GatedLeaf { leaf: 0x1D, name: "AMX tile palettes", needs: Xfeatures::AMX },
-    GatedLeaf { leaf: 0x1E, name: "AMX TMUL information", needs: Xfeatures::AMX },
-];
+/// Every gated leaf (see [`GatedLeaf`]).
+pub const GATED_LEAVES: &[GatedLeaf] = crate::cpuid::gating::FEATURE_LEAVES;
 
 /// The gating flags, one per component feature that has one (see the module documentation),
 /// in [`Feature::ALL`] order. A feature's flag needs its components and those of the features
