@@ -363,9 +363,11 @@ pub fn baseline_text(b: &Baseline, hosts: &[Host]) -> String {
         } else {
             say!(
                 out,
-                "  class {k}: {}, e.g. {ex}: {} elsewhere; its leaf 0xD: xstate policy --cpuid {ex} --xcr0 {} --xss {} --features {}",
+                "  class {k}: {}, e.g. {ex}: {} elsewhere; its leaf 0xD: xstate policy --cpuid {} --xcr0 {} --xss {} --features {}",
                 plural(c.hosts.len(), "host"),
                 list(&feature_names(c.moved)),
+                // The argument that names the host again: `host` for this machine.
+                if ex == "this host" { crate::common::HOST } else { ex.as_str() },
                 b.xcr0,
                 b.xss,
                 if b.instructions.is_empty() {
