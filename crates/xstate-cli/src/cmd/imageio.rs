@@ -187,7 +187,18 @@ pub fn load_vcpu(
             notes: Vec::new(),
         });
     }
-    let c = record::read(f, &bytes, layout, opts).map_err(|e| CliError::invalid(format!("{name}: {e}{how}")))?;
+    let c = record::read(f, &bytes, layout, opts).map_err(|e| {
+        // Formats that do not carry the guest's CPUID are read in --cpuid's layout: say so
+        // where that layout lacks what the record enables.
+        let hint = match (f, &e.rule) {
+            (
+                Format::Qemu | Format::ElfCore | Format::NtXstate,
+                record::Rule::Image | record::Rule::UnknownComponent,
+            ) => "; this format does not carry the guest's CPUID: --cpuid names the CPU whose layout it is read in",
+            _ => "",
+        };
+        CliError::invalid(format!("{name}: {e}{hint}{how}"))
+    })?;
     let chosen = match (vcpu, c.states.len()) {
         (Some(v), _) if f.is_container() => c
             .states
