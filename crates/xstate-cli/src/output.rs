@@ -14,7 +14,7 @@
 //!   created), and the link itself stays a link.
 //!
 //! Write errors on stdout (a closed pipe, `/dev/full`) are I/O errors like any other (exit 2),
-//! never a panic: commands print through [`Stdout`] or [`emit`].
+//! never a panic: commands print through [`emit`], [`summary`] or `outln!`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -90,7 +90,10 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> CliResult {
             out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| CliError::usage(format!("stdout: {e}")))
         }
         Destination::Special(p) => {
-            let mut f = OpenOptions::new().write(true).open(&p).map_err(fail)?;
+            // A regular file reached through a kernel fd link is written from its start and cut
+            // to the new length; devices and FIFOs are only written.
+            let regular = fs::metadata(&p).is_ok_and(|m| m.is_file());
+            let mut f = OpenOptions::new().write(true).truncate(regular).open(&p).map_err(fail)?;
             f.write_all(bytes).and_then(|()| f.flush()).map_err(fail)
         }
         Destination::File(p) => replace_file(&p, bytes).map_err(fail),
