@@ -12,6 +12,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{json, ok, s, tmpdir, xstate};
@@ -110,11 +111,17 @@ fn run(cmd: &mut Command) -> (bool, String) {
 
 /// Waits until the output file has `n` lines matching `pred` after `from` bytes.
 fn wait_for(out: &Path, from: usize, pred: impl Fn(&str) -> bool, n: usize) -> String {
+    wait_until(out, from, |tail| tail.lines().filter(|l| pred(l)).count() >= n)
+}
+
+/// Waits until the output file's text after `from` bytes (whole lines) satisfies `done`.
+fn wait_until(out: &Path, from: usize, done: impl Fn(&str) -> bool) -> String {
     let t0 = Instant::now();
     loop {
         let text = std::fs::read_to_string(out).unwrap_or_default();
-        let tail = text.get(from..).unwrap_or("").to_string();
-        if tail.lines().filter(|l| pred(l)).count() >= n {
+        let mut tail = text.get(from..).unwrap_or("").to_string();
+        tail.truncate(tail.rfind('\n').map_or(0, |n| n + 1));
+        if done(&tail) {
             return tail;
         }
         assert!(t0.elapsed() < Duration::from_secs(20), "timed out; output so far:\n{text}");
@@ -126,39 +133,58 @@ struct Kill(u32);
 
 impl Drop for Kill {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-9", &self.0.to_string()]).status();
+        let _ = Command::new("kill").args(["-9", &self.0.to_string()]).stderr(Stdio::null()).status();
     }
 }
 
-#[test]
-fn criu_dump_edit_restore_the_process_sees_the_edit() {
+/// The live tests take turns: one CRIU dump or restore at a time, and one held process.
+static LIVE: Mutex<()> = Mutex::new(());
+
+/// CRIU, if the live round trip can run here (CRIU 4.x, root, cc, setsid); else prints why
+/// `what` is not checked.
+fn live(what: &str) -> Option<PathBuf> {
     let Some(criu) = criu() else {
-        skip!("no CRIU 4.x (set XSTATE_CRIU or run .ci/setup-criu): the CRIU round trip is not checked");
-        return;
+        skip!("no CRIU 4.x (set XSTATE_CRIU or run .ci/setup-criu): {what} is not checked");
+        return None;
     };
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     if !root {
-        skip!("not root: criu dump/restore need it; the CRIU round trip is not checked");
-        return;
+        skip!("not root: criu dump/restore need it; {what} is not checked");
+        return None;
     }
     if !common::have("cc") || !common::have("setsid") {
-        skip!("no cc or setsid: the CRIU round trip is not checked");
-        return;
+        skip!("no cc or setsid: {what} is not checked");
+        return None;
     }
-    let d = tmpdir("criu-live");
-    let hold = d.join("hold");
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/criu/hold.c");
-    let (built, log) = run(Command::new("cc").args(["-O1", "-mavx512f", "-mavx512bw", "-o", s(&hold), s(&src)]));
+    Some(criu)
+}
+
+/// Builds `tests/criu/<name>.c` into `dir` and starts it in its own session (so CRIU can dump
+/// it alone), stdout and stderr to `dir/<name>.out`.
+fn start(dir: &Path, name: &str, cflags: &[&str]) -> (Child, PathBuf) {
+    let bin = dir.join(name);
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/criu/{name}.c"));
+    let (built, log) =
+        run(Command::new("cc").args(["-O1", "-mavx512f", "-mavx512bw"]).args(cflags).args(["-o", s(&bin), s(&src)]));
     assert!(built, "{log}");
-    let out = d.join("hold.out");
+    let out = dir.join(format!("{name}.out"));
     let file = std::fs::File::create(&out).unwrap();
-    let mut child: Child = Command::new("setsid")
-        .arg(&hold)
+    let child = Command::new("setsid")
+        .arg(&bin)
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
         .stderr(file)
         .spawn()
         .unwrap();
+    (child, out)
+}
+
+#[test]
+fn criu_dump_edit_restore_the_process_sees_the_edit() {
+    let Some(criu) = live("the CRIU round trip") else { return };
+    let _turn = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tmpdir("criu-live");
+    let (mut child, out) = start(&d, "hold", &[]);
     let pid = child.id();
     let _guard = Kill(pid);
     let first = wait_for(&out, 0, |l| l.starts_with("tick"), 1);
@@ -244,4 +270,172 @@ fn criu_dump_edit_restore_the_process_sees_the_edit() {
     let want = format!("diff {name} lane {lane} {edit:#018x}");
     assert!(!diffs.is_empty() && diffs.iter().all(|l| *l == want), "after restore:\n{tail}");
     assert!(tail.lines().any(|l| l.starts_with("tick") && l.ends_with("changed")), "{tail}");
+}
+
+/// Threads of `hold_threads.c` and the state thread `t` (1-based, 1 = the main thread) holds.
+const THREADS: u64 = 3;
+
+fn held_zmm(t: u64, i: u64, j: u64) -> u64 {
+    0x5a00_0000_0000_0000 | t << 40 | i << 8 | j
+}
+
+fn held_k(t: u64, i: u64) -> u64 {
+    0xc0de_0000_0000_0000 | t << 40 | (0x11 * (i + 1))
+}
+
+/// The `tick T N ...` lines of thread `t` in `text`.
+fn ticks(text: &str, t: u64) -> Vec<&str> {
+    let head = format!("tick {t} ");
+    text.lines().filter(|l| l.starts_with(&head)).collect()
+}
+
+/// Each thread of a multi-threaded process holds its own state; CRIU dumps them all, xstate
+/// reads every thread's registers from its own core image, `--extract`/`--patch` refuse to pick
+/// a thread and take `--thread TID`; one lane of thread 2 is edited, CRIU restores the process
+/// and thread 2 sees exactly that lane changed while threads 1 and 3 see no change.
+#[test]
+fn criu_threads_each_hold_their_own_state_and_one_is_edited() {
+    let Some(criu) = live("the multi-threaded CRIU round trip") else { return };
+    let _turn = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let d = tmpdir("criu-threads");
+    let (mut child, out) = start(&d, "hold_threads", &["-pthread"]);
+    let pid = child.id();
+    let _guard = Kill(pid);
+    let first = wait_until(&out, 0, |t| (1..=THREADS).all(|k| !ticks(t, k).is_empty()));
+    let avx512 = first.starts_with("ready avx512");
+    assert!(
+        first.starts_with(&format!("ready {} threads {THREADS}\n", if avx512 { "avx512" } else { "avx" })),
+        "{first}"
+    );
+    for k in 1..=THREADS {
+        assert_eq!(ticks(&first, k)[0], format!("tick {k} 1 ok"), "{first}");
+    }
+    // The real thread ids, as each thread printed gettid(): thread 1 is the main thread.
+    let tids: Vec<u64> = (1..=THREADS)
+        .map(|k| {
+            let head = format!("thread {k} tid ");
+            let line = first.lines().find(|l| l.starts_with(&head)).unwrap_or_else(|| panic!("{first}"));
+            line[head.len()..].parse().unwrap()
+        })
+        .collect();
+    assert_eq!(tids[0], u64::from(pid), "{first}");
+    // Dump half way through a sleep (200 ms each), where every thread holds its state.
+    std::thread::sleep(Duration::from_millis(100));
+    let ck = d.join("ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    let (dumped, log) = run(Command::new(&criu).args(["dump", "-t", &pid.to_string(), "-D", s(&ck), "-o", "dump.log"]));
+    assert!(dumped, "criu dump: {log}\n{}", std::fs::read_to_string(ck.join("dump.log")).unwrap_or_default());
+    let _ = child.wait();
+    let (info, log) = run(Command::new(&criu).args(["cpuinfo", "dump", "-D", s(&ck)]));
+    assert!(info, "criu cpuinfo dump: {log}");
+
+    // Read: every thread, each with its own state (not another thread's).
+    let (count, lanes) = if avx512 { (32, 8) } else { (16, 4) };
+    let reg = |i: u64| if avx512 { format!("zmm{i}") } else { format!("ymm{i}") };
+    let check = |v: &Value, edited: Option<(u64, u64, u64, u64)>| {
+        let list = v["threads"].as_array().unwrap();
+        let listed: Vec<u64> = list.iter().map(|t| t["tid"].as_u64().unwrap()).collect();
+        let mut want = tids.clone();
+        want.sort();
+        assert_eq!(listed, want, "the threads listed");
+        for (k, tid) in (1..=THREADS).zip(&tids) {
+            let t = list.iter().find(|t| t["tid"] == *tid).unwrap();
+            assert_eq!(t["file"].as_str().unwrap(), s(&ck.join(format!("core-{tid}.img"))));
+            for i in 0..count {
+                for j in 0..lanes {
+                    let want = match edited {
+                        Some((et, ei, ej, value)) if (et, ei, ej) == (k, i, j) => value,
+                        _ => held_zmm(k, i, j),
+                    };
+                    assert_eq!(lane_of(t, &reg(i), j as usize), want, "thread {k} (tid {tid}) {}.{j}", reg(i));
+                }
+            }
+            for i in (0..8).filter(|_| avx512) {
+                assert_eq!(lane_of(t, &format!("k{i}"), 0), held_k(k, i), "thread {k} (tid {tid}) k{i}");
+            }
+        }
+    };
+    let v = json(&["criu", s(&ck), "--regs", "--json"]);
+    check(&v, None);
+    let text = ok(&["criu", s(&ck)]);
+    assert!(text.lines().next().unwrap().contains(&format!("{THREADS} thread(s)")), "{text}");
+    for tid in &tids {
+        assert_eq!(text.lines().filter(|l| l.starts_with(&format!("thread {tid}: "))).count(), 1, "{text}");
+    }
+
+    // Choosing a thread: never silently; --thread without --extract/--patch is a usage error.
+    let cores: Vec<Vec<u8>> = tids.iter().map(|t| std::fs::read(ck.join(format!("core-{t}.img"))).unwrap()).collect();
+    let img = d.join("t.img");
+    let names_every_tid = |err: &str| tids.iter().all(|t| err.contains(&t.to_string()));
+    let (code, _, err) = xstate(&["criu", s(&ck), "--extract", "-o", s(&img)]);
+    assert!(code == 2 && names_every_tid(&err) && !img.exists(), "--extract without --thread: {code} {err}");
+    std::fs::write(&img, [0u8; 576]).unwrap();
+    let (code, _, err) = xstate(&["criu", s(&ck), "--patch", s(&img)]);
+    assert!(code == 2 && names_every_tid(&err), "--patch without --thread: {code} {err}");
+    let (code, _, err) = xstate(&["criu", s(&ck), "--thread", "1", "--extract", "-o", s(&img)]);
+    assert!(code == 2 && names_every_tid(&err), "--thread of no thread: {code} {err}");
+    let (code, _, err) = xstate(&["criu", s(&ck), "--thread", &tids[1].to_string(), "--regs"]);
+    assert_eq!(code, 2, "--thread without --extract/--patch: {err}");
+    let (code, _, err) = xstate(&["criu", s(&ck), "-o", s(&d.join("listing"))]);
+    assert_eq!(code, 2, "-o without --extract/--patch: {err}");
+    let (code, _, err) = xstate(&["criu", s(&ck), "--thread", &tids[1].to_string(), "--extract", "--json", "-o", "-"]);
+    assert_eq!(code, 2, "--json with --extract: {err}");
+    for (t, c) in tids.iter().zip(&cores) {
+        assert!(std::fs::read(ck.join(format!("core-{t}.img"))).unwrap() == *c, "core-{t}.img changed");
+    }
+
+    // Each thread's image is its own: extract thread 2, edit one lane at this host's offset.
+    let tid2 = tids[1].to_string();
+    ok(&["criu", s(&ck), "--thread", &tid2, "--extract", "-o", s(&img)]);
+    let alone = d.join("alone.img");
+    ok(&["criu", s(&ck.join(format!("core-{tid2}.img"))), "--extract", "-o", s(&alone)]);
+    assert!(
+        std::fs::read(&alone).unwrap() == std::fs::read(&img).unwrap(),
+        "core-{tid2}.img alone gives the same image"
+    );
+    let layout = json(&["layout", "--json"]);
+    let comp = if avx512 { 7 } else { 2 };
+    let base = layout["components"].as_array().unwrap().iter().find(|c| c["index"] == comp).unwrap()["offset"]
+        .as_u64()
+        .unwrap() as usize;
+    let (i, lane) = if avx512 { (17, 3) } else { (5, 2) };
+    // Hi16_ZMM holds zmm16..31 (64 bytes each); the AVX component ymm0..15's upper halves.
+    let at = if avx512 { base + 64 * (i - 16) + 8 * lane } else { base + 16 * i + 8 * (lane - 2) };
+    let mut bytes = std::fs::read(&img).unwrap();
+    assert_eq!(bytes[at..at + 8], held_zmm(2, i as u64, lane as u64).to_le_bytes(), "thread 2's image");
+    let edit = 0x1234_5678_9abc_def0u64;
+    bytes[at..at + 8].copy_from_slice(&edit.to_le_bytes());
+    std::fs::write(&img, &bytes).unwrap();
+    ok(&["criu", s(&ck), "--thread", &tid2, "--patch", s(&img)]);
+    for (k, (t, c)) in tids.iter().zip(&cores).enumerate() {
+        let now = std::fs::read(ck.join(format!("core-{t}.img"))).unwrap();
+        assert_eq!(now == *c, k != 1, "core-{t}.img changed exactly when it is thread 2's");
+    }
+    let v = json(&["criu", s(&ck), "--regs", "--json"]);
+    check(&v, Some((2, i as u64, lane as u64, edit)));
+
+    // Restore: thread 2 sees exactly the edit, threads 1 and 3 no change.
+    let before = std::fs::read_to_string(&out).unwrap().len();
+    let (restored, log) =
+        run(Command::new(&criu).args(["restore", "-D", s(&ck), "-d", "--cpu-cap=fpu", "-o", "restore.log"]));
+    assert!(restored, "criu restore: {log}\n{}", std::fs::read_to_string(ck.join("restore.log")).unwrap_or_default());
+    let tail = wait_until(&out, before, |t| (1..=THREADS).all(|k| ticks(t, k).len() >= 2));
+    for k in 1..=THREADS {
+        let diffs: Vec<&str> = tail.lines().filter(|l| l.starts_with(&format!("diff {k} "))).collect();
+        let ticks = ticks(&tail, k);
+        if k == 2 {
+            let want = format!("diff 2 {} lane {lane} {edit:#018x}", reg(i as u64));
+            assert!(diffs.len() >= 2 && diffs.iter().all(|l| *l == want), "thread 2 after restore:\n{tail}");
+            assert!(ticks.iter().all(|l| l.ends_with(" changed")), "thread 2 after restore:\n{tail}");
+        } else {
+            assert!(diffs.is_empty(), "thread {k} after restore:\n{tail}");
+            assert!(ticks.iter().all(|l| l.ends_with(" ok")), "thread {k} after restore:\n{tail}");
+        }
+    }
+    common::note(&format!(
+        "criu threads: {THREADS} threads ({}) dumped, read, thread 2 edited and restored in {:.1} s",
+        if avx512 { "zmm0-31, k0-7" } else { "ymm0-15" },
+        t0.elapsed().as_secs_f64()
+    ));
 }

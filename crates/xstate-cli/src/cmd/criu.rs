@@ -5,7 +5,8 @@
 //! CRIU stores components, not offsets, so the images are laid out for `--cpuid` (default this
 //! host). `--extract` writes one thread's image; `--patch IMG` writes an edited image back into
 //! that thread's core image (only its fpregs and the enclosing lengths change; an unchanged
-//! image gives the file back byte for byte). `--to-cpuid B` gives CRIU's own verdict (its
+//! image gives the file back byte for byte). The thread is `--thread TID`, or the only one:
+//! with several and no `--thread`, both refuse naming the tids rather than pick one. `--to-cpuid B` gives CRIU's own verdict (its
 //! rules: capabilities, xfeatures within B's, equal xsave_size and xsave_size_max) and what
 //! xstate knows beyond it: per component whether B has it at CRIU's size, and the sizes a
 //! process's glibc cached on the dumping host.
@@ -45,7 +46,8 @@ pub struct CriuArgs {
     /// `host`)? Exit 1 when CRIU or xstate says no.
     #[arg(long, value_name = "FILE")]
     pub to_cpuid: Option<PathBuf>,
-    /// The thread for --extract / --patch (default: the only one).
+    /// The thread for --extract / --patch (its tid, as in `core-<tid>.img`); needed when the
+    /// checkpoint has several threads, refused without --extract / --patch.
     #[arg(long, value_name = "TID")]
     pub thread: Option<u32>,
     /// Write the thread's standard image (for --cpuid's layout) to -o.
@@ -55,7 +57,7 @@ pub struct CriuArgs {
     /// or to -o.
     #[arg(long, value_name = "IMAGE", conflicts_with = "extract")]
     pub patch: Option<PathBuf>,
-    /// Output file (`-` for stdout).
+    /// Output file of --extract / --patch (`-` for stdout).
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
@@ -116,19 +118,16 @@ fn quirk_line(e: &X86Entry) -> Option<String> {
 
 /// Runs `xstate criu`.
 pub fn run(a: &CriuArgs) -> CliResult {
+    let editing = a.extract || a.patch.is_some();
+    if let Some(flag) = unused_flag(a, editing) {
+        return Err(CliError::usage(flag));
+    }
     let (threads, cpuinfo_path) = threads(&a.checkpoint)?;
     let src = source(a.cpuid.as_ref())?;
     let layout = &src.layout;
     let opts = Options::default();
-    if a.extract || a.patch.is_some() {
-        let t = match (a.thread, threads.as_slice()) {
-            (Some(tid), _) => threads
-                .iter()
-                .find(|t| t.tid == Some(tid))
-                .ok_or_else(|| CliError::usage(format!("{}: no core-{tid}.img", a.checkpoint.display())))?,
-            (None, [one]) => one,
-            (None, _) => return Err(CliError::usage("the checkpoint has several threads: pass --thread TID")),
-        };
+    if editing {
+        let t = pick(&a.checkpoint, &threads, a.thread)?;
         if a.extract {
             let c = record::read(Format::CriuCore, &t.bytes, layout, &opts).map_err(|e| invalid(&t.path, e))?;
             let img = c.state().and_then(|s| s.image.as_ref()).ok_or_else(|| invalid(&t.path, "no image"))?;
@@ -251,6 +250,54 @@ pub fn run(a: &CriuArgs) -> CliResult {
         return Err(CliError::invalid(verdict_lines.first().cloned().unwrap_or_default()));
     }
     Ok(())
+}
+
+/// The sentence refusing a flag that has no effect in this mode (`editing`: --extract or
+/// --patch), if one was given.
+fn unused_flag(a: &CriuArgs, editing: bool) -> Option<&'static str> {
+    if editing {
+        [
+            (a.regs, "--regs decodes the listing; it has no effect with --extract / --patch"),
+            (a.json, "--json prints the listing; it has no effect with --extract / --patch"),
+            (a.to_cpuid.is_some(), "--to-cpuid gives the listing's verdict; it has no effect with --extract / --patch"),
+        ]
+        .into_iter()
+        .find_map(|(given, why)| given.then_some(why))
+    } else if a.thread.is_some() {
+        Some("--thread picks the thread for --extract / --patch; it has no effect without them")
+    } else if a.output.is_some() {
+        Some("-o is where --extract / --patch write; the listing goes to stdout")
+    } else {
+        None
+    }
+}
+
+/// The tids of `threads`, for a message: "7384, 7385, 7386" (`?` for a file not named
+/// `core-<tid>.img`).
+fn tid_list(threads: &[Thread]) -> String {
+    threads.iter().map(|t| t.tid.map_or("?".into(), |t| t.to_string())).collect::<Vec<_>>().join(", ")
+}
+
+/// The thread --extract / --patch work on: `--thread TID`, or the only one. Never a guess:
+/// several threads and no --thread, or a TID the checkpoint lacks, is a usage error naming
+/// the checkpoint's threads.
+fn pick<'a>(checkpoint: &Path, threads: &'a [Thread], tid: Option<u32>) -> CliResult<&'a Thread> {
+    match (tid, threads) {
+        (Some(tid), _) => threads.iter().find(|t| t.tid == Some(tid)).ok_or_else(|| {
+            CliError::usage(format!(
+                "{}: no thread {tid} (no core-{tid}.img); its threads: {}",
+                checkpoint.display(),
+                tid_list(threads)
+            ))
+        }),
+        (None, [one]) => Ok(one),
+        (None, _) => Err(CliError::usage(format!(
+            "{}: {} threads ({}): pass --thread TID to say which one --extract / --patch is for",
+            checkpoint.display(),
+            threads.len(),
+            tid_list(threads)
+        ))),
+    }
 }
 
 /// One thread of a checkpoint, read.
