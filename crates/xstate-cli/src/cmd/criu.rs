@@ -7,9 +7,9 @@
 //! that thread's core image (only its fpregs and the enclosing lengths change; an unchanged
 //! image gives the file back byte for byte). The thread is `--thread TID`, or the only one:
 //! with several and no `--thread`, both refuse naming the tids rather than pick one.
-//! `--to-cpuid B` gives CRIU's own verdict (its rules: capabilities, xfeatures within B's, equal xsave_size and xsave_size_max) and what
-//! xstate knows beyond it: per component whether B has it at CRIU's size, and the sizes a
-//! process's glibc cached on the dumping host.
+//! `--to-cpuid B` gives CRIU's own verdict (its rules: capabilities, xfeatures within B's,
+//! equal xsave_size and xsave_size_max) and what xstate knows beyond it: per component whether
+//! B has it at CRIU's size, and the sizes a process's glibc cached on the dumping host.
 
 use std::path::{Path, PathBuf};
 
