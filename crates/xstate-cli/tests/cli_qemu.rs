@@ -290,6 +290,8 @@ fn round_trip(dir: &Path, kernel: &Path, accel: &str) -> Result<(), String> {
     };
     let (xcr0, cpuid7_ebx) = (field("READY xcr0"), field("cpuid7.ebx"));
     let mpx = xcr0 & 0x18 == 0x18;
+    // Where the stream holds env.bnd_regs (found below).
+    let mut mpx_at = 0;
     if !mpx {
         let why = if cpuid7_ebx & (1 << 14) == 0 {
             "CPUID.(7,0).EBX[14] (MPX) is clear"
@@ -363,8 +365,9 @@ fn round_trip(dir: &Path, kernel: &Path, accel: &str) -> Result<(), String> {
             wire.extend_from_slice(&w.to_be_bytes());
         }
         let raw = std::fs::read(&stream).unwrap();
-        let hits = raw.windows(wire.len()).filter(|w| *w == wire.as_slice()).count();
-        assert_eq!(hits, 1, "{accel}: cpu/mpx's 80 bytes as expected, found {hits} times");
+        let hits: Vec<usize> = raw.windows(wire.len()).enumerate().filter(|(_, w)| *w == wire).map(|h| h.0).collect();
+        assert_eq!(hits.len(), 1, "{accel}: cpu/mpx's 80 bytes as expected, found at {hits:?}");
+        mpx_at = hits[0];
     }
 
     // Edit xmm1's low lane and ymm1's lane 2 in the extracted image, write it back.
@@ -430,6 +433,11 @@ fn round_trip(dir: &Path, kernel: &Path, accel: &str) -> Result<(), String> {
     let changed = before.iter().zip(&after).filter(|(a, c)| a != c).count();
     assert!(changed <= 8 * edited, "{accel}: {changed} bytes changed for {edited} 8-byte fields");
     if mpx {
+        // In the stream, only bnd1.lb of cpu/mpx changed, to the edit (big-endian).
+        let lb_at = mpx_at + 16;
+        assert_eq!(after[lb_at..lb_at + 8], lb1.to_be_bytes(), "{accel}: bnd1.lb in the patched stream");
+        assert_eq!(before[mpx_at..lb_at], after[mpx_at..lb_at], "{accel}: bnd0");
+        assert_eq!(before[lb_at + 8..mpx_at + 80], after[lb_at + 8..mpx_at + 80], "{accel}: cpu/mpx after bnd1.lb");
         // The patched stream reads back with the edit and nothing else of MPX changed.
         let v = json(&[
             "inspect",
