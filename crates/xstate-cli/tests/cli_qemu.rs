@@ -4,6 +4,13 @@
 //! QEMU loads the patched stream with `migrate-incoming`, and both QEMU (`info registers`) and
 //! the guest itself (it prints xmm1 on COM1 whenever it changes) report the edited values.
 //!
+//! MPX (TCG `-cpu max` offers it; this AMD host's KVM does not): where CPUID.(7,0).EBX[14] is set
+//! the guest enables BNDREGS and BNDCSR and loads bnd0-3 and BNDCFGU (values in the guest's
+//! header comment); xstate reads them from the stream's `cpu/mpx` subsection, writes an edited
+//! bnd1 lower bound back, and the guest, which prints bnd1's lower bound (read with XSAVE)
+//! whenever it changes, reports the edit after `migrate-incoming`. Where the CPU lacks MPX that
+//! half prints a SKIP line with the reason.
+//!
 //! Runs under TCG (`-cpu max`) everywhere and under KVM (`-cpu host,arch-capabilities=off`)
 //! where /dev/kvm works, skipping that half with QEMU's own error where it cannot run; skips
 //! with a reason where qemu-system-x86_64 or the assembler is missing (`.ci/setup-qemu`
@@ -229,14 +236,31 @@ fn guest(dir: &Path) -> Option<PathBuf> {
     Some(elf)
 }
 
-/// A CPUID JSON with every component the guest may enable (Sapphire Rapids: AVX-512, PKRU,
-/// AMX), for reading the layout-free stream.
-fn layout_json(dir: &Path) -> PathBuf {
-    let rows: Vec<Value> = xstate::fixtures::INTEL_SAPPHIRE_RAPIDS
-        .iter()
-        .map(|&(i, a, b, c, d)| j!({"index": i, "eax": a, "ebx": b, "ecx": c, "edx": d}))
-        .collect();
-    let p = dir.join("layout.json");
+/// bnd i of the guest's known MPX state as the XSAVE image holds it: {lb, ub in 1's complement}.
+fn bnd(i: u64) -> [u64; 2] {
+    [0x1000 * (i + 1), !(0x2000 * (i + 1))]
+}
+
+/// BNDCFGU of the guest's known state: bound directory base 0x200000, BNDPRESERVE, EN.
+const BNDCFGU: u64 = 0x20_0003;
+
+/// The leaf 0xD rows of a real CPU with every component the guest enabled, for reading the
+/// layout-free stream: Sapphire Rapids (AVX-512, PKRU, AMX) where XCR0 has no MPX, else
+/// Skylake-SP (MPX, AVX-512, PKRU).
+fn layout_rows(xcr0: u64) -> xstate::fixtures::Rows {
+    if xcr0 & 0x18 != 0 { xstate::fixtures::INTEL_SKYLAKE_SP } else { xstate::fixtures::INTEL_SAPPHIRE_RAPIDS }
+}
+
+/// EBX (the standard-format offset) of subleaf `sub` of `rows`.
+fn offset(rows: xstate::fixtures::Rows, sub: u8) -> usize {
+    rows.iter().find(|r| r.0 == sub).map(|r| r.2 as usize).unwrap_or_else(|| panic!("no subleaf {sub}"))
+}
+
+/// `rows` as a CPUID JSON file.
+fn layout_json(dir: &Path, tag: &str, rows: xstate::fixtures::Rows) -> PathBuf {
+    let rows: Vec<Value> =
+        rows.iter().map(|&(i, a, b, c, d)| j!({"index": i, "eax": a, "ebx": b, "ecx": c, "edx": d})).collect();
+    let p = dir.join(format!("{tag}-layout.json"));
     std::fs::write(&p, j!({"leaf0d": rows}).to_string()).unwrap();
     p
 }
@@ -255,14 +279,32 @@ fn vec_hex(lanes: &[u64]) -> String {
 }
 
 /// One accelerator's round trip; `Err` where the accelerator cannot run here (a SKIP).
-fn round_trip(dir: &Path, kernel: &Path, layout: &Path, accel: &str) -> Result<(), String> {
+fn round_trip(dir: &Path, kernel: &Path, accel: &str) -> Result<(), String> {
     let mut src = Vm::start(dir, &format!("{accel}-src"), accel, kernel, false)?;
     let log = src.wait_serial("READY");
-    let xcr0 = log
-        .split("READY xcr0=")
-        .nth(1)
-        .and_then(|t| u64::from_str_radix(t.get(..8)?, 16).ok())
-        .unwrap_or_else(|| panic!("no XCR0 in {log:?}"));
+    let field = |name: &str| {
+        log.split(&format!("{name}="))
+            .nth(1)
+            .and_then(|t| u64::from_str_radix(t.get(..8)?, 16).ok())
+            .unwrap_or_else(|| panic!("no {name} in {log:?}"))
+    };
+    let (xcr0, cpuid7_ebx) = (field("READY xcr0"), field("cpuid7.ebx"));
+    let mpx = xcr0 & 0x18 == 0x18;
+    // Where the stream holds env.bnd_regs (found below).
+    let mut mpx_at = 0;
+    if !mpx {
+        let why = if cpuid7_ebx & (1 << 14) == 0 {
+            "CPUID.(7,0).EBX[14] (MPX) is clear"
+        } else {
+            "CPUID.(0xD,0).EAX lacks BNDREGS or BNDCSR"
+        };
+        skip!("{accel}: {why} (XCR0 {xcr0:#x}): the cpu/mpx subsection is not checked against QEMU here");
+    } else {
+        // The guest read its bnd1 back with XSAVE: XRSTOR loaded it and no branch reset it.
+        src.wait_serial(&format!("bnd1={:016x}", bnd(1)[0]));
+    }
+    let rows = layout_rows(xcr0);
+    let layout = &layout_json(dir, accel, rows);
     let stream = dir.join(format!("{accel}.mig"));
     src.qmp.cmd("stop", j!({}));
     src.qmp.cmd("migrate", j!({"uri": format!("file:{}", stream.display())}));
@@ -310,6 +352,23 @@ fn round_trip(dir: &Path, kernel: &Path, layout: &Path, accel: &str) -> Result<(
     if xcr0 & 0x200 != 0 {
         assert_eq!(reg(regs, "pkru"), "0x5555aaa4", "{accel}: pkru");
     }
+    if mpx {
+        for i in 0..4u64 {
+            assert_eq!(reg(regs, &format!("bnd{i}raw")), vec_hex(&bnd(i)), "{accel}: bnd{i}raw");
+        }
+        assert_eq!(reg(regs, "bndcfgu"), format!("{BNDCFGU:#018x}"), "{accel}: bndcfgu");
+        assert_eq!(reg(regs, "bndstatus"), format!("{:#018x}", 0), "{accel}: bndstatus");
+        // Independently of xstate's reader: QEMU's `env.bnd_regs` holds {lb, ub} as big-endian
+        // u64s with ub as the XSAVE image has it (1's complement), bnd0-3 then cfgu and sts.
+        let mut wire = Vec::new();
+        for w in (0..4).flat_map(bnd).chain([BNDCFGU, 0]) {
+            wire.extend_from_slice(&w.to_be_bytes());
+        }
+        let raw = std::fs::read(&stream).unwrap();
+        let hits: Vec<usize> = raw.windows(wire.len()).enumerate().filter(|(_, w)| *w == wire).map(|h| h.0).collect();
+        assert_eq!(hits.len(), 1, "{accel}: cpu/mpx's 80 bytes as expected, found at {hits:?}");
+        mpx_at = hits[0];
+    }
 
     // Edit xmm1's low lane and ymm1's lane 2 in the extracted image, write it back.
     let img = dir.join(format!("{accel}.img"));
@@ -338,6 +397,15 @@ fn round_trip(dir: &Path, kernel: &Path, layout: &Path, accel: &str) -> Result<(
         // The AVX component sits at 576 in every layout; ymm1's upper half at 576 + 16.
         b[576 + 16..576 + 24].copy_from_slice(&y1.to_le_bytes());
     }
+    // bnd1's lower bound: bytes 16-23 of BNDREGS, at the layout's offset.
+    let lb1 = 0x0bad_cafe_0000_7000u64;
+    let mut edited = 2;
+    if mpx {
+        let at = offset(rows, 3) + 16;
+        assert_eq!(b[at..at + 8], bnd(1)[0].to_le_bytes(), "{accel}: the image's bnd1.lb before the edit");
+        b[at..at + 8].copy_from_slice(&lb1.to_le_bytes());
+        edited += 1;
+    }
     std::fs::write(&img, &b).unwrap();
     let patched = dir.join(format!("{accel}-patched.mig"));
     let xcr0_arg = format!("{xcr0:#x}");
@@ -363,7 +431,33 @@ fn round_trip(dir: &Path, kernel: &Path, layout: &Path, accel: &str) -> Result<(
     let after = std::fs::read(&patched).unwrap();
     assert_eq!(before.len(), after.len());
     let changed = before.iter().zip(&after).filter(|(a, c)| a != c).count();
-    assert!(changed <= 16, "{accel}: {changed} bytes changed for two 8-byte lanes");
+    assert!(changed <= 8 * edited, "{accel}: {changed} bytes changed for {edited} 8-byte fields");
+    if mpx {
+        // In the stream, only bnd1.lb of cpu/mpx changed, to the edit (big-endian).
+        let lb_at = mpx_at + 16;
+        assert_eq!(after[lb_at..lb_at + 8], lb1.to_be_bytes(), "{accel}: bnd1.lb in the patched stream");
+        assert_eq!(before[mpx_at..lb_at], after[mpx_at..lb_at], "{accel}: bnd0");
+        assert_eq!(before[lb_at + 8..mpx_at + 80], after[lb_at + 8..mpx_at + 80], "{accel}: cpu/mpx after bnd1.lb");
+        // The patched stream reads back with the edit and nothing else of MPX changed.
+        let v = json(&[
+            "inspect",
+            s(&patched),
+            "--format",
+            "qemu",
+            "--vcpu",
+            "0",
+            "--cpuid",
+            s(layout),
+            "--regs",
+            "--json",
+        ]);
+        let r = &v["registers"];
+        assert_eq!(reg(r, "bnd1raw"), vec_hex(&[lb1, bnd(1)[1]]), "{accel}: patched bnd1raw");
+        for i in [0u64, 2, 3] {
+            assert_eq!(reg(r, &format!("bnd{i}raw")), vec_hex(&bnd(i)), "{accel}: patched bnd{i}raw");
+        }
+        assert_eq!(reg(r, "bndcfgu"), format!("{BNDCFGU:#018x}"), "{accel}: patched bndcfgu");
+    }
 
     // QEMU loads it: QEMU's registers and the guest's own report show the edit.
     let mut dst = Vm::start(dir, &format!("{accel}-dst"), accel, kernel, true)?;
@@ -371,6 +465,10 @@ fn round_trip(dir: &Path, kernel: &Path, layout: &Path, accel: &str) -> Result<(
     dst.qmp.wait_migration();
     dst.qmp.cmd("cont", j!({}));
     dst.wait_serial(&format!("xmm1={x1:016x}"));
+    if mpx {
+        // QEMU's `info registers` shows no bound registers: the guest's own report is the proof.
+        dst.wait_serial(&format!("bnd1={lb1:016x}"));
+    }
     // info registers shows the current CPU (vCPU 0 by default).
     let info = dst.qmp.registers();
     assert!(info.contains(&format!("{x1:016x}")), "{accel}: info registers lacks xmm1's edit:\n{info}");
@@ -386,12 +484,11 @@ fn round_trip(dir: &Path, kernel: &Path, layout: &Path, accel: &str) -> Result<(
 fn qemu_migration_stream_read_patched_and_loaded_by_qemu() {
     let dir = tmpdir("qemu");
     let Some(kernel) = guest(&dir) else { return };
-    let layout = layout_json(&dir);
-    round_trip(&dir, &kernel, &layout, "tcg").unwrap_or_else(|e| panic!("TCG: {e}"));
+    round_trip(&dir, &kernel, "tcg").unwrap_or_else(|e| panic!("TCG: {e}"));
     match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         Err(e) => skip!("/dev/kvm: {e}: the QEMU round trip under KVM is not run"),
         Ok(_) => {
-            if let Err(e) = round_trip(&dir, &kernel, &layout, "kvm") {
+            if let Err(e) = round_trip(&dir, &kernel, "kvm") {
                 skip!("QEMU cannot run a KVM guest here ({e}): the round trip under KVM is not run");
             }
         }

@@ -748,10 +748,16 @@ pub struct Registers {
     /// IA32_XSS (0 without `cpu/xss`).
     pub xss: Xfeatures,
     /// Bytes of each component as an image holds them (little-endian): SSE the XMM registers
-    /// (16 × 16), AVX the upper halves, opmask, ZMM_Hi256, Hi16_ZMM, PKRU, BNDREGS, BNDCSR,
-    /// TILECFG, TILEDATA; absent subsections read as zero.
+    /// (16 × 16), AVX the upper halves, opmask, ZMM_Hi256, Hi16_ZMM, PKRU, BNDREGS, BNDCSR (64
+    /// bytes: BNDCFGU, BNDSTATUS, zeros), TILECFG, TILEDATA; absent subsections read as zero.
     pub components: Vec<(Component, Vec<u8>)>,
 }
+
+/// The BNDREGS component: bnd0-3, {lb, ub} each (ub in 1's complement, as XSAVE writes it and
+/// as QEMU's `env.bnd_regs[i].ub` holds it).
+const BNDREGS_SIZE: usize = 64;
+/// The BNDCSR component: BNDCFGU, BNDSTATUS, 48 reserved bytes.
+const BNDCSR_SIZE: usize = 64;
 
 /// Big-endian u64 words of `p` as little-endian bytes: QEMU stores each u64 with
 /// `qemu_put_be64`; the image holds the same register byte-reversed per u64.
@@ -795,13 +801,17 @@ impl Registers {
         let pkru = f.pkru.map_or(0, |p| be_at(b, p) as u32);
         // The 8-byte component: PKRU, then 4 bytes XSAVE writes as zero.
         components.push((Component::PKRU, u64::from(pkru).to_le_bytes().to_vec()));
+        // BNDCSR is a 64-byte component: BNDCFGU, BNDSTATUS, then 48 bytes no register holds.
         let (bnd, csr) = match f.mpx {
             Some([r, cfgu, sts]) => {
                 let mut csr = be_at(b, cfgu).to_le_bytes().to_vec();
                 csr.extend_from_slice(&be_at(b, sts).to_le_bytes());
-                (words_le(b, r), csr)
+                csr.resize(BNDCSR_SIZE, 0);
+                let mut bnd = words_le(b, r);
+                bnd.resize(BNDREGS_SIZE, 0);
+                (bnd, csr)
             }
-            None => (alloc::vec![0; 64], alloc::vec![0; 16]),
+            None => (alloc::vec![0; BNDREGS_SIZE], alloc::vec![0; BNDCSR_SIZE]),
         };
         components.push((Component::BNDREGS, bnd));
         components.push((Component::BNDCSR, csr));
@@ -976,10 +986,19 @@ pub(crate) fn patch(
     layout: &Layout,
     given: Option<Accel>,
 ) -> Result<Vec<u8>, RecordError> {
+    patch_stream(&Stream::parse(original)?, states, layout, given)
+}
+
+/// [`patch`] of a walked stream.
+fn patch_stream(
+    s: &Stream<'_>,
+    states: &[super::State],
+    layout: &Layout,
+    given: Option<Accel>,
+) -> Result<Vec<u8>, RecordError> {
     use crate::image::state::State as Loaded;
-    let s = Stream::parse(original)?;
     let accel = s.accel(given)?;
-    let mut out = original.to_vec();
+    let mut out = s.bytes.to_vec();
     for st in states {
         let cpu = match st.vcpu() {
             Some(v) => s.cpus.iter().find(|c| c.instance == v).ok_or_else(|| {
@@ -1187,5 +1206,105 @@ impl Writer<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "fixtures"))]
+mod tests {
+    use super::*;
+    use crate::record::State;
+
+    /// bnd i as the image holds it: {lb, ub in 1's complement}.
+    fn bnd(i: u64) -> [u64; 2] {
+        [0x1000 * (i + 1), !(0x2000 * (i + 1))]
+    }
+    const CFGU: u64 = 0x20_0003;
+    const STS: u64 = 0x2;
+
+    /// A `cpu` section of only the fields this test needs, big-endian as QEMU puts them:
+    /// xcr0 at 0, xstate_bv at 8, then (with `mpx`) `env.bnd_regs` at 16, cfgu at 80, sts at 88.
+    fn section(xcr0: u64, mpx: bool) -> (Vec<u8>, CpuFields) {
+        let mut b = Vec::new();
+        b.extend_from_slice(&xcr0.to_be_bytes());
+        b.extend_from_slice(&0u64.to_be_bytes());
+        let mut f =
+            CpuFields { xcr0: Place { off: 0, len: 8 }, xstate_bv: Place { off: 8, len: 8 }, ..CpuFields::default() };
+        if mpx {
+            for i in 0..4 {
+                for w in bnd(i) {
+                    b.extend_from_slice(&w.to_be_bytes());
+                }
+            }
+            b.extend_from_slice(&CFGU.to_be_bytes());
+            b.extend_from_slice(&STS.to_be_bytes());
+            f.mpx = Some([Place { off: 16, len: 64 }, Place { off: 80, len: 8 }, Place { off: 88, len: 8 }]);
+        }
+        (b, f)
+    }
+
+    fn stream(b: &[u8], fields: CpuFields) -> Stream<'_> {
+        Stream {
+            bytes: b,
+            vmdesc: 0..0,
+            cpus: alloc::vec![CpuSection { instance: 0, version: 12, range: 0..b.len(), fields }],
+            kvmclock: false,
+        }
+    }
+
+    fn le(b: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn mpx_subsection_reads_into_full_size_bndregs_and_bndcsr() {
+        // Skylake-SP: BNDREGS at 960, BNDCSR at 1024, both 64 bytes. BNDCSR used to be built
+        // as 16 bytes, and every stream with XCR0 bits 3|4 was refused (UnknownComponent).
+        let layout = crate::fixtures::layout(crate::fixtures::INTEL_SKYLAKE_SP);
+        let (b, f) = section(0x1f, true);
+        let r = Registers::read(&b, &f);
+        let (img, rfbm) = r.image(&layout, Accel::Tcg, 0).unwrap();
+        assert_eq!(rfbm, Xfeatures(0x1f));
+        for i in 0..4 {
+            assert_eq!([le(&img, 960 + 16 * i), le(&img, 968 + 16 * i)], bnd(i as u64), "bnd{i}");
+        }
+        assert_eq!(le(&img, 1024), CFGU);
+        assert_eq!(le(&img, 1032), STS);
+        assert!(img[1040..1088].iter().all(|&x| x == 0));
+        assert_eq!(img.image().xstate_bv(), Xfeatures(0x1f));
+        // Absent: init, still 64 bytes each.
+        let (b, f) = section(0x1f, false);
+        let (img, _) = Registers::read(&b, &f).image(&layout, Accel::Tcg, 0).unwrap();
+        assert!(img[960..1088].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn mpx_patch_rewrites_one_bound_in_place() {
+        let layout = crate::fixtures::layout(crate::fixtures::INTEL_SKYLAKE_SP);
+        let (b, f) = section(0x1f, true);
+        let s = stream(&b, f);
+        let (mut img, rfbm) = s.registers(&s.cpus[0]).image(&layout, Accel::Tcg, 0).unwrap();
+        img[976..984].copy_from_slice(&0x0bad_cafe_0000_7000u64.to_le_bytes());
+        let st = State::new(Some(img), Some(rfbm)).with_xcr0(Xfeatures(0x1f));
+        let out = patch_stream(&s, &[st], &layout, Some(Accel::Tcg)).unwrap();
+        let changed: Vec<usize> = (0..b.len()).filter(|&i| b[i] != out[i]).collect();
+        // bnd1.lb: stream bytes 32..40, big-endian.
+        assert_eq!(&out[32..40], &0x0bad_cafe_0000_7000u64.to_be_bytes());
+        assert!(changed.iter().all(|i| (32..40).contains(i)), "{changed:?}");
+        let back = Registers::read(&out, &f);
+        let csr = &back.components.iter().find(|c| c.0 == Component::BNDCSR).unwrap().1;
+        assert_eq!((le(csr, 0), le(csr, 8)), (CFGU, STS));
+    }
+
+    #[test]
+    fn mpx_state_without_the_subsection_is_refused() {
+        let layout = crate::fixtures::layout(crate::fixtures::INTEL_SKYLAKE_SP);
+        let (b, f) = section(0x1f, false);
+        let s = stream(&b, f);
+        let (mut img, rfbm) = s.registers(&s.cpus[0]).image(&layout, Accel::Tcg, 0).unwrap();
+        img[1024] = 1; // BNDCFGU.EN
+        let st = State::new(Some(img), Some(rfbm)).with_xcr0(Xfeatures(0x1f));
+        let e = patch_stream(&s, &[st], &layout, Some(Accel::Tcg)).unwrap_err();
+        assert_eq!(e.rule, Rule::NotHeld, "{e}");
+        assert!(format!("{e}").contains("cpu/mpx"), "{e}");
     }
 }
