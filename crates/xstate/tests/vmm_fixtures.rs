@@ -368,6 +368,116 @@ fn firecracker_retarget_marks_the_region() {
     assert!(again == bytes, "A -> B -> A gives the vmstate back");
 }
 
+/// The bincode-era vmstate of Firecracker v1.14.4 (`tests/fixtures/firecracker-v1.14`, in the
+/// repository, so never skipped).
+fn fc_bincode() -> Vec<u8> {
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/firecracker-v1.14/vmstate")).unwrap()
+}
+
+/// Where the fixture's README (and an independent walk of its bincode) puts vCPU 0: the
+/// `kvm_xsave` behind `Xsave`'s u64 4104 and FAM length 0; `kvm_xcrs` right before the `Xsave`;
+/// the first of 76 `kvm_cpuid_entry2` behind `CpuId`'s header and its own u64 40.
+const FC14_XSAVE: usize = 12805;
+const FC14_XCRS: usize = 12397;
+const FC14_CPUID: usize = 2433;
+
+#[test]
+fn firecracker_bincode_vmstate_register_by_register() {
+    let bytes = fc_bincode();
+    let body = bytes.len() - 8;
+    assert_eq!(record::firecracker::crc64(&bytes[..body]), u64::from_le_bytes(bytes[body..].try_into().unwrap()));
+    assert_eq!(record::firecracker::crc64(&bytes), 0);
+    assert_eq!(record::detect(&bytes, &fixtures::layout(AMD_ZEN4)), Some(Format::Firecracker));
+    let vm = record::firecracker::Vmstate::parse(&bytes).unwrap_or_else(|e| panic!("v1.14 vmstate: {e}"));
+    assert_eq!(vm.era, record::firecracker::Era::Bincode);
+    assert_eq!(vm.version.as_deref(), Some("8.0.0"));
+    assert_eq!(vm.vcpus.len(), 1);
+    let v = &vm.vcpus[0];
+    assert_eq!(v.found, record::firecracker::Found::Structure);
+    assert_eq!((v.xsave, v.xcrs, v.cpuid.start, v.cpuid_step), (FC14_XSAVE, FC14_XCRS, FC14_CPUID, 48));
+    assert_eq!(v.cpuid.len(), 76 * 48);
+    assert_eq!(v.xcr0, Xfeatures(0xe7));
+    // The vmstate's own CPUID is the layout; the one given is not used.
+    let unrelated = fixtures::layout(fixtures::AVX_ONLY);
+    let c = record::read(Format::Firecracker, &bytes, &unrelated, &Options::default()).unwrap();
+    assert!(c.notes[0].contains("by structure"), "{:?}", c.notes);
+    let l = c.layout.clone().unwrap();
+    assert_eq!(l.standard_size(Xfeatures(0xe7)), Some(2432));
+    assert_eq!(c.states.len(), 1);
+    let st = &c.states[0];
+    assert_eq!(st.id, Some(StateId::Vcpu(0)));
+    assert_eq!(st.xcr0, Some(Xfeatures(0xe7)));
+    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    check_known_avx512(&d);
+    check_vectors(&d, "xmm", 16, 2);
+    check_vectors(&d, "ymm", 16, 4);
+    // The CPUID it carries, entry by entry 48 bytes apart.
+    let cpuid = record::firecracker::cpuid(&bytes).unwrap();
+    assert!(cpuid.get(0xd, 0).is_some(), "leaf 0xD read from the vmstate");
+}
+
+#[test]
+fn firecracker_bincode_patch_recomputes_the_crc_and_round_trips() {
+    let bytes = fc_bincode();
+    let any = fixtures::layout(AMD_ZEN4);
+    let c = record::read(Format::Firecracker, &bytes, &any, &Options::default()).unwrap();
+    let l = c.layout.clone().unwrap();
+    let same = record::patch(Format::Firecracker, &bytes, &c, &l, &l, &Options::default()).unwrap();
+    assert!(same == bytes, "an unchanged state must give the file back byte for byte");
+    let mut c2 = c.clone();
+    let avx = l.standard_range(xstate::Component::AVX).unwrap().start;
+    let img = c2.states[0].image.as_mut().unwrap();
+    img[avx + 5 * 16..avx + 5 * 16 + 8].copy_from_slice(&0xabcd_ef01_2345_6789u64.to_le_bytes());
+    let out = record::patch(Format::Firecracker, &bytes, &c2, &l, &l, &Options::default()).unwrap();
+    assert_eq!(out.len(), bytes.len());
+    assert_eq!(record::firecracker::crc64(&out), 0, "the CRC is recomputed");
+    let diff = changed_bytes(&bytes, &out);
+    assert!(!diff.is_empty());
+    assert!(diff.iter().all(|&i| (FC14_XSAVE..FC14_XSAVE + 4096).contains(&i) || i >= bytes.len() - 8), "{diff:?}");
+    let back = record::read(Format::Firecracker, &out, &any, &Options::default()).unwrap();
+    let st = &back.states[0];
+    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    assert_eq!(&d.get("ymm5").unwrap().bytes[16..24], &0xabcd_ef01_2345_6789u64.to_le_bytes());
+    assert_eq!(&d.get("ymm5").unwrap().bytes[..8], &lane(5, 0).to_le_bytes(), "the rest of ymm5 kept");
+    assert_eq!(d.get("k1").unwrap().as_u64(), Some(0xc022));
+    let mut bad = out.clone();
+    bad[5000] ^= 1;
+    assert_eq!(record::read(Format::Firecracker, &bad, &any, &Options::default()).unwrap_err().rule, Rule::Checksum);
+}
+
+#[test]
+fn firecracker_bincode_refuses_what_the_structure_contradicts() {
+    let bytes = fc_bincode();
+    let any = fixtures::layout(AMD_ZEN4);
+    let reseal = |mut b: Vec<u8>| {
+        let body = b.len() - 8;
+        let crc = record::firecracker::crc64(&b[..body]);
+        b[body..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    let refused = |b: Vec<u8>| record::read(Format::Firecracker, &reseal(b), &any, &Options::default()).unwrap_err();
+    // A kvm_xcrs whose serialized length is not 392: the walk fails, nothing is guessed.
+    let mut len = bytes.clone();
+    len[FC14_XCRS - 8] = 0x89;
+    assert_eq!(refused(len).rule, Rule::Ambiguous);
+    // A non-zero FAM length in kvm_xsave2 (state beyond 4096 bytes) is refused.
+    let mut fam = bytes.clone();
+    fam[FC14_XSAVE - 8] = 1;
+    assert_eq!(refused(fam).rule, Rule::Ambiguous);
+    // XSTATE_BV outside the recorded XCR0: the pair does not confirm each other.
+    let mut bv = bytes.clone();
+    bv[FC14_XCRS + 16] = 0x07;
+    assert_eq!(refused(bv).rule, Rule::Ambiguous);
+    // The kvm_xsave without KVM's MXCSR_MASK.
+    let mut mask = bytes.clone();
+    mask[FC14_XSAVE + 28..FC14_XSAVE + 32].fill(0);
+    assert_eq!(refused(mask).rule, Rule::Ambiguous);
+    // Cut anywhere: refused, never a panic.
+    for n in [17, 100, FC14_CPUID, FC14_XCRS, FC14_XSAVE + 100, bytes.len() - 9] {
+        let _ = record::read(Format::Firecracker, &reseal(bytes[..n].to_vec()), &any, &Options::default());
+    }
+}
+
 #[test]
 fn qemu_kvm_stream_with_live_legacy_registers_and_xstate_bv_clear_is_not_kvm() {
     // Fuzz target qemu (crash-8ed47af0): a stream whose xcr0 and xstate_bv are 0 while x87/SSE

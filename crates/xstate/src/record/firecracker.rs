@@ -6,9 +6,17 @@
 //! little-endian integers before), then a little-endian CRC-64 (the crc64 crate's: reflected
 //! polynomial 0x95ac9329ac4bc9b5, initial value 0, no final xor) of every byte before it.
 //!
-//! bitcode is columnar and not self-describing: without Firecracker's types the state cannot be
-//! parsed. What it keeps whole are the kvm-bindings structures serialized as bytes, so each
-//! vCPU's state is **located by content**, never by structure:
+//! **bincode files** (Firecracker up to 1.14, snapshot format up to 8.0.0) are read by
+//! structure: `MicrovmState.vcpu_states` (`Vec<VcpuState>`) is walked field by field as serde's
+//! derive and bincode's fixed-int encoding lay out Firecracker 1.14's types (kvm-bindings
+//! structures as u64-length-prefixed bytes, so the `kvm_cpuid_entry2` records are 48 bytes
+//! apart), every length checked; exactly one byte range must parse as it. The fields before it
+//! (`vm_info`, `kvm_state`, `vm_state`) are not walked: the vector starts where a `CpuId`
+//! header stands behind its count. The `kvm_xsave` found must still carry KVM's marks (below).
+//!
+//! **bitcode files** (1.15 and later): bitcode is columnar and not self-describing: without
+//! Firecracker's types the state cannot be parsed. What it keeps whole are the kvm-bindings
+//! structures serialized as bytes, so each vCPU's state is **located by content**:
 //! - `kvm_xsave` (4096 bytes, inside kvm-bindings' `Xsave`, whose 8-byte FAM length before it
 //!   must be 0): KVM_GET_XSAVE's own marks: the CPU's MXCSR_MASK at 28 (the kernel's copy always
 //!   writes it: 0xFFBF or more) with MXCSR within it, a valid XCR0-like mask at 464 (the host's,
@@ -19,12 +27,13 @@
 //! - the CPUID: runs of 40-byte `kvm_cpuid_entry2` records (padding zero), one run per vCPU
 //!   starting at leaf 0, holding leaf 0xD.
 //!
-//! Each kind must be found the same number of times (the vCPUs, paired in file order), and
-//! each pair must confirm each other: XCR0 within the CPUID's leaf 0xD and within the mask at
+//! Each kind must be found the same number of times (the vCPUs, paired in file order). Either
+//! way, each vCPU's pieces must confirm each other: XCR0 within the CPUID's leaf 0xD and within the mask at
 //! 464, XSTATE_BV within XCR0, the image valid for KVM_SET_XSAVE on the CPUID's layout. Anything
 //! else (no candidate, unequal counts, overlapping candidates, a non-zero FAM length: AMX state
 //! beyond 4096 bytes is encoded in bitcode columns this reader does not decode) is refused as
-//! ambiguous. Patching rewrites the located bytes in place and recomputes the CRC.
+//! ambiguous. [`Located::found`] (and `inspect`'s note) says which way each state was found.
+//! Patching rewrites the located bytes in place and recomputes the CRC.
 
 use alloc::format;
 use alloc::string::String;
@@ -79,15 +88,29 @@ pub enum Era {
     Bincode,
 }
 
+/// How a vCPU's state was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// By content (bitcode): the kvm-bindings structures recognised by their values.
+    Content,
+    /// By structure (bincode): `MicrovmState.vcpu_states` walked field by field.
+    Structure,
+}
+
 /// One vCPU's state as located.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Located {
+    /// How it was found.
+    pub found: Found,
     /// Offset of the 4096-byte `kvm_xsave`.
     pub xsave: usize,
     /// Offset of the 392-byte `kvm_xcrs`.
     pub xcrs: usize,
-    /// The `kvm_cpuid_entry2` run.
+    /// The `kvm_cpuid_entry2` records: the first at `cpuid.start`, one every `cpuid_step` bytes
+    /// (40 where they are contiguous; 48 under bincode, each behind its u64 byte length).
     pub cpuid: Range<usize>,
+    /// Bytes from one `kvm_cpuid_entry2` to the next.
+    pub cpuid_step: usize,
     /// Leaf 0xD of that run.
     pub leaf0d: Leaf0d,
     /// XCR0 from `kvm_xcrs`.
@@ -190,6 +213,185 @@ fn cpuid_runs(b: &[u8]) -> Vec<(Range<usize>, Leaf0d)> {
     out
 }
 
+/// A cursor over bincode 2 with fixed-width little-endian integers, as Firecracker up to 1.14
+/// configured it: integers at their width, `serialize_bytes` and sequences behind a u64 length,
+/// tuples and structs as their fields in order, `Option` behind a one-byte tag.
+struct Bincode<'b> {
+    b: &'b [u8],
+    p: usize,
+}
+
+impl Bincode<'_> {
+    fn u32(&mut self) -> Option<u32> {
+        let v = u32_at(self.b, self.p)?;
+        self.p += 4;
+        Some(v)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        let v = u64_at(self.b, self.p)?;
+        self.p += 8;
+        Some(v)
+    }
+
+    /// A sequence length of at most `max`.
+    fn len(&mut self, max: usize) -> Option<usize> {
+        let n = self.u64()?;
+        (n <= max as u64).then_some(n as usize)
+    }
+
+    /// A kvm-bindings structure (its bytes, `serialize_bytes`) of exactly `size` bytes: the
+    /// offset of its first byte.
+    fn raw(&mut self, size: usize) -> Option<usize> {
+        if self.u64()? != size as u64 {
+            return None;
+        }
+        let at = self.p;
+        self.b.get(at..at.checked_add(size)?)?;
+        self.p = at + size;
+        Some(at)
+    }
+
+    /// A vmm-sys-util `FamStructWrapper`: a tuple of the header structure (`header` bytes, whose
+    /// first field is the entry count as `count_width` bytes) and the entries as a sequence of
+    /// `entry` (each read by `f`). The header offset, the entry offsets.
+    fn fam(
+        &mut self,
+        header: usize,
+        max: usize,
+        mut f: impl FnMut(&mut Self) -> Option<usize>,
+    ) -> Option<(usize, Vec<usize>)> {
+        let h = self.raw(header)?;
+        let n = self.len(max)?;
+        let mut at = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            at.push(f(self)?);
+        }
+        Some((h, at))
+    }
+}
+
+/// Sizes of the kvm-bindings structures of `VcpuState` on x86_64.
+const KVM_DEBUGREGS: usize = 128;
+const KVM_LAPIC_STATE: usize = 1024;
+const KVM_MP_STATE: usize = 4;
+const KVM_REGS: usize = 144;
+const KVM_SREGS: usize = 312;
+const KVM_VCPU_EVENTS: usize = 64;
+const KVM_MSR_ENTRY: usize = 16;
+/// `kvm_xsave2`: a `usize` FAM length, then the 4096-byte `kvm_xsave`.
+const KVM_XSAVE2: usize = 8 + KVM_XSAVE_SIZE;
+
+/// One `VcpuState` at the cursor (Firecracker 1.14, x86_64: `cpuid: CpuId`, `saved_msrs:
+/// Vec<Msrs>`, `debug_regs`, `lapic`, `mp_state`, `regs`, `sregs`, `vcpu_events`, `xcrs`,
+/// `xsave: Xsave`, `tsc_khz: Option<u32>`), every length checked against what KVM's structures
+/// are; the vCPU located, with its leaf 0xD.
+fn bincode_vcpu(c: &mut Bincode<'_>) -> Option<Located> {
+    let (h, entries) = c.fam(8, 256, |c| c.raw(CPUID_ENTRY))?;
+    // kvm_cpuid2: nent, padding; the count the entries' sequence has.
+    if u32_at(c.b, h)? as usize != entries.len() || u32_at(c.b, h + 4)? != 0 {
+        return None;
+    }
+    let first = *entries.first()?;
+    if entries.windows(2).any(|w| w[1] != w[0] + CPUID_ENTRY + 8) {
+        return None;
+    }
+    let mut leaf = Leaf0d::new();
+    for &e in &entries {
+        let (f, i, r) = cpuid_entry_at(c.b, e)?;
+        if f == 0xD && i < 64 {
+            leaf.set(i as u8, r);
+        }
+    }
+    if !leaf.recorded(0) {
+        return None;
+    }
+    let msrs = c.len(64)?;
+    for _ in 0..msrs {
+        let (h, e) = c.fam(8, 4096, |c| c.raw(KVM_MSR_ENTRY))?;
+        if u32_at(c.b, h)? as usize != e.len() {
+            return None;
+        }
+    }
+    for size in [KVM_DEBUGREGS, KVM_LAPIC_STATE, KVM_MP_STATE, KVM_REGS, KVM_SREGS, KVM_VCPU_EVENTS] {
+        c.raw(size)?;
+    }
+    let xcrs = c.raw(KVM_XCRS_SIZE)?;
+    let xcr0 = xcrs_at(c.b, xcrs)?;
+    let (x2, extra) = c.fam(KVM_XSAVE2, 1 << 20, |c| {
+        c.u32()?;
+        Some(0)
+    })?;
+    if u64_at(c.b, x2)? != extra.len() as u64 {
+        return None;
+    }
+    match c.b.get(c.p)? {
+        0 => c.p += 1,
+        1 => {
+            c.p += 1;
+            c.u32()?;
+        }
+        _ => return None,
+    }
+    Some(Located {
+        found: Found::Structure,
+        xsave: x2 + 8,
+        xcrs,
+        cpuid: first..first + entries.len() * (CPUID_ENTRY + 8),
+        cpuid_step: CPUID_ENTRY + 8,
+        leaf0d: leaf,
+        xcr0,
+    })
+}
+
+/// `MicrovmState.vcpu_states` of a bincode vmstate: a `Vec<VcpuState>` (u64 count, then each
+/// state, [`bincode_vcpu`]) that parses whole. Its start is where a `CpuId` begins (u64 8, the
+/// 8-byte `kvm_cpuid2` header, u64 entry count, u64 40) behind a count of 1..=256. Every walk
+/// that completes is a candidate; exactly one must.
+fn bincode_vcpus(b: &[u8]) -> Result<Vec<Located>, RecordError> {
+    let mut walks: Vec<(usize, Vec<Located>)> = Vec::new();
+    let mut q = 8;
+    while q + 32 <= b.len() {
+        let head = u64_at(b, q) == Some(8)
+            && u32_at(b, q + 12) == Some(0)
+            && u32_at(b, q + 8).map(u64::from) == u64_at(b, q + 16)
+            && u64_at(b, q + 24) == Some(CPUID_ENTRY as u64);
+        let n = u64_at(b, q - 8).unwrap_or(0);
+        if head && (1..=256).contains(&n) && walks.last().is_none_or(|(end, _)| q >= *end) {
+            let mut c = Bincode { b, p: q };
+            let vcpus: Option<Vec<Located>> = (0..n).map(|_| bincode_vcpu(&mut c)).collect();
+            if let Some(v) = vcpus {
+                walks.push((c.p, v));
+                q = c.p;
+                continue;
+            }
+        }
+        q += 1;
+    }
+    match walks.len() {
+        1 => Ok(walks.pop().map(|(_, v)| v).unwrap_or_default()),
+        0 => Err(ambiguous(
+            None,
+            "bincode vmstate: no MicrovmState.vcpu_states (Vec<VcpuState> of Firecracker 1.14) parses here".into(),
+        )),
+        n => Err(ambiguous(None, format!("bincode vmstate: {n} byte ranges parse as MicrovmState.vcpu_states"))),
+    }
+}
+
+/// kvm-bindings' `Xsave`: the 8-byte FAM length before the region must be 0; non-zero means
+/// state beyond 4096 bytes (AMX), which this reader does not take.
+fn fam_empty(data: &[u8], x: usize) -> Result<(), RecordError> {
+    if u64_at(data, x.wrapping_sub(8)) == Some(0) {
+        return Ok(());
+    }
+    Err(ambiguous(
+        Some(x.saturating_sub(8)),
+        "the Xsave's FAM length before the kvm_xsave is not 0: state beyond 4096 bytes (AMX) is not read here (under \
+         bitcode it is encoded in columns this reader does not decode)"
+            .into(),
+    ))
+}
+
 impl<'a> Vmstate<'a> {
     /// Checks the CRC and the header, then locates every vCPU (module documentation).
     pub fn parse(bytes: &'a [u8]) -> Result<Vmstate<'a>, RecordError> {
@@ -225,6 +427,19 @@ impl<'a> Vmstate<'a> {
         .filter(|v| !v.is_empty() && v.iter().all(|c| c.is_ascii_digit() || *c == b'.'))
         .map(|v| String::from_utf8_lossy(v).into_owned());
         let data = &bytes[..body];
+        if era == Era::Bincode {
+            let vcpus = bincode_vcpus(data)?;
+            for (i, v) in vcpus.iter().enumerate() {
+                if !xsave_at(data, v.xsave) {
+                    return Err(ambiguous(
+                        Some(v.xsave),
+                        format!("vCPU {i}: the kvm_xsave the structure gives does not carry KVM_GET_XSAVE's marks"),
+                    ));
+                }
+                fam_empty(data, v.xsave)?;
+            }
+            return Ok(Vmstate { bytes, era, version, vcpus });
+        }
         let xcrs: Vec<(usize, Xfeatures)> = (0..data.len().saturating_sub(KVM_XCRS_SIZE - 1))
             .filter_map(|p| xcrs_at(data, p).map(|x| (p, x)))
             .collect();
@@ -250,17 +465,16 @@ impl<'a> Vmstate<'a> {
         }
         let mut vcpus = Vec::with_capacity(xsaves.len());
         for ((&x, &(c, xcr0)), (run, leaf)) in xsaves.iter().zip(&xcrs).zip(runs) {
-            // kvm-bindings' Xsave: an 8-byte FAM length before the region; non-zero means state
-            // beyond 4096 bytes, which bitcode keeps in columns not decoded here.
-            if era == Era::Bitcode && u64_at(data, x.wrapping_sub(8)) != Some(0) {
-                return Err(ambiguous(
-                    Some(x.saturating_sub(8)),
-                    "the Xsave's FAM length before the kvm_xsave is not 0: state beyond 4096 bytes (AMX) is encoded in \
-                     bitcode columns this reader does not decode"
-                        .into(),
-                ));
-            }
-            vcpus.push(Located { xsave: x, xcrs: c, cpuid: run, leaf0d: leaf, xcr0 });
+            fam_empty(data, x)?;
+            vcpus.push(Located {
+                found: Found::Content,
+                xsave: x,
+                xcrs: c,
+                cpuid: run,
+                cpuid_step: CPUID_ENTRY,
+                leaf0d: leaf,
+                xcr0,
+            });
         }
         Ok(Vmstate { bytes, era, version, vcpus })
     }
@@ -356,12 +570,24 @@ pub(crate) fn read(bytes: &[u8], layout: &Layout, opts: &Options) -> Result<Cont
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            format!("vCPU {i}: kvm_xsave at byte {}, kvm_xcrs at {}, CPUID at {}", v.xsave, v.xcrs, v.cpuid.start)
+            let how = match v.found {
+                Found::Content => "by content",
+                Found::Structure => "by structure",
+            };
+            format!(
+                "vCPU {i} ({how}): kvm_xsave at byte {}, kvm_xcrs at {}, CPUID at {}",
+                v.xsave, v.xcrs, v.cpuid.start
+            )
         })
         .collect();
+    let how = match vm.era {
+        Era::Bitcode => "the state is located by content, not parsed (bitcode is not self-describing)",
+        Era::Bincode => {
+            "the state is found by structure (MicrovmState.vcpu_states walked field by field as bincode lays it out)"
+        }
+    };
     c.notes.push(format!(
-        "Firecracker vmstate ({:?}{}, CRC-64 checked): the state is located by content, not parsed (bitcode is not \
-         self-describing), and confirmed against the recorded kvm_xcrs and CPUID: {}",
+        "Firecracker vmstate ({:?}{}, CRC-64 checked): {how}, and confirmed against the recorded kvm_xcrs and CPUID: {}",
         vm.era,
         vm.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default(),
         where_.join("; ")
@@ -439,7 +665,7 @@ pub fn cpuid(bytes: &[u8]) -> Result<crate::cpuid::CpuidData, RecordError> {
         if let Some((f, i, r)) = cpuid_entry_at(bytes, p) {
             d.insert(f, i, r);
         }
-        p += CPUID_ENTRY;
+        p += vm.vcpus[0].cpuid_step;
     }
     Ok(d)
 }
