@@ -1,4 +1,4 @@
-//! The Firecracker vmstate locator (CRC, header, kvm_xsave / kvm_xcrs / CPUID by content) and
+//! The Firecracker vmstate reader (CRC, header; bincode: vcpu_states walked by structure; bitcode: kvm_xsave / kvm_xcrs / CPUID by content) and
 //! patcher on arbitrary bytes (byte 0: the layout given, byte 1 bit 0: re-seal the CRC first,
 //! so the fuzzer gets past the checksum): never a panic; a vmstate that reads patches back to
 //! itself; a patched register reads back with a valid CRC; a retarget reads back in its layout.
