@@ -28,9 +28,9 @@
 //!   starting at leaf 0, holding leaf 0xD.
 //!
 //! Each kind must be found the same number of times (the vCPUs, paired in file order). Either
-//! way, each vCPU's pieces must confirm each other: XCR0 within the CPUID's leaf 0xD and within the mask at
-//! 464, XSTATE_BV within XCR0, the image valid for KVM_SET_XSAVE on the CPUID's layout. Anything
-//! else (no candidate, unequal counts, overlapping candidates, a non-zero FAM length: AMX state
+//! way, each vCPU's pieces must confirm each other: XCR0 within the CPUID's leaf 0xD and within
+//! the mask at 464, XSTATE_BV within XCR0, the image valid for KVM_SET_XSAVE on the CPUID's
+//! layout. Anything else (no candidate, unequal counts, overlapping candidates, a non-zero FAM length: AMX state
 //! beyond 4096 bytes is encoded in bitcode columns this reader does not decode) is refused as
 //! ambiguous. [`Located::found`] (and `inspect`'s note) says which way each state was found.
 //! Patching rewrites the located bytes in place and recomputes the CRC.
