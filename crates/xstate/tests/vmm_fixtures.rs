@@ -567,3 +567,51 @@ fn a_snapshot_whose_cpuid_puts_state_in_use_past_its_buffer_is_refused() {
     let e = record::read(Format::Firecracker, &bytes, &any, &Options::default()).unwrap_err();
     assert!(matches!(e.rule, Rule::Ambiguous | Rule::Truncated | Rule::Image | Rule::LayoutDescriptor), "{e}");
 }
+
+/// A two-vCPU vmstate of the same guest (Firecracker v1.14.4, `vcpu_count` 2): vCPU 0 runs the
+/// guest, vCPU 1 waits for INIT-SIPI in its reset state (XCR0 0x1), so the dynamic leaf 0xD
+/// sizes KVM reports per vCPU differ (0xD.0 EBX: the standard size for that vCPU's XCR0) while
+/// the layout is the same.
+#[test]
+fn firecracker_bincode_two_vcpus_each_with_its_own_xcr0() {
+    let bytes =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/firecracker-v1.14/vmstate-2vcpu")).unwrap();
+    let vm = record::firecracker::Vmstate::parse(&bytes).unwrap_or_else(|e| panic!("2-vCPU vmstate: {e}"));
+    assert_eq!(vm.vcpus.len(), 2);
+    assert!(vm.vcpus.iter().all(|v| v.found == record::firecracker::Found::Structure));
+    let (a, b) = (vm.vcpus[0].leaf0d.get(0), vm.vcpus[1].leaf0d.get(0));
+    assert_eq!((a.eax, a.ecx), (b.eax, b.ecx), "the same supported mask and maximum size");
+    assert_ne!(a.ebx, b.ebx, "0xD.0 EBX follows each vCPU's XCR0");
+    let unrelated = fixtures::layout(fixtures::AVX_ONLY);
+    let c = record::read(Format::Firecracker, &bytes, &unrelated, &Options::default())
+        .unwrap_or_else(|e| panic!("2-vCPU vmstate: {e}"));
+    assert_eq!(c.states.len(), 2);
+    let l = c.layout.clone().unwrap();
+    let st = &c.states[0];
+    assert_eq!((st.id, st.xcr0), (Some(StateId::Vcpu(0)), Some(Xfeatures(0xe7))));
+    check_known_avx512(&decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap()));
+    let st = &c.states[1];
+    assert_eq!((st.id, st.xcr0), (Some(StateId::Vcpu(1)), Some(Xfeatures(0x1))));
+    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    let int = |name: &str| d.get(name).and_then(|r| r.as_u64());
+    assert_eq!((int("fctrl"), int("mxcsr")), (Some(0x037f), Some(0x1f80)), "vCPU 1 in its reset state");
+    // Patched unchanged: the same bytes (no re-layout mark on vCPU 1 for its own layout).
+    let same = record::patch(Format::Firecracker, &bytes, &c, &l, &l, &Options::default()).unwrap();
+    assert!(same == bytes, "an unchanged patch gives the vmstate back");
+    // vCPU 1's FCW edited: only its region and the CRC change; vCPU 0 reads as before.
+    let mut c2 = c.clone();
+    let img = c2.states[1].image.as_mut().unwrap();
+    img[..2].copy_from_slice(&0x027fu16.to_le_bytes());
+    img[512] |= 1; // XSTATE_BV: x87 in use (the reset state has it init)
+    let out = record::patch(Format::Firecracker, &bytes, &c2, &l, &l, &Options::default()).unwrap();
+    assert_eq!(record::firecracker::crc64(&out), 0, "the CRC is recomputed");
+    let x1 = vm.vcpus[1].xsave;
+    let diff = changed_bytes(&bytes, &out);
+    assert!(!diff.is_empty() && diff.iter().all(|&i| (x1..x1 + 4096).contains(&i) || i >= bytes.len() - 8), "{diff:?}");
+    let back = record::read(Format::Firecracker, &out, &unrelated, &Options::default()).unwrap();
+    let st = &back.states[1];
+    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    assert_eq!(d.get("fctrl").and_then(|r| r.as_u64()), Some(0x027f));
+    let st = &back.states[0];
+    check_known_avx512(&decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap()));
+}

@@ -476,6 +476,21 @@ impl Layout {
         self.reported
     }
 
+    /// True if `other` is the same CPU geometry: equal in everything but the two sizes CPUID
+    /// reports for the masks enabled when it was read (0xD.0 EBX for XCR0, 0xD.1 EBX for XCR0 |
+    /// IA32_XSS; SDM Vol. 2A, CPUID leaf 0DH), which differ between the vCPUs of one guest
+    /// whose XCR0s differ (a vCPU still in its reset state reports 576).
+    pub fn same_geometry(&self, other: &Layout) -> bool {
+        let fixed = |l: &Layout| Reported { standard_size_enabled: 0, compacted_size_enabled: 0, ..l.reported };
+        self.user == other.user
+            && self.supervisor == other.supervisor
+            && self.features == other.features
+            && self.geometry == other.geometry
+            && self.recognised == other.recognised
+            && self.anomalies == other.anomalies
+            && fixed(self) == fixed(other)
+    }
+
     /// Notes about the source that do not prevent its use.
     pub fn anomalies(&self) -> &[Anomaly] {
         &self.anomalies

@@ -291,3 +291,26 @@ fn table_driven_compaction_matches_the_reference_on_every_subset() {
         }
     }
 }
+
+#[test]
+fn same_geometry_ignores_only_the_sizes_of_the_enabled_masks() {
+    // Zen 4 as one vCPU reports it and as a vCPU still in its reset state (XCR0 0x1) does:
+    // 0xD.0 EBX and 0xD.1 EBX follow the enabled masks; the layout is the same.
+    let running = fixtures::leaf0d(fixtures::AMD_ZEN4);
+    let mut reset = running;
+    let r0 = reset.get(0);
+    reset.set(0, crate::cpuid::Regs::new(r0.eax, 576, r0.ecx, r0.edx));
+    let r1 = reset.get(1);
+    reset.set(1, crate::cpuid::Regs::new(r1.eax, 576, r1.ecx, r1.edx));
+    let (a, b) = (Layout::from_leaf0d(&running).unwrap(), Layout::from_leaf0d(&reset).unwrap());
+    assert!(a != b && a.same_geometry(&b) && b.same_geometry(&a));
+    // Another offset, or another maximum size (0xD.0 ECX), is another layout.
+    let mut moved = running;
+    let r5 = moved.get(5);
+    moved.set(5, crate::cpuid::Regs::new(r5.eax, r5.ebx + 0x100, r5.ecx, r5.edx));
+    assert!(!a.same_geometry(&Layout::from_leaf0d(&moved).unwrap()));
+    let mut max = running;
+    max.set(0, crate::cpuid::Regs::new(r0.eax, r0.ebx, r0.ecx + 64, r0.edx));
+    assert!(!a.same_geometry(&Layout::from_leaf0d(&max).unwrap()));
+    assert!(!a.same_geometry(&layout(fixtures::INTEL_SKYLAKE_SP)));
+}

@@ -289,12 +289,12 @@ pub(crate) fn read(bytes: &[u8], layout: &Layout, opts: &Options) -> Result<Cont
         let r = read_vcpu(&v, given, opts)?;
         match &snapshot_layout {
             None => snapshot_layout = Some(r.layout),
-            Some(l) if *l != r.layout => {
+            Some(l) if !l.same_geometry(&r.layout) => {
                 return Err(RecordError::new(
                     F,
                     Rule::Ambiguous,
                     Some(v.string.start),
-                    Detail::Message(format!("{}: its CPUID leaf 0xD differs from vCPU 0's", path(&v.key))),
+                    Detail::Message(format!("{}: its CPUID leaf 0xD gives another layout than vCPU 0's", path(&v.key))),
                 ));
             }
             Some(_) => {}
@@ -304,7 +304,7 @@ pub(crate) fn read(bytes: &[u8], layout: &Layout, opts: &Options) -> Result<Cont
     let own = snapshot_layout.unwrap_or_else(|| layout.clone());
     let mut c = Contents { format: F, layout: None, states, notes: Vec::new() };
     if given.is_some() {
-        if own != *layout {
+        if !own.same_geometry(layout) {
             c.notes.push(
                 "the xsave regions are read in the given layout, not the one of the snapshot's CPUID (which the \
                  guest was told)"
@@ -400,7 +400,7 @@ pub(crate) fn patch(
         }
         let own = Layout::from_leaf0d(&leaf0d(f.cpuid, at)?)
             .map_err(|e| RecordError::new(F, Rule::LayoutDescriptor, Some(at), Detail::Layout(e)))?;
-        super::relayout::write(&mut buf, (own != *layout).then_some(layout));
+        super::relayout::write(&mut buf, (!own.same_geometry(layout)).then_some(layout));
         let word = |i: usize| u32::from_le_bytes([buf[4 * i], buf[4 * i + 1], buf[4 * i + 2], buf[4 * i + 3]]);
         for (i, tok) in f.region.iter().enumerate() {
             inner.number(tok, old_region[i].into(), word(i).into());

@@ -507,10 +507,10 @@ pub(crate) fn read(bytes: &[u8], layout: &Layout, opts: &Options) -> Result<Cont
             .map_err(|e| RecordError::new(F, Rule::LayoutDescriptor, Some(v.cpuid.start), Detail::Layout(e)))?;
         match &own_layout {
             None => own_layout = Some(own),
-            Some(o) if *o != own => {
+            Some(o) if !o.same_geometry(&own) => {
                 return Err(ambiguous(
                     Some(v.cpuid.start),
-                    format!("vCPU {i}: its CPUID leaf 0xD differs from vCPU 0's"),
+                    format!("vCPU {i}: its CPUID leaf 0xD gives another layout than vCPU 0's"),
                 ));
             }
             Some(_) => {}
@@ -594,7 +594,7 @@ pub(crate) fn read(bytes: &[u8], layout: &Layout, opts: &Options) -> Result<Cont
     ));
     if given.is_none() {
         c.layout = Some(own);
-    } else if own != *layout {
+    } else if !own.same_geometry(layout) {
         c.notes.push("the kvm_xsave regions are read in the given layout, not the one of the vmstate's CPUID (which the guest was told)".into());
     }
     Ok(c)
@@ -636,7 +636,7 @@ pub(crate) fn patch(original: &[u8], states: &[State], layout: &Layout) -> Resul
         region[464..512].copy_from_slice(&original[v.xsave + 464..v.xsave + 512]);
         let own = Layout::from_leaf0d(&v.leaf0d)
             .map_err(|e| RecordError::new(F, Rule::LayoutDescriptor, Some(v.cpuid.start), Detail::Layout(e)))?;
-        super::relayout::write(&mut region, (own != *layout).then_some(layout));
+        super::relayout::write(&mut region, (!own.same_geometry(layout)).then_some(layout));
         out[v.xsave..v.xsave + KVM_XSAVE_SIZE].copy_from_slice(&region);
         if let Some(x) = st.xcr0
             && x != v.xcr0
