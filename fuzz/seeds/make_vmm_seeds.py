@@ -115,8 +115,11 @@ elif target == "firecracker":
     src = os.path.join(fix, "firecracker", "vmstate")
     if os.path.isfile(src):
         open(os.path.join(out, "vmstate"), "wb").write(b"\x24\x01" + open(src, "rb").read())
-    # The bincode-era fixture (Firecracker v1.14.4) is in the repository: the structural path.
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "crates", "xstate", "tests", "fixtures",
-                       "firecracker-v1.14", "vmstate")
-    if os.path.isfile(src):
-        open(os.path.join(out, "vmstate-bincode"), "wb").write(b"\x24\x01" + open(src, "rb").read())
+    # The bincode-era fixtures (Firecracker v1.14.4, one and two vCPUs) are in the repository:
+    # the structural path.
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "crates", "xstate", "tests",
+                        "fixtures", "firecracker-v1.14")
+    for name in ["vmstate", "vmstate-2vcpu"]:
+        src = os.path.join(here, name)
+        if os.path.isfile(src):
+            open(os.path.join(out, name + "-bincode"), "wb").write(b"\x24\x01" + open(src, "rb").read())
