@@ -615,3 +615,41 @@ fn firecracker_bincode_two_vcpus_each_with_its_own_xcr0() {
     let st = &back.states[0];
     check_known_avx512(&decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap()));
 }
+
+/// The Cloud Hypervisor fixture with a second vCPU beside the first, as a 2-vCPU guest whose
+/// vCPU 1 is still in its reset state writes it: XCR0 0x1 in `xcrs`, init state (XSTATE_BV 0)
+/// in its xsave region, and the CPUID KVM reports for that XCR0 (0xD.0 and 0xD.1 EBX 576).
+#[test]
+fn cloud_hypervisor_two_vcpus_each_with_its_own_xcr0() {
+    use serde_json::Value;
+    let Some(bytes) = fixture_or_skip("cloud-hypervisor/state.json", "the 2-vCPU Cloud Hypervisor case is not read")
+    else {
+        return;
+    };
+    let mut doc: Value = serde_json::from_slice(&bytes).unwrap();
+    let vcpus = &mut doc["snapshots"]["cpu-manager"]["snapshots"];
+    let mut v1 = vcpus["0"].clone();
+    let mut state: Value = serde_json::from_str(v1["snapshot_data"]["state"].as_str().unwrap()).unwrap();
+    let kvm = &mut state["Kvm"];
+    for e in kvm["cpuid"].as_array_mut().unwrap() {
+        if e["function"] == 13 && (e["index"] == 0 || e["index"] == 1) {
+            e["ebx"] = 576.into();
+        }
+    }
+    kvm["xcrs"][16] = 1.into(); // kvm_xcrs: xcrs[0].value, low byte
+    kvm["xsave"]["region"][128] = 0.into(); // XSTATE_BV, low word: everything init
+    v1["snapshot_data"]["state"] = Value::String(state.to_string());
+    vcpus["1"] = v1;
+    let two = serde_json::to_vec(&doc).unwrap();
+    let unrelated = fixtures::layout(fixtures::AVX_ONLY);
+    let c = record::read(Format::CloudHypervisor, &two, &unrelated, &Options::default())
+        .unwrap_or_else(|e| panic!("2-vCPU state.json: {e}"));
+    assert_eq!(c.states.len(), 2);
+    assert_eq!(c.states[0].xcr0, Some(Xfeatures(0xe7)));
+    assert_eq!(c.states[1].xcr0, Some(Xfeatures(0x1)));
+    let l = c.layout.clone().unwrap();
+    check_known_avx512(&decode(&c.states[0].image.as_ref().unwrap().image(), &l, c.states[0].rfbm.unwrap()));
+    // Patched unchanged: the same bytes (no re-layout mark on vCPU 1 for its own layout).
+    let same = record::patch(Format::CloudHypervisor, &two, &c, &l, &l, &Options::default()).unwrap();
+    assert!(same == two, "an unchanged patch gives the snapshot back");
+}
