@@ -123,3 +123,7 @@ elif target == "firecracker":
         src = os.path.join(here, name)
         if os.path.isfile(src):
             open(os.path.join(out, name + "-bincode"), "wb").write(b"\x24\x01" + open(src, "rb").read())
+    # The two-vCPU bitcode fixture (Firecracker v1.16.1): content location across vCPUs.
+    src = os.path.join(here, "..", "firecracker-v1.16", "vmstate-2vcpu")
+    if os.path.isfile(src):
+        open(os.path.join(out, "vmstate-2vcpu-bitcode"), "wb").write(b"\x24\x01" + open(src, "rb").read())

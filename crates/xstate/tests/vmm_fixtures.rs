@@ -652,4 +652,85 @@ fn cloud_hypervisor_two_vcpus_each_with_its_own_xcr0() {
     // Patched unchanged: the same bytes (no re-layout mark on vCPU 1 for its own layout).
     let same = record::patch(Format::CloudHypervisor, &two, &c, &l, &l, &Options::default()).unwrap();
     assert!(same == two, "an unchanged patch gives the snapshot back");
+
+/// A two-vCPU bitcode vmstate (Firecracker v1.16.1, `vcpu_count` 2), the same guest: vCPU 0 runs
+/// it, vCPU 1 waits in its reset state (XCR0 0x1). bitcode cannot be parsed without
+/// Firecracker's types, so both vCPUs' `kvm_xsave`, `kvm_xcrs` and CPUID are located by content
+/// and paired in file order.
+#[test]
+fn firecracker_bitcode_two_vcpus_located_by_content() {
+    let bytes =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/firecracker-v1.16/vmstate-2vcpu")).unwrap();
+    assert_eq!(record::firecracker::crc64(&bytes), 0, "Firecracker's CRC");
+    let vm = record::firecracker::Vmstate::parse(&bytes).unwrap_or_else(|e| panic!("2-vCPU bitcode vmstate: {e}"));
+    assert_eq!(vm.era, record::firecracker::Era::Bitcode);
+    assert_eq!(vm.version.as_deref(), Some("10.0.0"));
+    assert_eq!(vm.vcpus.len(), 2);
+    assert!(vm.vcpus.iter().all(|v| v.found == record::firecracker::Found::Content));
+    assert_eq!((vm.vcpus[0].xcr0, vm.vcpus[1].xcr0), (Xfeatures(0xe7), Xfeatures(0x1)), "paired with its kvm_xcrs");
+    // Found by hand: bitcode keeps each field's bytes for all vCPUs in one column, so the two
+    // kvm_xcrs are adjacent, as are the two kvm_xsave2 (4104 bytes: FAM length 0, kvm_xsave)
+    // and the two CPUID runs (76 entries of 40 bytes).
+    let at: Vec<_> = vm.vcpus.iter().map(|v| (v.xsave, v.xcrs, v.cpuid.clone())).collect();
+    assert_eq!(at, [(18511, 17711, 2140..5180), (22615, 18103, 5180..8220)]);
+    let (a, b) = (vm.vcpus[0].leaf0d.get(0), vm.vcpus[1].leaf0d.get(0));
+    assert_eq!((a.eax, a.ebx, a.ecx), (0xe7, 0x980, 0x980));
+    assert_eq!((b.eax, b.ebx, b.ecx), (0xe7, 0x240, 0x980), "0xD.0 EBX for vCPU 1's XCR0 0x1");
+    let unrelated = fixtures::layout(fixtures::AVX_ONLY);
+    let c = record::read(Format::Firecracker, &bytes, &unrelated, &Options::default())
+        .unwrap_or_else(|e| panic!("2-vCPU bitcode vmstate: {e}"));
+    assert!(c.notes[0].contains("located by content"), "{:?}", c.notes);
+    assert_eq!(c.states.len(), 2);
+    let l = c.layout.clone().unwrap();
+    assert_eq!(l.standard_size(Xfeatures(0xe7)), Some(2432));
+    let st = &c.states[0];
+    assert_eq!((st.id, st.xcr0), (Some(StateId::Vcpu(0)), Some(Xfeatures(0xe7))));
+    check_known_avx512(&decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap()));
+    let st = &c.states[1];
+    assert_eq!((st.id, st.xcr0), (Some(StateId::Vcpu(1)), Some(Xfeatures(0x1))));
+    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    let int = |name: &str| d.get(name).and_then(|r| r.as_u64());
+    assert_eq!((int("fctrl"), int("mxcsr")), (Some(0x037f), Some(0x1f80)), "vCPU 1 in its reset state");
+    let same = record::patch(Format::Firecracker, &bytes, &c, &l, &l, &Options::default()).unwrap();
+    assert!(same == bytes, "an unchanged patch gives the vmstate back");
+    let mut c2 = c.clone();
+    let img = c2.states[1].image.as_mut().unwrap();
+    img[..2].copy_from_slice(&0x027fu16.to_le_bytes());
+    img[512] |= 1; // XSTATE_BV: x87 in use (the reset state has it init)
+    let out = record::patch(Format::Firecracker, &bytes, &c2, &l, &l, &Options::default()).unwrap();
+    assert_eq!(record::firecracker::crc64(&out), 0, "the CRC is recomputed");
+    let x1 = vm.vcpus[1].xsave;
+    let diff = changed_bytes(&bytes, &out);
+    assert!(!diff.is_empty() && diff.iter().all(|&i| (x1..x1 + 4096).contains(&i) || i >= bytes.len() - 8), "{diff:?}");
+    let back = record::read(Format::Firecracker, &out, &unrelated, &Options::default()).unwrap();
+    let st = &back.states[1];
+    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    assert_eq!(d.get("fctrl").and_then(|r| r.as_u64()), Some(0x027f));
+    let st = &back.states[0];
+    check_known_avx512(&decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap()));
+    let reseal = |mut b: Vec<u8>| {
+        let body = b.len() - 8;
+        let crc = record::firecracker::crc64(&b[..body]);
+        b[body..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    let refused = |b: Vec<u8>| {
+        let e = record::read(Format::Firecracker, &reseal(b), &unrelated, &Options::default()).unwrap_err();
+        assert_eq!(e.rule, Rule::Ambiguous, "{e}");
+    };
+    // vCPU 1's kvm_xcrs unrecognisable: 2 kvm_xsave, 1 kvm_xcrs do not pair up.
+    let mut one = bytes.clone();
+    one[vm.vcpus[1].xcrs] = 0;
+    refused(one);
+    // The XCR0s swapped between the kvm_xcrs: vCPU 0's XSTATE_BV 0xe7 is then outside XCR0 0x1,
+    // so a wrong pairing is refused, not read.
+    let mut swapped = bytes.clone();
+    let (c0, c1) = (vm.vcpus[0].xcrs + 16, vm.vcpus[1].xcrs + 16);
+    swapped[c0] = 0x1;
+    swapped[c1] = 0xe7;
+    refused(swapped);
+    // vCPU 1's CPUID run cut (its leaf 0 made implausible): one run for two vCPUs.
+    let mut cut = bytes.clone();
+    cut[vm.vcpus[1].cpuid.start + 28] = 1;
+    refused(cut);
 }
