@@ -652,6 +652,7 @@ fn cloud_hypervisor_two_vcpus_each_with_its_own_xcr0() {
     // Patched unchanged: the same bytes (no re-layout mark on vCPU 1 for its own layout).
     let same = record::patch(Format::CloudHypervisor, &two, &c, &l, &l, &Options::default()).unwrap();
     assert!(same == two, "an unchanged patch gives the snapshot back");
+}
 
 /// A two-vCPU bitcode vmstate (Firecracker v1.16.1, `vcpu_count` 2), the same guest: vCPU 0 runs
 /// it, vCPU 1 waits in its reset state (XCR0 0x1). bitcode cannot be parsed without
