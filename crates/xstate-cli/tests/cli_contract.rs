@@ -276,3 +276,35 @@ fn item16_validate_sizes() {
     assert_eq!(code, 1);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `convert` flags that would change nothing are usage errors, never ignored: the Xen flags when
+/// neither side is a Xen record, and, writing into a container (a snapshot patched in place),
+/// `--to-xcr0` (the vCPU's XCR0 is the state's: `--xcr0` or the one it records), `--drop` and
+/// `--json`. Before, `--to-xcr0 0x1` was ignored and the vCPU was written with XCR0 0xe7.
+#[test]
+fn convert_flags_without_effect_are_usage_errors() {
+    let d = tmpdir("contract-convert-flags");
+    let img = host_image(&d, true);
+    let out = d.join("o");
+    let usage = |args: &[&str], flag: &str| {
+        let (code, _, err) = xstate(args);
+        assert_eq!(code, 2, "{args:?}: {flag} is a usage error: {err}");
+        assert!(err.contains(flag) && err.trim().lines().count() == 1, "{err}");
+        assert!(!out.exists(), "nothing written");
+    };
+    usage(&["convert", s(&img), "--to", "standard", "--xen-host", "0x7", "-o", s(&out)], "--xen-host");
+    usage(&["convert", s(&img), "--to", "standard", "--xen-policy", "pv", "-o", s(&out)], "--xen-policy");
+    let vm = concat!(env!("CARGO_MANIFEST_DIR"), "/../xstate/tests/fixtures/firecracker-v1.16/vmstate-2vcpu");
+    let into = ["convert", s(&img), "--to", "standard", "--to-format", "firecracker", "--into", vm, "--vcpu", "1"];
+    let o = s(&out);
+    let with = |extra: &[&'static str]| -> Vec<&str> { [&into[..], extra, &["-o", o][..]].concat() };
+    usage(&with(&["--to-xcr0", "0x1"]), "--to-xcr0");
+    usage(&with(&["--drop", "xcr0"]), "--drop");
+    usage(&with(&["--json"]), "--json");
+    usage(&with(&["--xen-host", "0x7"]), "--xen-host");
+    // The same container write without them runs; the vCPU then has the state's XCR0.
+    let (code, _, err) = xstate(&with(&["--xcr0", "0xe7"]));
+    assert_eq!(code, 0, "{err}");
+    let v = json_of(&["inspect", s(&out), "--vcpu", "1", "--json"]);
+    assert_eq!(v["xcr0"], "0xe7", "{v}");
+}

@@ -735,3 +735,32 @@ fn firecracker_bitcode_two_vcpus_located_by_content() {
     cut[vm.vcpus[1].cpuid.start + 28] = 1;
     refused(cut);
 }
+
+/// A state written into a bitcode vmstate whose image has no MXCSR_MASK (an image another tool
+/// made, or a conversion that had no mask to keep): KVM_SET_XSAVE ignores the field, and the
+/// content location needs KVM's own value there, so the patch keeps the one found, as it keeps
+/// bytes 464..511. Before, the patched file no longer read ("do not pair up").
+#[test]
+fn firecracker_patch_keeps_kvms_mxcsr_mask() {
+    let bytes =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/firecracker-v1.16/vmstate-2vcpu")).unwrap();
+    let unrelated = fixtures::layout(fixtures::AVX_ONLY);
+    let c = record::read(Format::Firecracker, &bytes, &unrelated, &Options::default()).unwrap();
+    let l = c.layout.clone().unwrap();
+    let vm = record::firecracker::Vmstate::parse(&bytes).unwrap();
+    let mut c2 = c.clone();
+    let img = c2.states[1].image.as_mut().unwrap();
+    img[28..32].fill(0);
+    img[..2].copy_from_slice(&0x027fu16.to_le_bytes()); // FCW edited
+    img[512] |= 1; // x87 in use (vCPU 1's XCR0 is 0x1)
+    let out = record::patch(Format::Firecracker, &bytes, &c2, &l, &l, &Options::default()).unwrap();
+    let x1 = vm.vcpus[1].xsave;
+    assert_eq!(&out[x1 + 28..x1 + 32], &bytes[x1 + 28..x1 + 32], "KVM's MXCSR_MASK kept");
+    let back = record::read(Format::Firecracker, &out, &unrelated, &Options::default())
+        .unwrap_or_else(|e| panic!("the patched vmstate reads: {e}"));
+    let st = &back.states[1];
+    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    assert_eq!(d.get("fctrl").and_then(|r| r.as_u64()), Some(0x027f));
+    let st = &back.states[0];
+    check_known_avx512(&decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap()));
+}

@@ -50,6 +50,19 @@ pub fn run(args: &ConvertArgs, to_format: Format) -> CliResult {
     if args.vmm.qemu_accel.is_some() && to_format != Format::Qemu {
         return Err(CliError::usage("--qemu-accel applies to QEMU streams only"));
     }
+    // Flags that would change nothing here are refused, never ignored.
+    let unused = [
+        (
+            args.to_xcr0.is_some(),
+            "--to-xcr0: a container's vCPU keeps the state's XCR0 (--xcr0, or the one it records)",
+        ),
+        (!args.drop.is_empty(), "--drop: a container is patched in place; it drops no field"),
+        (args.json, "--json: writing a container prints a text summary only"),
+        (args.xen.given(), "--xen-policy/--xen-host apply to Xen records only; a container is none"),
+    ];
+    if let Some((_, why)) = unused.iter().find(|(given, _)| *given) {
+        return Err(CliError::usage(format!("{why} (--to-format {to_format})")));
+    }
     let src = args.cpu.source()?;
     // A snapshot's states are laid out for its own CPUID unless --cpuid says otherwise.
     let opts = args.vmm.apply(Options::default(), &args.cpu);

@@ -131,6 +131,15 @@ pub fn run(args: &ConvertArgs) -> CliResult {
     if args.vmm.qemu_accel.is_some() && loaded.format != xstate::record::Format::Qemu {
         return Err(CliError::usage("--qemu-accel applies to QEMU streams only"));
     }
+    let xen = |f: xstate::record::Format| {
+        use xstate::record::Format::*;
+        matches!(f, XenDomctl | XenHvm | XenPv | FcBlob)
+    };
+    if args.xen.given() && !xen(loaded.format) && !args.to_format.as_record().is_some_and(xen) {
+        return Err(CliError::usage(
+            "--xen-policy/--xen-host apply to Xen records only (xen-domctl, xen-hvm, xen-pv, fc-blob in or out)",
+        ));
+    }
     let from_layout = loaded.layout.as_ref().unwrap_or(&src.layout);
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     if loaded.layout.is_none() {

@@ -61,8 +61,8 @@ pub enum ImageFormat {
     /// A Cloud Hypervisor snapshot's state.json: one vCPU (--vcpu) read, written by patching.
     #[value(name = "cloud-hypervisor")]
     CloudHypervisor,
-    /// A Firecracker snapshot's vmstate (states located by content): one vCPU (--vcpu) read,
-    /// written by patching (CRC-64 recomputed).
+    /// A Firecracker snapshot's vmstate (states found by structure in bincode files, located by
+    /// content in bitcode ones): one vCPU (--vcpu) read, written by patching (CRC-64 recomputed).
     #[value(name = "firecracker")]
     Firecracker,
 }

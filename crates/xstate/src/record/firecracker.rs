@@ -632,7 +632,10 @@ pub(crate) fn patch(original: &[u8], states: &[State], layout: &Layout) -> Resul
         let mut region = alloc::vec![0u8; KVM_XSAVE_SIZE];
         let n = img.len().min(KVM_XSAVE_SIZE);
         region[..n].copy_from_slice(&img[..n]);
-        // Bytes 464..511: KVM's mask as found (KVM_SET_XSAVE ignores them), then the mark.
+        // KVM_SET_XSAVE ignores MXCSR_MASK (bytes 28..31) and bytes 464..511; KVM_GET_XSAVE
+        // wrote the host's MXCSR_MASK and supported mask there, which is how the region is
+        // located again (module documentation): both kept as found, then the mark.
+        region[28..32].copy_from_slice(&original[v.xsave + 28..v.xsave + 32]);
         region[464..512].copy_from_slice(&original[v.xsave + 464..v.xsave + 512]);
         let own = Layout::from_leaf0d(&v.leaf0d)
             .map_err(|e| RecordError::new(F, Rule::LayoutDescriptor, Some(v.cpuid.start), Detail::Layout(e)))?;
