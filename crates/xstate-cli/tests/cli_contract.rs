@@ -302,8 +302,17 @@ fn convert_flags_without_effect_are_usage_errors() {
     usage(&with(&["--drop", "xcr0"]), "--drop");
     usage(&with(&["--json"]), "--json");
     usage(&with(&["--xen-host", "0x7"]), "--xen-host");
-    // The same container write without them runs; the vCPU then has the state's XCR0.
-    let (code, _, err) = xstate(&with(&["--xcr0", "0xe7"]));
+    // The same container write without them runs; the vCPU then has the state's XCR0. The
+    // image is laid out for the vmstate's own CPU (2432 bytes for XCR0 0xe7 on its Zen layout),
+    // whatever this host is.
+    let mut zen = vec![0u8; 2432];
+    zen[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    zen[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    zen[512] = 0x3;
+    let zen_img = d.join("zen.img");
+    std::fs::write(&zen_img, &zen).unwrap();
+    let args = [&["convert", s(&zen_img)][..], &into[2..], &["--xcr0", "0xe7", "-o", o][..]].concat();
+    let (code, _, err) = xstate(&args);
     assert_eq!(code, 0, "{err}");
     let v = json_of(&["inspect", s(&out), "--vcpu", "1", "--json"]);
     assert_eq!(v["xcr0"], "0xe7", "{v}");
