@@ -49,7 +49,8 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "FILE")]
     pub to_cpuid: Option<PathBuf>,
     /// The XCR0 the output is restored with; default: the input's when OUT's format records
-    /// one or the CPU is the same, else the --to-cpuid CPU's default.
+    /// one or the CPU is the same, else the --to-cpuid CPU's default. Not for a container
+    /// --to-format, whose vCPU keeps the state's XCR0 (--xcr0, or the one it records).
     #[arg(long, value_name = "MASK", value_parser = parse_mask)]
     pub to_xcr0: Option<Xfeatures>,
     /// File format of the input.
