@@ -179,6 +179,20 @@ fn start(dir: &Path, name: &str, cflags: &[&str]) -> (Child, PathBuf) {
     (child, out)
 }
 
+/// `criu dump` of `child` (which the dump ends) into `DIR/ck`, then `criu cpuinfo dump` there;
+/// the checkpoint directory.
+fn dump(criu: &Path, child: &mut Child, dir: &Path) -> PathBuf {
+    let ck = dir.join("ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    let pid = child.id().to_string();
+    let (dumped, log) = run(Command::new(criu).args(["dump", "-t", &pid, "-D", s(&ck), "-o", "dump.log"]));
+    assert!(dumped, "criu dump: {log}\n{}", std::fs::read_to_string(ck.join("dump.log")).unwrap_or_default());
+    let _ = child.wait();
+    let (info, log) = run(Command::new(criu).args(["cpuinfo", "dump", "-D", s(&ck)]));
+    assert!(info, "criu cpuinfo dump: {log}");
+    ck
+}
+
 #[test]
 fn criu_dump_edit_restore_the_process_sees_the_edit() {
     let Some(criu) = live("the CRIU round trip") else { return };
@@ -190,13 +204,7 @@ fn criu_dump_edit_restore_the_process_sees_the_edit() {
     let first = wait_for(&out, 0, |l| l.starts_with("tick"), 1);
     assert!(first.contains("tick 1 ok"), "{first}");
     let avx512 = first.starts_with("ready avx512");
-    let ck = d.join("ck");
-    std::fs::create_dir_all(&ck).unwrap();
-    let (dumped, log) = run(Command::new(&criu).args(["dump", "-t", &pid.to_string(), "-D", s(&ck), "-o", "dump.log"]));
-    assert!(dumped, "criu dump: {log}\n{}", std::fs::read_to_string(ck.join("dump.log")).unwrap_or_default());
-    let _ = child.wait();
-    let (info, log) = run(Command::new(&criu).args(["cpuinfo", "dump", "-D", s(&ck)]));
-    assert!(info, "criu cpuinfo dump: {log}");
+    let ck = dump(&criu, &mut child, &d);
 
     // Read: every register of the known state, on this host's layout.
     let v = json(&["criu", s(&ck), "--regs", "--json"]);
@@ -322,13 +330,7 @@ fn criu_threads_each_hold_their_own_state_and_one_is_edited() {
     assert_eq!(tids[0], u64::from(pid), "{first}");
     // Dump half way through a sleep (200 ms each), where every thread holds its state.
     std::thread::sleep(Duration::from_millis(100));
-    let ck = d.join("ck");
-    std::fs::create_dir_all(&ck).unwrap();
-    let (dumped, log) = run(Command::new(&criu).args(["dump", "-t", &pid.to_string(), "-D", s(&ck), "-o", "dump.log"]));
-    assert!(dumped, "criu dump: {log}\n{}", std::fs::read_to_string(ck.join("dump.log")).unwrap_or_default());
-    let _ = child.wait();
-    let (info, log) = run(Command::new(&criu).args(["cpuinfo", "dump", "-D", s(&ck)]));
-    assert!(info, "criu cpuinfo dump: {log}");
+    let ck = dump(&criu, &mut child, &d);
 
     // Read: every thread, each with its own state (not another thread's).
     let (count, lanes) = if avx512 { (32, 8) } else { (16, 4) };

@@ -56,8 +56,7 @@ fn qemu(name: &str, layout: &Layout, opts: &Options) -> Option<(Vec<u8>, record:
 }
 
 fn decoded(c: &record::Contents, layout: &Layout) -> Decoded {
-    let st = &c.states[0];
-    decode(&st.image.as_ref().unwrap().image(), layout, st.rfbm.unwrap())
+    regs_of(&c.states[0], layout)
 }
 
 #[test]
@@ -188,7 +187,7 @@ fn cloud_hypervisor_snapshot_register_by_register() {
     assert_eq!(st.id, Some(StateId::Vcpu(0)));
     assert_eq!(st.xcr0, Some(Xfeatures(0xe7)), "from xcrs");
     assert_eq!(st.image.as_ref().unwrap().len(), 4096);
-    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    let d = regs_of(st, &l);
     check_known_avx512(&d);
 }
 
@@ -212,7 +211,7 @@ fn cloud_hypervisor_patch_round_trips_edits_and_keeps_fpu_in_step() {
     let out = record::patch(Format::CloudHypervisor, &bytes, &c2, &l, &l, &Options::default()).unwrap();
     let back = record::read(Format::CloudHypervisor, &out, &any, &Options::default()).unwrap();
     let st = &back.states[0];
-    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    let d = regs_of(st, &l);
     assert_eq!(&d.get("xmm3").unwrap().bytes[..8], &0x0102_0304_0506_0708u64.to_le_bytes());
     assert_eq!(&d.get("zmm17").unwrap().bytes[40..48], &0xfeed_face_cafe_beefu64.to_le_bytes());
     check_x87(&d);
@@ -288,7 +287,7 @@ fn firecracker_vmstate_located_by_content_register_by_register() {
     assert_eq!(l.standard_size(Xfeatures(0xe7)), Some(2432));
     let st = &c.states[0];
     assert_eq!(st.xcr0, Some(Xfeatures(0xe7)));
-    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    let d = regs_of(st, &l);
     check_known_avx512(&d);
 }
 
@@ -311,7 +310,7 @@ fn firecracker_patch_recomputes_the_crc_and_round_trips() {
     assert!(diff.iter().all(|&i| (10325..10325 + 4096).contains(&i) || i >= bytes.len() - 8), "{diff:?}");
     let back = record::read(Format::Firecracker, &out, &any, &Options::default()).unwrap();
     let st = &back.states[0];
-    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    let d = regs_of(st, &l);
     assert_eq!(&d.get("ymm5").unwrap().bytes[16..24], &0xabcd_ef01_2345_6789u64.to_le_bytes());
     assert_eq!(d.get("k2").unwrap().as_u64(), Some(0x7777));
     assert_eq!(d.get("k1").unwrap().as_u64(), Some(0xc022));
@@ -407,7 +406,7 @@ fn firecracker_bincode_vmstate_register_by_register() {
     let st = &c.states[0];
     assert_eq!(st.id, Some(StateId::Vcpu(0)));
     assert_eq!(st.xcr0, Some(Xfeatures(0xe7)));
-    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    let d = regs_of(st, &l);
     check_known_avx512(&d);
     check_vectors(&d, "xmm", 16, 2);
     check_vectors(&d, "ymm", 16, 4);
@@ -436,7 +435,7 @@ fn firecracker_bincode_patch_recomputes_the_crc_and_round_trips() {
     assert!(diff.iter().all(|&i| (FC14_XSAVE..FC14_XSAVE + 4096).contains(&i) || i >= bytes.len() - 8), "{diff:?}");
     let back = record::read(Format::Firecracker, &out, &any, &Options::default()).unwrap();
     let st = &back.states[0];
-    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    let d = regs_of(st, &l);
     assert_eq!(&d.get("ymm5").unwrap().bytes[16..24], &0xabcd_ef01_2345_6789u64.to_le_bytes());
     assert_eq!(&d.get("ymm5").unwrap().bytes[..8], &lane(5, 0).to_le_bytes(), "the rest of ymm5 kept");
     assert_eq!(d.get("k1").unwrap().as_u64(), Some(0xc022));
@@ -568,6 +567,47 @@ fn a_snapshot_whose_cpuid_puts_state_in_use_past_its_buffer_is_refused() {
     assert!(matches!(e.rule, Rule::Ambiguous | Rule::Truncated | Rule::Image | Rule::LayoutDescriptor), "{e}");
 }
 
+/// The registers of a state read from a record, decoded in `l`.
+fn regs_of(st: &record::State, l: &Layout) -> Decoded {
+    decode(&st.image.as_ref().unwrap().image(), l, st.rfbm.unwrap())
+}
+
+/// A two-vCPU vmstate of the known-state guest (vCPU 0 runs it, vCPU 1 waits in its reset
+/// state, XCR0 0x1, its `kvm_xsave` at `vcpu1_xsave`): both read, each with its own XCR0; an
+/// unchanged patch gives the bytes back (no re-layout mark on vCPU 1 for its own layout);
+/// vCPU 1's FCW edited changes only its region and the CRC, and vCPU 0 reads as before.
+/// Returns the contents read, for the caller's own checks.
+fn two_vcpus_read_and_patched(bytes: &[u8], vcpu1_xsave: usize) -> record::Contents {
+    let unrelated = fixtures::layout(fixtures::AVX_ONLY);
+    let c = record::read(Format::Firecracker, bytes, &unrelated, &Options::default())
+        .unwrap_or_else(|e| panic!("2-vCPU vmstate: {e}"));
+    assert_eq!(c.states.len(), 2);
+    let l = c.layout.clone().unwrap();
+    let st = &c.states[0];
+    assert_eq!((st.id, st.xcr0), (Some(StateId::Vcpu(0)), Some(Xfeatures(0xe7))));
+    check_known_avx512(&regs_of(st, &l));
+    let st = &c.states[1];
+    assert_eq!((st.id, st.xcr0), (Some(StateId::Vcpu(1)), Some(Xfeatures(0x1))));
+    let d = regs_of(st, &l);
+    let int = |name: &str| d.get(name).and_then(|r| r.as_u64());
+    assert_eq!((int("fctrl"), int("mxcsr")), (Some(0x037f), Some(0x1f80)), "vCPU 1 in its reset state");
+    let same = record::patch(Format::Firecracker, bytes, &c, &l, &l, &Options::default()).unwrap();
+    assert!(same == bytes, "an unchanged patch gives the vmstate back");
+    let mut c2 = c.clone();
+    let img = c2.states[1].image.as_mut().unwrap();
+    img[..2].copy_from_slice(&0x027fu16.to_le_bytes());
+    img[512] |= 1; // XSTATE_BV: x87 in use (the reset state has it init)
+    let out = record::patch(Format::Firecracker, bytes, &c2, &l, &l, &Options::default()).unwrap();
+    assert_eq!(record::firecracker::crc64(&out), 0, "the CRC is recomputed");
+    let diff = changed_bytes(bytes, &out);
+    let in_vcpu1 = |i: usize| (vcpu1_xsave..vcpu1_xsave + 4096).contains(&i) || i >= bytes.len() - 8;
+    assert!(!diff.is_empty() && diff.iter().all(|&i| in_vcpu1(i)), "{diff:?}");
+    let back = record::read(Format::Firecracker, &out, &unrelated, &Options::default()).unwrap();
+    assert_eq!(regs_of(&back.states[1], &l).get("fctrl").and_then(|r| r.as_u64()), Some(0x027f));
+    check_known_avx512(&regs_of(&back.states[0], &l));
+    c
+}
+
 /// A two-vCPU vmstate of the same guest (Firecracker v1.14.4, `vcpu_count` 2): vCPU 0 runs the
 /// guest, vCPU 1 waits for INIT-SIPI in its reset state (XCR0 0x1), so the dynamic leaf 0xD
 /// sizes KVM reports per vCPU differ (0xD.0 EBX: the standard size for that vCPU's XCR0) while
@@ -582,38 +622,7 @@ fn firecracker_bincode_two_vcpus_each_with_its_own_xcr0() {
     let (a, b) = (vm.vcpus[0].leaf0d.get(0), vm.vcpus[1].leaf0d.get(0));
     assert_eq!((a.eax, a.ecx), (b.eax, b.ecx), "the same supported mask and maximum size");
     assert_ne!(a.ebx, b.ebx, "0xD.0 EBX follows each vCPU's XCR0");
-    let unrelated = fixtures::layout(fixtures::AVX_ONLY);
-    let c = record::read(Format::Firecracker, &bytes, &unrelated, &Options::default())
-        .unwrap_or_else(|e| panic!("2-vCPU vmstate: {e}"));
-    assert_eq!(c.states.len(), 2);
-    let l = c.layout.clone().unwrap();
-    let st = &c.states[0];
-    assert_eq!((st.id, st.xcr0), (Some(StateId::Vcpu(0)), Some(Xfeatures(0xe7))));
-    check_known_avx512(&decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap()));
-    let st = &c.states[1];
-    assert_eq!((st.id, st.xcr0), (Some(StateId::Vcpu(1)), Some(Xfeatures(0x1))));
-    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
-    let int = |name: &str| d.get(name).and_then(|r| r.as_u64());
-    assert_eq!((int("fctrl"), int("mxcsr")), (Some(0x037f), Some(0x1f80)), "vCPU 1 in its reset state");
-    // Patched unchanged: the same bytes (no re-layout mark on vCPU 1 for its own layout).
-    let same = record::patch(Format::Firecracker, &bytes, &c, &l, &l, &Options::default()).unwrap();
-    assert!(same == bytes, "an unchanged patch gives the vmstate back");
-    // vCPU 1's FCW edited: only its region and the CRC change; vCPU 0 reads as before.
-    let mut c2 = c.clone();
-    let img = c2.states[1].image.as_mut().unwrap();
-    img[..2].copy_from_slice(&0x027fu16.to_le_bytes());
-    img[512] |= 1; // XSTATE_BV: x87 in use (the reset state has it init)
-    let out = record::patch(Format::Firecracker, &bytes, &c2, &l, &l, &Options::default()).unwrap();
-    assert_eq!(record::firecracker::crc64(&out), 0, "the CRC is recomputed");
-    let x1 = vm.vcpus[1].xsave;
-    let diff = changed_bytes(&bytes, &out);
-    assert!(!diff.is_empty() && diff.iter().all(|&i| (x1..x1 + 4096).contains(&i) || i >= bytes.len() - 8), "{diff:?}");
-    let back = record::read(Format::Firecracker, &out, &unrelated, &Options::default()).unwrap();
-    let st = &back.states[1];
-    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
-    assert_eq!(d.get("fctrl").and_then(|r| r.as_u64()), Some(0x027f));
-    let st = &back.states[0];
-    check_known_avx512(&decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap()));
+    two_vcpus_read_and_patched(&bytes, vm.vcpus[1].xsave);
 }
 
 /// The Cloud Hypervisor fixture with a second vCPU beside the first, as a 2-vCPU guest whose
@@ -648,7 +657,7 @@ fn cloud_hypervisor_two_vcpus_each_with_its_own_xcr0() {
     assert_eq!(c.states[0].xcr0, Some(Xfeatures(0xe7)));
     assert_eq!(c.states[1].xcr0, Some(Xfeatures(0x1)));
     let l = c.layout.clone().unwrap();
-    check_known_avx512(&decode(&c.states[0].image.as_ref().unwrap().image(), &l, c.states[0].rfbm.unwrap()));
+    check_known_avx512(&regs_of(&c.states[0], &l));
     // Patched unchanged: the same bytes (no re-layout mark on vCPU 1 for its own layout).
     let same = record::patch(Format::CloudHypervisor, &two, &c, &l, &l, &Options::default()).unwrap();
     assert!(same == two, "an unchanged patch gives the snapshot back");
@@ -677,38 +686,10 @@ fn firecracker_bitcode_two_vcpus_located_by_content() {
     let (a, b) = (vm.vcpus[0].leaf0d.get(0), vm.vcpus[1].leaf0d.get(0));
     assert_eq!((a.eax, a.ebx, a.ecx), (0xe7, 0x980, 0x980));
     assert_eq!((b.eax, b.ebx, b.ecx), (0xe7, 0x240, 0x980), "0xD.0 EBX for vCPU 1's XCR0 0x1");
-    let unrelated = fixtures::layout(fixtures::AVX_ONLY);
-    let c = record::read(Format::Firecracker, &bytes, &unrelated, &Options::default())
-        .unwrap_or_else(|e| panic!("2-vCPU bitcode vmstate: {e}"));
+    let c = two_vcpus_read_and_patched(&bytes, vm.vcpus[1].xsave);
     assert!(c.notes[0].contains("located by content"), "{:?}", c.notes);
-    assert_eq!(c.states.len(), 2);
-    let l = c.layout.clone().unwrap();
-    assert_eq!(l.standard_size(Xfeatures(0xe7)), Some(2432));
-    let st = &c.states[0];
-    assert_eq!((st.id, st.xcr0), (Some(StateId::Vcpu(0)), Some(Xfeatures(0xe7))));
-    check_known_avx512(&decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap()));
-    let st = &c.states[1];
-    assert_eq!((st.id, st.xcr0), (Some(StateId::Vcpu(1)), Some(Xfeatures(0x1))));
-    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
-    let int = |name: &str| d.get(name).and_then(|r| r.as_u64());
-    assert_eq!((int("fctrl"), int("mxcsr")), (Some(0x037f), Some(0x1f80)), "vCPU 1 in its reset state");
-    let same = record::patch(Format::Firecracker, &bytes, &c, &l, &l, &Options::default()).unwrap();
-    assert!(same == bytes, "an unchanged patch gives the vmstate back");
-    let mut c2 = c.clone();
-    let img = c2.states[1].image.as_mut().unwrap();
-    img[..2].copy_from_slice(&0x027fu16.to_le_bytes());
-    img[512] |= 1; // XSTATE_BV: x87 in use (the reset state has it init)
-    let out = record::patch(Format::Firecracker, &bytes, &c2, &l, &l, &Options::default()).unwrap();
-    assert_eq!(record::firecracker::crc64(&out), 0, "the CRC is recomputed");
-    let x1 = vm.vcpus[1].xsave;
-    let diff = changed_bytes(&bytes, &out);
-    assert!(!diff.is_empty() && diff.iter().all(|&i| (x1..x1 + 4096).contains(&i) || i >= bytes.len() - 8), "{diff:?}");
-    let back = record::read(Format::Firecracker, &out, &unrelated, &Options::default()).unwrap();
-    let st = &back.states[1];
-    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
-    assert_eq!(d.get("fctrl").and_then(|r| r.as_u64()), Some(0x027f));
-    let st = &back.states[0];
-    check_known_avx512(&decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap()));
+    assert_eq!(c.layout.as_ref().unwrap().standard_size(Xfeatures(0xe7)), Some(2432));
+    let unrelated = fixtures::layout(fixtures::AVX_ONLY);
     let reseal = |mut b: Vec<u8>| {
         let body = b.len() - 8;
         let crc = record::firecracker::crc64(&b[..body]);
@@ -759,8 +740,8 @@ fn firecracker_patch_keeps_kvms_mxcsr_mask() {
     let back = record::read(Format::Firecracker, &out, &unrelated, &Options::default())
         .unwrap_or_else(|e| panic!("the patched vmstate reads: {e}"));
     let st = &back.states[1];
-    let d = decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap());
+    let d = regs_of(st, &l);
     assert_eq!(d.get("fctrl").and_then(|r| r.as_u64()), Some(0x027f));
     let st = &back.states[0];
-    check_known_avx512(&decode(&st.image.as_ref().unwrap().image(), &l, st.rfbm.unwrap()));
+    check_known_avx512(&regs_of(st, &l));
 }
