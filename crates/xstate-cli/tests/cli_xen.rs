@@ -365,6 +365,47 @@ fn item7_xen_guest_maxima_are_named_policies() {
     ]);
 }
 
+/// The forward-compatible blob is read with Xen's host mask and guest maximum as the Xen
+/// records are, so `validate` takes `--xen-policy`/`--xen-host` for it as `inspect` and
+/// `convert` do (it refused them as "Xen records only"), and a refusal names the rule.
+#[test]
+fn fc_blob_takes_the_xen_policy_in_every_command() {
+    let dir = tmpdir("xen-fcblob");
+    let skx = cpu(&dir, "skx", INTEL_SKYLAKE_SP);
+    let pkru = write(&dir, "pkru.blob", &domctl(0x207, 0x207, &image(0xA88, 0x3)));
+    let out = dir.join("out");
+    let run = |cmd: &str, flags: &[&str]| {
+        let mut a = vec![cmd, s(&pkru), "--cpuid", s(&skx)];
+        a.extend([if cmd == "convert" { "--from-format" } else { "--format" }, "fc-blob"]);
+        a.extend_from_slice(flags);
+        if cmd == "convert" {
+            a.extend(["--to", "compacted", "--to-format", "fc-blob", "-o", s(&out)]);
+        }
+        xstate(&a)
+    };
+    for cmd in ["validate", "inspect", "convert"] {
+        let (code, _, err) = run(cmd, &["--xen-policy", "hvm-hap"]);
+        assert_eq!(code, 0, "{cmd} hvm-hap: {err}");
+        let (code, _, err) = run(cmd, &["--xen-host", "0x207"]);
+        assert_eq!(code, 0, "{cmd} --xen-host: {err}");
+        // PKRU is offered to HVM guests with HAP only; the host may lack it.
+        for flags in [&["--xen-policy", "pv"][..], &["--xen-host", "0xe7"]] {
+            let (code, _, err) = run(cmd, flags);
+            assert_eq!(code, 1, "{cmd} {flags:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains("xstates_accum 0x207 has bits 0x200 (pkru)"), "{err}");
+            assert!(err.contains("within the host's mask and the guest's policy"), "{cmd}: {err}");
+        }
+    }
+    // On an input that is no Xen record the flags change nothing: a usage error in each.
+    let img = write(&dir, "pkru.img", &image(0xA88, 0x3));
+    for cmd in ["validate", "inspect"] {
+        let (code, _, err) = xstate(&[cmd, s(&img), "--cpuid", s(&skx), "--xcr0", "0x207", "--xen-policy", "pv"]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(err.contains("--xen-policy/--xen-host apply"), "{cmd}: {err}");
+    }
+}
+
 /// Issue 12 (record layer): kvm_xsave does not record the guest's XCR0 (bytes 464..471 hold
 /// the host's supported mask); a conversion to a format that records XCR0 needs --xcr0.
 #[test]

@@ -132,10 +132,7 @@ pub fn run(args: &ConvertArgs) -> CliResult {
     if args.vmm.qemu_accel.is_some() && loaded.format != xstate::record::Format::Qemu {
         return Err(CliError::usage("--qemu-accel applies to QEMU streams only"));
     }
-    let xen = |f: xstate::record::Format| {
-        use xstate::record::Format::*;
-        matches!(f, XenDomctl | XenHvm | XenPv | FcBlob)
-    };
+    let xen = xstate::record::Format::uses_xen_host;
     if args.xen.given() && !xen(loaded.format) && !args.to_format.as_record().is_some_and(xen) {
         return Err(CliError::usage(
             "--xen-policy/--xen-host apply to Xen records only (xen-domctl, xen-hvm, xen-pv, fc-blob in or out)",

@@ -112,6 +112,11 @@ pub fn run(args: &InspectArgs) -> CliResult {
     opts.xen = args.xen.host(&src.layout);
     let loaded = load_vcpu(&args.image, args.format, &src.layout, &opts, args.vcpu)?;
     args.vmm.check(loaded.format, args.vcpu)?;
+    if args.xen.given() && !loaded.format.uses_xen_host() {
+        return Err(CliError::usage(
+            "--xen-policy/--xen-host apply to Xen records only (xen-domctl, xen-hvm, xen-pv, fc-blob)",
+        ));
+    }
     let fields = loaded.state.as_ref().map(|s| record_fields(loaded.format, s)).unwrap_or_default();
     let Some(image) = &loaded.image else {
         if args.json {

@@ -98,11 +98,11 @@ fn check_flags(args: &ValidateArgs, xen_record: bool) -> CliResult {
     misplaced(args.kvm_supported.is_some() && p != ProfileArg::Kvm, "--kvm-supported", "--profile kvm")?;
     misplaced(args.xcr0_accum.is_some() && p != ProfileArg::Xen, "--xcr0-accum", "--profile xen")?;
     misplaced(args.xen_caller.is_some() && p != ProfileArg::Xen, "--xen-caller", "--profile xen")?;
-    misplaced(
-        args.xen.given() && p != ProfileArg::Xen && !xen_record,
-        "--xen-policy/--xen-host",
-        "--profile xen and Xen records",
-    )?;
+    if args.xen.given() && p != ProfileArg::Xen && !xen_record {
+        return Err(CliError::usage(
+            "--xen-policy/--xen-host apply to --profile xen and Xen records only (xen-domctl, xen-hvm, xen-pv, fc-blob)",
+        ));
+    }
     misplaced(args.mxcsr_mask.is_some() && p == ProfileArg::Xen, "--mxcsr-mask", "profiles that check MXCSR (not xen)")
 }
 
@@ -113,7 +113,7 @@ pub fn run(args: &ValidateArgs) -> CliResult {
     opts.xen = args.xen.host(&src.layout);
     let loaded = load_vcpu(&args.image, args.format, &src.layout, &opts, args.vcpu)?;
     args.vmm.check(loaded.format, args.vcpu)?;
-    check_flags(args, matches!(loaded.format, Format::XenDomctl | Format::XenHvm | Format::XenPv))?;
+    check_flags(args, loaded.format.uses_xen_host())?;
     let profile = Profile::from(args.profile);
     let Some(img) = &loaded.image else {
         let vcpu = loaded.state.as_ref().and_then(|s| s.vcpu()).map(|v| format!(", vCPU {v}")).unwrap_or_default();

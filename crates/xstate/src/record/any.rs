@@ -122,6 +122,12 @@ impl Format {
         !matches!(self, Format::ElfCore | Format::CriuCore | Format::CriuCpuinfo) && !self.is_container()
     }
 
+    /// Whether reading or writing the format applies Xen's host mask and guest maximum
+    /// ([`Options::xen`]): Xen's own records and the forward-compatible blob proposed for it.
+    pub const fn uses_xen_host(self) -> bool {
+        matches!(self, Format::XenDomctl | Format::XenHvm | Format::XenPv | Format::FcBlob)
+    }
+
     /// Whether the format is a tool's whole file holding states among other things (a QEMU
     /// stream, a VMM snapshot), written by [`patch()`]ing an existing file rather than from
     /// nothing.

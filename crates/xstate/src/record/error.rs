@@ -27,6 +27,10 @@ pub enum Rule {
     NoStateNotEmpty,
     /// The active states are not a subset of the accumulated states.
     ActiveOutsideAccum,
+    /// The accumulated states hold components the consumer does not offer: outside its host
+    /// mask or the guest's policy maximum (the forward-compatible blob, as Xen's
+    /// `validate_xstate()` refuses them: `-EINVAL`).
+    AccumOutsideMaximum,
     /// A magic number is wrong.
     Magic,
     /// A version this reader does not understand.
@@ -85,6 +89,7 @@ impl Rule {
             Rule::TailNotZero => "bytes beyond the image the fields describe must be zero",
             Rule::NoStateNotEmpty => "with no accumulated state the record is 16 zero bytes",
             Rule::ActiveOutsideAccum => "the active states must be a subset of the accumulated states",
+            Rule::AccumOutsideMaximum => "the accumulated states must be within the host's mask and the guest's policy",
             Rule::Magic => "magic number",
             Rule::Version => "version not understood by this reader",
             Rule::Reserved => "reserved fields must be zero",

@@ -194,7 +194,7 @@ impl<'a> FcBlob<'a> {
         }
         let outside = accum - (host.host & host.policy_max);
         if !outside.is_empty() {
-            return Err(RecordError::bits(f, Rule::Oversized, 8, "xstates_accum", accum, outside));
+            return Err(RecordError::bits(f, Rule::AccumOutsideMaximum, 8, "xstates_accum", accum, outside));
         }
         let outside = active - accum;
         if !outside.is_empty() {

@@ -214,6 +214,16 @@ fn blob_old_and_new_rules_both_ways() {
     }
     let none = DomctlBlob::NO_STATE.to_bytes();
     assert_eq!(Blob::parse(&none, &l, &new_host).unwrap(), Blob::NO_STATE);
+    // Accumulated states the consumer does not offer (here PKRU, beyond the host and the
+    // guest's policy given): the rule names the offer, not a size.
+    let img = standard(&l, Xfeatures(0x2E7), Xfeatures(0x207), 3);
+    let pkru = DomctlBlob { xcr0: Xfeatures(0x2E7), xcr0_accum: Xfeatures(0x2E7), image: Some(&img) }.to_bytes();
+    for host in [XenHost::new(Xfeatures(0xE7), Xfeatures(0x2E7)), XenHost::new(Xfeatures(0x2E7), Xfeatures(0xE7))] {
+        let e = Blob::parse(&pkru, &l, &host).unwrap_err();
+        assert_eq!((e.rule, e.offset), (Rule::AccumOutsideMaximum, Some(8)), "{e}");
+        assert_eq!(e.errno(), Some(crate::image::validate::Errno::Einval));
+        assert!(e.to_string().contains("within the host's mask and the guest's policy"), "{e}");
+    }
 
     // A compacted blob: valid only under the new rules, sized from XCOMP_BV.
     let accum = Xfeatures(0x602E7);
