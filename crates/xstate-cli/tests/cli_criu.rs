@@ -60,6 +60,21 @@ fn fixture_checkpoint_every_register_and_the_quirk() {
     ok(&["criu", s(&core), "--extract", "-o", s(&img)]);
     ok(&["criu", s(&core), "--patch", s(&img)]);
     assert_eq!(std::fs::read(&core).unwrap(), std::fs::read(zen4.join("core-5922.img")).unwrap());
+    // An image laid out for another CPU is refused, never read with this layout's offsets:
+    // Sapphire Rapids' 2688-byte AVX-512 image is no standard size on Zen 4 (2432 for XCR0
+    // 0xe7), and the checkpoint keeps its bytes.
+    let dumps = common::shared_root().join("cpuid/dumps");
+    let genoa = dumps.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    let spr = dumps.join("GenuineIntel/GenuineIntel00806F8_SapphireRapids_05_CPUID.txt");
+    let spr_img = d.join("spr.img");
+    ok(&["criu", s(&core), "--cpuid", s(&spr), "--extract", "-o", s(&spr_img)]);
+    assert_eq!(std::fs::metadata(&spr_img).unwrap().len(), 2688);
+    let (code, _, err) = xstate(&["criu", s(&core), "--cpuid", s(&genoa), "--patch", s(&spr_img)]);
+    assert_eq!((code, err.lines().count()), (1, 1), "{err}");
+    assert!(err.contains("spr.img") && err.contains("2688"), "{err}");
+    assert_eq!(std::fs::read(&core).unwrap(), std::fs::read(zen4.join("core-5922.img")).unwrap());
+    ok(&["criu", s(&core), "--cpuid", s(&genoa), "--patch", s(&img)]);
+    assert_eq!(std::fs::read(&core).unwrap(), std::fs::read(zen4.join("core-5922.img")).unwrap());
     // A verdict for this host: exit 1 exactly when CRIU's rules or xstate's refuse.
     let (code, out, err) = xstate(&["criu", s(&zen4), "--to-cpuid", "host", "--json"]);
     let v: Value = serde_json::from_str(&out).unwrap();

@@ -53,8 +53,8 @@ pub struct ConvertArgs {
     /// --to-format, whose vCPU keeps the state's XCR0 (--xcr0, or the one it records).
     #[arg(long, value_name = "MASK", value_parser = parse_mask)]
     pub to_xcr0: Option<Xfeatures>,
-    /// File format of the input.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// File format of the input (`--format` also names it, as in the other commands).
+    #[arg(long, visible_alias = "format", value_enum, default_value = "auto")]
     pub from_format: ImageFormat,
     /// File format of OUT.
     #[arg(long, value_enum, default_value = "raw")]

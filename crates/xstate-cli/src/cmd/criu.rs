@@ -146,6 +146,11 @@ pub fn run(a: &CriuArgs) -> CliResult {
                     .fold(Xfeatures::LEGACY, |m, c| m.with(c))
             }
         };
+        // Exactly the size those components give here (as `convert` and `restore` ask of a
+        // bare image): an image of another CPU would be read with this layout's offsets.
+        let name = path.display().to_string();
+        let what = "another CPU (--cpuid names the checkpoint's CPU)";
+        crate::cmd::imageio::sized_for(&bytes, layout, rfbm, &name, &src.name, what)?;
         let buf = xstate::image::ImageBuf::from_bytes(&bytes).map_err(|e| invalid(path, e))?;
         let contents = Contents::one(Format::Image, State::new(Some(buf), Some(rfbm)));
         let out = record::patch(Format::CriuCore, &t.bytes, &contents, layout, layout, &opts)

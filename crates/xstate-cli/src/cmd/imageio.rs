@@ -255,6 +255,11 @@ pub fn expected_size(image: &[u8], layout: &Layout, xcr0: Xfeatures) -> Option<(
 /// (exit 1): a file of another length is an image of another CPU or XCR0, a record, or not an
 /// image, and reading it with these offsets would move the wrong bytes.
 pub fn check_image_size(image: &[u8], layout: &Layout, xcr0: Xfeatures, name: &str, cpu: &str) -> CliResult {
+    sized_for(image, layout, xcr0, name, cpu, "another CPU (--cpuid) or XCR0 (--xcr0), or a record (--format)")
+}
+
+/// [`check_image_size`] naming `what` the image may be instead (the flags of the command).
+pub fn sized_for(image: &[u8], layout: &Layout, xcr0: Xfeatures, name: &str, cpu: &str, what: &str) -> CliResult {
     let img = Image::new(image).map_err(|e| CliError::invalid(format!("{name}: {e}")))?;
     let Some((want, basis)) = expected_size(image, layout, xcr0) else {
         return Err(CliError::invalid(format!(
@@ -264,8 +269,7 @@ pub fn check_image_size(image: &[u8], layout: &Layout, xcr0: Xfeatures, name: &s
     };
     if image.len() != want {
         return Err(CliError::invalid(format!(
-            "{name}: {} bytes, but a {} image on {cpu} is {basis} = {want} bytes: an image of another CPU \
-             (--cpuid) or XCR0 (--xcr0), or a record (--format)",
+            "{name}: {} bytes, but a {} image on {cpu} is {basis} = {want} bytes: an image of {what}",
             image.len(),
             img.form()
         )));
