@@ -198,3 +198,31 @@ fn container_flags_without_effect_are_usage_errors() {
     assert_eq!(code, 2, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// QEMU builds the image it hands KVM with MXCSR_MASK 0, and KVM_SET_XSAVE checks MXCSR
+/// against the host's mask: the stream's DAZ MXCSR (0x9fc0) moves into a kvm_xsave (it was
+/// refused against 0xFFBF, the SDM's reading of a zero field), and the question "would a host
+/// without DAZ take it" is `validate --mxcsr-mask`'s.
+#[test]
+fn qemu_state_with_a_zero_mxcsr_mask_field_moves_into_kvm_xsave() {
+    let Some(mig) = fixture("qemu/kvm64u.mig") else { return };
+    let dir = tmpdir("vmm-qemu-kvm");
+    let zen4 = cpu(&dir, "zen4", xstate::fixtures::AMD_ZEN4);
+    let k = dir.join("q.kvm");
+    let conv = ["convert", s(&mig), "--cpuid", s(&zen4), "--to", "standard", "--to-format", "kvm-xsave"];
+    ok(&[&conv[..], &["--drop", "vcpu,xcr0", "-o", s(&k)]].concat());
+    let b = std::fs::read(&k).unwrap();
+    assert_eq!((b.len(), u32::from_le_bytes(b[28..32].try_into().unwrap())), (4096, 0));
+    let v = json(&["inspect", s(&k), "--cpuid", s(&zen4), "--xcr0", "0xe7", "--regs", "--json"]);
+    assert_eq!(v["registers"]["mxcsr"]["hex"].as_str(), Some("0x00009fc0"));
+    assert_eq!(v["registers"]["zmm17"]["hex"].as_str(), Some(zmm(17).as_str()));
+    let check = |mask: &str| {
+        let a = ["validate", s(&k), "--cpuid", s(&zen4), "--xcr0", "0xe7", "--profile", "kvm", "--mxcsr-mask", mask];
+        xstate(&a)
+    };
+    assert_eq!(check("0xffff").0, 0, "{}", check("0xffff").2);
+    let (code, _, err) = check("0xffbf");
+    assert_eq!((code, err.lines().count()), (1, 1), "{err}");
+    assert!(err.contains("0x9fc0") && err.contains("0xffbf"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

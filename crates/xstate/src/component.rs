@@ -313,6 +313,14 @@ pub mod legacy {
     pub const fn mxcsr_mask_of_field(field: u32) -> u32 {
         if field == 0 { 0xFFBF } else { field }
     }
+    /// The MXCSR mask a record's MXCSR_MASK field proves about the CPU that saved it: the
+    /// field where it is non-zero (FXSAVE and XSAVE write the CPU's mask, and every x86-64 CPU
+    /// has one), else none (`u32::MAX`): a zero field was written by software (QEMU builds
+    /// its buffers so, gdb's gcore too) and says nothing, and Linux and KVM check MXCSR
+    /// against the restoring host's mask, never the field (docs/HARDWARE.md).
+    pub const fn mxcsr_mask_proven_by(field: u32) -> u32 {
+        if field == 0 { u32::MAX } else { field }
+    }
     /// Offset of XSTATE_BV in an image.
     pub const XSTATE_BV: usize = 512;
     /// Offset of XCOMP_BV in an image.

@@ -111,6 +111,8 @@ pub fn run(args: &ValidateArgs) -> CliResult {
     let src = args.cpu.source()?;
     let mut opts = args.vmm.apply(Options::default(), &args.cpu);
     opts.xen = args.xen.host(&src.layout);
+    // The consumer's mask, where given, also decides a record's own MXCSR check.
+    opts.mxcsr_mask = args.mxcsr_mask.and_then(|m| u32::try_from(m.bits()).ok());
     let loaded = load_vcpu(&args.image, args.format, &src.layout, &opts, args.vcpu)?;
     args.vmm.check(loaded.format, args.vcpu)?;
     check_flags(args, loaded.format.uses_xen_host())?;

@@ -16,7 +16,7 @@ use super::linux::{FP_XSTATE_MAGIC1, LayoutNote, NtXstate, SW_BYTES, SigFrame};
 use super::portable::{MAGIC, Portable};
 use super::xen::{DomctlBlob, HVM_CPU_XSAVE, HvmCpuXsave, PV_VCPU_XSAVE, PvVcpuXsave, XenHost};
 use super::{Detail, RecordError, Rule};
-use crate::component::legacy::{COMPACTED, mxcsr_mask_of_field};
+use crate::component::legacy::{COMPACTED, mxcsr_mask_proven_by};
 use crate::image::{ConvertError, Form, Header, Image, ImageBuf, MIN_SIZE, Target, convert};
 use crate::layout::Layout;
 use crate::xcr0::catalogue_supervisor;
@@ -154,7 +154,8 @@ pub struct Options {
     pub kvm_supported: Option<Xfeatures>,
     /// The KVM_GET_XSAVE2 size (default: KVM_CAP_XSAVE2 for `kvm_supported`).
     pub kvm_xsave2_size: Option<usize>,
-    /// The restoring CPU's MXCSR mask for KVM's check (default: the image's MXCSR_MASK field).
+    /// The restoring CPU's MXCSR mask for KVM's check (default: the mask the image's MXCSR_MASK
+    /// field proves, [`mxcsr_mask_proven_by`]: none where it is 0).
     pub mxcsr_mask: Option<u32>,
     /// XCR0 where the record does not say (a bare image, kvm_xsave: KVM_GET_XCRS has it), and
     /// the value a writer records instead of the state's. Never inferred: without it such a
@@ -311,7 +312,7 @@ pub fn read(format: Format, bytes: &[u8], layout: &Layout, opts: &Options) -> Re
             };
             let mask = opts
                 .mxcsr_mask
-                .unwrap_or_else(|| Image::new(bytes).map_or(0xFFFF, |i| mxcsr_mask_of_field(i.mxcsr_mask())));
+                .unwrap_or_else(|| Image::new(bytes).map_or(0xFFFF, |i| mxcsr_mask_proven_by(i.mxcsr_mask())));
             let k = KvmXsave::parse(f, bytes, size, layout, kvm_supported, mask)?;
             // Bytes 464..471 hold the host's supported mask, not the guest's XCR0.
             let extent = standard_extent(layout, k.image, k.sw_mask & kvm_supported);

@@ -29,7 +29,7 @@ use core::ops::Range;
 use super::json::{self, Value};
 use super::kvm::{KVM_XCRS_SIZE, KVM_XSAVE_SIZE, KvmXcrs, KvmXsave};
 use super::{Contents, Detail, Format, Options, RecordError, Rule, State, StateId};
-use crate::component::legacy::mxcsr_mask_of_field;
+use crate::component::legacy::mxcsr_mask_proven_by;
 use crate::cpuid::{Leaf0d, Regs};
 use crate::image::{Image, ImageBuf};
 use crate::layout::Layout;
@@ -231,7 +231,7 @@ fn read_vcpu(v: &Vcpu, given: Option<&Layout>, opts: &Options) -> Result<Read, R
         .clone();
     let supported = opts.kvm_supported.unwrap_or(layout.user_supported());
     let mask =
-        opts.mxcsr_mask.unwrap_or_else(|| Image::new(&bytes).map_or(0xFFFF, |i| mxcsr_mask_of_field(i.mxcsr_mask())));
+        opts.mxcsr_mask.unwrap_or_else(|| Image::new(&bytes).map_or(0xFFFF, |i| mxcsr_mask_proven_by(i.mxcsr_mask())));
     let len = bytes.len();
     let k = KvmXsave::parse(F, &bytes, len, &layout, supported, mask).map_err(|mut e| {
         e.offset = Some(at);

@@ -43,7 +43,7 @@ use core::ops::Range;
 use super::kvm::{KVM_XCRS_SIZE, KVM_XSAVE_SIZE, KvmXcrs, KvmXsave};
 use super::le::{u32_at, u64_at};
 use super::{Contents, Detail, Format, Options, RecordError, Rule, State, StateId};
-use crate::component::legacy::mxcsr_mask_of_field;
+use crate::component::legacy::mxcsr_mask_proven_by;
 use crate::cpuid::{Leaf0d, Regs};
 use crate::image::{Image, ImageBuf};
 use crate::layout::Layout;
@@ -522,7 +522,7 @@ pub(crate) fn read(bytes: &[u8], layout: &Layout, opts: &Options) -> Result<Cont
         let supported = opts.kvm_supported.unwrap_or(l.user_supported());
         let mask = opts
             .mxcsr_mask
-            .unwrap_or_else(|| Image::new(region).map_or(0xFFFF, |i| mxcsr_mask_of_field(i.mxcsr_mask())));
+            .unwrap_or_else(|| Image::new(region).map_or(0xFFFF, |i| mxcsr_mask_proven_by(i.mxcsr_mask())));
         let k = KvmXsave::parse(F, region, KVM_XSAVE_SIZE, &l, supported, mask).map_err(|mut e| {
             e.offset = Some(v.xsave + e.offset.unwrap_or(0));
             e

@@ -48,7 +48,8 @@ fn features_at_464(f: Format, bytes: &[u8], layout: &Layout, field: &'static str
 }
 
 /// Validates a standard image the kernel wrote (or takes back) for user features `xcr0`, with
-/// MXCSR checked against the image's own MXCSR_MASK field.
+/// MXCSR checked against the mask the image's MXCSR_MASK field proves
+/// ([`mxcsr_mask_proven_by`](crate::component::legacy::mxcsr_mask_proven_by)).
 fn validate_own_mask(
     f: Format,
     image: &[u8],
@@ -57,7 +58,8 @@ fn validate_own_mask(
     xcr0: Xfeatures,
 ) -> Result<(), RecordError> {
     let field = crate::image::Image::new(image).map_or(0, |i| i.mxcsr_mask());
-    let ctx = Context::new(xcr0).with_mxcsr_mask_field(field);
+    let mut ctx = Context::new(xcr0);
+    ctx.mxcsr_mask = crate::component::legacy::mxcsr_mask_proven_by(field);
     validate(image, layout, profile, &ctx).map_err(|e| RecordError::image(f, 0, e))
 }
 
@@ -74,7 +76,7 @@ impl<'a> NtXstate<'a> {
     /// Parses a note as the kernel writes it and PTRACE_SETREGSET takes it back: XCR0 at 464
     /// valid and enumerated by `layout`, exactly standard_size(XCR0) bytes (the user maximum
     /// size; SETREGSET fails with EFAULT at any other length), and the Linux UABI image rules
-    /// ([`Profile::Linux`]; MXCSR against the note's own MXCSR_MASK field).
+    /// ([`Profile::Linux`]; MXCSR against the mask the note's MXCSR_MASK field proves).
     pub fn parse(bytes: &'a [u8], layout: &Layout) -> Result<NtXstate<'a>, RecordError> {
         let f = Format::NtXstate;
         if bytes.len() < MIN_SIZE {

@@ -830,3 +830,36 @@ fn rewritten_notes_keep_the_segment_alignment() {
         assert_eq!(same, core, "nothing replaced: the file as it was");
     }
 }
+
+/// MXCSR at read time is checked against the mask the record's MXCSR_MASK field proves: the
+/// saving CPU's where the field is non-zero, none where it is zero. A zero field was written
+/// by software (QEMU builds its buffers so, gdb's gcore too): it says nothing of the CPU, and
+/// Linux and KVM check MXCSR against the restoring host's mask, not the field (a DAZ MXCSR
+/// with a zero field passes PTRACE_SETREGSET on this kind of machine). Which host restores is
+/// the consumer's question (`validate --profile linux|kvm --mxcsr-mask`).
+#[test]
+fn mxcsr_is_read_against_the_mask_the_field_proves() {
+    let l = zen4();
+    let mut img = standard(&l, Xfeatures(0xE7), Xfeatures(0x3), 4);
+    img[24..28].copy_from_slice(&0x9FC0u32.to_le_bytes()); // DAZ (bit 6) set
+    let opts = Options::default();
+    for field in [0u32, 0xFFBF] {
+        img[28..32].copy_from_slice(&field.to_le_bytes());
+        let note = NtXstate::build(&img, Xfeatures(0xE7), &l).unwrap();
+        let kvm = KvmXsave::build(&img, KVM_XSAVE_SIZE).unwrap();
+        let (n, k) = (NtXstate::parse(&note, &l), read(Format::KvmXsave, &kvm, &l, &opts));
+        if field == 0 {
+            assert!(n.is_ok(), "{n:?}");
+            assert!(k.is_ok(), "{:?}", k.err());
+        } else {
+            // A CPU whose mask lacks DAZ never saved this MXCSR.
+            assert_eq!(n.unwrap_err().rule, Rule::Image);
+            assert_eq!(k.unwrap_err().rule, Rule::Image);
+        }
+    }
+    // The consumer's own mask, where given, decides.
+    img[28..32].copy_from_slice(&0u32.to_le_bytes());
+    let kvm = KvmXsave::build(&img, KVM_XSAVE_SIZE).unwrap();
+    let strict = Options { mxcsr_mask: Some(0xFFBF), ..Options::default() };
+    assert_eq!(read(Format::KvmXsave, &kvm, &l, &strict).unwrap_err().rule, Rule::Image);
+}
