@@ -110,15 +110,29 @@ fn portable_record_relays_intel_state_onto_amd() {
         "-o",
         s(&p),
     ]);
-    // Read on "an AMD host": the record's own layout places the Intel offsets.
+    // A record that carries its own layout is read in it: --cpuid naming a CPU that places
+    // its components elsewhere would answer for bytes laid out for another CPU (Zen 4 has no
+    // AVX-512 at Intel's offsets), so it is refused in every command; the same CPU is fine.
+    let conv = ["convert", "--to", "standard", "--to-format", "portable", "-o", "/dev/null"];
+    for cmd in [&["validate"][..], &["inspect"], &conv] {
+        let mut a = vec![cmd[0], s(&p)];
+        a.extend_from_slice(&cmd[1..]);
+        a.extend(["--cpuid", zen4]);
+        let (code, _, err) = xstate(&a);
+        assert_eq!((code, err.lines().count()), (1, 1), "{a:?}: {err}");
+        assert!(err.contains("carries its own layout") && err.contains("--to-cpuid"), "{err}");
+        a.pop();
+        a.push(skx);
+        let (code, _, err) = xstate(&a);
+        assert_eq!(code, 0, "{a:?}: {err}");
+    }
+    // Moved onto "an AMD host": the record's own layout places the Intel offsets.
     let out = dir.join("amd.nt");
     ok(&[
         "convert",
         s(&p),
         "--from-format",
         "portable",
-        "--cpuid",
-        zen4,
         "--to-cpuid",
         zen4,
         "--to",

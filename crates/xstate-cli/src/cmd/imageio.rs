@@ -214,6 +214,9 @@ pub fn load_vcpu(
             None => return Err(CliError::invalid(format!("{name}: {f}: holds no XSAVE image{how}"))),
         },
     };
+    if let Some(own) = c.layout.as_ref().filter(|_| opts.layout_given && !f.is_container()) {
+        placed_alike(own, layout, f, &name.to_string())?;
+    }
     let state = chosen;
     if state.image.is_none() && !state.is_no_xsave_state() {
         return Err(CliError::invalid(format!("{name}: {f}: holds no XSAVE image{how}")));
@@ -229,6 +232,28 @@ pub fn load_vcpu(
         state: Some(state),
         notes: c.notes,
     })
+}
+
+/// A record that carries its own layout (portable's descriptor, a core's NT_X86_XSAVE_LAYOUT)
+/// is read in it; `--cpuid` may name the same CPU, but not one that places any of its
+/// components elsewhere: the answer would be about bytes laid out for another CPU (exit 1).
+fn placed_alike(own: &Layout, given: &Layout, f: Format, name: &str) -> CliResult {
+    let moved = own.supported().iter().filter(|&c| !c.is_legacy()).find(|&c| {
+        let g = given.geometry(c);
+        own.geometry(c)
+            .is_some_and(|o| g.is_none_or(|g| (g.offset, g.size, g.align64) != (o.offset, o.size, o.align64)))
+    });
+    let Some(c) = moved else { return Ok(()) };
+    let there = match given.geometry(c) {
+        Some(g) => format!("{} bytes at {:#x}", g.size, g.offset),
+        None => "absent".into(),
+    };
+    let o = own.geometry(c).unwrap_or_default();
+    Err(CliError::invalid(format!(
+        "{name}: {f} carries its own layout, and --cpuid's CPU places {c} elsewhere ({} bytes at {:#x} in the \
+         record, {there} there): read it without --cpuid, and move it to that CPU with convert --to-cpuid",
+        o.size, o.offset
+    )))
 }
 
 /// "vCPUs 0, 1, 2" for messages.
