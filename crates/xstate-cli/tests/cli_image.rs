@@ -198,6 +198,15 @@ fn validate_exit_codes_and_one_line() {
     assert_eq!(xstate(&["validate", &p(&d, "missing")]).0, 2);
     assert_eq!(xstate(&["validate", &f, "--profile", "nonsense"]).0, 2);
     assert_eq!(xstate(&["validate", &f, "--xcr0", "0x4"]).0, 1, "an XCR0 breaking the rules is invalid input");
+    // inspect gives XRSTOR's verdict with the same masks: one no CPU restores with (a
+    // supervisor bit in XCR0, the AVX-512 trio split) is refused as validate refuses it, not
+    // reported as loading without #GP.
+    for xcr0 in ["0x10007", "0xc7", "0x4"] {
+        let (vcode, _, verr) = xstate(&["validate", &f, "--xcr0", xcr0]);
+        let (icode, _, ierr) = xstate(&["inspect", &f, "--xcr0", xcr0]);
+        assert_eq!((icode, ierr.lines().count()), (1, 1), "inspect --xcr0 {xcr0}: {ierr}");
+        assert_eq!((vcode, &verr), (icode, &ierr), "{xcr0}");
+    }
 }
 
 #[test]

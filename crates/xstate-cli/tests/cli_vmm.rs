@@ -226,3 +226,34 @@ fn qemu_state_with_a_zero_mxcsr_mask_field_moves_into_kvm_xsave() {
     assert!(err.contains("0x9fc0") && err.contains("0xffbf"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A QEMU stream's `xcr0` field must obey the XCR0 rules: one that no CPU could hold (0xc7,
+/// the AVX-512 trio split) is refused by the reader, in every command, naming the file and
+/// the field's byte; `inspect` printed "loads without #GP" for it.
+#[test]
+fn qemu_stream_with_an_impossible_xcr0_is_refused_everywhere() {
+    let Some(mig) = fixture("qemu/kvm64u.mig") else { return };
+    let dir = tmpdir("vmm-qemu-xcr0");
+    let zen4 = cpu(&dir, "zen4", xstate::fixtures::AMD_ZEN4);
+    let mut b = std::fs::read(&mig).unwrap();
+    const XCR0_AT: usize = 564_172; // env.xcr0 of the fixture's one vCPU, big-endian
+    assert_eq!(b[XCR0_AT..XCR0_AT + 8], 0xe7u64.to_be_bytes(), "the fixture's xcr0 field");
+    b[XCR0_AT..XCR0_AT + 8].copy_from_slice(&0xc7u64.to_be_bytes());
+    let bad = dir.join("bad.mig");
+    std::fs::write(&bad, &b).unwrap();
+    let out = dir.join("out");
+    for args in [
+        vec!["inspect", s(&bad)],
+        vec!["validate", s(&bad)],
+        vec!["convert", s(&bad), "--to", "standard", "--drop", "vcpu", "-o", s(&out)],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--cpuid", s(&zen4)]);
+        let (code, _, err) = xstate(&a);
+        assert_eq!((code, err.lines().count()), (1, 1), "{a:?}: {err}");
+        assert!(err.contains("bad.mig: qemu") && err.contains(&format!("byte {XCR0_AT}")), "{err}");
+        assert!(err.contains("AVX-512"), "{err}");
+    }
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,7 +18,7 @@ use xstate::record::{Format, Options, State, StateId};
 
 use crate::cmd::imageio::{ImageFormat, VmmArgs, XenArgs, emit, host_mxcsr_mask, load_vcpu, need_header};
 use crate::cmd::regs::{register_line, registers_json};
-use crate::common::{CliError, CliResult, CpuArgs, mask_json, print_json};
+use crate::common::{CliError, CliResult, CpuArgs, checked_masks, mask_json, print_json};
 
 /// Arguments of `xstate inspect`.
 #[derive(Args, Debug)]
@@ -139,6 +139,8 @@ pub fn run(args: &InspectArgs) -> CliResult {
     let img = need_header(image, &args.image)?;
     let l = loaded.layout.as_ref().unwrap_or(&src.layout);
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
+    // Masks no CPU restores with are refused as `validate` refuses them.
+    checked_masks(l, xcr0, xss)?;
     let rfbm = if img.form() == Form::Compacted { xcr0 | xss } else { xcr0 };
     let mut ctx =
         Context::new(xcr0).with_mxcsr_mask_field(if args.cpu.cpuid.is_none() { host_mxcsr_mask() } else { 0xFFFF });

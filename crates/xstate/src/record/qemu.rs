@@ -889,6 +889,9 @@ impl Registers {
     /// and SSE always), with XSTATE_BV as `accel` means it: KVM's `xstate_bv` (within XCR0), or
     /// for TCG every component of XCR0 (TCG keeps no XINUSE, so the registers are the state).
     pub fn image(&self, layout: &Layout, accel: Accel, at: usize) -> Result<(ImageBuf, Xfeatures), RecordError> {
+        // The field is XCR0 itself (QEMU's env.xcr0, KVM_GET_XCRS): it obeys XCR0's rules.
+        crate::xcr0::check_xcr0(self.xcr0)
+            .map_err(|m| RecordError::new(F, Rule::InvalidMask, Some(at), super::Detail::Mask(m)))?;
         let rfbm = self.xcr0 | Xfeatures::LEGACY;
         let extra = rfbm - HOLDS;
         if !extra.is_empty() {
