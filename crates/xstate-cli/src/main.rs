@@ -52,7 +52,17 @@ enum Command {
 fn main() -> ExitCode {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     xstate_hw::process::default_sigpipe();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version (exit 0) and a bare `xstate` (the command list, exit 2) in full.
+        Err(e) if !e.use_stderr() || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            e.exit()
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "xstate: {}", one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     let result = match &cli.command {
         Command::Host(a) => cmd::host::run(a),
         Command::Layout(a) => cmd::layout::run(a),
@@ -75,4 +85,24 @@ fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// A parser error as one line, as every other error: clap's text less its `error:` prefix,
+/// usage and help pointer, its lines (a list of missing flags, a tip) joined.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect();
+    let mut line = String::new();
+    for p in parts {
+        if !line.is_empty() {
+            line.push_str(if p.starts_with("tip:") { "; " } else { " " });
+        }
+        line.push_str(p);
+    }
+    format!("{line} (see --help)")
 }

@@ -317,3 +317,34 @@ fn convert_flags_without_effect_are_usage_errors() {
     let v = json_of(&["inspect", s(&out), "--vcpu", "1", "--json"]);
     assert_eq!(v["xcr0"], "0xe7", "{v}");
 }
+
+/// A usage error found by the argument parser (a missing or unknown flag, a bad value) is one
+/// line on stderr, `xstate: ...`, exit 2, as every other error; it was clap's 3-10 lines.
+/// `--help` and `--version` still print in full, exit 0.
+#[test]
+fn parser_usage_errors_are_one_line() {
+    for args in [
+        &["convert", "a.img", "--to", "standard"][..],
+        &["layout", "--xcr0", "zz"],
+        &["convert", "a.img", "--drop", "bogus", "-o", "x"],
+        &["capture", "--pid", "abc"],
+        &["inspect", "a.img", "--bogus"],
+        &["layout", "--diff", "a"],
+        &["nonsense"],
+        &["convert", "a", "--to-fromat", "raw"],
+    ] {
+        let (code, out, err) = xstate(args);
+        assert_eq!((code, err.lines().count()), (2, 1), "{args:?}: {err}");
+        assert!(err.starts_with("xstate: ") && !err.contains("error:"), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+    }
+    let (_, _, err) = xstate(&["convert", "a.img", "--to", "standard"]);
+    assert!(err.contains("--output <OUT>"), "{err}");
+    let (_, _, err) = xstate(&["convert", "a", "--to-fromat", "raw"]);
+    assert!(err.contains("--to-format"), "the parser's suggestion stays: {err}");
+    for help in [&["--help"][..], &["convert", "--help"], &["--version"]] {
+        let (code, out, _) = xstate(help);
+        assert_eq!(code, 0, "{help:?}");
+        assert!(!out.is_empty());
+    }
+}
