@@ -456,3 +456,80 @@ fn criu_threads_each_hold_their_own_state_and_one_is_edited() {
         t0.elapsed().as_secs_f64()
     ));
 }
+
+/// `convert CHECKPOINT --to-cpuid B -o OUTDIR` writes a whole new checkpoint or nothing: OUTDIR
+/// must not hold files already (a stray core-*.img would be restored as one more thread), `-o
+/// -` cannot be a directory, the copy appears at once (written beside it, then renamed), and
+/// flags that mean nothing for a checkpoint are usage errors (they were ignored).
+#[test]
+fn checkpoint_convert_writes_a_whole_directory_or_nothing() {
+    let zen4 = common::shared_root().join("fixtures/criu");
+    let genoa = common::shared_root().join("cpuid/dumps/AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    if !zen4.is_dir() || !genoa.is_file() {
+        skip!("../shared/fixtures/criu or the Genoa dump not found: checkpoint convert is not checked");
+        return;
+    }
+    let d = tmpdir("criu-convert-dir");
+    let conv = |out: &Path, extra: &[&str]| {
+        let mut a = vec!["convert", s(&zen4), "--to", "standard", "--cpuid", s(&genoa), "--to-cpuid", s(&genoa)];
+        a.extend_from_slice(extra);
+        a.extend(["-o", s(out)]);
+        xstate(&a)
+    };
+    let fresh = d.join("fresh");
+    let (code, _, err) = conv(&fresh, &[]);
+    assert_eq!(code, 0, "{err}");
+    let names = |p: &Path| {
+        let mut v: Vec<String> =
+            std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&fresh), names(&zen4));
+    assert!(names(&d).iter().all(|n| n == "fresh"), "nothing left beside it: {:?}", names(&d));
+    // An existing empty directory is filled; one holding files is refused untouched.
+    let empty = d.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_eq!(conv(&empty, &[]).0, 0);
+    assert_eq!(names(&empty), names(&zen4));
+    let used = d.join("used");
+    std::fs::create_dir(&used).unwrap();
+    std::fs::write(used.join("core-9999.img"), b"stray").unwrap();
+    let (code, _, err) = conv(&used, &[]);
+    assert_eq!((code, err.lines().count()), (2, 1), "{err}");
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(names(&used), ["core-9999.img"]);
+    let (code, _, err) = conv(Path::new("-"), &[]);
+    assert_eq!((code, err.lines().count()), (2, 1), "{err}");
+    assert!(!Path::new("-").exists());
+    for flags in [
+        &["--mask", "0x7"][..],
+        &["--xcr0", "0xe7"],
+        &["--to-xcr0", "0x7"],
+        &["--drop", "xcr0"],
+        &["--vcpu", "1"],
+        &["--json"],
+        &["--to-format", "xen-domctl"],
+        &["--from-format", "raw"],
+        &["--xen-policy", "pv"],
+    ] {
+        let out = d.join("flagged");
+        let (code, _, err) = conv(&out, flags);
+        assert_eq!((code, err.lines().count()), (2, 1), "{flags:?}: {err}");
+        assert!(!out.exists(), "{flags:?}");
+    }
+    let (code, _, err) = xstate(&[
+        "convert",
+        s(&zen4),
+        "--to",
+        "compacted",
+        "--cpuid",
+        s(&genoa),
+        "--to-cpuid",
+        s(&genoa),
+        "-o",
+        s(&d.join("c")),
+    ]);
+    assert_eq!((code, err.lines().count()), (2, 1), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -34,7 +34,8 @@ pub enum FormArg {
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
     /// The input file (`-`: standard input), or a CRIU checkpoint directory (with
-    /// --to-cpuid B and -o OUTDIR: a copy `criu restore --cpu-cap=fpu` runs on B).
+    /// --to-cpuid B and -o OUTDIR, a new or empty directory: a copy `criu restore --cpu-cap=fpu`
+    /// runs on B).
     pub image: PathBuf,
     /// The output form.
     #[arg(long, value_enum)]
@@ -87,6 +88,28 @@ pub struct ConvertArgs {
     pub json: bool,
 }
 
+/// The first flag given that a checkpoint's move (`cmd::criu::retarget`) does not use: its
+/// core images stay as they are, standard, with their own masks; only cpuinfo.img changes.
+fn checkpoint_flag(a: &ConvertArgs) -> Option<&'static str> {
+    [
+        (a.to == FormArg::Compacted, "--to compacted"),
+        (a.mask.is_some(), "--mask"),
+        (a.cpu.xcr0.is_some(), "--xcr0"),
+        (a.cpu.xss.is_some(), "--xss"),
+        (a.to_xcr0.is_some(), "--to-xcr0"),
+        (a.from_format != ImageFormat::Auto, "--from-format"),
+        (a.to_format != ImageFormat::Raw, "--to-format"),
+        (a.vcpu.is_some(), "--vcpu"),
+        (!a.drop.is_empty(), "--drop"),
+        (a.xen.given(), "--xen-policy/--xen-host"),
+        (a.into.is_some(), "--into"),
+        (a.vmm.qemu_accel.is_some(), "--qemu-accel"),
+        (a.json, "--json"),
+    ]
+    .into_iter()
+    .find_map(|(given, flag)| given.then_some(flag))
+}
+
 /// Record formats that hold standard images only.
 fn standard_only(f: ImageFormat) -> bool {
     !matches!(f, ImageFormat::Raw | ImageFormat::FcBlob | ImageFormat::Portable)
@@ -100,6 +123,12 @@ fn parse_field(s: &str) -> Result<Field, String> {
 pub fn run(args: &ConvertArgs) -> CliResult {
     // A CRIU checkpoint directory: a copy CRIU restores on --to-cpuid (cmd/criu.rs).
     if args.image.is_dir() && crate::cmd::criu::is_checkpoint(&args.image) {
+        if let Some(flag) = checkpoint_flag(args) {
+            return Err(CliError::usage(format!(
+                "{flag} has no effect on a CRIU checkpoint (convert CHECKPOINT --to standard --to-cpuid B [--cpuid A] \
+                 -o OUTDIR)"
+            )));
+        }
         return crate::cmd::criu::retarget(&args.image, args.cpu.cpuid.as_ref(), args.to_cpuid.as_ref(), &args.output);
     }
     if args.to == FormArg::Standard && args.mask.is_some() {

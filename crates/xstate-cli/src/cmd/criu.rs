@@ -521,14 +521,22 @@ pub fn retarget(checkpoint: &Path, read_on: Option<&PathBuf>, to: Option<&PathBu
     (to_entry.xsave_size, to_entry.xsave_size_max) = (v.host.xsave_size, v.host.xsave_size_max);
     let info = xstate::record::criu::cpuinfo::patch(&read_file(&cpuinfo_path)?, &to_entry)
         .map_err(|e| invalid(&cpuinfo_path, e))?;
-    std::fs::create_dir_all(out).map_err(|e| CliError::usage(format!("{}: {e}", out.display())))?;
+    let mut files = Vec::new();
     let rd = std::fs::read_dir(checkpoint).map_err(|e| CliError::usage(format!("{}: {e}", checkpoint.display())))?;
-    for e in rd.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_file()) && e.file_name() != "cpuinfo.img" {
-            write_output(&out.join(e.file_name()), &read_file(&e.path())?)?;
+    for e in rd {
+        let e = e.map_err(|e| CliError::usage(format!("{}: {e}", checkpoint.display())))?;
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            return Err(CliError::invalid(format!(
+                "{}: not a regular file: a checkpoint's copy holds CRIU's image files only",
+                e.path().display()
+            )));
+        }
+        if e.file_name() != "cpuinfo.img" {
+            files.push((e.file_name(), read_file(&e.path())?));
         }
     }
-    write_output(&out.join("cpuinfo.img"), &info)?;
+    files.push(("cpuinfo.img".into(), info));
+    write_dir(out, &files)?;
     let mut text = String::new();
     say!(
         text,
@@ -542,6 +550,39 @@ pub fn retarget(checkpoint: &Path, read_on: Option<&PathBuf>, to: Option<&PathBu
         to_entry.xsave_size_max.unwrap_or(0)
     );
     emit(&text)
+}
+
+/// Writes `files` as the new directory `out`, whole or not at all: into a fresh directory
+/// beside it, then renamed into place (over an empty directory, never over files: a stray
+/// core-*.img there would be restored as one more thread). `-` is no directory.
+fn write_dir(out: &Path, files: &[(std::ffi::OsString, Vec<u8>)]) -> CliResult {
+    let usage = |e: &dyn std::fmt::Display| CliError::usage(format!("{}: {e}", out.display()));
+    if out == Path::new("-") {
+        return Err(CliError::usage("-o -: a checkpoint is a directory; name the new one (-o OUTDIR)"));
+    }
+    if let Ok(m) = std::fs::symlink_metadata(out) {
+        if !m.is_dir() {
+            return Err(usage(&"exists and is not a directory"));
+        }
+        if std::fs::read_dir(out).map_err(|e| usage(&e))?.next().is_some() {
+            return Err(usage(&"exists and is not empty: the copy would mix with its files"));
+        }
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.xstate-{}", std::process::id()));
+    std::fs::create_dir(&tmp).map_err(|e| usage(&e))?;
+    let written = files
+        .iter()
+        .try_for_each(|(n, bytes)| std::fs::write(tmp.join(n), bytes).map_err(|e| usage(&e)))
+        .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| usage(&e)));
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    written
 }
 
 fn entry_json(e: &X86Entry) -> Value {
