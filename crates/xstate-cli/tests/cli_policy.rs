@@ -129,3 +129,21 @@ fn this_host() {
     assert_eq!(v["xcr0_max"], l["xcr0_supported"]);
     assert_eq!(v["standard_size_max"], l["standard_size_max"]);
 }
+
+/// `--features -avx512` takes AVX-512 from everything the host has, as `all,-avx512` does (it
+/// gave x87 and SSE only, exit 0); an empty list is a usage error.
+#[test]
+fn removals_alone_take_from_every_feature() {
+    let Some(d) = common::dumps_or_skip() else { return };
+    let genoa = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    let genoa = common::s(&genoa);
+    for (alone, with_all) in [("-avx512", "all,-avx512"), ("no-pku,-xsaves", "all,no-pku,-xsaves")] {
+        let a = common::json(&["policy", "--cpuid", genoa, &format!("--features={alone}"), "--json"]);
+        let b = common::json(&["policy", "--cpuid", genoa, "--features", with_all, "--json"]);
+        assert_eq!(a, b, "{alone}");
+    }
+    let v = common::json(&["policy", "--cpuid", genoa, "--features=-avx512", "--json"]);
+    assert_eq!(v["xcr0_max"], "0x207", "{v}");
+    let (code, _, err) = common::xstate(&["policy", "--cpuid", genoa, "--features", ""]);
+    assert_eq!((code, err.lines().count()), (2, 1), "{err}");
+}

@@ -64,16 +64,28 @@ pub fn policy_error(e: PolicyError) -> CliError {
 
 /// The selection the arguments describe.
 fn selection(args: &PolicyArgs) -> CliResult<Selection> {
+    let tokens = |list: &str| list.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()).count();
     let listed = match &args.features {
+        Some(list) if tokens(list) == 0 => {
+            return Err(CliError::usage(
+                "--features: an empty list (name features, `all`, or `-name` to take one away)",
+            ));
+        }
         Some(list) => Some(Selection::parse(list).map_err(policy_error)?),
         None => None,
     };
+    // `-name` alone takes from everything; with --xcr0 only instruction features may be listed.
+    let removals_only = args.features.as_deref().is_some_and(|list| {
+        list.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .all(|t| t.starts_with('-') || t.starts_with("no-"))
+    });
     let Some(xcr0) = args.xcr0 else { return Ok(listed.unwrap_or_default()) };
     let mut sel = Selection::masks(xcr0, args.xss.unwrap_or_default());
     if let Some(l) = listed {
         let components_named = match l.components {
             Components::Features(set) => !set.is_empty(),
-            _ => true,
+            _ => !removals_only,
         };
         if components_named || l.without.iter().any(|f| !f.is_instruction()) {
             return Err(CliError::usage(

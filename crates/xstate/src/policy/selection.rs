@@ -75,12 +75,14 @@ impl Selection {
 
     /// Parses a feature list: names separated by commas or spaces. `all` stands for everything
     /// the host has; `x87` and `sse` are accepted and always on; a name prefixed with `-` or
-    /// `no-` is taken away (`all,-amx`, `avx,avx512,-xsaves`). Instruction features named
-    /// without a prefix replace the host's default; with one they are removed from it.
+    /// `no-` is taken away (`all,-amx`, `avx,avx512,-xsaves`; removals alone take from `all`:
+    /// `-amx` is `all,-amx`). Instruction features named without a prefix replace the host's
+    /// default; with one they are removed from it.
     pub fn parse(list: &str) -> Result<Selection, PolicyError> {
         let mut all = false;
         let mut add = FeatureSet::EMPTY;
         let mut remove = FeatureSet::EMPTY;
+        let mut named = false;
         for token in list.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()) {
             let (negated, name) = match token.strip_prefix('-').or_else(|| token.strip_prefix("no-")) {
                 Some(n) => (true, n),
@@ -94,6 +96,7 @@ impl Selection {
                 if negated {
                     return Err(PolicyError::AlwaysOn { name: name.to_string() });
                 }
+                named = true;
                 continue;
             }
             let f = Feature::from_name(name).ok_or_else(|| PolicyError::UnknownFeature { name: name.to_string() })?;
@@ -101,9 +104,11 @@ impl Selection {
                 remove = remove.with(f);
             } else {
                 add = add.with(f);
+                named = true;
             }
         }
-        let mut s = if all {
+        // Removals with nothing named take from everything, as after `all`.
+        let mut s = if all || (!named && !remove.is_empty()) {
             let mut s = Selection::all();
             let instructions: FeatureSet = add.iter().filter(|f| f.is_instruction()).collect();
             s.instructions = (!instructions.is_empty()).then_some(instructions);
@@ -145,5 +150,21 @@ mod tests {
             PolicyError::UnknownFeature { name: "avx1024".to_string() }
         );
         assert!(matches!(Selection::parse("-sse"), Err(PolicyError::AlwaysOn { .. })));
+    }
+
+    /// Taking away with nothing given starts from everything, as `all,-x` does: `-avx512`
+    /// alone meant "x87 and SSE only" (nothing was added, so nothing was left to take from).
+    #[test]
+    fn removals_alone_take_from_everything() {
+        for (list, without) in [("-avx512", &[Avx512][..]), ("no-amx,-pku", &[Amx, Pku]), ("-xsaves", &[Xsaves])] {
+            let s = Selection::parse(list).unwrap();
+            assert_eq!(s.components, Components::All, "{list}");
+            assert_eq!(s.instructions, None, "{list}");
+            assert_eq!(s.without, without.iter().copied().collect(), "{list}");
+            assert_eq!(s, Selection::parse(&alloc::format!("all,{list}")).unwrap(), "{list}");
+        }
+        // A component given makes the list the selection: removals take from it.
+        let s = Selection::parse("avx,-xsaves").unwrap();
+        assert_eq!(s.components, Components::Features([Avx].into_iter().collect()));
     }
 }
