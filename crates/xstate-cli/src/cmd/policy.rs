@@ -143,6 +143,13 @@ pub fn policy_json(p: &Policy, source: &str, cur_xcr0: Xfeatures, cur_xss: Xfeat
     }))
 }
 
+/// The names of `mask`'s components as `layout` calls them (`component 9` for Zen 2's
+/// 64-byte bit 9, which is no PKRU); `none` for an empty mask.
+fn names_on(layout: &xstate::Layout, mask: Xfeatures) -> String {
+    let names: Vec<String> = mask.iter().map(|c| layout.name(c)).collect();
+    if names.is_empty() { "none".into() } else { names.join("|") }
+}
+
 /// The policy as text: features, maxima, the leaf and the sizes.
 pub fn policy_text(p: &Policy, cur_xcr0: Xfeatures, cur_xss: Xfeatures) -> CliResult<String> {
     let leaf = p.leaf0d(cur_xcr0, cur_xss).map_err(|e| CliError::invalid(format!("current XCR0/XSS: {e}")))?;
@@ -155,9 +162,9 @@ pub fn policy_text(p: &Policy, cur_xcr0: Xfeatures, cur_xss: Xfeatures) -> CliRe
         out,
         "maximum XCR0 {} ({}), IA32_XSS {} ({})",
         p.xcr0_max(),
-        p.xcr0_max().names(),
+        names_on(p.host_layout(), p.xcr0_max()),
         p.xss_max(),
-        p.xss_max().names()
+        names_on(p.host_layout(), p.xss_max())
     );
     say!(out, "current XCR0 {cur_xcr0}, IA32_XSS {cur_xss}");
     say!(out);

@@ -280,7 +280,11 @@ impl Policy {
                 if f.is_instruction() {
                     f.instructions().0 & self.instructions.0 != 0
                 } else {
-                    f.components().is_subset_of(m) && !f.components().is_empty()
+                    // A component the host has at another size is not the feature's (Zen 2's
+                    // 64-byte bit 9 is no PKRU): passed through by `all`, never named.
+                    f.components().is_subset_of(m)
+                        && !f.components().is_empty()
+                        && f.components().iter().all(|c| self.host.recognised(c))
                 }
             })
             .collect()
