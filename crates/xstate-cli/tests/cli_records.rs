@@ -189,3 +189,41 @@ fn hostile_layout_is_refused_not_a_panic() {
     assert!(err.contains("extended_size"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--xss` on a bare image is the state's IA32_XSS: a record that holds it records it (a
+/// compacted fc-blob's xstates = XCR0 | XSS), one that cannot hold it refuses unless
+/// `--drop xss`, as for every other field. It was dropped without a word (exit 0 into
+/// xen-domctl), and an fc-blob could not be made from a bare image with supervisor states.
+#[test]
+fn xss_of_a_bare_image_is_recorded_or_refused() {
+    let Some(d) = dumps_or_skip() else { return };
+    let dir = tmpdir("records-xss");
+    let genoa = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    let genoa = s(&genoa);
+    let mut img = vec![0u8; 2432];
+    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    img[160] = 0x42;
+    img[512] = 0x3;
+    let raw = dir.join("std.raw");
+    std::fs::write(&raw, &img).unwrap();
+    let conv = |to: &str, fmt: &str, out: &Path, extra: &[&str]| {
+        let mut a = vec!["convert", s(&raw), "--cpuid", genoa, "--xcr0", "0xe7", "--xss", "0x800", "--to", to];
+        a.extend(["--to-format", fmt, "-o", s(out)]);
+        a.extend_from_slice(extra);
+        xstate(&a)
+    };
+    let domctl = dir.join("a.domctl");
+    let (code, _, err) = conv("standard", "xen-domctl", &domctl, &[]);
+    assert_eq!((code, err.lines().count()), (1, 1), "{err}");
+    assert!(err.contains("xss"), "{err}");
+    assert!(!domctl.exists());
+    let (code, _, err) = conv("standard", "xen-domctl", &domctl, &["--drop", "xss"]);
+    assert_eq!(code, 0, "{err}");
+    let blob = dir.join("b.fcblob");
+    let (code, _, err) = conv("compacted", "fc-blob", &blob, &[]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&["inspect", s(&blob), "--cpuid", genoa, "--json"]);
+    assert_eq!((v["xcr0"].as_str(), v["xss"].as_str()), (Some("0xe7"), Some("0x800")), "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

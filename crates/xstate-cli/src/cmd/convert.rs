@@ -212,6 +212,9 @@ pub fn run(args: &ConvertArgs) -> CliResult {
         .map_err(|e| CliError::invalid(format!("{name}: cannot convert: {e}")))?;
     let mut state = match &loaded.state {
         Some(s) => s.clone(),
+        // A bare image's XSS is the flag's: recorded where the format holds it, else refused
+        // unless dropped (XCR0 comes from out_opts, above).
+        None if !xss.is_empty() => raw_state(&out, to_rfbm)?.with_xss(xss),
         None => raw_state(&out, to_rfbm)?,
     };
     state.image = Some(ImageBuf::from_bytes(&out).map_err(CliError::invalid)?);

@@ -550,7 +550,8 @@ pub fn write(
     if !missing.is_empty() {
         return Err(RecordError::bits(f, Rule::Conversion, 0, "enabled states", src_rfbm, missing));
     }
-    let xss = st.xss.unwrap_or_default();
+    // A dropped XSS the target cannot hold is gone from what it records, accumulated states too.
+    let xss = st.xss.filter(|_| h.xss || !dropped(Field::Xss)).unwrap_or_default();
     let in_use = src.image().xstate_bv() - Xfeatures::BIT63;
     let src_form = src.image().form();
     let keeps_form = matches!(f, Format::Image | Format::FcBlob | Format::Portable);
