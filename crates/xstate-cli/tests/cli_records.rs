@@ -227,3 +227,56 @@ fn xss_of_a_bare_image_is_recorded_or_refused() {
     assert_eq!((v["xcr0"].as_str(), v["xss"].as_str()), (Some("0xe7"), Some("0x800")), "{v}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `convert`'s summary (text and JSON) says what the output holds, as `inspect` of it reads:
+/// its image size and the XCR0 it records. It reported the converted image before the record
+/// writer sized it (832 bytes for a 2432-byte image in the file) and the source's enabled
+/// states as XCR0 (0xe7 for a record whose xcr0 is 0x7).
+#[test]
+fn convert_summary_says_what_the_output_holds() {
+    let Some(d) = dumps_or_skip() else { return };
+    let dir = tmpdir("records-summary");
+    let genoa = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    let genoa = s(&genoa);
+    let mut img = vec![0u8; 2432];
+    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    img[512] = 0x3;
+    let raw = dir.join("bv3.raw");
+    std::fs::write(&raw, &img).unwrap();
+    let domctl = dir.join("bv3.domctl");
+    ok(&[
+        "convert",
+        s(&raw),
+        "--cpuid",
+        genoa,
+        "--xcr0",
+        "0xe7",
+        "--to",
+        "standard",
+        "--to-format",
+        "xen-domctl",
+        "-o",
+        s(&domctl),
+    ]);
+    let mut x7 = std::fs::read(&domctl).unwrap();
+    x7[0..8].copy_from_slice(&0x7u64.to_le_bytes());
+    let x7p = dir.join("x7.domctl");
+    std::fs::write(&x7p, &x7).unwrap();
+    for (input, extra) in [(&x7p, &[][..]), (&domctl, &["--xcr0", "0x7"][..])] {
+        let out = dir.join("out.domctl");
+        let mut a = vec!["convert", s(input), "--cpuid", genoa, "--to", "standard", "--to-format", "xen-domctl"];
+        a.extend_from_slice(extra);
+        a.extend(["-o", s(&out), "--json"]);
+        let said = json(&a);
+        let read = json(&["inspect", s(&out), "--cpuid", genoa, "--json"]);
+        assert_eq!(said["size"], read["size"], "{input:?} {extra:?}: {said}");
+        assert_eq!(said["xcr0"], read["xcr0"], "{input:?} {extra:?}: {said}");
+        assert_eq!(said["file_size"], std::fs::metadata(&out).unwrap().len(), "{said}");
+        a.pop();
+        let text = ok(&a);
+        let want = format!("{} bytes, XSTATE_BV", read["size"]);
+        assert!(text.contains(&want) && text.contains(&format!("XCR0 {}", read["xcr0"].as_str().unwrap())), "{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

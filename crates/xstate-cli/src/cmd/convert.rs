@@ -228,7 +228,18 @@ pub fn run(args: &ConvertArgs) -> CliResult {
     let bytes = store(&state, args.to_format, to_layout, &out_opts)
         .map_err(|e| CliError { code: e.code, message: format!("{name}: {}", e.message) })?;
     write_output(&args.output, &bytes)?;
-    let h = out.header();
+    // What the output holds, as a reader of it sees it: the record writer may size the image
+    // anew (for the XCR0 or accumulated states it records) and keeps a record's own XCR0.
+    let written = written_state(&bytes, args.to_format, to_layout, &out_opts);
+    let (image, out_xcr0, out_xss) = match &written {
+        Some(st) => (
+            st.image.as_ref().map_or(&out, |i| i),
+            st.xcr0.unwrap_or(to_xcr0),
+            st.xss.unwrap_or(if keeps_xss(args.to_format) { xss } else { Xfeatures::EMPTY }),
+        ),
+        None => (&out, to_xcr0, xss),
+    };
+    let h = image.header();
     let text = if args.json {
         let v = json!({
             "input": name,
@@ -236,11 +247,11 @@ pub fn run(args: &ConvertArgs) -> CliResult {
             "output": args.output.display().to_string(),
             "output_format": args.to_format.name(),
             "form": h.form().name(),
-            "size": bytes.len(),
-            "image_size": out.len(),
-            "xcr0": mask_json(xcr0),
-            "xss": mask_json(xss),
-            "to_xcr0": mask_json(to_xcr0),
+            "size": image.len(),
+            "file_size": bytes.len(),
+            "from_xcr0": mask_json(loaded.state.as_ref().and_then(|s| s.xcr0).unwrap_or(xcr0)),
+            "xcr0": mask_json(out_xcr0),
+            "xss": mask_json(out_xss),
             "xstate_bv": mask_json(h.xstate_bv),
             "xcomp_bv": mask_json(h.xcomp_bv),
         });
@@ -250,12 +261,31 @@ pub fn run(args: &ConvertArgs) -> CliResult {
             "{}: {} image, {} bytes, XSTATE_BV {} ({}), XCOMP_BV {}, XCR0 {}\n",
             args.output.display(),
             h.form(),
-            out.len(),
+            image.len(),
             h.xstate_bv,
             h.xstate_bv.names(),
             h.xcomp_bv,
-            to_xcr0
+            out_xcr0
         )
     };
     summary(&args.output, &text)
+}
+
+/// The state `bytes` (just written in `format`) holds, read back as `inspect` reads it; `None`
+/// for a bare image (the converted image itself) or a format read only with more context.
+fn written_state(
+    bytes: &[u8],
+    format: ImageFormat,
+    layout: &xstate::Layout,
+    opts: &Options,
+) -> Option<xstate::record::State> {
+    let f = format.as_record()?;
+    let mut o = *opts;
+    o.layout_given = true;
+    xstate::record::read(f, bytes, layout, &o).ok()?.state().cloned()
+}
+
+/// Whether the output format records an XSS (else the output's XSS is none).
+fn keeps_xss(f: ImageFormat) -> bool {
+    matches!(f, ImageFormat::Raw | ImageFormat::FcBlob | ImageFormat::Portable)
 }
