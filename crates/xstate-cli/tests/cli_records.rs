@@ -280,3 +280,28 @@ fn convert_summary_says_what_the_output_holds() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `inspect` and `validate` give XRSTOR's verdict with the same masks: a non-zero `--xss`
+/// means XRSTORS in both, which takes no standard image (inspect said "loads without #GP").
+#[test]
+fn inspect_and_validate_agree_with_xss() {
+    let Some(d) = dumps_or_skip() else { return };
+    let dir = tmpdir("records-inspect-xss");
+    let genoa = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    let genoa = s(&genoa);
+    let mut img = vec![0u8; 2432];
+    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    img[512] = 0x3;
+    let raw = dir.join("std.raw");
+    std::fs::write(&raw, &img).unwrap();
+    let base = ["--cpuid", genoa, "--xcr0", "0xe7"];
+    for xss in ["0x0", "0x800"] {
+        let v = xstate(&[&["validate", s(&raw)][..], &base, &["--xss", xss]].concat());
+        let i = xstate(&[&["inspect", s(&raw)][..], &base, &["--xss", xss]].concat());
+        assert_eq!(v.0, i.0, "--xss {xss}: validate {} / inspect {} {}", v.2, i.1, i.2);
+    }
+    let (_, out, _) = xstate(&[&["inspect", s(&raw)][..], &base, &["--xss", "0x800"]].concat());
+    assert!(out.contains("XRSTORS with RFBM 0x8e7: refused"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

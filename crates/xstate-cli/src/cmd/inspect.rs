@@ -141,13 +141,15 @@ pub fn run(args: &InspectArgs) -> CliResult {
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     // Masks no CPU restores with are refused as `validate` refuses them.
     checked_masks(l, xcr0, xss)?;
-    let rfbm = if img.form() == Form::Compacted { xcr0 | xss } else { xcr0 };
+    // A non-zero XSS means XRSTORS (RFBM = XCR0 | XSS), as in `validate`: it takes no
+    // standard image.
+    let xrstors = !xss.is_empty();
+    let rfbm = if xrstors || img.form() == Form::Compacted { xcr0 | xss } else { xcr0 };
     let mut ctx =
         Context::new(xcr0).with_mxcsr_mask_field(if args.cpu.cpuid.is_none() { host_mxcsr_mask() } else { 0xFFFF });
-    if img.form() == Form::Compacted {
-        ctx.xss = xss;
-    }
+    ctx.xss = xss;
     let verdict = validate(img.bytes(), l, Profile::Hardware, &ctx);
+    let restore = if xrstors { "XRSTORS" } else { "XRSTOR" };
     let h = img.header();
     let reserved: Vec<(usize, u8)> =
         (0..48).filter_map(|i| h.reserved.get(i).filter(|&&b| b != 0).map(|&b| (528 + i, b))).collect();
@@ -217,8 +219,8 @@ pub fn run(args: &InspectArgs) -> CliResult {
         writeln!(out, "bytes 464..511 (software area): non-zero").ok();
     }
     match &verdict {
-        Ok(()) => writeln!(out, "XRSTOR with RFBM {rfbm}: loads without #GP ({})", src.name),
-        Err(e) => writeln!(out, "XRSTOR with RFBM {rfbm}: refused: {e}"),
+        Ok(()) => writeln!(out, "{restore} with RFBM {rfbm}: loads without #GP ({})", src.name),
+        Err(e) => writeln!(out, "{restore} with RFBM {rfbm}: refused: {e}"),
     }
     .ok();
     writeln!(out).ok();
