@@ -159,6 +159,23 @@ fn kernel_core_matches_the_loaded_state_and_gdb() {
     } else {
         println!("kernel core: {} tile registers (tilecfg, tmm0-7) equal the loaded state", tiles.len());
     }
+    // The core carries its own layout: --cpuid may name a CPU that places its components
+    // alike, never one that does not (it was ignored, so the registers were this CPU's while
+    // the user asked about another); listing flags do nothing with -o.
+    if v["layout_source"].as_str().is_some_and(|l| l.contains("NT_X86_XSAVE_LAYOUT")) {
+        let other = std::env::temp_dir().join(format!("core-other-{}.json", std::process::id()));
+        // A made-up CPU with AVX at 0x300 instead of 0x240.
+        std::fs::write(&other, r#"{"leaf0d":[{"index":0,"eax":7,"ebx":1024,"ecx":1024,"edx":0},{"index":1,"eax":1,"ebx":0,"ecx":0,"edx":0},{"index":2,"eax":256,"ebx":768,"ecx":0,"edx":0}]}"#).unwrap();
+        let (code, _, err) = common::xstate(&["core", s(&core), "--cpuid", s(&other)]);
+        std::fs::remove_file(&other).ok();
+        assert_eq!((code, err.lines().count()), (1, 1), "{err}");
+        assert!(err.contains("carries its own layout"), "{err}");
+        assert_eq!(common::xstate(&["core", s(&core), "--cpuid", "host"]).0, 0, "this host's layout is the note's");
+    }
+    for flag in ["--regs", "--json"] {
+        let (code, _, err) = common::xstate(&["core", s(&core), flag, "--for-gdb", "-o", s(&dir.join("copy.core"))]);
+        assert_eq!((code, err.lines().count()), (2, 1), "{flag}: {err}");
+    }
     if have("gdb") {
         let (same, unavailable) = compare_with_gdb(&core, xcr0, &regs);
         println!(

@@ -119,6 +119,10 @@ pub fn run(args: &CoreArgs) -> CliResult {
             let l = LayoutNote::parse(d)
                 .and_then(|n| n.to_layout(XsaveFeatures(0)))
                 .map_err(|e| CliError::invalid(format!("{name}: {e}")))?;
+            if let Some(given) = &args.cpuid {
+                let g = source(Some(given))?;
+                crate::cmd::imageio::placed_alike(&l, &g.layout, xstate::record::Format::ElfCore, &name)?;
+            }
             (l, "the core's NT_X86_XSAVE_LAYOUT".into())
         }
         None => {
@@ -130,6 +134,11 @@ pub fn run(args: &CoreArgs) -> CliResult {
         return Err(CliError::invalid(format!("{name}: the core has no NT_X86_XSTATE note")));
     }
     if let Some(out) = &args.output {
+        if let Some(flag) = [(args.regs, "--regs"), (args.json, "--json")].iter().find_map(|(g, f)| g.then_some(f)) {
+            return Err(CliError::usage(format!(
+                "{flag} prints the listing; it has no effect with -o (the copy's summary is one line)"
+            )));
+        }
         return relayout(args, &bytes, &name, &layout, out);
     }
     let mut threads = Vec::new();

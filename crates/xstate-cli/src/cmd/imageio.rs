@@ -237,7 +237,7 @@ pub fn load_vcpu(
 /// A record that carries its own layout (portable's descriptor, a core's NT_X86_XSAVE_LAYOUT)
 /// is read in it; `--cpuid` may name the same CPU, but not one that places any of its
 /// components elsewhere: the answer would be about bytes laid out for another CPU (exit 1).
-fn placed_alike(own: &Layout, given: &Layout, f: Format, name: &str) -> CliResult {
+pub fn placed_alike(own: &Layout, given: &Layout, f: Format, name: &str) -> CliResult {
     let moved = own.supported().iter().filter(|&c| !c.is_legacy()).find(|&c| {
         let g = given.geometry(c);
         own.geometry(c)
