@@ -348,3 +348,28 @@ fn parser_usage_errors_are_one_line() {
         assert!(!out.is_empty());
     }
 }
+
+/// `validate --json` prints a verdict for every input it judges, valid or not, as `--help`
+/// says: a file refused before its image is checked (not a known record, too short, masks no
+/// CPU has) gives `"valid": false` and the error on stdout, the one line on stderr, exit 1. A
+/// usage or I/O error (exit 2) is no verdict: nothing on stdout.
+#[test]
+fn validate_json_prints_every_verdict() {
+    let dir = tmpdir("contract-validate-json");
+    let empty = dir.join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let short = dir.join("short");
+    std::fs::write(&short, [0u8; 100]).unwrap();
+    for (file, extra) in [(&empty, &[][..]), (&short, &[]), (&short, &["--format", "raw"])] {
+        let mut a = vec!["validate", s(file), "--json"];
+        a.extend_from_slice(extra);
+        let (code, out, err) = xstate(&a);
+        assert_eq!((code, err.lines().count()), (1, 1), "{a:?}: {err}");
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{a:?}: {e}: {out:?}"));
+        assert_eq!(v["valid"], false, "{v}");
+        assert!(v["error"]["text"].as_str().is_some_and(|t| err.contains(t)), "{v} / {err}");
+    }
+    let (code, out, _) = xstate(&["validate", s(&dir.join("missing")), "--json"]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    let _ = std::fs::remove_dir_all(&dir);
+}

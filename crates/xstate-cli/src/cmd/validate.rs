@@ -106,8 +106,32 @@ fn check_flags(args: &ValidateArgs, xen_record: bool) -> CliResult {
     misplaced(args.mxcsr_mask.is_some() && p == ProfileArg::Xen, "--mxcsr-mask", "profiles that check MXCSR (not xen)")
 }
 
-/// Runs `xstate validate`.
+std::thread_local! {
+    /// Set once the verdict's JSON is printed (an invalid image prints it, then fails).
+    static VERDICT_PRINTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `xstate validate`. With `--json` a file refused before its image is judged (a record
+/// that does not parse, masks no CPU has) still prints its verdict, `"valid": false` with the
+/// error, as `--help` promises; usage and I/O errors (exit 2) are no verdict.
 pub fn run(args: &ValidateArgs) -> CliResult {
+    let r = judge(args);
+    if let Err(e) = &r
+        && args.json
+        && e.code == 1
+        && !VERDICT_PRINTED.with(|p| p.get())
+    {
+        print_json(&json!({
+            "file": args.image.display().to_string(),
+            "profile": Profile::from(args.profile).name(),
+            "valid": false,
+            "error": json!({ "rule": null, "text": e.message, "errno": null }),
+        }))?;
+    }
+    r
+}
+
+fn judge(args: &ValidateArgs) -> CliResult {
     let src = args.cpu.source()?;
     let mut opts = args.vmm.apply(Options::default(), &args.cpu);
     opts.xen = args.xen.host(&src.layout);
@@ -166,6 +190,7 @@ pub fn run(args: &ValidateArgs) -> CliResult {
         String::new()
     };
     if args.json {
+        VERDICT_PRINTED.with(|p| p.set(true));
         print_json(&json!({
             "file": args.image.display().to_string(),
             "format": crate::cmd::imageio::format_name(loaded.format),
