@@ -316,6 +316,17 @@ fn convert_flags_without_effect_are_usage_errors() {
     assert_eq!(code, 0, "{err}");
     let v = json_of(&["inspect", s(&out), "--vcpu", "1", "--json"]);
     assert_eq!(v["xcr0"], "0xe7", "{v}");
+    // --drop of a field the output records, --vcpu where no vCPU is chosen or recorded.
+    std::fs::remove_file(&out).unwrap();
+    let conv = |fmt: &'static str, extra: &[&'static str]| -> Vec<&str> {
+        [&["convert", s(&img), "--to", "standard", "--to-format", fmt][..], extra, &["-o", o][..]].concat()
+    };
+    usage(&conv("xen-domctl", &["--drop", "xcr0"]), "--drop xcr0");
+    usage(&conv("xen-hvm", &["--vcpu", "3", "--drop", "vcpu"]), "--drop vcpu");
+    usage(&conv("xen-domctl", &["--vcpu", "3"]), "--vcpu");
+    usage(&conv("raw", &["--vcpu", "1"]), "--vcpu");
+    let (code, _, err) = xstate(&conv("xen-hvm", &["--vcpu", "3"]));
+    assert_eq!(code, 0, "xen-hvm records the vCPU: {err}");
 }
 
 /// A usage error found by the argument parser (a missing or unknown flag, a bad value) is one

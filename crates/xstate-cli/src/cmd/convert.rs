@@ -149,6 +149,15 @@ pub fn run(args: &ConvertArgs) -> CliResult {
     if args.into.is_some() {
         return Err(CliError::usage("--into applies to a container --to-format (qemu)"));
     }
+    // --drop of a field the output records drops nothing.
+    let out_format = args.to_format.as_record().unwrap_or(xstate::record::Format::Image);
+    if let Some(f) = args.drop.iter().find(|f| out_format.holds(**f)) {
+        return Err(CliError::usage(format!(
+            "--drop {}: {} records it, so nothing is dropped",
+            f.name(),
+            args.to_format.name()
+        )));
+    }
     let src = args.cpu.source()?;
     let dst = match &args.to_cpuid {
         Some(p) => Some(source(Some(p))?),
@@ -158,6 +167,13 @@ pub fn run(args: &ConvertArgs) -> CliResult {
     let mut opts = args.vmm.apply(Options::default(), &args.cpu);
     opts.xen = args.xen.host(&src.layout);
     let loaded = load_vcpu(&args.image, args.from_format, &src.layout, &opts, args.vcpu)?;
+    // --vcpu chooses a container's vCPU or is the one a record writes; else it does nothing.
+    if args.vcpu.is_some() && !loaded.format.is_container() && !out_format.holds(Field::Vcpu) {
+        return Err(CliError::usage(format!(
+            "--vcpu: {} records no vCPU and the input holds one state, so it has no effect",
+            args.to_format.name()
+        )));
+    }
     if args.vmm.qemu_accel.is_some() && loaded.format != xstate::record::Format::Qemu {
         return Err(CliError::usage("--qemu-accel applies to QEMU streams only"));
     }

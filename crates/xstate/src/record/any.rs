@@ -122,6 +122,19 @@ impl Format {
         !matches!(self, Format::ElfCore | Format::CriuCore | Format::CriuCpuinfo) && !self.is_container()
     }
 
+    /// Whether [`write()`] records `field` in this format (a field it holds is never dropped,
+    /// so [`Options::drop`] of it changes nothing).
+    pub const fn holds(self, field: Field) -> bool {
+        let h = holds(self);
+        match field {
+            Field::Image => h.image,
+            Field::Xcr0 => h.xcr0,
+            Field::Xss => h.xss,
+            Field::Accum => h.accum,
+            Field::Vcpu => h.vcpu,
+        }
+    }
+
     /// Whether reading or writing the format applies Xen's host mask and guest maximum
     /// ([`Options::xen`]): Xen's own records and the forward-compatible blob proposed for it.
     pub const fn uses_xen_host(self) -> bool {
