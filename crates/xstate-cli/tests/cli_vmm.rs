@@ -257,3 +257,24 @@ fn qemu_stream_with_an_impossible_xcr0_is_refused_everywhere() {
     assert!(!out.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A snapshot whose own CPUID lays out two enabled components over each other (a damaged
+/// leaf 0xD: AVX at 580, into opmask at 832) describes no CPU: its state is refused, never
+/// decoded with the overlapping offsets (it was read and called valid).
+#[test]
+fn a_snapshot_whose_cpuid_overlaps_enabled_components_is_refused() {
+    let Some(ch) = fixture("cloud-hypervisor/state.json") else { return };
+    let dir = tmpdir("vmm-overlap");
+    let text = std::fs::read_to_string(&ch).unwrap();
+    let avx = r#"\"function\":13,\"index\":2,\"flags\":1,\"eax\":256,\"ebx\":576"#;
+    assert!(text.contains(avx), "the fixture's AVX subleaf");
+    let bad = dir.join("state.json");
+    std::fs::write(&bad, text.replace(avx, &avx.replace("576", "580"))).unwrap();
+    for cmd in [&["inspect", "--regs"][..], &["validate"]] {
+        let a = [&cmd[..1], &[s(&bad)][..], &cmd[1..]].concat();
+        let (code, _, err) = xstate(&a);
+        assert_eq!((code, err.lines().count()), (1, 1), "{a:?}: {err}");
+        assert!(err.contains("avx and opmask overlap"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -218,6 +218,15 @@ pub fn load_vcpu(
         placed_alike(own, layout, f, &name.to_string())?;
     }
     let state = chosen;
+    // A file's own CPUID that places two enabled components over each other is damaged.
+    if let (Some(own), Some(enabled)) = (&c.layout, state.rfbm)
+        && let Some((a, b)) = own.overlap_in(enabled | state.xcr0.unwrap_or_default())
+    {
+        return Err(CliError::invalid(format!(
+            "{name}: {f}: its own CPUID leaf 0xD says {a} and {b} overlap in the standard format, both enabled: \
+             no CPU lays them out so (a damaged CPUID)"
+        )));
+    }
     if state.image.is_none() && !state.is_no_xsave_state() {
         return Err(CliError::invalid(format!("{name}: {f}: holds no XSAVE image{how}")));
     }

@@ -496,6 +496,17 @@ impl Layout {
         &self.anomalies
     }
 
+    /// Two components of `mask` this layout places over each other in the standard format, if
+    /// any ([`Anomaly::Overlap`]). No CPU enables such a pair (APX and MPX overlap by design and
+    /// are never enabled together), so a layout that does describes no CPU for that mask: a
+    /// damaged dump or snapshot CPUID.
+    pub fn overlap_in(&self, mask: Xfeatures) -> Option<(Component, Component)> {
+        self.anomalies.iter().find_map(|a| match *a {
+            Anomaly::Overlap(x, y) if mask.contains(x) && mask.contains(y) => Some((x, y)),
+            _ => None,
+        })
+    }
+
     /// Geometry of a supported component (x87 and SSE get their legacy-region extents).
     #[inline]
     pub fn geometry(&self, c: Component) -> Option<Geometry> {
