@@ -78,3 +78,28 @@ fn capture_and_restore_a_live_process() {
     let (code, _, _) = xstate(&["capture", "--pid", "999999999"]);
     assert_eq!(code, 2);
 }
+
+/// `capture -o -` puts only the record on stdout; the summary (text or JSON) goes to stderr.
+#[test]
+fn capture_to_stdout_writes_only_the_record() {
+    let host = Host::probe().unwrap();
+    let img = crafted_image(host.layout(), host.xcr0(), &mut Rng::new(5));
+    let child = tracee::spawn_stopped(&host, &img).unwrap();
+    let pid = child.pid().to_string();
+    let Ok(want) = xstate_hw::ptrace::get_xstate(child.pid()) else {
+        skip!("PTRACE_GETREGSET refused here: capture -o - not checked");
+        return;
+    };
+    for json in [false, true] {
+        let mut args = vec!["capture", "--pid", &pid, "-o", "-"];
+        if json {
+            args.push("--json");
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xstate")).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert_eq!(out.stdout.len(), want.len(), "{args:?}: stdout is exactly the kernel's record");
+        assert!(out.stdout == want, "{args:?}: stdout is exactly the kernel's record");
+        assert!(err.contains(&format!("process {pid}")) || err.contains(&format!("\"pid\": {pid}")), "{err}");
+    }
+}

@@ -13,8 +13,8 @@ use serde_json::json;
 use xstate::record::{self, Format, Options};
 
 use crate::cmd::imageio::ImageFormat;
-use crate::common::{CliError, CliResult, host_source, mask_json, print_json, write_output};
-use crate::output::outln;
+use crate::common::{CliError, CliResult, host_source, mask_json, write_output};
+use crate::output::{emit, summary};
 
 /// Arguments of `xstate capture`.
 #[derive(Args, Debug)]
@@ -22,7 +22,8 @@ pub struct CaptureArgs {
     /// The process to read.
     #[arg(long)]
     pub pid: i32,
-    /// Write the state here (atomically); without it, print a summary.
+    /// Write the state here (atomically; `-`: stdout, the summary then on stderr); without it,
+    /// print a summary only.
     #[arg(short = 'o', long, value_name = "OUT")]
     pub output: Option<PathBuf>,
     /// File format of OUT; default nt-xstate (the kernel's own bytes).
@@ -75,8 +76,8 @@ pub fn run(args: &CaptureArgs) -> CliResult {
         };
         write_output(out, &data)?;
     }
-    if args.json {
-        print_json(&json!({
+    let text = if args.json {
+        let v = json!({
             "pid": args.pid,
             "size": bytes.len(),
             "xcr0": mask_json(xcr0),
@@ -84,10 +85,11 @@ pub fn run(args: &CaptureArgs) -> CliResult {
             "in_use": in_use.names().to_string(),
             "format": crate::cmd::imageio::format_name(format),
             "output": args.output.as_ref().map(|p| p.display().to_string()),
-        }))
+        });
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
     } else {
-        outln!(
-            "process {}: {} bytes, XCR0 {} ({}), in use {} ({}){}",
+        format!(
+            "process {}: {} bytes, XCR0 {} ({}), in use {} ({}){}\n",
             args.pid,
             bytes.len(),
             xcr0,
@@ -95,8 +97,12 @@ pub fn run(args: &CaptureArgs) -> CliResult {
             in_use,
             in_use.names(),
             args.output.as_ref().map(|p| format!(", written to {} as {format}", p.display())).unwrap_or_default()
-        );
-        Ok(())
+        )
+    };
+    // With `-o -` the record is stdout; the summary then goes to stderr so it cannot corrupt it.
+    match &args.output {
+        Some(out) => summary(out, &text),
+        None => emit(&text),
     }
 }
 
