@@ -124,3 +124,110 @@ fn restore_refuses_what_it_cannot_read_and_loads_what_it_can() {
     assert_eq!(registers(&l, &seen, moved), want, "the child's own XSAVE");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A kvm_xsave (and a Xen HVM record, whose zero tail lets its length vary) records neither the
+/// CPU it was saved on nor a length that fixes it: `restore` requires `--cpuid` (exit 2), refuses
+/// a record whose saving host's mask at bytes 464..471 the named CPU does not support (exit 1),
+/// both leaving the process untouched, and with the right CPU re-lays the state out correctly.
+#[test]
+fn restore_of_a_kvm_xsave_needs_the_cpu_it_was_saved_on() {
+    let host = Host::probe().unwrap();
+    let l = host.layout().clone();
+    let xcr0 = host.xcr0();
+    let Some(dump) = foreign_dump(&host) else {
+        skip!("../shared/cpuid dumps not found: kvm_xsave restore not checked");
+        return;
+    };
+    let moved = xcr0 & Xfeatures(0xE7);
+    let foreign = layout_of(&dump);
+    let img = crafted_image(&l, moved, &mut Rng::new(9));
+    let child = tracee::spawn_stopped(&host, &img).unwrap();
+    let pid = child.pid().to_string();
+    let Ok(before) = xstate_hw::ptrace::get_xstate(child.pid()) else {
+        skip!("PTRACE_GETREGSET refused here: restore not checked");
+        return;
+    };
+    let want = registers(&l, &before, moved);
+    let now = || registers(&l, &xstate_hw::ptrace::get_xstate(child.pid()).unwrap(), moved);
+    // The state to load: every register of `moved` changed, laid out for the other CPU.
+    let mut m = before.clone();
+    for c in moved.iter().filter(|c| !c.is_legacy()) {
+        for b in &mut m[l.standard_range(c).unwrap()] {
+            *b ^= 0x5A;
+        }
+    }
+    for b in &mut m[160..416] {
+        *b ^= 0x5A;
+    }
+    let want_new = registers(&l, &m, moved);
+    let d = tmpdir("restore-kvm");
+    let (mine, kvm, hvm) = (d.join("mine.nt"), d.join("foreign.kvm-xsave"), d.join("foreign.xen-hvm"));
+    std::fs::write(&mine, &m).unwrap();
+    // Only x87 and SSE in use: the other CPU's larger record ends in zeros, which Xen's HVM
+    // loader accepts as a tail, so its length says nothing either.
+    let mut sse = m.clone();
+    sse[512] &= 0x3;
+    let mine_sse = d.join("mine-sse.nt");
+    std::fs::write(&mine_sse, &sse).unwrap();
+    let mx = format!("{moved:#x}");
+    for (input, out, fmt, extra) in
+        [(&mine, &kvm, "kvm-xsave", &["--drop", "xcr0"][..]), (&mine_sse, &hvm, "xen-hvm", &["--vcpu", "0"][..])]
+    {
+        let args =
+            [
+                &[
+                    "convert",
+                    s(input),
+                    "--to",
+                    "standard",
+                    "--to-cpuid",
+                    s(&dump),
+                    "--to-xcr0",
+                    &mx,
+                    "--to-format",
+                    fmt,
+                ][..],
+                extra,
+                &["-o", s(out)][..],
+            ]
+            .concat();
+        let (code, _, err) = xstate(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    for f in [&kvm, &hvm] {
+        for fmt in [&[][..], &["--format", if f == &kvm { "kvm-xsave" } else { "xen-hvm" }]] {
+            let (code, _, err) = xstate(&[&["restore", "--pid", &pid, s(f)][..], fmt].concat());
+            assert_eq!(code, 2, "{f:?} {fmt:?} restored without its CPU: {err}");
+            assert!(err.starts_with("xstate: ") && err.contains("--cpuid"), "{err}");
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+            assert_eq!(now(), want, "{f:?} {fmt:?} refused: the process is untouched");
+        }
+    }
+    // As KVM_GET_XSAVE on that CPU writes it: its supported XCR0 at bytes 464..471.
+    let mut k = std::fs::read(&kvm).unwrap();
+    k[464..472].copy_from_slice(&foreign.user_supported().bits().to_le_bytes());
+    std::fs::write(&kvm, &k).unwrap();
+    let (code, _, err) = xstate(&["restore", "--pid", &pid, s(&kvm), "--format", "kvm-xsave"]);
+    assert_eq!(code, 2, "restored without its CPU: {err}");
+    assert_eq!(now(), want, "refused: the process is untouched");
+    // The saving host's mask names states this host lacks (AMX of an Intel dump on AMD).
+    let lacking = foreign.user_supported() & !l.user_supported();
+    if lacking.is_empty() {
+        skip!("{} supports no state this host lacks: the mask refusal not checked", dump.display());
+    } else {
+        let (code, _, err) = xstate(&["restore", "--pid", &pid, s(&kvm), "--format", "kvm-xsave", "--cpuid", "host"]);
+        assert_eq!(code, 1, "a kvm_xsave of another CPU restored as this host's: {err}");
+        assert!(err.contains("464"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert_eq!(now(), want, "mask refused: the process is untouched");
+    }
+    // With the CPU it was saved on: every register as intended, at this host's offsets.
+    let (code, out, err) = xstate(&["restore", "--pid", &pid, s(&kvm), "--cpuid", s(&dump), "--xcr0", &mx]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(now(), want_new, "the kvm_xsave re-laid out for this host");
+    let (code, out, err) = xstate(&["restore", "--pid", &pid, s(&mine), "--format", "nt-xstate"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let seen = child.resume_and_report().unwrap();
+    assert_eq!(registers(&l, &seen, moved), want_new, "the child's own XSAVE");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -3,7 +3,8 @@
 //!
 //! The input (any record format, recognised by default) is read on the CPU it was saved on (a
 //! portable record or a core with a layout note carries its own layout; `--cpuid` names it
-//! otherwise, default this host) with the XCR0 it was saved with (`--xcr0`, else the record's,
+//! otherwise, default this host; required for a record that says neither the layout nor a
+//! length that fixes it: kvm-xsave, kvm-xsave2, xen-hvm) with the XCR0 it was saved with (`--xcr0`, else the record's,
 //! else that CPU's default; never guessed from XSTATE_BV). A bare image must be exactly the
 //! size that XCR0 gives there, so an image of another CPU or XCR0 is refused rather than read
 //! with the wrong offsets. It is then re-laid-out for this host and the task's XCR0, sized to
@@ -20,8 +21,10 @@ use xstate::image::{Target, convert_between};
 use xstate::record::{Format, Options};
 use xstate::{Layout, Xfeatures};
 
-use crate::cmd::imageio::{ImageFormat, check_image_size, host_mxcsr_mask, load};
-use crate::common::{CliError, CliResult, CpuArgs, checked_masks, host_source, mask_json, placeable, print_json};
+use crate::cmd::imageio::{ImageFormat, Loaded, check_image_size, host_mxcsr_mask, load};
+use crate::common::{
+    CliError, CliResult, CpuArgs, Source, checked_masks, host_source, mask_json, placeable, print_json,
+};
 use crate::output::outln;
 
 /// Arguments of `xstate restore`.
@@ -36,7 +39,8 @@ pub struct RestoreArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub format: ImageFormat,
     /// The CPU IMAGE was saved on, and the XCR0 | XSS it was saved with (a record's own
-    /// layout and XCR0 win over the defaults): `--cpuid` default this host, `--xcr0` default the
+    /// layout and XCR0 win over the defaults): `--cpuid` default this host (required for a
+    /// kvm-xsave, kvm-xsave2 or xen-hvm record, which do not say), `--xcr0` default the
     /// record's, else the CPU's default.
     #[command(flatten)]
     pub cpu: CpuArgs,
@@ -56,6 +60,9 @@ pub fn run(args: &RestoreArgs) -> CliResult {
         outln!("process {}: {name} ({}) holds no xsave state: nothing written", args.pid, loaded.format);
         return Ok(());
     };
+    if loaded.layout.is_none() {
+        saved_on_named_cpu(&args.cpu, &src, &loaded, image, &name)?;
+    }
     let from: &Layout = loaded.layout.as_ref().unwrap_or(&src.layout);
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     if loaded.layout.is_none() {
@@ -108,6 +115,51 @@ pub fn run(args: &RestoreArgs) -> CliResult {
         );
         Ok(())
     }
+}
+
+/// What a record of `f` is called when it records neither the CPU its image is laid out for
+/// nor a length that fixes the layout (a kvm_xsave is 4096 bytes whatever it holds; a Xen HVM
+/// record may end in zeros); `None` for the formats whose layout or exact length says.
+fn layout_unrecorded(f: Format) -> Option<&'static str> {
+    match f {
+        Format::KvmXsave => Some("a kvm_xsave"),
+        Format::KvmXsave2 => Some("a KVM_GET_XSAVE2 buffer"),
+        Format::XenHvm => Some("a Xen HVM CPU_XSAVE record (its length may include a zero tail)"),
+        _ => None,
+    }
+}
+
+/// A record that does not say which CPU it was saved on is never read with a guessed layout:
+/// `--cpuid` is required (exit 2), and the saving host's mask the record carries (KVM's
+/// supported XCR0 at bytes 464..471, Xen's `xfeature_mask`) must be within what that CPU
+/// supports (exit 1), or the record was saved elsewhere.
+fn saved_on_named_cpu(cpu: &CpuArgs, src: &Source, loaded: &Loaded, image: &[u8], name: &str) -> CliResult {
+    let Some(what) = layout_unrecorded(loaded.format) else {
+        return Ok(());
+    };
+    if cpu.cpuid.is_none() {
+        return Err(CliError::usage(format!(
+            "{name}: {what} does not record the CPU it was saved on; give --cpuid (host for this machine)"
+        )));
+    }
+    let (mask, field) = match loaded.format {
+        Format::XenHvm => (loaded.state.as_ref().and_then(|s| s.uninterpreted.xfeature_mask), "xfeature_mask"),
+        _ => (
+            image.get(464..472).map(|b| Xfeatures(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))),
+            "supported XCR0 at bytes 464..471",
+        ),
+    };
+    let lacking = mask.unwrap_or_default() & !src.layout.user_supported();
+    if lacking.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::invalid(format!(
+        "{name}: the saving host's {field} is {}, with {lacking} ({}) that {} does not support: saved on another \
+         CPU than --cpuid names",
+        mask.unwrap_or_default(),
+        lacking.names(),
+        src.name
+    )))
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
