@@ -103,3 +103,41 @@ fn capture_to_stdout_writes_only_the_record() {
         assert!(err.contains(&format!("process {pid}")) || err.contains(&format!("\"pid\": {pid}")), "{err}");
     }
 }
+
+/// `capture --format xen-hvm|xen-pv` records the vCPU `--vcpu N` names (as `convert --vcpu`);
+/// `--vcpu` for a format without one is a usage error; an unwritable `--format` is named.
+#[test]
+fn capture_takes_the_vcpu_a_xen_record_needs_and_names_unwritable_formats() {
+    let host = Host::probe().unwrap();
+    let img = crafted_image(host.layout(), host.xcr0(), &mut Rng::new(3));
+    let child = tracee::spawn_stopped(&host, &img).unwrap();
+    let pid = child.pid().to_string();
+    if xstate_hw::ptrace::get_xstate(child.pid()).is_err() {
+        skip!("PTRACE_GETREGSET refused here: capture --vcpu not checked");
+        return;
+    }
+    let dir = tmpdir("capture-vcpu");
+    let out = dir.join("rec");
+    for (fmt, at) in [("xen-hvm", 2..4), ("xen-pv", 8..12)] {
+        let (code, _, err) = xstate(&["capture", "--pid", &pid, "--format", fmt, "-o", s(&out)]);
+        assert_eq!(code, 1, "{fmt} without a vCPU: {err}");
+        assert!(err.contains("--vcpu"), "{err}");
+        let (code, _, err) = xstate(&["capture", "--pid", &pid, "--format", fmt, "--vcpu", "3", "-o", s(&out)]);
+        assert_eq!(code, 0, "{fmt} --vcpu 3: {err}");
+        let b = std::fs::read(&out).unwrap();
+        assert_eq!(b[at.start], 3, "{fmt}: the vCPU recorded");
+        assert!(b[at.start + 1..at.end].iter().all(|&x| x == 0), "{fmt}: the vCPU recorded");
+        let (code, _, err) = xstate(&["inspect", s(&out), "--format", fmt]);
+        assert_eq!(code, 0, "{fmt}: {err}");
+    }
+    let (code, _, err) = xstate(&["capture", "--pid", &pid, "--format", "nt-xstate", "--vcpu", "3", "-o", s(&out)]);
+    assert_eq!(code, 2, "--vcpu without effect: {err}");
+    assert!(err.contains("--vcpu"), "{err}");
+    for fmt in ["auto", "elf-core", "criu-core", "qemu", "firecracker"] {
+        let (code, _, err) = xstate(&["capture", "--pid", &pid, "--format", fmt, "-o", s(&out)]);
+        assert_eq!(code, 2, "{fmt}: {err}");
+        assert!(err.contains(&format!("--format {fmt} ")) && !err.contains("Some("), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

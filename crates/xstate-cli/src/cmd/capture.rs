@@ -4,7 +4,8 @@
 //! The process is seized and interrupted for the read (PTRACE_SEIZE + PTRACE_INTERRUPT) and
 //! left as it was: running, or stopped if it was stopped. The kernel hands out a standard image
 //! of the task's user size with XCR0 at byte 464; `--format` re-expresses it in any writable
-//! record format (default `nt-xstate`, the kernel's own bytes).
+//! record format (default `nt-xstate`, the kernel's own bytes); `--vcpu` gives the vCPU a
+//! Xen record needs.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,10 @@ pub struct CaptureArgs {
     /// xcr0. Not needed when the task's XCR0 is this host's, which a reader assumes anyway.
     #[arg(long, value_name = "FIELDS", value_delimiter = ',', requires = "output")]
     pub drop: Vec<String>,
+    /// The vCPU to record, for a format that records one (xen-hvm instance, xen-pv vcpu_id),
+    /// as `convert --vcpu`: a process has none of its own.
+    #[arg(long, value_name = "N", requires = "output")]
+    pub vcpu: Option<u32>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -40,10 +45,18 @@ pub struct CaptureArgs {
 
 /// Runs `xstate capture`.
 pub fn run(args: &CaptureArgs) -> CliResult {
-    let format = match args.format.unwrap_or(ImageFormat::NtXstate).as_record() {
+    let given = args.format.unwrap_or(ImageFormat::NtXstate);
+    let format = match given.as_record() {
         Some(f) if f.writable() => f,
-        _ => return Err(CliError::usage(format!("--format {:?} cannot be written", args.format))),
+        _ => return Err(CliError::usage(format!("--format {} cannot be written", given.name()))),
     };
+    // A flag without effect is a usage error: only Xen's per-vCPU records hold a vCPU.
+    if args.vcpu.is_some() && !matches!(format, Format::XenHvm | Format::XenPv) {
+        return Err(CliError::usage(format!(
+            "--vcpu applies to formats that record a vCPU (xen-hvm, xen-pv), not {}",
+            given.name()
+        )));
+    }
     let mut drop = xstate::record::FieldSet::NONE;
     for d in &args.drop {
         match xstate::record::Field::from_name(d) {
@@ -68,6 +81,7 @@ pub fn run(args: &CaptureArgs) -> CliResult {
             // readers assume (this host's); otherwise it is dropped only when asked.
             let mut opts = Options::default();
             opts.drop = drop;
+            opts.vcpu = args.vcpu;
             if Some(host.default_xcr0) == state.xcr0 {
                 opts.drop = opts.drop.with(xstate::record::Field::Xcr0);
             }
