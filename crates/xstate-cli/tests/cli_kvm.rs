@@ -22,3 +22,15 @@ fn kvm_reports_and_round_trips() {
     assert!(v["round_trip"]["failures"].as_array().unwrap().is_empty());
     println!("xstate kvm: {} values checked", v["round_trip"]["checked"]);
 }
+
+/// `--rounds 0` would check nothing and report success: a usage error, before /dev/kvm is used.
+#[test]
+fn kvm_rounds_zero_is_a_usage_error() {
+    for args in [&["kvm", "--rounds", "0"][..], &["kvm", "--json", "--rounds", "0"]] {
+        let (code, stdout, stderr) = xstate(args);
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.starts_with("xstate: ") && stderr.contains("--rounds"), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}

@@ -20,7 +20,7 @@ pub struct KvmArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Round trips in each direction.
+    /// Round trips in each direction (at least 1: a check of nothing is no check).
     #[arg(long, default_value_t = 10)]
     pub rounds: u32,
 }
@@ -36,6 +36,7 @@ pub fn run(args: &KvmArgs) -> CliResult {
     use xstate_hw::kvm::guest::{AVX_DATA, AVX512_DATA, Guest, LOAD_DATA, Routine, STORE_DATA, write_registers};
     use xstate_hw::selfcheck::Rng;
 
+    check_rounds(args)?;
     let io = |what: &str, e: std::io::Error| CliError::usage(format!("{what}: {e}"));
     let kvm = match KvmSystem::open() {
         Ok(Some(k)) => k,
@@ -175,8 +176,17 @@ pub fn run(args: &KvmArgs) -> CliResult {
     if ok { Ok(()) } else { Err(CliError::invalid(format!("kvm: {} round-trip failures", failures.len()))) }
 }
 
+/// `--rounds 0` would check no value and report them all equal: a usage error (exit 2).
+fn check_rounds(args: &KvmArgs) -> CliResult {
+    if args.rounds == 0 {
+        return Err(CliError::usage("--rounds 0 checks nothing: give 1 or more round trips"));
+    }
+    Ok(())
+}
+
 /// Runs `xstate kvm` (unsupported platform).
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-pub fn run(_args: &KvmArgs) -> CliResult {
+pub fn run(args: &KvmArgs) -> CliResult {
+    check_rounds(args)?;
     Err(CliError::usage("xstate kvm needs x86_64 Linux"))
 }
