@@ -215,3 +215,37 @@ fn pictures_render_in_a_real_browser() {
         assert_eq!(n, expected, "{}: the browser's DOM has every element", page.display());
     }
 }
+
+/// A dump that enumerates PKRU and PT without their 0xD subleaves: `layout --diff` and the
+/// pictures carry the notes `layout` prints, and the diff shows those components as unknown on
+/// that side, never as absent or "only on" the other.
+#[test]
+fn diff_and_pictures_keep_the_missing_subleaf_notes() {
+    let Some(d) = dumps_or_skip() else { return };
+    let skx = d.join("GenuineIntel/GenuineIntel0050654_SkylakeXeon_CPUID.txt");
+    let genoa = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    let single = ok(&["layout", "--cpuid", s(&skx)]);
+    assert!(single.contains("subleaf 9 is missing"), "the dump lacks PKRU's subleaf: {single}");
+    let t = ok(&["layout", "--diff", s(&genoa), s(&skx)]);
+    let head = t.lines().next().unwrap();
+    assert!(!head.contains("pkru"), "PKRU is not known to be only on A: {t}");
+    assert!(t.contains("subleaf 9 is missing") && t.contains("subleaf 8 is missing"), "{t}");
+    let pkru = t.lines().find(|l| l.split_whitespace().nth(1) == Some("pkru")).unwrap();
+    assert!(pkru.contains("unknown") && !pkru.contains("absent") && !pkru.contains("only on"), "{pkru}");
+    // Reversed, the same on the other side.
+    let t = ok(&["layout", "--diff", s(&skx), s(&genoa)]);
+    let pkru = t.lines().find(|l| l.split_whitespace().nth(1) == Some("pkru")).unwrap();
+    assert!(pkru.contains("unknown") && !pkru.contains("only on"), "{pkru}");
+    for args in [
+        &["layout", "--cpuid", s(&skx), "--svg", "-"][..],
+        &["layout", "--cpuid", s(&skx), "--html", "-"],
+        &["layout", "--diff", s(&genoa), s(&skx), "--svg", "-"],
+        &["layout", "--diff", s(&genoa), s(&skx), "--html", "-"],
+    ] {
+        let p = ok(args);
+        assert!(p.contains("enumerated, subleaf missing: pt|pkru"), "{args:?}: {p}");
+        if args.contains(&"--diff") {
+            assert!(!p.contains("only on 0A10F11_K19_Genoa_01: pkru"), "{args:?}: PKRU not known to be only on Genoa");
+        }
+    }
+}

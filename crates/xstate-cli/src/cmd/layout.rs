@@ -200,30 +200,45 @@ fn diff_side(args: &LayoutArgs, path: &PathBuf) -> CliResult<(Source, Xfeatures,
 fn diff(args: &LayoutArgs, pair: &[PathBuf]) -> CliResult {
     let (a, b) = (diff_side(args, &pair[0])?, diff_side(args, &pair[1])?);
     let panels = [
-        Panel { name: &a.0.name, layout: &a.0.layout, xcr0: a.1, xss: a.2 },
-        Panel { name: &b.0.name, layout: &b.0.layout, xcr0: b.1, xss: b.2 },
+        Panel { name: &a.0.name, layout: &a.0.layout, xcr0: a.1, xss: a.2, omitted: a.0.omitted },
+        Panel { name: &b.0.name, layout: &b.0.layout, xcr0: b.1, xss: b.2, omitted: b.0.omitted },
     ];
     if args.svg.is_some() || args.html.is_some() {
         return pictures(args, &panels);
     }
     let (la, lb) = (&a.0.layout, &b.0.layout);
+    let (ma, mb) = (a.0.omitted, b.0.omitted);
     let (ca, cb) = ((a.1 | a.2) & la.supported(), (b.1 | b.2) & lb.supported());
     let mut moved = Vec::new();
     let mut rows = Vec::new();
     let both = la.supported() & lb.supported();
-    for c in (la.supported() | lb.supported()).iter() {
+    // A component a side enumerates without its subleaf is unknown there: never "absent".
+    for c in (la.supported() | lb.supported() | ma | mb).iter() {
         let (ga, gb) = (la.geometry(c), lb.geometry(c));
-        let std = |g: Option<xstate::Geometry>| match g {
+        let std = |g: Option<xstate::Geometry>, missing: Xfeatures| match g {
+            _ if missing.contains(c) => "unknown".to_string(),
             Some(g) if g.supervisor => "-".to_string(),
             Some(g) => hex(g.offset),
             None => "absent".to_string(),
         };
+        let size = |g: Option<xstate::Geometry>, missing: Xfeatures| match g {
+            _ if missing.contains(c) => "?".to_string(),
+            Some(g) => g.size.to_string(),
+            None => "-".to_string(),
+        };
         let (oa, ob) = (la.compacted_offset(c, ca), lb.compacted_offset(c, cb));
-        let note = if !both.contains(c) {
+        let note = if (ma | mb).contains(c) {
+            let side = match (ma.contains(c), mb.contains(c)) {
+                (true, true) => "A and B",
+                (true, false) => "A",
+                _ => "B",
+            };
+            format!("unknown on {side}: enumerated, subleaf missing")
+        } else if !both.contains(c) {
             format!("only on {}", if ga.is_some() { "A" } else { "B" })
         } else if ga.map(|g| g.size) != gb.map(|g| g.size) {
             "size differs".into()
-        } else if std(ga) != std(gb) {
+        } else if std(ga, ma) != std(gb, mb) {
             moved.push(c.name().to_string());
             "moves".into()
         } else if oa != ob {
@@ -235,17 +250,17 @@ fn diff(args: &LayoutArgs, pair: &[PathBuf]) -> CliResult {
             "{:>5}  {:<14} {:>6} {:>6}  {:>8} {:>8}  {:>9} {:>9}  {note}",
             c.index(),
             c.name().to_string(),
-            ga.map_or("-".into(), |g| g.size.to_string()),
-            gb.map_or("-".into(), |g| g.size.to_string()),
-            std(ga),
-            std(gb),
+            size(ga, ma),
+            size(gb, mb),
+            std(ga, ma),
+            std(gb, mb),
             oa.map_or("-".into(), hex),
             ob.map_or("-".into(), hex),
         ));
     }
     let mut text = String::new();
-    let only_a = (la.supported() - lb.supported()).names().to_string();
-    let only_b = (lb.supported() - la.supported()).names().to_string();
+    let only_a = (la.supported() - lb.supported() - mb).names().to_string();
+    let only_b = (lb.supported() - la.supported() - ma).names().to_string();
     say!(
         text,
         "{} component{} move between A and B in the standard format{}; only on A: {only_a}; only on B: {only_b}",
@@ -255,6 +270,11 @@ fn diff(args: &LayoutArgs, pair: &[PathBuf]) -> CliResult {
     );
     say!(text, "A: {} (XCR0 {}, IA32_XSS {})", a.0.name, a.1, a.2);
     say!(text, "B: {} (XCR0 {}, IA32_XSS {})", b.0.name, b.1, b.2);
+    for (side, src) in [("A", &a.0), ("B", &b.0)] {
+        for n in src.notes() {
+            say!(text, "note: {side}: {n}");
+        }
+    }
     say!(text);
     say!(
         text,
@@ -284,7 +304,7 @@ pub fn run(args: &LayoutArgs) -> CliResult {
     placeable(&src, xcr0 | xss)?;
     let (xcr0, xss) = checked_masks(&src.layout, xcr0, xss)?;
     if args.svg.is_some() || args.html.is_some() {
-        return pictures(args, &[Panel { name: &src.name, layout: &src.layout, xcr0, xss }]);
+        return pictures(args, &[Panel { name: &src.name, layout: &src.layout, xcr0, xss, omitted: src.omitted }]);
     }
     let notes = src.notes();
     // The XCR0 in force when the data was read: known on the host (XGETBV), inferred for a dump.

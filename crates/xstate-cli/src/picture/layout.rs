@@ -21,6 +21,9 @@ pub struct Panel<'a> {
     pub xcr0: Xfeatures,
     /// IA32_XSS.
     pub xss: Xfeatures,
+    /// Components the CPU enumerates whose CPUID 0xD subleaf its source lacks: not drawn, and
+    /// said so, never shown as absent.
+    pub omitted: Xfeatures,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -359,7 +362,7 @@ fn describe(p: &Panel<'_>) -> String {
     let l = p.layout;
     let xcomp = (p.xcr0 | p.xss) & l.supported();
     format!(
-        "{}: XCR0 {} ({}), IA32_XSS {}; standard {} bytes{}",
+        "{}: XCR0 {} ({}), IA32_XSS {}; standard {} bytes{}{}",
         short(p.name),
         p.xcr0,
         p.xcr0.names(),
@@ -369,8 +372,14 @@ fn describe(p: &Panel<'_>) -> String {
             format!(", compacted {} bytes", l.compacted_size(xcomp).unwrap_or(0))
         } else {
             ", no compacted form (no XSAVEC/XSAVES)".into()
-        }
+        },
+        missing(p)
     )
+}
+
+/// "; enumerated, subleaf missing: pt|pkru" for a panel whose source lacks subleaves.
+fn missing(p: &Panel<'_>) -> String {
+    if p.omitted.is_empty() { String::new() } else { format!("; enumerated, subleaf missing: {}", p.omitted.names()) }
 }
 
 /// The picture of one or two CPUs as a standalone SVG document.
@@ -452,14 +461,23 @@ pub fn svg(panels: &[Panel<'_>]) -> String {
     }
     if panels.len() == 2 {
         let (a, b) = (panels[0].layout, panels[1].layout);
-        for (x, y2, name) in [(a, b, panels[0].name), (b, a, panels[1].name)] {
-            let only = (x.supported() - y2.supported()) - Xfeatures::LEGACY;
+        let (ma, mb) = (panels[0].omitted, panels[1].omitted);
+        for (x, y2, y2_missing, name) in [(a, b, mb, panels[0].name), (b, a, ma, panels[1].name)] {
+            // A component the other side enumerates without a subleaf is unknown there, not absent.
+            let only = (x.supported() - y2.supported() - y2_missing) - Xfeatures::LEGACY;
             if !only.is_empty() {
                 notes.push(format!("only on {}: {}", short(name), only.names()));
             }
         }
     }
     for p in panels {
+        if !p.omitted.is_empty() {
+            notes.push(format!(
+                "{}: enumerated, subleaf missing: {} (CPUID 0xD lacks their subleaves: place unknown, not drawn)",
+                short(p.name),
+                p.omitted.names()
+            ));
+        }
         let sup = p.layout.supervisor_supported() - p.xss;
         if !sup.is_empty() {
             notes.push(format!(
@@ -521,6 +539,9 @@ pub fn html(panels: &[Panel<'_>]) -> String {
         let l = p.layout;
         let xcomp = (p.xcr0 | p.xss) & l.supported();
         put!(o, "<h2>{}</h2><p class=\"note\">{}</p>", esc(p.name), esc(&describe(p)));
+        for n in (xstate::layout::Partial { layout: l.clone(), omitted: p.omitted }).notes() {
+            put!(o, "<p class=\"note\">note: {}</p>", esc(&n));
+        }
         o.push_str(
             "<table><tr><th>index</th><th>component</th><th>size</th><th>standard offset</th><th>compacted offset</th><th>flags</th></tr>",
         );

@@ -232,7 +232,13 @@ fn classes(o: &mut String, f: &Fleet<'_>) {
             "<div class=\"class\" id=\"c{k}\"><details{open}><summary><b>{}</b></summary>",
             esc(&class_title(f, k))
         );
-        o.push_str(&svg(&[Panel { name: &name, layout: l, xcr0: l.user_supported(), xss: l.supervisor_supported() }]));
+        o.push_str(&svg(&[Panel {
+            name: &name,
+            layout: l,
+            xcr0: l.user_supported(),
+            xss: l.supervisor_supported(),
+            omitted: Xfeatures::EMPTY,
+        }]));
         o.push_str("</details><details><summary>members</summary><p class=\"note\">");
         let list: Vec<String> = f.members[k].iter().map(|&c| esc(&f.cpus[c].0)).collect();
         o.push_str(&list.join("<br>"));
