@@ -62,6 +62,10 @@ fn read_cpuid(path: &Path) -> CliResult<CpuidData> {
 /// The layout of a CPUID source, leaving out (and noting) components whose subleaf a dump
 /// lacks; a source without XSAVE is refused in plain words.
 fn layout_of(data: &CpuidData, what: &str) -> CliResult<Partial> {
+    // A dump missing leaf 0xD is not a CPU without XSAVE (exit 1 either way, saying which).
+    if let Some(e) = data.missing_leaf0d() {
+        return Err(CliError::invalid(format!("{what}: {e}")));
+    }
     Layout::from_leaf0d_partial(data.leaf0d()).map_err(|e| match e {
         LayoutError::XsaveNotEnumerated => CliError::invalid(format!(
             "{what}: this CPU does not enumerate XSAVE (CPUID leaf 0xD subleaf 0 is all zero): it has no XSAVE \

@@ -328,3 +328,26 @@ fn libvirt_baseline_agrees_on_the_xsave_features() {
         ));
     }
 }
+
+/// A host whose dump lacks leaf 0xD though it shows XSAVE is refused (exit 1, naming it), as
+/// docs/FLEET.md says of a broken leaf 0xD: it is not dropped as a CPU without XSAVE.
+#[test]
+fn baseline_refuses_a_dump_missing_leaf_0xd() {
+    let Some(d) = dumps_or_skip() else { return };
+    let genoa = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    let spr = std::fs::read_to_string(d.join("GenuineIntel/GenuineIntel00806F8_SapphireRapids_05_CPUID.txt")).unwrap();
+    let dir = tmpdir("baseline-nold");
+    let nold = dir.join("nold.txt");
+    std::fs::write(
+        &nold,
+        spr.lines().filter(|l| !l.contains("0000000D")).map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+    for extra in [&[][..], &["--json"]] {
+        let (code, out, err) = xstate(&[&["policy", "--baseline", s(&genoa), s(&nold)][..], extra].concat());
+        assert_eq!(code, 1, "{extra:?}: {out}{err}");
+        assert!(err.contains("nold.txt") && err.contains("missing leaf 0xD"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

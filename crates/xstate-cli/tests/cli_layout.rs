@@ -100,3 +100,37 @@ fn host_checks_agree_and_round_trip_as_a_dump() {
     assert_eq!(v2["standard_size"], v["standard_size"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A dump without any leaf 0xD line, whose leaf 1 ECX shows XSAVE or whose maximum leaf is
+/// at least 0xD, is a dump missing leaf 0xD (exit 1, saying so), not a CPU without XSAVE; a
+/// CPU whose maximum leaf is below 0xD and which lacks the XSAVE flag still has none.
+#[test]
+fn a_dump_missing_leaf_0xd_is_refused_as_such() {
+    let Some(d) = common::dumps_or_skip() else { return };
+    let spr = std::fs::read_to_string(d.join("GenuineIntel/GenuineIntel00806F8_SapphireRapids_05_CPUID.txt")).unwrap();
+    let dir = tmpdir("nold");
+    let no_0d: String = spr.lines().filter(|l| !l.contains("0000000D")).map(|l| format!("{l}\n")).collect();
+    assert!(no_0d.contains("CPUID 00000001: 000806F8-00800800-7FFEFBFF"), "leaf 1 with XSAVE (ECX bit 26)");
+    // Leaf 1 without the XSAVE flag: the maximum leaf 0x20 still says leaf 0xD exists.
+    let no_flag = no_0d.replace("000806F8-00800800-7FFEFBFF", "000806F8-00800800-7BFEFBFF");
+    for (name, text) in [("nold.txt", &no_0d), ("noflag.txt", &no_flag)] {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        let (code, out, err) = xstate(&["layout", "--cpuid", s(&p)]);
+        assert_eq!(code, 1, "{name}: {out}{err}");
+        assert!(err.contains(name) && err.contains("missing leaf 0xD"), "{name}: {err}");
+        assert!(!err.contains("does not enumerate XSAVE"), "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // A CPU from before XSAVE: maximum leaf 0xB, no XSAVE flag, no leaf 0xD.
+    let old = dir.join("old.txt");
+    std::fs::write(
+        &old,
+        "CPUID 00000000: 0000000B-756E6547-6C65746E-49656E69\nCPUID 00000001: 000106A5-00100800-009CE3BD-BFEBFBFF\n",
+    )
+    .unwrap();
+    let (code, _, err) = xstate(&["layout", "--cpuid", s(&old)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not enumerate XSAVE"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -161,6 +161,20 @@ impl CpuidData {
         (!t.is_empty()).then(|| String::from(t))
     }
 
+    /// A source that records no subleaf of leaf 0xD although it shows the CPU has the leaf
+    /// (leaf 1 ECX bit 26, XSAVE, set; or a maximum basic leaf of at least 0xD) is a dump
+    /// missing leaf 0xD: [`LayoutError::Leaf0dMissing`](crate::layout::LayoutError::Leaf0dMissing),
+    /// never read as a CPU without XSAVE. `None` when leaf 0xD is recorded or the CPU has none.
+    pub fn missing_leaf0d(&self) -> Option<crate::layout::LayoutError> {
+        if self.leaf0d.recorded_mask() != 0 {
+            return None;
+        }
+        let xsave_flag = self.get(1, 0).map(|r| r.ecx >> 26 & 1 != 0);
+        let max_leaf = self.get(0, 0).map(|r| r.eax);
+        (xsave_flag == Some(true) || max_leaf.is_some_and(|m| m >= 0xD))
+            .then_some(crate::layout::LayoutError::Leaf0dMissing { xsave_flag, max_leaf })
+    }
+
     /// The value of a feature bit, or `None` if its leaf was not recorded.
     pub fn feature(&self, f: FeatureBit) -> Option<bool> {
         self.get(f.leaf, f.subleaf).map(|r| r.get(f.reg) >> f.bit & 1 != 0)

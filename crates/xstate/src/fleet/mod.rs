@@ -68,8 +68,12 @@ pub struct Offer {
 impl Host {
     /// A host from its CPUID data: the layout with unplaceable components left out and named
     /// (`omitted`), no layout for a CPU without XSAVE, and the gating flags. Any other defect
-    /// of leaf 0xD is the layout's error.
+    /// of leaf 0xD is the layout's error, and so is a source missing leaf 0xD
+    /// ([`CpuidData::missing_leaf0d`]): that host is not one without XSAVE.
     pub fn from_cpuid(name: impl Into<String>, cpuid: &CpuidData) -> Result<Host, LayoutError> {
+        if let Some(e) = cpuid.missing_leaf0d() {
+            return Err(e);
+        }
         let (layout, omitted) = match Layout::from_leaf0d_partial(cpuid.leaf0d()) {
             Ok(p) => (Some(p.layout), p.omitted),
             Err(LayoutError::XsaveNotEnumerated) => (None, Xfeatures::EMPTY),

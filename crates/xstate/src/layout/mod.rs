@@ -89,6 +89,15 @@ impl fmt::Display for Anomaly {
 pub enum LayoutError {
     /// CPUID 0xD.0 is all zero: no XSAVE, or a broken enumeration.
     XsaveNotEnumerated,
+    /// The source records no leaf 0xD although it shows the CPU has one: leaf 1 ECX bit 26
+    /// (XSAVE) is set, or the maximum basic leaf (leaf 0 EAX) is at least 0xD. A dump missing
+    /// leaf 0xD, not a CPU without XSAVE ([`crate::cpuid::CpuidData::missing_leaf0d`]).
+    Leaf0dMissing {
+        /// Leaf 1 ECX bit 26, if leaf 1 was recorded.
+        xsave_flag: Option<bool>,
+        /// The maximum basic leaf, if leaf 0 was recorded.
+        max_leaf: Option<u32>,
+    },
     /// 0xD.0 EAX\[0\] (x87) is clear, which no XSAVE CPU does.
     X87NotSupported,
     /// Bit 63 is set in 0xD.0 EDX or 0xD.1 EDX; it never names a component.
@@ -144,6 +153,17 @@ impl fmt::Display for LayoutError {
         match self {
             LayoutError::XsaveNotEnumerated => {
                 f.write_str("CPUID leaf 0xD subleaf 0 is all zero: XSAVE is not enumerated")
+            }
+            LayoutError::Leaf0dMissing { xsave_flag, max_leaf } => {
+                let why = match (xsave_flag, max_leaf) {
+                    (Some(true), _) => alloc::string::String::from("leaf 1 ECX bit 26 (XSAVE) is set"),
+                    (_, Some(m)) => alloc::format!("the maximum basic leaf is {m:#x}"),
+                    _ => alloc::string::String::from("the CPU enumerates it"),
+                };
+                write!(
+                    f,
+                    "a dump missing leaf 0xD: it records no CPUID leaf 0xD, yet {why}; its XSAVE layout is unknown"
+                )
             }
             LayoutError::X87NotSupported => f.write_str("CPUID 0xD.0 EAX bit 0 (x87) is clear"),
             LayoutError::Bit63 { register } => write!(f, "the supported {register} mask has bit 63 set"),
