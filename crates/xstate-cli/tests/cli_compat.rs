@@ -187,3 +187,36 @@ fn matrix_over_the_whole_corpus() {
         (n * n) as u64
     );
 }
+
+/// `compat`'s masks follow the XCR0 and XSS rules `layout --xcr0/--xss` and `policy` enforce
+/// (exit 1 naming the rule, as `layout` does); with `--matrix`, which takes no masks, they are
+/// usage errors.
+#[test]
+fn compat_masks_follow_the_xcr0_and_xss_rules() {
+    let Some(d) = dumps_or_skip() else { return };
+    let genoa = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    let spr = d.join("GenuineIntel/GenuineIntel00806F8_SapphireRapids_05_CPUID.txt");
+    for (flag, value, layout_flag, rule) in [
+        ("--from-xcr0", "0x0", "--xcr0", "x87 (bit 0) must always be set"),
+        ("--from-xcr0", "0x5", "--xcr0", "AVX (bit 2) requires SSE"),
+        ("--to-xcr0", "0x5", "--xcr0", "AVX (bit 2) requires SSE"),
+        ("--to-xss", "0x1", "--xss", "user components cannot be set in IA32_XSS"),
+        ("--from-xss", "0x1", "--xss", "user components cannot be set in IA32_XSS"),
+    ] {
+        let cpu = if flag.starts_with("--from") { &genoa } else { &spr };
+        let (lcode, _, lerr) = xstate(&["layout", "--cpuid", s(cpu), layout_flag, value]);
+        assert_eq!(lcode, 1, "{lerr}");
+        assert!(lerr.contains(rule), "{lerr}");
+        let (code, out, err) = xstate(&["compat", "--from", s(&genoa), "--to", s(&spr), flag, value]);
+        assert_eq!(code, 1, "{flag} {value}: {out}{err}");
+        assert!(err.contains(rule) && err.contains(flag), "{flag} {value}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        let (code, _, err) = xstate(&["compat", "--matrix", s(&d.join("AuthenticAMD")), flag, value]);
+        assert_eq!(code, 2, "--matrix {flag}: {err}");
+        assert!(err.contains(flag) && err.contains("--matrix"), "{err}");
+    }
+    // Valid masks still give the verdict.
+    let (code, out, err) = xstate(&["compat", "--from", s(&genoa), "--to", s(&spr), "--from-xcr0", "0x7"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("compatible as is"), "{out}");
+}

@@ -12,7 +12,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use xstate::compat::{Reason, Report, Side, Verdict, check, check_image, verdict};
 use xstate::record::{self, Format, Options};
-use xstate::xcr0::catalogue_supervisor;
+use xstate::xcr0::{catalogue_supervisor, check_xcr0_supported, check_xss};
 use xstate::{Layout, Xfeatures};
 
 use crate::cmd::imageio::emit;
@@ -65,6 +65,21 @@ pub struct CompatArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+impl CompatArgs {
+    /// The mask flags given, by name: they apply to one pair (`--from`/`--to`) only.
+    fn mask_flags(&self) -> Vec<&'static str> {
+        [
+            ("--from-xcr0", self.from_xcr0.is_some()),
+            ("--from-xss", self.from_xss.is_some()),
+            ("--to-xcr0", self.to_xcr0.is_some()),
+            ("--to-xss", self.to_xss.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, given)| given.then_some(f))
+        .collect()
+    }
 }
 
 /// Reads a CPUID source as every command does ([`crate::common::source`]): `host`, a dump or
@@ -120,6 +135,10 @@ fn names(fs: &[xstate::policy::Feature]) -> String {
 /// Runs `xstate compat`.
 pub fn run(args: &CompatArgs) -> CliResult {
     if let Some(dir) = &args.matrix {
+        // The matrix takes every CPU's own masks: a mask flag would have no effect.
+        if let Some(flag) = args.mask_flags().first() {
+            return Err(CliError::usage(format!("{flag} applies to --from/--to; --matrix takes each CPU's own masks")));
+        }
         return matrix(dir, args.json, args.html.as_deref());
     }
     if args.html.is_some() {
@@ -128,7 +147,13 @@ pub fn run(args: &CompatArgs) -> CliResult {
     let (Some(from), Some(to)) = (&args.from, &args.to) else {
         return Err(CliError::usage("xstate compat needs --from A --to B, or --matrix DIR"));
     };
-    // A CRIU checkpoint as the source or the image: CRIU's verdict and xstate's (cmd/criu.rs).
+    // A CRIU checkpoint as the source or the image: CRIU's verdict and xstate's (cmd/criu.rs),
+    // from the checkpoint's own masks.
+    let checkpoint = crate::cmd::criu::is_checkpoint(from)
+        || args.image.as_ref().is_some_and(|i| crate::cmd::criu::is_checkpoint(i));
+    if let (true, Some(flag)) = (checkpoint, args.mask_flags().first()) {
+        return Err(CliError::usage(format!("{flag} has no effect on a CRIU checkpoint, which records its masks")));
+    }
     if crate::cmd::criu::is_checkpoint(from) {
         return crate::cmd::criu::compat(from, None, to, args.json);
     }
@@ -169,6 +194,22 @@ pub fn run(args: &CompatArgs) -> CliResult {
         xcr0: args.to_xcr0.unwrap_or(tl.user_supported()),
         xss: args.to_xss.unwrap_or(tl.supervisor_supported()),
     };
+    // A mask given is held to the rules `layout --xcr0/--xss` and `policy` apply (exit 1); a
+    // component a dump enumerates without its subleaf is left to `placeable`, which names it.
+    for (flag, mask, layout, omitted, xss) in [
+        ("--from-xcr0", args.from_xcr0, fl, fsrc.omitted, false),
+        ("--from-xss", args.from_xss, fl, fsrc.omitted, true),
+        ("--to-xcr0", args.to_xcr0, tl, tsrc.omitted, false),
+        ("--to-xss", args.to_xss, tl, tsrc.omitted, true),
+    ] {
+        let Some(m) = mask else { continue };
+        let (user, sup) = (
+            layout.user_supported() | (omitted - catalogue_supervisor()),
+            layout.supervisor_supported() | (omitted & catalogue_supervisor()),
+        );
+        let r = if xss { check_xss(m, user, sup) } else { check_xcr0_supported(m, user, sup) };
+        r.map_err(|e| CliError::invalid(format!("{flag}: {e}")))?;
+    }
     // No verdict about state a source could not place.
     placeable(&fsrc, fs.xcr0 | fs.xss).map_err(|e| CliError { message: format!("--from: {}", e.message), ..e })?;
     placeable(&tsrc, fs.xcr0 | fs.xss).map_err(|e| CliError { message: format!("--to: {}", e.message), ..e })?;
