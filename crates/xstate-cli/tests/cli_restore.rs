@@ -221,6 +221,16 @@ fn restore_of_a_kvm_xsave_needs_the_cpu_it_was_saved_on() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert_eq!(now(), want, "mask refused: the process is untouched");
     }
+    // A portable record carries its CPU's layout: read in it, and --cpuid naming a CPU that
+    // places its components elsewhere (this host) is refused, as in every other command.
+    let port = d.join("foreign.portable");
+    let conv = ["convert", s(&mine), "--to", "standard", "--to-cpuid", s(&dump), "--to-xcr0", &mx];
+    let (code, _, err) = xstate(&[&conv[..], &["--to-format", "portable", "-o", s(&port)]].concat());
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = xstate(&["restore", "--pid", &pid, s(&port), "--cpuid", "host"]);
+    assert_eq!((code, err.trim().lines().count()), (1, 1), "portable read with this host's layout: {err}");
+    assert!(err.contains("carries its own layout"), "{err}");
+    assert_eq!(now(), want, "refused: the process is untouched");
     // With the CPU it was saved on: every register as intended, at this host's offsets.
     let (code, out, err) = xstate(&["restore", "--pid", &pid, s(&kvm), "--cpuid", s(&dump), "--xcr0", &mx]);
     assert_eq!(code, 0, "{out}{err}");

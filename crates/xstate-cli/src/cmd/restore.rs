@@ -54,7 +54,10 @@ pub fn run(args: &RestoreArgs) -> CliResult {
     let host = host_source()?;
     let src = args.cpu.source()?;
     let name = args.image.display().to_string();
-    let loaded = load(&args.image, args.format, &src.layout, &Options::default())?;
+    // --cpuid names the CPU the input was saved on: a file with its own layout must agree.
+    let mut opts = Options::default();
+    opts.layout_given = args.cpu.cpuid.is_some();
+    let loaded = load(&args.image, args.format, &src.layout, &opts)?;
     let Some(image) = loaded.image.as_deref() else {
         // Xen's reading of the same record: "no xsave state" restores nothing, successfully.
         outln!("process {}: {name} ({}) holds no xsave state: nothing written", args.pid, loaded.format);
