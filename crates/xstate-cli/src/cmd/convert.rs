@@ -49,8 +49,9 @@ pub struct ConvertArgs {
     /// The CPU the output is for: `host`, a CPUID dump or policy JSON; default: the input's CPU.
     #[arg(long, value_name = "FILE")]
     pub to_cpuid: Option<PathBuf>,
-    /// The XCR0 the output is restored with; default: the input's when OUT's format records
-    /// one or the CPU is the same, else the --to-cpuid CPU's default. Not for a container
+    /// The XCR0 the output is restored with; default: the input's (the one it records, if
+    /// any) when OUT's format records one or the CPU is the same, else the --to-cpuid CPU's
+    /// default. Not for a container
     /// --to-format, whose vCPU keeps the state's XCR0 (--xcr0, or the one it records).
     #[arg(long, value_name = "MASK", value_parser = parse_mask)]
     pub to_xcr0: Option<Xfeatures>,
@@ -194,6 +195,11 @@ pub fn run(args: &ConvertArgs) -> CliResult {
     let to_xcr0 = match (args.to_xcr0, &dst) {
         (Some(x), _) => x,
         (None, Some(d)) if !keeps_xcr0 => d.default_xcr0,
+        // An output without an XCR0 field is laid out for the XCR0 the input records (a vCPU
+        // in reset has 0x1 in a buffer KVM lays out for all its states), so it goes back.
+        (None, None) if !keeps_xcr0 => {
+            loaded.state.as_ref().and_then(|s| s.xcr0).map_or(xcr0, |x| x & to_layout.user_supported())
+        }
         _ => xcr0,
     };
     // What the output records beside the image: the record's fields, given ones, dropped ones.
