@@ -745,3 +745,26 @@ fn firecracker_patch_keeps_kvms_mxcsr_mask() {
     let st = &back.states[0];
     check_known_avx512(&regs_of(st, &l));
 }
+
+/// The header's version string must read as Firecracker writes it (a length, then digits and
+/// dots), in both eras: a bincode file whose length field says 2^64-1 was read and patched as
+/// if whole, its header unmentioned.
+#[test]
+fn firecracker_header_version_must_read() {
+    let any = fixtures::layout(AMD_ZEN4);
+    let reseal = |mut b: Vec<u8>| {
+        let body = b.len() - 8;
+        let crc = record::firecracker::crc64(&b[..body]);
+        b[body..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    let mut bincode = fc_bincode();
+    bincode[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    let e = record::read(Format::Firecracker, &reseal(bincode), &any, &Options::default()).unwrap_err();
+    assert_eq!((e.rule, e.offset), (Rule::Framing, Some(8)), "{e}");
+    let Some((bitcode, _)) = fc(&Options::default(), &any) else { return };
+    let mut b = bitcode.clone();
+    b[10] = b'x'; // inside "10.0.0"
+    let e = record::read(Format::Firecracker, &reseal(b), &any, &Options::default()).unwrap_err();
+    assert_eq!((e.rule, e.offset), (Rule::Framing, Some(9)), "{e}");
+}

@@ -426,6 +426,16 @@ impl<'a> Vmstate<'a> {
         .and_then(|(s, n)| bytes.get(s..s.checked_add(n)?))
         .filter(|v| !v.is_empty() && v.iter().all(|c| c.is_ascii_digit() || *c == b'.'))
         .map(|v| String::from_utf8_lossy(v).into_owned());
+        // The header is the tool's: a version string it did not write means a damaged file,
+        // whatever the state's evidence further on says.
+        if version.is_none() {
+            return Err(RecordError::new(
+                F,
+                Rule::Framing,
+                Some(vat),
+                Detail::Text("the header's version string (a length, then digits and dots) does not read"),
+            ));
+        }
         let data = &bytes[..body];
         if era == Era::Bincode {
             let vcpus = bincode_vcpus(data)?;
