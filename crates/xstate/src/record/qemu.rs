@@ -174,6 +174,17 @@ pub struct Stream<'a> {
     pub kvmclock: bool,
 }
 
+/// A name read from the stream, for a message: at most 40 bytes of it (a damaged length would
+/// quote the binary that follows).
+fn shown(name: &[u8]) -> String {
+    let cut = name.len().min(40);
+    let mut s = String::from_utf8_lossy(&name[..cut]).into_owned();
+    if name.len() > cut {
+        s.push_str("...");
+    }
+    s
+}
+
 fn framing(at: usize, what: String) -> RecordError {
     RecordError::new(F, Rule::Framing, Some(at), Detail::Message(what))
 }
@@ -317,10 +328,7 @@ fn walk_vmsd<'d, 'j>(
             }
             let id = cur.idstr()?;
             if id != name.as_bytes() {
-                return Err(framing(
-                    at,
-                    format!("subsection {:?} where the vmdesc has {name}", String::from_utf8_lossy(id)),
-                ));
+                return Err(framing(at, format!("subsection {:?} where the vmdesc has {name}", shown(id))));
             }
             let version = cur.be(4)?;
             if s.get("version").and_then(Value::as_u64) != Some(version) {
@@ -637,10 +645,7 @@ impl<'a> Stream<'a> {
                         ram_id = Some(id);
                         walk_ram(&mut cur, page_size, true)?;
                     } else if t == SECTION_START {
-                        return Err(framing(
-                            at,
-                            format!("iterative section {:?}: only ram is walked", String::from_utf8_lossy(name)),
-                        ));
+                        return Err(framing(at, format!("iterative section {:?}: only ram is walked", shown(name))));
                     } else {
                         let d = next_device
                             .next()
@@ -652,7 +657,7 @@ impl<'a> Stream<'a> {
                                 at,
                                 format!(
                                     "section {:?} instance {instance} where the vmdesc has {dn:?} instance {di:?}",
-                                    String::from_utf8_lossy(name)
+                                    shown(name)
                                 ),
                             ));
                         }
@@ -1215,6 +1220,15 @@ impl Writer<'_> {
 #[cfg(all(test, feature = "fixtures"))]
 mod tests {
     use super::*;
+
+    /// A section name behind a damaged length is quoted short in the error (the whole of it
+    /// was 255 bytes of binary on one line).
+    #[test]
+    fn names_in_messages_are_cut() {
+        assert_eq!(shown(b"cpu"), "cpu");
+        let long = [0xAAu8; 255];
+        assert!(shown(&long).ends_with("...") && shown(&long).chars().count() == 43, "{}", shown(&long));
+    }
     use crate::record::State;
 
     /// bnd i as the image holds it: {lb, ub in 1's complement}.
