@@ -220,3 +220,33 @@ fn compat_masks_follow_the_xcr0_and_xss_rules() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("compatible as is"), "{out}");
 }
+
+/// `compat --matrix DIR` reads each file once: a symbolic link to a directory is not followed
+/// (a link to `.` counted one CPU 41 times, until ELOOP), and a folder with files but no
+/// CPUID dump among them is refused (exit 1) as `policy --baseline` refuses it; it gave a
+/// matrix of 0 CPUs, exit 0.
+#[test]
+fn matrix_reads_each_dump_once_and_needs_one() {
+    let Some(d) = dumps_or_skip() else { return };
+    let dir = tmpdir("compat-matrix-dir");
+    let genoa = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
+    let one = dir.join("one");
+    std::fs::create_dir(&one).unwrap();
+    std::fs::copy(&genoa, one.join("genoa.txt")).unwrap();
+    std::os::unix::fs::symlink(".", one.join("me")).unwrap();
+    let (code, out, err) = xstate(&["compat", "--matrix", s(&one), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["cpus"].as_array().unwrap().len(), 1, "{v}");
+    let unusable = v["unusable"].as_array().unwrap();
+    assert_eq!(unusable.len(), 1, "{unusable:?}");
+    assert!(unusable[0]["error"].as_str().unwrap().contains("not followed"), "{unusable:?}");
+    let junk = dir.join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("empty.txt"), b"").unwrap();
+    std::fs::write(junk.join("readme.md"), b"hi\n").unwrap();
+    let (code, _, err) = xstate(&["compat", "--matrix", s(&junk)]);
+    assert_eq!((code, err.lines().count()), (1, 1), "{err}");
+    assert!(err.contains("no CPUID dump"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

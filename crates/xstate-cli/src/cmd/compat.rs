@@ -357,19 +357,26 @@ fn image_of(path: &Path, layout: &Layout) -> CliResult<SourceImage> {
     Ok(SourceImage { bytes: image.to_vec(), format, xcr0: state.xcr0, xss: state.xss, layout: c.layout.clone() })
 }
 
-/// Every file under `dir`, sorted.
+/// Every file under `dir`, sorted. Directories are walked, symbolic links to them are not
+/// (a link to `.` would read every dump again at each level): they are listed, and the
+/// matrix names them unusable.
 fn files(dir: &Path, out: &mut Vec<PathBuf>) -> CliResult {
     let rd = std::fs::read_dir(dir).map_err(|e| CliError::usage(format!("{}: {e}", dir.display())))?;
     for e in rd {
         let e = e.map_err(|e| CliError::usage(format!("{}: {e}", dir.display())))?;
         let p = e.path();
-        if p.is_dir() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
             files(&p, out)?;
         } else {
             out.push(p);
         }
     }
     Ok(())
+}
+
+/// A listed path that is a symbolic link to a directory (see [`files`]).
+fn linked_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) && p.is_dir()
 }
 
 /// What makes two layouts the same for migration: supported masks, compaction/XSAVES, and
@@ -415,6 +422,10 @@ fn matrix(dir: &Path, as_json: bool, html: Option<&Path>) -> CliResult {
     let mut members: Vec<Vec<usize>> = Vec::new();
     for p in &paths {
         let name = p.strip_prefix(dir).unwrap_or(p).display().to_string();
+        if linked_dir(p) {
+            unusable.push((name, "a symbolic link to a directory: not followed".into()));
+            continue;
+        }
         let loaded = load(p);
         if html.is_some() {
             let host = match &loaded {
@@ -443,6 +454,17 @@ fn matrix(dir: &Path, as_json: bool, html: Option<&Path>) -> CliResult {
             Err(e) => unusable
                 .push((name, e.message.strip_prefix(&format!("{}: ", p.display())).unwrap_or(&e.message).to_string())),
         }
+    }
+    // A matrix of nothing answers nothing: refused, as `policy --baseline` refuses such a folder.
+    if cpus.is_empty()
+        && incomplete.is_empty()
+        && let Some((first, why)) = unusable.first()
+    {
+        return Err(CliError::invalid(format!(
+            "{}: no CPUID dump of a CPU with XSAVE among its {} files ({first}: {why})",
+            dir.display(),
+            unusable.len()
+        )));
     }
     let n = layouts.len();
     // Class-level verdicts: no allocation per pair.
