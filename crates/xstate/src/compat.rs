@@ -202,8 +202,8 @@ pub enum Reason {
         /// The destination's largest standard size.
         to: u32,
     },
-    /// The standard image sizes differ (CRIU requires equality because glibc caches the size
-    /// at startup); informational when the destination is larger.
+    /// The standard image sizes of the enabled states differ: an image moves only re-laid out
+    /// (and CRIU requires equality because glibc caches the size at startup).
     StandardSizeDiffers {
         /// Standard size on the source.
         from: u32,
@@ -245,8 +245,12 @@ impl Reason {
             | Reason::AlignDiffers { .. }
             | Reason::DestinationSmaller { .. }
             | Reason::NoCompaction
-            | Reason::GuestLayoutStale => Verdict::AfterRelayout,
-            Reason::StandardSizeDiffers { .. } | Reason::AmxPermission => Verdict::Compatible,
+            | Reason::GuestLayoutStale
+            // An image of one size is not an image of the other: a byte-for-byte move is short
+            // or long by the difference, so it is re-laid out (with every component in place, it
+            // comes with an offset or alignment reason; alone, enabled-but-init states moved).
+            | Reason::StandardSizeDiffers { .. } => Verdict::AfterRelayout,
+            Reason::AmxPermission => Verdict::Compatible,
         }
     }
 
@@ -393,10 +397,14 @@ fn close(mask: Xfeatures) -> Xfeatures {
 /// another size is another feature. Where the state sits matters only for the states in use
 /// (`in_use`, from an image; all enabled states without one): init state is written init on
 /// the destination whatever its offset.
-fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_source: bool) -> Report {
+/// `laid_out`: the components a compacted source image lays out (XCOMP_BV), in use or not:
+/// each one's align64 flag moves the ones after it (SDM Vol. 1 §13.4.3).
+fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, laid_out: Option<Xfeatures>) -> Report {
+    let compacted_source = laid_out.is_some();
     let (fl, tl) = (from.layout, to.layout);
     let enabled = (from.xcr0 & fl.user_supported()) | (from.xss & fl.supervisor_supported());
     let considered = in_use.map_or(enabled, |u| u & enabled);
+    let laid_out = laid_out.unwrap_or_default() & enabled;
     let mut reasons = Vec::new();
     let mut bad = Xfeatures(0);
     let mut moved = Xfeatures(0);
@@ -422,15 +430,15 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
             bad = bad.with(c);
             continue;
         }
+        if both_compact && gf.align64 != gt.align64 && (considered.contains(c) || laid_out.contains(c)) {
+            reasons.push(Reason::AlignDiffers { component: c, from: gf.align64, to: gt.align64 });
+            moved = moved.with(c);
+        }
         if !considered.contains(c) {
             continue;
         }
         if !gf.supervisor && gf.offset != gt.offset {
             reasons.push(Reason::OffsetDiffers { component: c, from: gf.offset, to: gt.offset });
-            moved = moved.with(c);
-        }
-        if both_compact && gf.align64 != gt.align64 {
-            reasons.push(Reason::AlignDiffers { component: c, from: gf.align64, to: gt.align64 });
             moved = moved.with(c);
         }
     }
@@ -445,8 +453,9 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
     if !moved.is_empty() {
         reasons.push(Reason::GuestLayoutStale);
     }
-    // Whole-image sizes, over the user states that survive.
-    let user = considered & fl.user_supported();
+    // Whole-image sizes: an image is standard_size(XCR0) bytes, over every enabled user state,
+    // in use or init (an image's length is what a byte-for-byte move carries).
+    let user = enabled & fl.user_supported();
     if let (Some(s_from), Some(s_to)) = (fl.standard_size(user), tl.standard_size(user & tl.user_supported())) {
         let dst_max = tl.standard_size(dst_user).unwrap_or(0);
         if s_from > dst_max {
@@ -462,6 +471,14 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
     let verdict = reasons.iter().map(Reason::severity).max().unwrap_or(Verdict::Compatible);
     let mask = close(bad) & enabled;
     let mut as_is = bad | moved;
+    if reasons.iter().any(|r| matches!(r, Reason::StandardSizeDiffers { .. })) {
+        // The enabled states placed elsewhere, in use or not, make the sizes differ.
+        for c in user.iter().filter(|c| !c.is_legacy()) {
+            if fl.geometry(c).map(|g| g.offset) != tl.geometry(c).map(|g| g.offset) {
+                as_is = as_is.with(c);
+            }
+        }
+    }
     if reasons.iter().any(|r| matches!(r, Reason::DestinationSmaller { .. })) && as_is.is_empty() {
         // Only size: the states the destination lacks room for are those ending past its max.
         let dst_max = tl.standard_size(dst_user).unwrap_or(0);
@@ -476,15 +493,18 @@ fn compare(from: &Side<'_>, to: &Side<'_>, in_use: Option<Xfeatures>, compacted_
 
 /// CPU-to-CPU (or policy-to-policy) compatibility over every state the source may use.
 pub fn check(from: &Side<'_>, to: &Side<'_>) -> Report {
-    compare(from, to, None, false)
+    compare(from, to, None, None)
 }
 
 /// Compatibility of one concrete image saved on the source, which runs with `from.xcr0` and
 /// `from.xss` (the guest's XCR0 from KVM_GET_XCRS or the record, never guessed from the
 /// image's XSTATE_BV). Every enabled state must exist on the destination at the same size, in
 /// use or init (the destination must accept that XCR0, as [`check`] requires); where state
-/// sits matters only for the components in use. Fails if the image is not one XRSTOR with
-/// RFBM = that XCR0 (| XSS for a compacted image) loads on the source (MXCSR not checked).
+/// sits matters only for the components in use, but the image's length (standard_size of the
+/// enabled states) and, for a compacted image, the alignment of every component it lays out
+/// must be the destination's for it to move byte for byte. Fails if the masks are none the
+/// source can hold, or the image is not one XRSTOR with RFBM = that XCR0 (| XSS for a
+/// compacted image) loads on the source (MXCSR not checked).
 pub fn check_image(from: &Side<'_>, to: &Side<'_>, image: &[u8]) -> Result<Report, ValidationError> {
     let img = Image::new(image).map_err(|_| ValidationError {
         profile: Profile::Hardware,
@@ -498,10 +518,11 @@ pub fn check_image(from: &Side<'_>, to: &Side<'_>, image: &[u8]) -> Result<Repor
     ctx.mxcsr_mask = u32::MAX;
     validate(image, from.layout, Profile::Hardware, &ctx)?;
     let mut in_use = img.xstate_bv();
-    if img.form() == Form::Compacted {
-        in_use &= img.header().compacted_components();
+    let laid_out = (img.form() == Form::Compacted).then(|| img.header().compacted_components());
+    if let Some(l) = laid_out {
+        in_use &= l;
     }
-    Ok(compare(from, to, Some(in_use), img.form() == Form::Compacted))
+    Ok(compare(from, to, Some(in_use), laid_out))
 }
 
 /// The verdict alone, without allocating: for fleet matrices.
@@ -658,5 +679,63 @@ mod tests {
         img.set_xstate_bv(Xfeatures(0x3));
         let r = check_image(&amx, &Side::user_max(&spr), &img).unwrap();
         assert_eq!(r.reasons, [Reason::AmxPermission]);
+    }
+
+    /// An image's size is standard_size of the guest's XCR0, in use or init: Zen 4's 2440-byte
+    /// image for XCR0 0x2e7 does not move byte for byte to Skylake-SP (2696 for that XCR0),
+    /// nor back; `check_image` said Compatible while `check` said after re-layout.
+    #[test]
+    fn an_image_of_another_size_is_never_compatible_as_is() {
+        let (skx, zen4) = (fixtures::layout(INTEL_SKYLAKE_SP), fixtures::layout(AMD_ZEN4));
+        let x = Xfeatures(0x2E7);
+        for (a, b) in [(&zen4, &skx), (&skx, &zen4)] {
+            let mut img = crate::image::ImageBuf::init(a.standard_size(x).unwrap() as usize, Xfeatures(0));
+            img.set_xstate_bv(Xfeatures(0x7));
+            let (from, to) =
+                (Side { layout: a, xcr0: x, xss: Xfeatures(0) }, Side { layout: b, xcr0: x, xss: Xfeatures(0) });
+            let r = check_image(&from, &to, &img).unwrap();
+            assert_ne!(r.verdict, Verdict::Compatible, "{:?}", r.reasons);
+            assert!(r.verdict >= check(&from, &to).verdict.min(Verdict::AfterRelayout), "{:?}", r.reasons);
+        }
+    }
+
+    /// Compacted offsets follow every laid-out component's align64 flag (SDM Vol. 1 §13.4.3),
+    /// in use or init: a compacted image whose init CET_U is align64 on one side only moves CET_S.
+    #[test]
+    fn compacted_images_see_the_alignment_of_every_laid_out_component() {
+        let zen4 = fixtures::layout(AMD_ZEN4);
+        let mut leaf = fixtures::leaf0d(AMD_ZEN4);
+        let mut aligned = leaf.get(11);
+        aligned.ecx |= 0x2;
+        leaf.set(11, aligned);
+        let other = Layout::from_leaf0d(&leaf).unwrap();
+        let xss = Xfeatures(0x1800);
+        let xcomp = Xfeatures(0x2E7) | xss; // CET_U follows PKRU at 2440, or 2496 when align64
+        let mut img = crate::image::ImageBuf::init(zen4.compacted_size(xcomp).unwrap() as usize, Xfeatures(0));
+        img.set_xcomp_bv(Xfeatures(xcomp.bits() | 1 << 63));
+        img.set_xstate_bv(Xfeatures(0x1003)); // CET_S in use, CET_U laid out and init
+        let from = Side { layout: &zen4, xcr0: Xfeatures(0x2E7), xss };
+        let to = Side { layout: &other, xcr0: Xfeatures(0x2E7), xss };
+        assert_ne!(zen4.compacted_offset(Component::CET_S, xcomp), other.compacted_offset(Component::CET_S, xcomp));
+        let r = check_image(&from, &to, &img).unwrap();
+        assert!(
+            r.reasons.contains(&Reason::AlignDiffers { component: Component::CET_U, from: false, to: true }),
+            "{:?}",
+            r.reasons
+        );
+        assert_eq!(r.verdict, Verdict::AfterRelayout);
+    }
+
+    /// A verdict about an XCR0 the source cannot hold is refused, not given about the
+    /// components it does have (TILEDATA "in use" on Zen 4 vanished from the verdict).
+    #[test]
+    fn an_impossible_source_xcr0_is_refused() {
+        let zen4 = fixtures::layout(AMD_ZEN4);
+        let mut img = crate::image::ImageBuf::init(2440, Xfeatures(0));
+        img.set_xstate_bv(Xfeatures(0x60003));
+        for x in [0x602E7u64, 0x5, 0x0] {
+            let from = Side { layout: &zen4, xcr0: Xfeatures(x), xss: Xfeatures(0) };
+            assert!(check_image(&from, &Side::user_max(&zen4), &img).is_err(), "{x:#x}");
+        }
     }
 }

@@ -281,6 +281,11 @@ fn target_rfbm(rfbm: Xfeatures, from: &Layout, to: &Layout) -> Result<Xfeatures,
 /// Each side's RFBM, read against its layout, must keep the XCR0 rules; returns the target's.
 #[inline(always)]
 fn sides(from_rfbm: Xfeatures, from: &Layout, to_rfbm: Xfeatures, to: &Layout) -> Result<Xfeatures, ConvertError> {
+    // Bit 63 is reserved in XCR0 and IA32_XSS alike: never read as "less the unknown bits".
+    if (from_rfbm | to_rfbm).bits() & COMPACTED != 0 {
+        let r = if from_rfbm.bits() & COMPACTED != 0 { from_rfbm } else { to_rfbm };
+        check_xcr0(r).map_err(ConvertError::BadXcr0)?;
+    }
     let (f, t) = (from_rfbm & from.user_supported(), to_rfbm & to.user_supported());
     check_xcr0(f).map_err(ConvertError::BadXcr0)?;
     if t != f {
@@ -377,7 +382,7 @@ fn plan<'a>(
         }
     };
     let len = len.max(MIN_SIZE);
-    let (legacy, out_bv) = legacy_for(&img, src_rfbm, in_use, xcomp_bv)?;
+    let (legacy, out_bv) = legacy_for(&img, src_rfbm, in_use, xcomp_bv, to_rfbm)?;
     // Every place of a component in use lies within both images: the validation made the
     // source hold its restore footprint (standard_size(RFBM), or compacted_size(XCOMP_BV), which
     // covers every component it lays out), and the output is sized for every component the
@@ -476,8 +481,18 @@ fn legacy_for(
     src_rfbm: Xfeatures,
     in_use: Xfeatures,
     xcomp_bv: Xfeatures,
+    dst_rfbm: Xfeatures,
 ) -> Result<(Legacy, Xfeatures), ConvertError> {
     let mxcsr = effective_mxcsr(img, src_rfbm);
+    // A standard output restored with neither SSE nor AVX never loads MXCSR: a source MXCSR
+    // other than its init value is state the target cannot hold.
+    if xcomp_bv.is_empty()
+        && (dst_rfbm & Xfeatures(0x6)).is_empty()
+        && let Some(m) = mxcsr.filter(|&m| m != MXCSR_INIT)
+    {
+        let _ = m;
+        return Err(ConvertError::NotEnabled { component: Component::SSE, rfbm: dst_rfbm });
+    }
     let mut out_bv = in_use;
     if !xcomp_bv.is_empty()
         && let Some(m) = mxcsr.filter(|&m| m != MXCSR_INIT)
@@ -837,7 +852,7 @@ impl<'a> Converter<'a> {
         if !in_use.is_subset_of(self.holdable) {
             return general(out);
         }
-        let (legacy, out_bv) = legacy_for(&img, src_rfbm, in_use, self.xcomp_out)?;
+        let (legacy, out_bv) = legacy_for(&img, src_rfbm, in_use, self.xcomp_out, self.rfbm)?;
         let src = img.bytes();
         // The pieces lie within both images: the source was validated to hold its restore
         // footprint, which covers every component of its RFBM; the output is sized for them.

@@ -23,7 +23,7 @@ use super::{Image, MIN_SIZE};
 use crate::component::Component;
 use crate::layout::Layout;
 use crate::policy::xen::{XenGuest, xen_host_mask};
-use crate::xcr0::{MaskError, catalogue_supervisor, check_xcr0};
+use crate::xcr0::{MaskError, catalogue_supervisor, check_xcr0, check_xcr0_supported, check_xss};
 use crate::xfeatures::Xfeatures;
 
 /// The consumer whose rules apply.
@@ -213,6 +213,10 @@ pub enum ValidationRule {
     UnknownComponent,
     /// Linux ptrace: a regset buffer is a whole number of 8-byte words (ptrace_regset(): EINVAL).
     RegsetWords,
+    /// The context's XCR0 or XSS is no value the CPU can hold (a component it does not
+    /// enumerate, or an XCR0/XSS rule broken: XSETBV and WRMSR would #GP), so no restore
+    /// with it exists to judge.
+    InvalidMask,
 }
 
 impl ValidationRule {
@@ -241,6 +245,7 @@ impl ValidationRule {
             ValidationRule::XenTailNotZero => "bytes past standard_size(xcr0_accum) must be zero",
             ValidationRule::UnknownComponent => "every component named must be enumerated by the layout",
             ValidationRule::RegsetWords => "a regset buffer is a whole number of 8-byte words",
+            ValidationRule::InvalidMask => "XCR0 and XSS must be values the CPU can hold",
         }
     }
 }
@@ -464,6 +469,19 @@ impl Check<'_, '_> {
 /// Checks `image` as `profile`'s consumer would, for a CPU with `layout` and the values in
 /// `ctx`. `Ok(())` means the consumer accepts it.
 pub fn validate(image: &[u8], layout: &Layout, profile: Profile, ctx: &Context) -> Result<(), ValidationError> {
+    // The restore judged runs with these masks on this CPU: they must be ones it can hold
+    // (Xen checks its own xcr0 and xcr0_accum, in its order).
+    if profile != Profile::Xen {
+        let (user, sup) = (layout.user_supported(), layout.supervisor_supported());
+        let masks = check_xcr0_supported(ctx.xcr0, user, sup).and_then(|()| check_xss(ctx.xss, user, sup));
+        if let Err(m) = masks {
+            return Err(ValidationError {
+                profile,
+                rule: ValidationRule::InvalidMask,
+                detail: ValidationDetail::Mask(m),
+            });
+        }
+    }
     let Ok(img) = Image::new(image) else {
         return Err(ValidationError {
             profile,

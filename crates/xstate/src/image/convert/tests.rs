@@ -313,3 +313,31 @@ fn each_side_restores_with_its_own_rfbm() {
     let b = convert(&used, &skx, &zen4, Xfeatures(0x2E7), Target::Standard).unwrap();
     assert_eq!(a[..], b[..]);
 }
+
+/// The standard form loads MXCSR whenever RFBM[1] or RFBM[2] is set: a target restoring
+/// with neither cannot load a source's MXCSR other than 0x1F80, so the conversion is refused
+/// (NotEnabled SSE), as it is with XSTATE_BV[1] set or into a compacted image (it returned
+/// an image that drops the MXCSR).
+#[test]
+fn a_live_mxcsr_the_target_cannot_load_is_refused() {
+    let l = layout(AMD_ZEN4);
+    let x87_only = Xfeatures(0x1);
+    for (mxcsr, ok) in [(0u32, false), (0x1F80, true)] {
+        let src = filled(&l, Xfeatures(0x3), x87_only, mxcsr);
+        let r = convert_between(&src, &l, Xfeatures(0x3), &l, x87_only, Target::Standard);
+        if ok {
+            assert!(r.is_ok(), "{r:?}");
+        } else {
+            assert_eq!(r.unwrap_err(), ConvertError::NotEnabled { component: Component::SSE, rfbm: x87_only });
+        }
+    }
+}
+
+/// RFBM bit 63 is reserved (XCR0 and IA32_XSS never set it): refused, not ignored.
+#[test]
+fn rfbm_bit_63_is_refused() {
+    let l = layout(AMD_ZEN4);
+    let src = filled(&l, Xfeatures(0xE7), Xfeatures(0x3), 0x1F80);
+    let r = convert(&src, &l, &l, Xfeatures(0xE7 | BIT63), Target::Standard);
+    assert!(matches!(r, Err(ConvertError::BadXcr0(_))), "{r:?}");
+}
