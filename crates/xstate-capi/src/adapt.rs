@@ -29,7 +29,7 @@ use crate::error::{Failure, Result};
 fn validation_errno(e: &ValidationError) -> i32 {
     match e.errno() {
         Some(n) => errno(n),
-        None if e.rule == Rule::Truncated => EFAULT,
+        None if matches!(e.rule, Rule::Truncated | Rule::TooShort) => EFAULT,
         None => EINVAL,
     }
 }
@@ -144,6 +144,9 @@ pub(crate) fn layout_from_text(text: &str, source: &str) -> Result<Layout> {
             format_args!("{source}: {e}"),
         )
     })?;
+    if let Some(e) = data.missing_leaf0d() {
+        return Err(layout_failure(&e));
+    }
     layout_from_leaf(data.leaf0d())
 }
 
@@ -554,6 +557,15 @@ pub(crate) struct Verdict {
 pub(crate) fn compat_check(from: &Sided<'_>, to: &Sided<'_>, img: Option<&[u8]>) -> Result<Verdict> {
     let f = Side { layout: from.layout, xcr0: Xfeatures(from.xcr0), xss: Xfeatures(from.xss) };
     let t = Side { layout: to.layout, xcr0: Xfeatures(to.xcr0), xss: Xfeatures(to.xss) };
+    // A verdict is about masks each CPU can hold (as the CLI's compat asks).
+    for (side, which) in [(&f, "from"), (&t, "to")] {
+        let (user, sup) = (side.layout.user_supported(), side.layout.supervisor_supported());
+        xstate::xcr0::check_xcr0_supported(side.xcr0, user, sup)
+            .and_then(|()| xstate::xcr0::check_xss(side.xss, user, sup))
+            .map_err(|m| {
+                Failure::new(EINVAL, "XCR0 and XSS must be values the CPU can hold", format_args!("{which}: {m}"))
+            })?;
+    }
     let r: Report = match img {
         None => compat::check(&f, &t),
         Some(i) => compat::check_image(&f, &t, i).map_err(|e| validation_failure(&e))?,

@@ -20,6 +20,11 @@ pub(crate) unsafe fn slice<'a, T>(p: *const T, len: usize, name: &str) -> Result
     if p.is_null() {
         return if len == 0 { Ok(&[]) } else { Err(Failure::arg(format_args!("`{name}` is NULL"))) };
     }
+    // No object is longer than PTRDIFF_MAX bytes (nor may a Rust slice be): such a length is
+    // a caller's error, refused before anything is read.
+    if len.checked_mul(core::mem::size_of::<T>()).is_none_or(|n| n > isize::MAX as usize) {
+        return Err(Failure::arg(format_args!("`{name}`: a length of {len} is past PTRDIFF_MAX")));
+    }
     // SAFETY: non-NULL, and by this function's contract `len` readable values.
     Ok(unsafe { core::slice::from_raw_parts(p, len) })
 }
@@ -137,6 +142,9 @@ pub(crate) unsafe fn check_len(out_len: *mut usize) -> Result<()> {
 pub(crate) unsafe fn put_c_string(buf: *mut c_char, len: usize, s: &str) -> c_int {
     if buf.is_null() {
         return if len == 0 { s.len() as c_int } else { -libc::EINVAL };
+    }
+    if len > isize::MAX as usize {
+        return -libc::EINVAL;
     }
     // SAFETY: `buf` has `len` writable bytes (this function's contract).
     let dst = unsafe { core::slice::from_raw_parts_mut(buf, len) };

@@ -301,6 +301,28 @@ static void test_corpus(const char *shared, xstate_layout **genoa_out, xstate_la
     snprintf(path, sizeof path, "%s/host-intel-amx-kvm.txt", shared);
     OK(xstate_layout_from_dump(path, &amx, &e));
 
+    /* The same dump without its leaf 0xD lines (leaf 1 says XSAVE): an unusable dump
+     * (-EINVAL), not a CPU without XSAVE (-EOPNOTSUPP, which a caller may take for an
+     * FXSAVE-only host). */
+    {
+        snprintf(path, sizeof path, "%s/dumps/AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt", shared);
+        FILE *f = fopen(path, "r");
+        CHECK(f != NULL);
+        static char text[1 << 20];
+        size_t len = 0;
+        char line[1024];
+        while (fgets(line, sizeof line, f) && len + strlen(line) < sizeof text) {
+            if (!strstr(line, "0000000D")) {
+                memcpy(text + len, line, strlen(line));
+                len += strlen(line);
+            }
+        }
+        fclose(f);
+        xstate_layout *none = NULL;
+        FAILS_WITH(-EINVAL, e, xstate_layout_from_dump_text(text, len, &none, &e));
+        CHECK(none == NULL && strstr(e.message, "leaf 0xD") != NULL);
+    }
+
     /* AMD Zen 4 (Genoa): AVX-512 right after AVX, PKRU at 0x980, CET supervisor states. */
     size_t n = 0;
     CHECK(xstate_layout_xcr0_supported(genoa) == 0x2e7);
@@ -562,8 +584,12 @@ static void test_bad_input(xstate_layout *genoa, xstate_layout *amx, const char 
     CHECK(xstate_validate(g, glen, genoa, 7, &ctx, NULL) == -EINVAL);     /* err may be NULL */
 
     /* Truncated. */
-    FAILS_WITH(-EINVAL, e, xstate_validate(g, 575, genoa, XSTATE_PROFILE_HARDWARE, &ctx, &e));
+    /* Shorter than the legacy region and header: shorter than any restore reads (-EFAULT),
+     * for ptrace too when a whole number of words (else its -EINVAL comes first). */
+    FAILS_WITH(-EFAULT, e, xstate_validate(g, 575, genoa, XSTATE_PROFILE_HARDWARE, &ctx, &e));
     CHECK(strstr(e.rule, "576") != NULL);
+    FAILS_WITH(-EFAULT, e, xstate_validate(g, 512, genoa, XSTATE_PROFILE_LINUX, &ctx, &e));
+    FAILS_WITH(-EINVAL, e, xstate_validate(g, 575, genoa, XSTATE_PROFILE_LINUX, &ctx, &e));
     FAILS_WITH(-EFAULT, e, xstate_validate(g, glen - 1, genoa, XSTATE_PROFILE_HARDWARE, &ctx, &e));
     FAILS_WITH(-EFAULT, e, xstate_validate(g, glen - 64, genoa, XSTATE_PROFILE_LINUX, &ctx, &e));
     /* ptrace takes whole 8-byte words only */
@@ -572,7 +598,7 @@ static void test_bad_input(xstate_layout *genoa, xstate_layout *amx, const char 
     uint8_t *buf = area_alloc(n);
     FAILS_WITH(-EFAULT, e, xstate_convert(g, 600, genoa, amx, 0xe7, XSTATE_FORM_STANDARD, 0, buf, &n, &e));
     n = 4096;
-    FAILS_WITH(-EINVAL, e, xstate_convert(g, 100, genoa, amx, 0xe7, XSTATE_FORM_STANDARD, 0, buf, &n, &e));
+    FAILS_WITH(-EFAULT, e, xstate_convert(g, 100, genoa, amx, 0xe7, XSTATE_FORM_STANDARD, 0, buf, &n, &e));
 
     /* Wrong masks. */
     ctx.xcr0 = 0x3;
@@ -706,13 +732,44 @@ static void test_bad_input(xstate_layout *genoa, xstate_layout *amx, const char 
     OK(xstate_area_new(p, XSTATE_FORM_STANDARD, &area, &e));
     FAILS_WITH(-EINVAL, e, xstate_area_load(area, g, glen, &e)); /* XCR0 is still x87 only */
     OK(xstate_area_set_xcr0(area, 0xe7, &e));
-    FAILS_WITH(-EINVAL, e, xstate_area_load(area, g, 575, &e));
+    FAILS_WITH(-EFAULT, e, xstate_area_load(area, g, 575, &e));
     FAILS_WITH(-EINVAL, e, xstate_area_set_xss(area, 0x800, &e)); /* CET is not in the policy */
     n = 10;
     FAILS_WITH(-ERANGE, e, xstate_area_store(area, XSTATE_FORM_STANDARD, buf, &n, &e));
     CHECK(n == 0x980);
     xstate_area_free(area);
     xstate_policy_free(p);
+
+    /* A verdict needs masks the CPUs can hold: no x87, AVX without SSE, a bit Genoa does not
+     * enumerate, a supervisor state it lacks are refused, as the CLI refuses them (each was
+     * "compatible"). */
+    struct xstate_side from = {genoa, 0xe7, 0}, to = {genoa, 0xe7, 0};
+    struct xstate_compat *r = NULL;
+    uint64_t bad_xcr0[] = {0x0, 0x5, 0xe7 | (1ull << 40)};
+    for (size_t i = 0; i < sizeof bad_xcr0 / sizeof bad_xcr0[0]; i++) {
+        from.xcr0 = bad_xcr0[i];
+        FAILS_WITH(-EINVAL, e, xstate_compat_check(&from, &to, NULL, 0, &r, &e));
+        CHECK(r == NULL);
+        from.xcr0 = 0xe7;
+        to.xcr0 = bad_xcr0[i];
+        FAILS_WITH(-EINVAL, e, xstate_compat_check(&from, &to, NULL, 0, &r, &e));
+        to.xcr0 = 0xe7;
+    }
+    from.xss = 0x100; /* PT */
+    FAILS_WITH(-EINVAL, e, xstate_compat_check(&from, &to, NULL, 0, &r, &e));
+    from.xss = 0;
+
+    /* A length no object can have (past PTRDIFF_MAX) is refused before it is read. */
+    FAILS_WITH(-EINVAL, e, xstate_validate(g, SIZE_MAX, genoa, XSTATE_PROFILE_HARDWARE, &ctx, &e));
+    n = 4096;
+    FAILS_WITH(-EINVAL, e, xstate_convert(g, SIZE_MAX, genoa, genoa, 0xe7, XSTATE_FORM_STANDARD, 0, buf, &n, &e));
+    xstate_layout *huge = NULL;
+    FAILS_WITH(-EINVAL, e, xstate_layout_from_dump_text("x", SIZE_MAX, &huge, &e));
+    FAILS_WITH(-EINVAL, e, xstate_compat_check(&from, &to, g, SIZE_MAX, &r, &e));
+
+    /* An empty feature list is no selection. */
+    FAILS_WITH(-EINVAL, e, xstate_policy_new(genoa, "", &p, &e));
+    FAILS_WITH(-EINVAL, e, xstate_policy_new(genoa, " , ", &p, &e));
 
     free(g);
     free(buf);

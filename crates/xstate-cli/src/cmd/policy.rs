@@ -55,7 +55,7 @@ pub struct PolicyArgs {
 /// A policy refusal as a CLI error: names that are not features are usage errors (exit 2).
 pub fn policy_error(e: PolicyError) -> CliError {
     match e {
-        PolicyError::UnknownFeature { .. } | PolicyError::AlwaysOn { .. } => {
+        PolicyError::UnknownFeature { .. } | PolicyError::AlwaysOn { .. } | PolicyError::EmptyList => {
             CliError::usage(format!("--features: {e}"))
         }
         e => CliError::invalid(format!("policy refused: {e}")),
@@ -64,13 +64,7 @@ pub fn policy_error(e: PolicyError) -> CliError {
 
 /// The selection the arguments describe.
 fn selection(args: &PolicyArgs) -> CliResult<Selection> {
-    let tokens = |list: &str| list.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()).count();
     let listed = match &args.features {
-        Some(list) if tokens(list) == 0 => {
-            return Err(CliError::usage(
-                "--features: an empty list (name features, `all`, or `-name` to take one away)",
-            ));
-        }
         Some(list) => Some(Selection::parse(list).map_err(policy_error)?),
         None => None,
     };

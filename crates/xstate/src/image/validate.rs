@@ -335,9 +335,12 @@ impl ValidationError {
     pub fn errno(&self) -> Option<Errno> {
         match self.profile {
             Profile::Hardware => None,
-            Profile::Linux | Profile::Kvm => {
-                Some(if self.rule == ValidationRule::Truncated { Errno::Efault } else { Errno::Einval })
-            }
+            // A buffer shorter than what is copied is EFAULT (the copy fails); ptrace's refusal of
+            // a length that is no whole number of 8-byte words (EINVAL) is checked first.
+            Profile::Linux | Profile::Kvm => Some(match self.rule {
+                ValidationRule::Truncated | ValidationRule::TooShort => Errno::Efault,
+                _ => Errno::Einval,
+            }),
             Profile::Xen => Some(match self.rule {
                 ValidationRule::XenAccumOutsideHost
                 | ValidationRule::CompactedNotAccepted
@@ -482,6 +485,16 @@ pub fn validate(image: &[u8], layout: &Layout, profile: Profile, ctx: &Context) 
             });
         }
     }
+    // PTRACE_SETREGSET refuses a length that is no whole number of 8-byte words before it
+    // reads anything (ptrace_regset(): EINVAL), however short.
+    if profile == Profile::Linux && !image.len().is_multiple_of(8) {
+        let len = image.len();
+        return Err(ValidationError {
+            profile,
+            rule: ValidationRule::RegsetWords,
+            detail: ValidationDetail::Length { len, needed: len.next_multiple_of(8) },
+        });
+    }
     let Ok(img) = Image::new(image) else {
         return Err(ValidationError {
             profile,
@@ -527,7 +540,8 @@ pub(crate) fn validate_image(
                 let s = layout.standard_size(supported & layout.user_supported()).unwrap_or(0) as usize;
                 s.max(KVM_XSAVE_SIZE)
             });
-            let size = c.whole(Some(n as u32), "KVM-supported XCR0", supported)?;
+            // A buffer past 4 GiB reads as one no image fills (KVM copies it all: EFAULT).
+            let size = c.whole(Some(u32::try_from(n).unwrap_or(u32::MAX)), "KVM-supported XCR0", supported)?;
             let head =
                 Image::new(&img.bytes()[..size]).map_err(|_| c.err(ValidationRule::TooShort, img.len(), MIN_SIZE))?;
             let c = Check { profile, img: &head };

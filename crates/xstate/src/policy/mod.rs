@@ -44,6 +44,8 @@ use crate::xfeatures::Xfeatures;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PolicyError {
+    /// A feature list that names nothing (empty, or only separators): no selection.
+    EmptyList,
     /// A name in a feature list that is not a feature.
     UnknownFeature {
         /// The name.
@@ -110,6 +112,9 @@ impl fmt::Display for PolicyError {
                 "unknown feature {name:?} (known: all, x87, sse, {})",
                 Feature::ALL.iter().map(|f| f.name()).collect::<alloc::vec::Vec<_>>().join(", ")
             ),
+            PolicyError::EmptyList => {
+                f.write_str("an empty feature list (name features, `all`, or `-name` to take one away)")
+            }
             PolicyError::AlwaysOn { name } => write!(f, "{name} is always exposed and cannot be taken away"),
             PolicyError::HostLacks { feature, missing } => write!(
                 f,

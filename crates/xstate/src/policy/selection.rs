@@ -83,6 +83,9 @@ impl Selection {
         let mut add = FeatureSet::EMPTY;
         let mut remove = FeatureSet::EMPTY;
         let mut named = false;
+        if list.split(|c: char| c == ',' || c.is_whitespace()).all(str::is_empty) {
+            return Err(PolicyError::EmptyList);
+        }
         for token in list.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()) {
             let (negated, name) = match token.strip_prefix('-').or_else(|| token.strip_prefix("no-")) {
                 Some(n) => (true, n),
@@ -144,7 +147,8 @@ mod tests {
         let s = Selection::parse("x87,sse").unwrap();
         assert_eq!(s.components, Components::Features(FeatureSet::EMPTY));
         assert_eq!(s.instructions, None);
-        assert_eq!(Selection::parse("").unwrap().components, Components::Features(FeatureSet::EMPTY));
+        assert_eq!(Selection::parse("").unwrap_err(), PolicyError::EmptyList);
+        assert_eq!(Selection::parse(" , ").unwrap_err(), PolicyError::EmptyList);
         assert_eq!(
             Selection::parse("avx,avx1024").unwrap_err(),
             PolicyError::UnknownFeature { name: "avx1024".to_string() }
