@@ -417,9 +417,11 @@ uint64_t xstate_area_xss_accum(const struct xstate_area *area);
 
 /**
  * Can state saved on `from` be restored on `to`? With `image` (`len` bytes, restorable on
- * the source with its XCR0 | XSS) only the components it uses count; NULL with `len` 0 for
- * every state the source may use. An image the source itself would not restore is refused
- * with the hardware profile's errno.
+ * the source with its XCR0 | XSS) where state sits counts for the components it uses, and its
+ * size (standard_size of the enabled states) must be the destination's to move as is; NULL
+ * with `len` 0 for every state the source may use. Masks a side's CPU cannot hold are
+ * `-EINVAL`; an image the source itself would not restore is refused with the hardware
+ * profile's errno.
  */
 int xstate_compat_check(const struct xstate_side *from,
                         const struct xstate_side *to,

@@ -43,9 +43,11 @@ fn c_string(s: &str) -> CString {
 }
 
 /// Can state saved on `from` be restored on `to`? With `image` (`len` bytes, restorable on
-/// the source with its XCR0 | XSS) only the components it uses count; NULL with `len` 0 for
-/// every state the source may use. An image the source itself would not restore is refused
-/// with the hardware profile's errno.
+/// the source with its XCR0 | XSS) where state sits counts for the components it uses, and its
+/// size (standard_size of the enabled states) must be the destination's to move as is; NULL
+/// with `len` 0 for every state the source may use. Masks a side's CPU cannot hold are
+/// `-EINVAL`; an image the source itself would not restore is refused with the hardware
+/// profile's errno.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn xstate_compat_check(
     from: *const xstate_side,
