@@ -475,7 +475,9 @@ impl Plan<'_> {
 /// MXCSR: the standard form loads it whenever RFBM\[1\] or RFBM\[2\] is set, the compacted form
 /// only with XSTATE_BV\[1\]; a compacted output carries a non-init MXCSR by marking SSE in use
 /// (its XMM bytes are then written as zeros, the init value), as XSAVEC itself does.
-/// MXCSR_MASK is ignored by every restore; it is kept where the source's save wrote it.
+/// MXCSR_MASK is ignored by every restore; it is kept where the source's save wrote it. A
+/// standard output restored with `dst_rfbm` lacking SSE and AVX never loads MXCSR, so a source
+/// MXCSR other than 0x1F80 is refused (`NotEnabled` SSE).
 fn legacy_for(
     img: &Image<'_>,
     src_rfbm: Xfeatures,
@@ -486,11 +488,7 @@ fn legacy_for(
     let mxcsr = effective_mxcsr(img, src_rfbm);
     // A standard output restored with neither SSE nor AVX never loads MXCSR: a source MXCSR
     // other than its init value is state the target cannot hold.
-    if xcomp_bv.is_empty()
-        && (dst_rfbm & Xfeatures(0x6)).is_empty()
-        && let Some(m) = mxcsr.filter(|&m| m != MXCSR_INIT)
-    {
-        let _ = m;
+    if xcomp_bv.is_empty() && (dst_rfbm & Xfeatures(0x6)).is_empty() && mxcsr.is_some_and(|m| m != MXCSR_INIT) {
         return Err(ConvertError::NotEnabled { component: Component::SSE, rfbm: dst_rfbm });
     }
     let mut out_bv = in_use;
