@@ -295,5 +295,23 @@ fn a_vcpu_taken_out_and_put_back_is_the_same_file() {
         ok(&[&put[..], &["--into", vm, "--vcpu", vcpu, "-o", s(&out)]].concat());
         assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(vm).unwrap(), "vCPU {vcpu} (XCR0 {xcr0})");
     }
+    // A Xen record restores with its accumulated states: xcr0 0x7 with AVX-512 state in use
+    // under xcr0_accum 0xe7 comes out laid out for 0xe7, state kept (not refused for 0x7).
+    let zen4 = cpu(&dir, "zen4", xstate::fixtures::AMD_ZEN4);
+    let mut img = vec![0u8; 2432];
+    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    img[512..520].copy_from_slice(&0xE7u64.to_le_bytes());
+    for (i, b) in img.iter_mut().enumerate().skip(576) {
+        *b = (i % 251) as u8 | 1;
+    }
+    let mut blob = 0x7u64.to_le_bytes().to_vec();
+    blob.extend_from_slice(&0xE7u64.to_le_bytes());
+    blob.extend_from_slice(&img);
+    let rec = dir.join("acc.domctl");
+    std::fs::write(&rec, &blob).unwrap();
+    let raw = dir.join("acc.raw");
+    ok(&["convert", s(&rec), "--cpuid", s(&zen4), "--to", "standard", "--drop", "xcr0,xcr0-accum", "-o", s(&raw)]);
+    assert_eq!(std::fs::read(&raw).unwrap()[576..], img[576..], "the AVX-512 state kept");
     let _ = std::fs::remove_dir_all(&dir);
 }

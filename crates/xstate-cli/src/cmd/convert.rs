@@ -196,10 +196,14 @@ pub fn run(args: &ConvertArgs) -> CliResult {
         (Some(x), _) => x,
         (None, Some(d)) if !keeps_xcr0 => d.default_xcr0,
         // An output without an XCR0 field is laid out for the XCR0 the input records (a vCPU
-        // in reset has 0x1 in a buffer KVM lays out for all its states), so it goes back.
-        (None, None) if !keeps_xcr0 => {
-            loaded.state.as_ref().and_then(|s| s.xcr0).map_or(xcr0, |x| x & to_layout.user_supported())
-        }
+        // in reset has 0x1 in a buffer KVM lays out for all its states), so it goes back; a
+        // record with accumulated states (Xen's) is restored with those, which stay.
+        (None, None) if !keeps_xcr0 => loaded
+            .state
+            .as_ref()
+            .filter(|s| s.accum.is_none())
+            .and_then(|s| s.xcr0)
+            .map_or(xcr0, |x| x & to_layout.user_supported()),
         _ => xcr0,
     };
     // What the output records beside the image: the record's fields, given ones, dropped ones.
