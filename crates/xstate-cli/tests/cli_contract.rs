@@ -305,10 +305,7 @@ fn convert_flags_without_effect_are_usage_errors() {
     // The same container write without them runs; the vCPU then has the state's XCR0. The
     // image is laid out for the vmstate's own CPU (2432 bytes for XCR0 0xe7 on its Zen layout),
     // whatever this host is.
-    let mut zen = vec![0u8; 2432];
-    zen[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    zen[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-    zen[512] = 0x3;
+    let zen = common::standard_image(2432, 0x3);
     let zen_img = d.join("zen.img");
     std::fs::write(&zen_img, &zen).unwrap();
     let args = [&["convert", s(&zen_img)][..], &into[2..], &["--xcr0", "0xe7", "-o", o][..]].concat();

@@ -200,11 +200,8 @@ fn xss_of_a_bare_image_is_recorded_or_refused() {
     let dir = tmpdir("records-xss");
     let genoa = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
     let genoa = s(&genoa);
-    let mut img = vec![0u8; 2432];
-    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    let mut img = common::standard_image(2432, 0x3);
     img[160] = 0x42;
-    img[512] = 0x3;
     let raw = dir.join("std.raw");
     std::fs::write(&raw, &img).unwrap();
     let conv = |to: &str, fmt: &str, out: &Path, extra: &[&str]| {
@@ -238,10 +235,7 @@ fn convert_summary_says_what_the_output_holds() {
     let dir = tmpdir("records-summary");
     let genoa = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
     let genoa = s(&genoa);
-    let mut img = vec![0u8; 2432];
-    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-    img[512] = 0x3;
+    let img = common::standard_image(2432, 0x3);
     let raw = dir.join("bv3.raw");
     std::fs::write(&raw, &img).unwrap();
     let domctl = dir.join("bv3.domctl");
@@ -289,10 +283,7 @@ fn inspect_and_validate_agree_with_xss() {
     let dir = tmpdir("records-inspect-xss");
     let genoa = d.join("AuthenticAMD/AuthenticAMD0A10F11_K19_Genoa_01_CPUID.txt");
     let genoa = s(&genoa);
-    let mut img = vec![0u8; 2432];
-    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-    img[512] = 0x3;
+    let img = common::standard_image(2432, 0x3);
     let raw = dir.join("std.raw");
     std::fs::write(&raw, &img).unwrap();
     let base = ["--cpuid", genoa, "--xcr0", "0xe7"];

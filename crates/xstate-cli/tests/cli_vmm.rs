@@ -298,10 +298,7 @@ fn a_vcpu_taken_out_and_put_back_is_the_same_file() {
     // A Xen record restores with its accumulated states: xcr0 0x7 with AVX-512 state in use
     // under xcr0_accum 0xe7 comes out laid out for 0xe7, state kept (not refused for 0x7).
     let zen4 = cpu(&dir, "zen4", xstate::fixtures::AMD_ZEN4);
-    let mut img = vec![0u8; 2432];
-    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-    img[512..520].copy_from_slice(&0xE7u64.to_le_bytes());
+    let mut img = common::standard_image(2432, 0xE7);
     for (i, b) in img.iter_mut().enumerate().skip(576) {
         *b = (i % 251) as u8 | 1;
     }

@@ -326,12 +326,6 @@ fn firecracker_refuses_ambiguous_evidence() {
     let Some((bytes, _)) = fc(&Options::default(), &any) else { return };
     let vm = record::firecracker::Vmstate::parse(&bytes).unwrap();
     let (x, c) = (vm.vcpus[0].xsave, vm.vcpus[0].xcrs);
-    let reseal = |mut b: Vec<u8>| {
-        let body = b.len() - 8;
-        let crc = record::firecracker::crc64(&b[..body]);
-        b[body..].copy_from_slice(&crc.to_le_bytes());
-        b
-    };
     // A second kvm_xcrs (copied into the zero tail of the xsave region): two candidates for one
     // vCPU's XCR0, so the evidence is refused rather than one picked.
     let mut two = bytes.clone();
@@ -377,6 +371,14 @@ fn fc_bincode() -> Vec<u8> {
 /// `kvm_xsave` behind `Xsave`'s u64 4104 and FAM length 0; `kvm_xcrs` right before the `Xsave`;
 /// the first of 76 `kvm_cpuid_entry2` behind `CpuId`'s header and its own u64 40.
 const FC14_XSAVE: usize = 12805;
+/// `b` with its trailing CRC-64 recomputed, as Firecracker seals a vmstate.
+fn reseal(mut b: Vec<u8>) -> Vec<u8> {
+    let body = b.len() - 8;
+    let crc = record::firecracker::crc64(&b[..body]);
+    b[body..].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
 const FC14_XCRS: usize = 12397;
 const FC14_CPUID: usize = 2433;
 
@@ -448,12 +450,6 @@ fn firecracker_bincode_patch_recomputes_the_crc_and_round_trips() {
 fn firecracker_bincode_refuses_what_the_structure_contradicts() {
     let bytes = fc_bincode();
     let any = fixtures::layout(AMD_ZEN4);
-    let reseal = |mut b: Vec<u8>| {
-        let body = b.len() - 8;
-        let crc = record::firecracker::crc64(&b[..body]);
-        b[body..].copy_from_slice(&crc.to_le_bytes());
-        b
-    };
     let refused = |b: Vec<u8>| record::read(Format::Firecracker, &reseal(b), &any, &Options::default()).unwrap_err();
     // A kvm_xcrs whose serialized length is not 392: the walk fails, nothing is guessed.
     let mut len = bytes.clone();
@@ -690,12 +686,6 @@ fn firecracker_bitcode_two_vcpus_located_by_content() {
     assert!(c.notes[0].contains("located by content"), "{:?}", c.notes);
     assert_eq!(c.layout.as_ref().unwrap().standard_size(Xfeatures(0xe7)), Some(2432));
     let unrelated = fixtures::layout(fixtures::AVX_ONLY);
-    let reseal = |mut b: Vec<u8>| {
-        let body = b.len() - 8;
-        let crc = record::firecracker::crc64(&b[..body]);
-        b[body..].copy_from_slice(&crc.to_le_bytes());
-        b
-    };
     let refused = |b: Vec<u8>| {
         let e = record::read(Format::Firecracker, &reseal(b), &unrelated, &Options::default()).unwrap_err();
         assert_eq!(e.rule, Rule::Ambiguous, "{e}");
@@ -752,12 +742,6 @@ fn firecracker_patch_keeps_kvms_mxcsr_mask() {
 #[test]
 fn firecracker_header_version_must_read() {
     let any = fixtures::layout(AMD_ZEN4);
-    let reseal = |mut b: Vec<u8>| {
-        let body = b.len() - 8;
-        let crc = record::firecracker::crc64(&b[..body]);
-        b[body..].copy_from_slice(&crc.to_le_bytes());
-        b
-    };
     let mut bincode = fc_bincode();
     bincode[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
     let e = record::read(Format::Firecracker, &reseal(bincode), &any, &Options::default()).unwrap_err();

@@ -106,32 +106,29 @@ fn check_flags(args: &ValidateArgs, xen_record: bool) -> CliResult {
     misplaced(args.mxcsr_mask.is_some() && p == ProfileArg::Xen, "--mxcsr-mask", "profiles that check MXCSR (not xen)")
 }
 
-std::thread_local! {
-    /// Set once the verdict's JSON is printed (an invalid image prints it, then fails).
-    static VERDICT_PRINTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Runs `xstate validate`. With `--json` a file refused before its image is judged (a record
 /// that does not parse, masks no CPU has) still prints its verdict, `"valid": false` with the
 /// error, as `--help` promises; usage and I/O errors (exit 2) are no verdict.
 pub fn run(args: &ValidateArgs) -> CliResult {
-    let r = judge(args);
-    if let Err(e) = &r
-        && args.json
-        && e.code == 1
-        && !VERDICT_PRINTED.with(|p| p.get())
-    {
-        print_json(&json!({
-            "file": args.image.display().to_string(),
-            "profile": Profile::from(args.profile).name(),
-            "valid": false,
-            "error": json!({ "rule": null, "text": e.message, "errno": null }),
-        }))?;
+    match judge(args) {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            if args.json && e.code == 1 {
+                print_json(&json!({
+                    "file": args.image.display().to_string(),
+                    "profile": Profile::from(args.profile).name(),
+                    "valid": false,
+                    "error": json!({ "rule": null, "text": e.message, "errno": null }),
+                }))?;
+            }
+            Err(e)
+        }
     }
-    r
 }
 
-fn judge(args: &ValidateArgs) -> CliResult {
+/// The verdict, printed (`Ok`, its outcome inside), or the refusal of the input before any
+/// verdict (`Err`).
+fn judge(args: &ValidateArgs) -> CliResult<CliResult> {
     let src = args.cpu.source()?;
     let mut opts = args.vmm.apply(Options::default(), &args.cpu);
     opts.xen = args.xen.host(&src.layout);
@@ -144,14 +141,14 @@ fn judge(args: &ValidateArgs) -> CliResult {
     let Some(img) = &loaded.image else {
         let vcpu = loaded.state.as_ref().and_then(|s| s.vcpu()).map(|v| format!(", vCPU {v}")).unwrap_or_default();
         if args.json {
-            return print_json(&json!({
+            return Ok(print_json(&json!({
                 "file": args.image.display().to_string(),
                 "format": crate::cmd::imageio::format_name(loaded.format),
                 "valid": true,
                 "no_xsave_state": true,
-            }));
+            })));
         }
-        return emit(&format!("{}: valid ({}): no xsave state{vcpu}\n", args.image.display(), loaded.format));
+        return Ok(emit(&format!("{}: valid ({}): no xsave state{vcpu}\n", args.image.display(), loaded.format)));
     };
     let (xcr0, xss) = args.cpu.masks(&src, (loaded.xcr0, loaded.xss));
     let layout = loaded.layout.as_ref().unwrap_or(&src.layout);
@@ -182,6 +179,8 @@ fn judge(args: &ValidateArgs) -> CliResult {
         None => XenCaller::Domctl,
     };
     let verdict = validate(img, layout, profile, &ctx);
+    let invalid =
+        |v: Result<(), _>| v.map_err(|e| CliError::invalid(format!("{}: invalid: {e}", args.image.display())));
     let h = xstate::image::Header::read(img).unwrap_or(xstate::image::Header::EMPTY);
     let notes = length_notes(img, layout, profile, &ctx);
     let xen = if profile == Profile::Xen {
@@ -190,8 +189,7 @@ fn judge(args: &ValidateArgs) -> CliResult {
         String::new()
     };
     if args.json {
-        VERDICT_PRINTED.with(|p| p.set(true));
-        print_json(&json!({
+        let printed = print_json(&json!({
             "file": args.image.display().to_string(),
             "format": crate::cmd::imageio::format_name(loaded.format),
             "profile": profile.name(),
@@ -208,11 +206,11 @@ fn judge(args: &ValidateArgs) -> CliResult {
             "xcr0": mask_json(ctx.xcr0),
             "xss": mask_json(ctx.xss),
             "notes": notes,
-        }))?;
+        }));
+        return Ok(printed.and_then(|()| invalid(verdict)));
     }
-    verdict.map_err(|e| CliError::invalid(format!("{}: invalid: {e}", args.image.display())))?;
-    if args.json {
-        return Ok(());
+    if let Err(e) = invalid(verdict) {
+        return Ok(Err(e));
     }
     let mut text = format!(
         "{}: valid ({profile}{xen}): {} image, {} bytes, XSTATE_BV {} ({}), XCOMP_BV {}, XCR0 {}\n",
@@ -227,7 +225,7 @@ fn judge(args: &ValidateArgs) -> CliResult {
     for n in &notes {
         text.push_str(&format!("note: {n}\n"));
     }
-    emit(&text)
+    Ok(emit(&text))
 }
 
 /// What a valid image's length means to the consumer: bytes it never reads.

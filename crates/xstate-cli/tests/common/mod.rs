@@ -91,6 +91,16 @@ pub fn mask(v: &Value) -> u64 {
     }
 }
 
+/// A standard image of `size` bytes in its init state but for XSTATE_BV `bv`: FCW 0x037F,
+/// MXCSR 0x1F80, everything else zero.
+pub fn standard_image(size: usize, bv: u64) -> Vec<u8> {
+    let mut img = vec![0u8; size];
+    img[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+    img[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+    img[512..520].copy_from_slice(&bv.to_le_bytes());
+    img
+}
+
 /// A valid standard image for this host in `dir/host.img`: XCR0's size, FCW and MXCSR at
 /// their init values; `xmm0_in_use` puts 0x11 in XMM0 and marks x87 and SSE in use.
 pub fn host_image(dir: &Path, xmm0_in_use: bool) -> PathBuf {
