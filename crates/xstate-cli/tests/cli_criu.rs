@@ -486,7 +486,7 @@ fn checkpoint_convert_writes_a_whole_directory_or_nothing() {
         v
     };
     assert_eq!(names(&fresh), names(&zen4));
-    assert!(names(&d).iter().all(|n| n == "fresh"), "nothing left beside it: {:?}", names(&d));
+    assert_eq!(names(&d), ["fresh"], "nothing left beside it");
     // An existing empty directory is filled; one holding files is refused untouched.
     let empty = d.join("empty");
     std::fs::create_dir(&empty).unwrap();
@@ -499,6 +499,13 @@ fn checkpoint_convert_writes_a_whole_directory_or_nothing() {
     assert_eq!((code, err.lines().count()), (2, 1), "{err}");
     assert!(err.contains("not empty"), "{err}");
     assert_eq!(names(&used), ["core-9999.img"]);
+    // A symbolic link is written through (to a new or an empty directory) and stays a link.
+    let link = d.join("link");
+    std::os::unix::fs::symlink("through", &link).unwrap();
+    let (code, _, err) = conv(&link, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(names(&d.join("through")), names(&zen4));
     let (code, _, err) = conv(Path::new("-"), &[]);
     assert_eq!((code, err.lines().count()), (2, 1), "{err}");
     assert!(!Path::new("-").exists());

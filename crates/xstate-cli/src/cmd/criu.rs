@@ -560,6 +560,14 @@ fn write_dir(out: &Path, files: &[(std::ffi::OsString, Vec<u8>)]) -> CliResult {
     if out == Path::new("-") {
         return Err(CliError::usage("-o -: a checkpoint is a directory; name the new one (-o OUTDIR)"));
     }
+    // A symbolic link is written through, as `-o` does for files: the link stays.
+    let linked = std::fs::symlink_metadata(out).is_ok_and(|m| m.file_type().is_symlink());
+    let target = match std::fs::read_link(out) {
+        Ok(t) if linked && t.is_relative() => out.parent().unwrap_or(Path::new(".")).join(t),
+        Ok(t) if linked => t,
+        _ => out.to_path_buf(),
+    };
+    let out = target.as_path();
     if let Ok(m) = std::fs::symlink_metadata(out) {
         if !m.is_dir() {
             return Err(usage(&"exists and is not a directory"));
