@@ -150,6 +150,23 @@ fn compare(name: &str, w: &[bool], must: &[bool], may: &[bool]) -> Check {
     }
 }
 
+/// The bytes of component `c` at `r` that hold its registers, which every save writes: PKRU's
+/// first 4 of 8 (SDM Vol. 1 §13.5.7, "PKRU State"; the other 4 are padding, which AMD Zen 3's
+/// XSAVE and XSAVEC leave unwritten, docs/HARDWARE.md), else all of them.
+fn register_bytes(c: Component, r: Range<usize>) -> Range<usize> {
+    match c {
+        Component::PKRU => r.start..r.start + 4.min(r.len()),
+        _ => r,
+    }
+}
+
+/// Marks component `c` at `r` as written: its registers in `must`, any padding in `may`.
+fn component_bytes(must: &mut [bool], may: &mut [bool], c: Component, r: Range<usize>) {
+    let regs = register_bytes(c, r.clone());
+    must[regs.clone()].fill(true);
+    may[regs.end..r.end].fill(true);
+}
+
 fn legacy_bytes(mask: &mut [bool], with_sse: bool) {
     for c in [Component::X87, Component::SSE] {
         if c == Component::SSE && !with_sse {
@@ -184,7 +201,7 @@ pub fn live_check(host: &Host, seed: u64) -> Vec<Check> {
             may[XSTATE_BV..XSTATE_BV + 8].fill(true);
             for c in xcr0.iter().filter(|c| !c.is_legacy()) {
                 if let Some(r) = l.standard_range(c) {
-                    must[r].fill(true);
+                    component_bytes(&mut must, &mut may, c, r);
                 }
             }
             checks.push(compare(
@@ -196,7 +213,7 @@ pub fn live_check(host: &Host, seed: u64) -> Vec<Check> {
             let bad: Vec<String> = xcr0
                 .iter()
                 .filter(|c| !c.is_legacy() && *c != Component::TILECFG)
-                .filter_map(|c| l.standard_range(c).map(|r| (c, r)))
+                .filter_map(|c| l.standard_range(c).map(|r| (c, register_bytes(c, r))))
                 .filter(|(_, r)| a[r.clone()] != image[r.clone()])
                 .map(|(c, _)| l.name(c))
                 .collect();
@@ -233,12 +250,12 @@ pub fn live_check(host: &Host, seed: u64) -> Vec<Check> {
         (Ok(a), Ok(b)) => {
             let w = written(a, b, n);
             let mut must = vec![false; n];
-            let may = vec![false; n];
+            let mut may = vec![false; n];
             legacy_bytes(&mut must, true);
             must[XSTATE_BV..XSTATE_BV + 16].fill(true);
             let placed = l.compacted_components(xcr0).unwrap_or_default();
-            for (_, off, size) in &placed {
-                must[*off as usize..(*off + *size) as usize].fill(true);
+            for (c, off, size) in &placed {
+                component_bytes(&mut must, &mut may, *c, *off as usize..(*off + *size) as usize);
             }
             checks.push(compare(
                 &format!(
@@ -253,8 +270,9 @@ pub fn live_check(host: &Host, seed: u64) -> Vec<Check> {
                 .iter()
                 .filter(|(c, _, _)| *c != Component::TILECFG)
                 .filter(|(c, off, size)| {
-                    let r = l.standard_range(*c).unwrap_or(0..0);
-                    a[*off as usize..(*off + *size) as usize] != image[r]
+                    let r = register_bytes(*c, l.standard_range(*c).unwrap_or(0..0));
+                    let saved = register_bytes(*c, *off as usize..(*off + *size) as usize);
+                    a[saved] != image[r]
                 })
                 .map(|(c, _, _)| l.name(*c))
                 .collect();
