@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use xstate::Xfeatures;
 use xstate::image::Image;
 use xstate::image::regs::decode;
-use xstate::record::criu::core::{CoreFpu, field_name, holdable};
+use xstate::record::criu::core::{CoreFpu, field_name, field_size, holdable};
 use xstate::record::criu::cpuinfo::{CpuInfo, Refusal, X86Entry};
 use xstate::record::{self, Contents, Format, Options, State, StateId};
 
@@ -164,11 +164,17 @@ pub fn run(a: &CriuArgs) -> CliResult {
         Some(p) => Some(source(Some(p))?),
         None => None,
     };
+    // A listing is of the images on --cpuid's layout; a verdict is for the target's.
+    if target.is_none()
+        && let Some(Err(e)) = rows.iter().map(|r| &r.state).find(|s| s.is_err())
+    {
+        return Err(CliError::invalid(e));
+    }
     let mut refused = false;
     let mut verdict_lines = Vec::new();
     let mut verdict_json = json!(null);
     if let Some(b) = &target {
-        let v = verdict(&rows, layout, entry, b);
+        let v = verdict(&rows, entry, b);
         refused = !v.ok();
         verdict_lines = v.lines(entry.is_some(), &b.name);
         verdict_json = v.json(&b.name);
@@ -177,17 +183,22 @@ pub fn run(a: &CriuArgs) -> CliResult {
     if a.json {
         let list: Vec<Value> = rows
             .iter()
-            .map(|Row { thread: t, xstate_bv: bv, held, state: s }| {
-                let img = s.image.as_ref().map(|i| i.image());
+            .map(|Row { thread: t, xstate_bv: bv, held, state }| {
+                let s = state.as_ref().ok();
+                let img = s.and_then(|s| s.image.as_ref()).map(|i| i.image());
+                let rfbm = s.and_then(|s| s.rfbm);
                 let mut v = json!({
                     "tid": t.tid,
                     "file": t.path.display().to_string(),
                     "xstate_bv": bv.map(|b| format!("{:#x}", b.bits())),
                     "fields": format!("{:#x}", held.bits()),
-                    "rfbm": s.rfbm.map(|m| format!("{:#x}", m.bits())),
+                    "rfbm": rfbm.map(|m| format!("{:#x}", m.bits())),
                     "size": img.map(|i| i.len()),
                 });
-                if let (true, Some(img), Some(rfbm)) = (a.regs, img, s.rfbm) {
+                if let Err(e) = state {
+                    v["image_error"] = json!(e);
+                }
+                if let (true, Some(img), Some(rfbm)) = (a.regs, img, rfbm) {
                     let d = decode(&img, layout, rfbm);
                     (v["registers"], v["undecoded"]) = registers_json(&d, layout);
                 }
@@ -229,17 +240,21 @@ pub fn run(a: &CriuArgs) -> CliResult {
                 say!(out, "  {q}");
             }
         }
-        for Row { thread: t, xstate_bv: bv, held, state: s } in &rows {
+        for Row { thread: t, xstate_bv: bv, held, state } in &rows {
+            let image = match state {
+                Ok(s) => format!("image {} bytes", s.image.as_ref().map_or(0, |i| i.len())),
+                Err(_) => format!("no image on {} (it lacks a component in use)", src.name),
+            };
             say!(
                 out,
-                "thread {}: xstate_bv {}, fields for {} ({}), image {} bytes",
+                "thread {}: xstate_bv {}, fields for {} ({}), {image}",
                 t.tid.map_or("?".into(), |t| t.to_string()),
                 bv.map_or("-".into(), |b| format!("{b} ({})", b.names())),
                 held,
                 held.names(),
-                s.image.as_ref().map_or(0, |i| i.len())
             );
-            if let (true, Some(img), Some(rfbm)) = (a.regs, s.image.as_ref(), s.rfbm) {
+            let s = state.as_ref().ok();
+            if let (true, Some(img), Some(rfbm)) = (a.regs, s.and_then(|s| s.image.as_ref()), s.and_then(|s| s.rfbm)) {
                 let d = decode(&img.image(), layout, rfbm);
                 for r in &d.registers {
                     say!(out, "  {}", register_line(r));
@@ -310,10 +325,14 @@ struct Row<'a> {
     thread: &'a Thread,
     xstate_bv: Option<Xfeatures>,
     held: Xfeatures,
-    state: State,
+    /// The thread's image on the reading layout, or why that layout cannot hold it (a
+    /// component in use it does not enumerate at CRIU's size). CRIU's core names each
+    /// component's field, so the verdict for another CPU does not need it.
+    state: Result<State, String>,
 }
 
-/// The cpuinfo entry (if the checkpoint has one) and every thread read on `layout`.
+/// The cpuinfo entry (if the checkpoint has one) and every thread read on `layout`. A thread
+/// whose state `layout` cannot hold keeps the reason in its row; every other fault refuses.
 fn read_rows<'a>(
     threads: &'a [Thread],
     cpuinfo: Option<&Path>,
@@ -326,11 +345,18 @@ fn read_rows<'a>(
     let mut rows = Vec::new();
     for t in threads {
         let core = CoreFpu::parse(&t.bytes).map_err(|e| invalid(&t.path, e))?;
-        let c =
-            record::read(Format::CriuCore, &t.bytes, layout, &Options::default()).map_err(|e| invalid(&t.path, e))?;
-        let mut s = c.states.into_iter().next().ok_or_else(|| invalid(&t.path, "no state"))?;
-        s.id = t.tid.map(StateId::Thread);
-        rows.push(Row { thread: t, xstate_bv: core.xstate_bv, held: core.held(), state: s });
+        let state = match record::read(Format::CriuCore, &t.bytes, layout, &Options::default()) {
+            Ok(c) => {
+                let mut s = c.states.into_iter().next().ok_or_else(|| invalid(&t.path, "no state"))?;
+                s.id = t.tid.map(StateId::Thread);
+                Ok(s)
+            }
+            Err(e) if e.rule == xstate::record::Rule::UnknownComponent => {
+                Err(format!("{}: {e} (--cpuid names the CPU the checkpoint was dumped on)", t.path.display()))
+            }
+            Err(e) => return Err(invalid(&t.path, e)),
+        };
+        rows.push(Row { thread: t, xstate_bv: core.xstate_bv, held: core.held(), state });
     }
     Ok((entry, rows))
 }
@@ -386,26 +412,28 @@ impl Verdict {
     }
 }
 
-/// The verdict for moving the threads of `rows` (read on `layout`) to `b`.
-fn verdict(rows: &[Row<'_>], layout: &xstate::Layout, entry: Option<&X86Entry>, b: &Source) -> Verdict {
+/// The verdict for moving the threads of `rows` to `b`. Each component in use is held against
+/// CRIU's field for it (its size is CRIU's, not the reading CPU's), so the reading layout does
+/// not enter.
+fn verdict(rows: &[Row<'_>], entry: Option<&X86Entry>, b: &Source) -> Verdict {
     let host = X86Entry::of_cpuid(&b.cpuid);
     let criu = entry.map(|e| e.cpu_cap_fpu(&host)).unwrap_or_default();
     let mut beyond = Vec::new();
     for Row { thread: t, xstate_bv: bv, held, .. } in rows {
         let used = bv.unwrap_or(Xfeatures::LEGACY) - Xfeatures::LEGACY - Xfeatures::BIT63;
         for c in used.iter() {
-            let want = layout.geometry(c).map(|g| g.size);
+            let want = field_size(c);
             let have = b.layout.geometry(c).filter(|_| b.layout.user_supported().contains(c)).map(|g| g.size);
             let tid = t.tid.map_or("?".into(), |t| t.to_string());
             match have {
                 None => beyond.push(format!(
                     "thread {tid}: {} in use, {} lacks it: CRIU restores it as init (state lost)",
-                    layout.name(c),
+                    c.name(),
                     b.name
                 )),
                 Some(h) if Some(h) != want && held.contains(c) => beyond.push(format!(
                     "thread {tid}: {} is {h} bytes on {}, CRIU's {} holds {}: restore refuses",
-                    layout.name(c),
+                    c.name(),
                     b.name,
                     field_name(c).unwrap_or("field"),
                     want.unwrap_or(0)
@@ -510,7 +538,7 @@ pub fn retarget(checkpoint: &Path, read_on: Option<&PathBuf>, to: Option<&PathBu
         record::read(Format::CriuCore, &r.thread.bytes, &b.layout, &Options::default())
             .map_err(|e| invalid(&r.thread.path, format!("on {}: {e}", b.name)))?;
     }
-    let v = verdict(&rows, &src.layout, Some(&entry), &b);
+    let v = verdict(&rows, Some(&entry), &b);
     if let Some(l) = v.beyond.first() {
         return Err(CliError::invalid(format!("{}: not moved to {}: {l}", checkpoint.display(), b.name)));
     }

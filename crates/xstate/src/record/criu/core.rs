@@ -93,6 +93,12 @@ pub fn holdable() -> Xfeatures {
     ARRAYS.iter().fold(Xfeatures::LEGACY, |m, (_, c)| m.with(*c))
 }
 
+/// The size in bytes of the CRIU field holding `c`: the component's size CRIU dumps and
+/// restores (`images/core-x86.proto`), whatever the CPU.
+pub fn field_size(c: Component) -> Option<u32> {
+    ARRAYS.iter().find(|(_, k)| *k == c).map(|(s, _)| s.bytes() as u32)
+}
+
 /// The CRIU field holding `c`'s bytes, by its proto name.
 pub fn field_name(c: Component) -> Option<&'static str> {
     ARRAYS.iter().find(|(_, k)| *k == c).map(|(s, _)| s.name)
