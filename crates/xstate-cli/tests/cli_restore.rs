@@ -1,6 +1,7 @@
 //! `xstate restore` never writes a state that is not the image's (issue 10, items 6-8): on a
-//! live child holding known AVX-512 state (AVX where the host lacks it), read back with
-//! PTRACE_GETREGSET by the test itself and by the child's own XSAVE.
+//! live child holding known AVX-512 state (AVX and PKRU where the host lacks it: PKRU, like
+//! AVX-512, sits elsewhere on the other vendor), read back with PTRACE_GETREGSET by the test
+//! itself and by the child's own XSAVE.
 
 #[macro_use]
 mod common;
@@ -31,11 +32,22 @@ fn layout_of(dump: &Path) -> Layout {
     Layout::from_leaf0d(d.leaf0d()).unwrap()
 }
 
-/// The bytes of the components of `mask` above SSE, at this host's offsets, plus XMM.
+/// The components whose state the tests move: AVX-512 where the host has it, else AVX and PKRU.
+fn moved(xcr0: Xfeatures) -> Xfeatures {
+    xcr0 & Xfeatures(0x2E7)
+}
+
+/// The register bytes of `c` at `r`: PKRU's first 4 of 8 (the rest is padding, which the
+/// kernel and AMD's XSAVE leave as they are), else all of them.
+fn register_bytes(c: Component, r: std::ops::Range<usize>) -> std::ops::Range<usize> {
+    if c == Component::PKRU { r.start..r.start + 4 } else { r }
+}
+
+/// The register bytes of the components of `mask` above SSE, at this host's offsets, plus XMM.
 fn registers(l: &Layout, img: &[u8], mask: Xfeatures) -> Vec<(Component, Vec<u8>)> {
     let mut v = vec![(Component::SSE, img[160..416].to_vec())];
     for c in mask.iter().filter(|c| !c.is_legacy()) {
-        let r = l.standard_range(c).unwrap();
+        let r = register_bytes(c, l.standard_range(c).unwrap());
         v.push((c, img[r].to_vec()));
     }
     v
@@ -50,8 +62,9 @@ fn restore_refuses_what_it_cannot_read_and_loads_what_it_can() {
         skip!("../shared/cpuid dumps not found: foreign-layout restore not checked");
         return;
     };
-    // Known state in AVX-512 (k, zmm_hi256, hi16_zmm) where the host has it, else AVX; tiles init.
-    let moved = xcr0 & Xfeatures(0xE7);
+    // Known state in AVX-512 (k, zmm_hi256, hi16_zmm) where the host has it, else AVX and
+    // PKRU; tiles init.
+    let moved = moved(xcr0);
     let foreign = layout_of(&dump);
     let differs = moved.iter().filter(|c| !c.is_legacy()).any(|c| foreign.standard_range(c) != l.standard_range(c));
     assert!(differs, "{}: expected other offsets than this host's for {moved}", dump.display());
@@ -138,7 +151,7 @@ fn restore_of_a_kvm_xsave_needs_the_cpu_it_was_saved_on() {
         skip!("../shared/cpuid dumps not found: kvm_xsave restore not checked");
         return;
     };
-    let moved = xcr0 & Xfeatures(0xE7);
+    let moved = moved(xcr0);
     let foreign = layout_of(&dump);
     let img = crafted_image(&l, moved, &mut Rng::new(9));
     let child = tracee::spawn_stopped(&host, &img).unwrap();
@@ -149,10 +162,14 @@ fn restore_of_a_kvm_xsave_needs_the_cpu_it_was_saved_on() {
     };
     let want = registers(&l, &before, moved);
     let now = || registers(&l, &xstate_hw::ptrace::get_xstate(child.pid()).unwrap(), moved);
-    // The state to load: every register of `moved` changed, laid out for the other CPU.
+    // The state to load: every register of `moved` changed, laid out for the other CPU (PKRU
+    // keeps key 0, the child's own memory, accessible: bits 0 and 1 stay clear).
     let mut m = before.clone();
     for c in moved.iter().filter(|c| !c.is_legacy()) {
-        for b in &mut m[l.standard_range(c).unwrap()] {
+        let r = register_bytes(c, l.standard_range(c).unwrap());
+        let first = if c == Component::PKRU { 0x58 } else { 0x5A };
+        m[r.start] ^= first;
+        for b in &mut m[r.start + 1..r.end] {
             *b ^= 0x5A;
         }
     }
@@ -167,6 +184,7 @@ fn restore_of_a_kvm_xsave_needs_the_cpu_it_was_saved_on() {
     // loader accepts as a tail, so its length says nothing either.
     let mut sse = m.clone();
     sse[512] &= 0x3;
+    sse[513..520].fill(0);
     let mine_sse = d.join("mine-sse.nt");
     std::fs::write(&mine_sse, &sse).unwrap();
     let mx = format!("{moved:#x}");
