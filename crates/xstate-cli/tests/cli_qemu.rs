@@ -185,11 +185,13 @@ impl Vm {
     }
 
     /// Waits until the serial log holds `text`; returns the log.
+    /// The serial log once a whole line holding `text` is in it (a guest's line can arrive in
+    /// pieces: "READY xcr0=00000007 c" was read once before the rest of its line).
     fn wait_serial(&mut self, text: &str) -> String {
         let start = Instant::now();
         loop {
             let log = std::fs::read_to_string(&self.serial).unwrap_or_default();
-            if log.contains(text) {
+            if log.find(text).is_some_and(|i| log[i..].contains('\n')) {
                 return log;
             }
             assert!(start.elapsed() < Duration::from_secs(120), "guest never printed {text:?}; serial: {log:?}");
