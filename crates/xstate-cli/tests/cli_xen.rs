@@ -426,3 +426,35 @@ fn kvm_xsave_to_xen_needs_the_guests_xcr0() {
     let b = std::fs::read(&out).unwrap();
     assert_eq!(u64_at(&b, 0), 0x3, "the guest's XCR0 as given");
 }
+
+/// A bare image does not say the XCR0 it was saved with, and Xen restores the guest's XCR0
+/// from the record (`xcr0`, `xcr0_accum`): converting one into a Xen record, or a
+/// forward-compatible blob, needs it given (`--xcr0`, or `--to-xcr0` for the output's), as a
+/// kvm_xsave does; the CPU's default XCR0 (which fits the image's length) was written as the
+/// guest's. A Linux record's XCR0 is the kernel's, which the default is.
+#[test]
+fn a_bare_image_into_a_guest_record_needs_the_guests_xcr0() {
+    let dir = tmpdir("xen-bare");
+    let hsw = cpu(&dir, "hsw", AVX_ONLY);
+    // 832 bytes: standard_size of the CPU's default XCR0 0x7, and of a guest's 0x5 (x87|AVX).
+    let bare = write(&dir, "bare.img", &image(832, 0x3));
+    let out = dir.join("out");
+    for (fmt, extra) in
+        [("xen-domctl", &[][..]), ("xen-hvm", &["--vcpu", "0"][..]), ("xen-pv", &["--vcpu", "0"]), ("fc-blob", &[])]
+    {
+        let a =
+            [&["convert", s(&bare), "--cpuid", s(&hsw), "--to", "standard", "--to-format", fmt][..], extra].concat();
+        let (code, _, err) = xstate(&[&a[..], &["-o", s(&out)]].concat());
+        assert_eq!(code, 1, "{fmt}: the default XCR0 written as the guest's: {err}");
+        assert!(err.contains("--xcr0") && err.trim().lines().count() == 1, "{fmt}: {err}");
+        assert!(!out.exists(), "{fmt}: a refused conversion wrote {out:?}");
+        for given in [["--xcr0", "0x7"], ["--to-xcr0", "0x7"]] {
+            ok(&[&a[..], &given[..], &["-o", s(&out)]].concat());
+            let v = json(&["inspect", s(&out), "--cpuid", s(&hsw), "--format", fmt, "--json"]);
+            assert_eq!(v["xcr0"], "0x7", "{fmt} {given:?}: {v}");
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+    // A process's record: the kernel's XCR0, the CPU's default.
+    ok(&["convert", s(&bare), "--cpuid", s(&hsw), "--to", "standard", "--to-format", "nt-xstate", "-o", s(&out)]);
+}

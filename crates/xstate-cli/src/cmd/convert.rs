@@ -6,6 +6,8 @@
 //! default (XGETBV(0) on this host, every user component of a dump). The output's is
 //! `--to-xcr0`, else the input's when the output format records an XCR0 (the guest keeps its
 //! XCR0) or B is A, else B's default: the XCR0 `validate OUT --cpuid B` assumes for a bare image.
+//! A bare input into a record that hands its XCR0 to the guest (Xen's, the forward-compatible
+//! blob) needs `--xcr0` or `--to-xcr0`: A's default would be written as the guest's.
 
 use std::path::PathBuf;
 
@@ -13,7 +15,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 use xstate::Xfeatures;
 use xstate::image::{ImageBuf, Target, convert_between};
-use xstate::record::{Field, FieldSet, Options};
+use xstate::record::{Field, FieldSet, Format, Options};
 
 use crate::cmd::imageio::{ImageFormat, VmmArgs, XenArgs, check_image_size, load_vcpu, raw_state, records_xcr0, store};
 use crate::common::{
@@ -213,6 +215,18 @@ pub fn run(args: &ConvertArgs) -> CliResult {
     out_opts.drop = args.drop.iter().fold(FieldSet::NONE, |d, f| d.with(*f));
     // XCR0 where the source does not record it: --xcr0, or for a bare image the restoring XCR0.
     out_opts.xcr0 = if loaded.state.is_some() { args.cpu.xcr0.or(args.to_xcr0) } else { Some(to_xcr0) };
+    // A bare image does not say the XCR0 it was saved with. Xen restores the guest's XCR0 from
+    // its records (and a forward-compatible blob's reader lays the image out by its first
+    // word), so there the CPU's default would be a guess written as the guest's: it must be
+    // given. (A Linux record's XCR0 is the kernel's, which the default is.)
+    let guest_xcr0 = matches!(out_format, Format::XenDomctl | Format::XenHvm | Format::XenPv | Format::FcBlob);
+    if loaded.state.is_none() && guest_xcr0 && args.cpu.xcr0.is_none() && args.to_xcr0.is_none() {
+        return Err(CliError::invalid(format!(
+            "{name}: a bare image does not say the XCR0 it was saved with, which {} records as the guest's: give it \
+             with --xcr0 (or the output's with --to-xcr0)",
+            args.to_format.name()
+        )));
+    }
     let Some(image) = &loaded.image else {
         // "No xsave state": the output format's own form, or refused where it has none.
         let state = loaded.state.clone().unwrap_or_else(xstate::record::State::no_xsave_state);
