@@ -118,6 +118,17 @@ struct Vm {
     qmp: Qmp,
 }
 
+/// A VM left behind by a failing assertion is killed, not left spinning after the test (one
+/// ran on at full CPU for half an hour after the READY race failed a run).
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Vm {
     fn start(dir: &Path, tag: &str, accel: &str, kernel: &Path, incoming: bool) -> Result<Vm, String> {
         let serial = dir.join(format!("{tag}.serial"));
