@@ -198,6 +198,21 @@ fn memcpy_baseline(n: usize) -> Op {
     })
 }
 
+/// (destination, source, length) of the copies a standard -> compacted conversion of `mask`
+/// on `layout` makes: the first 576 bytes, then runs of components adjacent on both sides.
+fn copy_runs(layout: &Layout, mask: Xfeatures) -> Vec<(usize, usize, usize)> {
+    let mut runs: Vec<(usize, usize, usize)> = vec![(0, 0, 576)];
+    for (c, off, size) in layout.compacted_components(mask).unwrap_or_default() {
+        let Some(r) = layout.standard_range(c).filter(|_| !c.is_legacy()) else { continue };
+        let (d, src, len) = (off as usize, r.start, size as usize);
+        match runs.last_mut() {
+            Some(last) if last.0 + last.2 == d && last.1 + last.2 == src => last.2 += len,
+            _ => runs.push((d, src, len)),
+        }
+    }
+    runs
+}
+
 /// One image of a CPU: its layout, the mask it is enabled for, and a standard and a compacted
 /// form of the same state.
 struct Sample {
@@ -289,6 +304,24 @@ pub fn convert_cases() -> Vec<Case> {
                 memcpy_baseline(n),
             ));
         }
+        // The copies alone that a standard -> compacted conversion makes (the legacy region and
+        // header, then each run of components adjacent on both sides), with no checks: the floor
+        // of converting piece by piece, against which `Converter` is read.
+        let runs = copy_runs(&s.layout, s.mask);
+        let mut p = Placed::new(&s.standard, n);
+        v.push(Case::new(
+            &format!("copies_only_std_to_cmp_{}", s.tag),
+            Box::new(move || {
+                let (img, out) = p.parts();
+                let img = black_box(img);
+                for &(d, src, len) in &runs {
+                    out[d..d + len].copy_from_slice(&img[src..src + len]);
+                }
+                black_box(out);
+            }),
+            &format!("memcpy_{n}"),
+            memcpy_baseline(n),
+        ));
         let (l, m, img) = (s.layout.clone(), s.mask, s.compacted.clone());
         v.push(Case::new(
             &format!("convert_cmp_to_std_{}", s.tag),
