@@ -160,6 +160,10 @@ pub(crate) fn layout_from_text_partial(text: &str, source: &str) -> Result<(Layo
             format_args!("{source}: {e}"),
         )
     })?;
+    // A dump missing leaf 0xD, or with it empty under XSAVE, is no CPU without XSAVE here either.
+    if let Some(e) = data.missing_leaf0d() {
+        return Err(layout_failure(&e));
+    }
     let leaf = data.leaf0d();
     layout_from_leaf(leaf).map(|l| (l, 0)).or_else(|strict| {
         if strict.code != -EINVAL {

@@ -149,7 +149,7 @@ fn item12_every_dump_with_xsave_gives_a_layout() {
             if e.is_dir() { stack.push(e) } else { files.push(e) }
         }
     }
-    let (mut ok, mut no_xsave, mut noted) = (0, 0, 0);
+    let (mut ok, mut no_xsave, mut broken, mut noted) = (0, 0, 0, 0);
     for f in &files {
         let (code, out, err) = xstate(&["layout", "--cpuid", s(f)]);
         match code {
@@ -160,16 +160,25 @@ fn item12_every_dump_with_xsave_gives_a_layout() {
                 }
             }
             1 => {
-                assert!(err.contains("does not enumerate XSAVE"), "{}: {err}", f.display());
+                // Without XSAVE, or a broken dump whose leaf 1 says XSAVE: never read as the
+                // other.
+                if err.contains("bit 26 (XSAVE) is set") {
+                    broken += 1;
+                } else {
+                    assert!(err.contains("does not enumerate XSAVE"), "{}: {err}", f.display());
+                    no_xsave += 1;
+                }
                 assert_eq!(err.trim().lines().count(), 1);
-                no_xsave += 1;
             }
             _ => panic!("{}: exit {code}: {err}", f.display()),
         }
     }
-    eprintln!("{} dumps: {ok} layouts ({noted} with components left out), {no_xsave} without XSAVE", files.len());
-    assert_eq!(ok + no_xsave, files.len());
-    assert_eq!(no_xsave, 9);
+    eprintln!(
+        "{} dumps: {ok} layouts ({noted} with components left out), {no_xsave} without XSAVE, {broken} broken",
+        files.len()
+    );
+    assert_eq!(ok + no_xsave + broken, files.len());
+    assert_eq!((no_xsave, broken), (7, 2));
     assert!(noted >= 60, "{noted}");
 }
 

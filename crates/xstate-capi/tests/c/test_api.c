@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <xstate.h>
 
@@ -321,6 +322,16 @@ static void test_corpus(const char *shared, xstate_layout **genoa_out, xstate_la
         xstate_layout *none = NULL;
         FAILS_WITH(-EINVAL, e, xstate_layout_from_dump_text(text, len, &none, &e));
         CHECK(none == NULL && strstr(e.message, "leaf 0xD") != NULL);
+        /* The partial reader too (it answered -EOPNOTSUPP, "no XSAVE"). */
+        char tmp[] = "/tmp/xstate-capi-no0d-XXXXXX";
+        int fd = mkstemp(tmp);
+        CHECK(fd >= 0);
+        CHECK(write(fd, text, len) == (ssize_t)len);
+        close(fd);
+        uint64_t omitted = 0;
+        FAILS_WITH(-EINVAL, e, xstate_layout_from_dump_partial(tmp, &none, &omitted, &e));
+        CHECK(none == NULL && strstr(e.message, "leaf 0xD") != NULL);
+        unlink(tmp);
     }
 
     /* AMD Zen 4 (Genoa): AVX-512 right after AVX, PKRU at 0x980, CET supervisor states. */

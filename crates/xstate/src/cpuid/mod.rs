@@ -164,12 +164,17 @@ impl CpuidData {
     /// A source that records no subleaf of leaf 0xD although it shows the CPU has the leaf
     /// (leaf 1 ECX bit 26, XSAVE, set; or a maximum basic leaf of at least 0xD) is a dump
     /// missing leaf 0xD: [`LayoutError::Leaf0dMissing`](crate::layout::LayoutError::Leaf0dMissing),
-    /// never read as a CPU without XSAVE. `None` when leaf 0xD is recorded or the CPU has none.
+    /// never read as a CPU without XSAVE. So is one whose 0xD.0 is all zero while leaf 1 says
+    /// XSAVE ([`LayoutError::Leaf0dEmpty`](crate::layout::LayoutError::Leaf0dEmpty)): a CPU with
+    /// XSAVE enumerates x87 and SSE there (SDM Vol. 1 §13.2). `None` when leaf 0xD is recorded
+    /// or the CPU has none.
     pub fn missing_leaf0d(&self) -> Option<crate::layout::LayoutError> {
-        if self.leaf0d.recorded_mask() != 0 {
-            return None;
-        }
         let xsave_flag = self.get(1, 0).map(|r| r.ecx >> 26 & 1 != 0);
+        if self.leaf0d.recorded_mask() != 0 {
+            let sub0 = self.leaf0d.get(0);
+            let empty = sub0.eax == 0 && sub0.ebx == 0 && sub0.ecx == 0 && sub0.edx == 0;
+            return (empty && xsave_flag == Some(true)).then_some(crate::layout::LayoutError::Leaf0dEmpty);
+        }
         let max_leaf = self.get(0, 0).map(|r| r.eax);
         (xsave_flag == Some(true) || max_leaf.is_some_and(|m| m >= 0xD))
             .then_some(crate::layout::LayoutError::Leaf0dMissing { xsave_flag, max_leaf })
@@ -243,5 +248,20 @@ mod tests {
             d.insert(leaf, 0, Regs::new(w(0), w(1), w(2), w(3)));
         }
         assert_eq!(d.brand().as_deref(), Some("Intel(R) Xeon(R) Processor"));
+    }
+
+    /// Leaf 0xD present but all zero: a CPU without XSAVE only where leaf 1 agrees (the
+    /// corpus's broken Sandy Bridge sample has XSAVE set there).
+    #[test]
+    fn an_empty_leaf_0xd_under_xsave_is_a_broken_dump() {
+        let mut d = CpuidData::new(CpuidFormat::Synthetic);
+        d.insert(0xd, 0, Regs::new(0, 0, 0, 0));
+        assert_eq!(d.missing_leaf0d(), None, "no leaf 1: nothing says XSAVE");
+        d.insert(1, 0, Regs::new(0x206a2, 0, 0x1fbaebff & !(1 << 26), 0));
+        assert_eq!(d.missing_leaf0d(), None, "leaf 1 without XSAVE: a CPU without it");
+        d.insert(1, 0, Regs::new(0x206a2, 0, 0x1fbaebff, 0));
+        assert_eq!(d.missing_leaf0d(), Some(crate::layout::LayoutError::Leaf0dEmpty));
+        d.insert(0xd, 0, Regs::new(0x7, 0x340, 0x340, 0));
+        assert_eq!(d.missing_leaf0d(), None, "an enumerated leaf 0xD");
     }
 }

@@ -89,6 +89,9 @@ impl fmt::Display for Anomaly {
 pub enum LayoutError {
     /// CPUID 0xD.0 is all zero: no XSAVE, or a broken enumeration.
     XsaveNotEnumerated,
+    /// CPUID 0xD.0 is all zero although leaf 1 ECX bit 26 (XSAVE) is set: a broken dump or
+    /// enumeration, not a CPU without XSAVE ([`crate::cpuid::CpuidData::missing_leaf0d`]).
+    Leaf0dEmpty,
     /// The source records no leaf 0xD although it shows the CPU has one: leaf 1 ECX bit 26
     /// (XSAVE) is set, or the maximum basic leaf (leaf 0 EAX) is at least 0xD. A dump missing
     /// leaf 0xD, not a CPU without XSAVE ([`crate::cpuid::CpuidData::missing_leaf0d`]).
@@ -165,6 +168,10 @@ impl fmt::Display for LayoutError {
                     "a dump missing leaf 0xD: it records no CPUID leaf 0xD, yet {why}; its XSAVE layout is unknown"
                 )
             }
+            LayoutError::Leaf0dEmpty => f.write_str(
+                "CPUID leaf 0xD subleaf 0 is all zero, yet leaf 1 ECX bit 26 (XSAVE) is set: a broken dump or \
+                 enumeration; its XSAVE layout is unknown",
+            ),
             LayoutError::X87NotSupported => f.write_str("CPUID 0xD.0 EAX bit 0 (x87) is clear"),
             LayoutError::Bit63 { register } => write!(f, "the supported {register} mask has bit 63 set"),
             LayoutError::MissingSubleaf { component } => write!(
