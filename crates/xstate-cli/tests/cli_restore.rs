@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use xstate::{Component, Layout, Xfeatures};
 use xstate_hw::Host;
-use xstate_hw::selfcheck::{Rng, crafted_image};
+use xstate_hw::selfcheck::{Rng, crafted_image, register_bytes};
 use xstate_hw::tracee;
 
 use common::{s, shared_root, tmpdir, xstate};
@@ -35,12 +35,6 @@ fn layout_of(dump: &Path) -> Layout {
 /// The components whose state the tests move: AVX-512 where the host has it, else AVX and PKRU.
 fn moved(xcr0: Xfeatures) -> Xfeatures {
     xcr0 & Xfeatures(0x2E7)
-}
-
-/// The register bytes of `c` at `r`: PKRU's first 4 of 8 (the rest is padding, which the
-/// kernel and AMD's XSAVE leave as they are), else all of them.
-fn register_bytes(c: Component, r: std::ops::Range<usize>) -> std::ops::Range<usize> {
-    if c == Component::PKRU { r.start..r.start + 4 } else { r }
 }
 
 /// The register bytes of the components of `mask` above SSE, at this host's offsets, plus XMM.

@@ -153,7 +153,7 @@ fn compare(name: &str, w: &[bool], must: &[bool], may: &[bool]) -> Check {
 /// The bytes of component `c` at `r` that hold its registers, which every save writes: PKRU's
 /// first 4 of 8 (SDM Vol. 1 §13.5.7, "PKRU State"; the other 4 are padding, which AMD Zen 3's
 /// XSAVE and XSAVEC leave unwritten, docs/HARDWARE.md), else all of them.
-fn register_bytes(c: Component, r: Range<usize>) -> Range<usize> {
+pub fn register_bytes(c: Component, r: Range<usize>) -> Range<usize> {
     match c {
         Component::PKRU => r.start..r.start + 4.min(r.len()),
         _ => r,

@@ -171,8 +171,7 @@ impl CpuidData {
     pub fn missing_leaf0d(&self) -> Option<crate::layout::LayoutError> {
         let xsave_flag = self.get(1, 0).map(|r| r.ecx >> 26 & 1 != 0);
         if self.leaf0d.recorded_mask() != 0 {
-            let sub0 = self.leaf0d.get(0);
-            let empty = sub0.eax == 0 && sub0.ebx == 0 && sub0.ecx == 0 && sub0.edx == 0;
+            let empty = !self.leaf0d.xsave_enumerated();
             return (empty && xsave_flag == Some(true)).then_some(crate::layout::LayoutError::Leaf0dEmpty);
         }
         let max_leaf = self.get(0, 0).map(|r| r.eax);

@@ -96,12 +96,16 @@ pub fn holdable() -> Xfeatures {
 /// The size in bytes of the CRIU field holding `c`: the component's size CRIU dumps and
 /// restores (`images/core-x86.proto`), whatever the CPU.
 pub fn field_size(c: Component) -> Option<u32> {
-    ARRAYS.iter().find(|(_, k)| *k == c).map(|(s, _)| s.bytes() as u32)
+    field_of(c).map(|s| s.bytes() as u32)
 }
 
 /// The CRIU field holding `c`'s bytes, by its proto name.
 pub fn field_name(c: Component) -> Option<&'static str> {
-    ARRAYS.iter().find(|(_, k)| *k == c).map(|(s, _)| s.name)
+    field_of(c).map(|s| s.name)
+}
+
+fn field_of(c: Component) -> Option<Spec> {
+    ARRAYS.iter().find(|(_, k)| *k == c).map(|(s, _)| *s)
 }
 
 fn value_error(at: usize, field: &'static str, value: u64, expected: u64) -> RecordError {
